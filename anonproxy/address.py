@@ -1,0 +1,119 @@
+"""Destinations and listen addresses: parsing and classification (pure).
+
+Invariants: a parsed host is either a valid IP literal (IPv6 without brackets) or a DNS name made
+of letters, digits, '-', '_' and '.', at most 253 characters; ports are 1..65535. Nothing here
+resolves a name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
+
+
+class AddressError(ValueError):
+    """An address that cannot be used; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str  # lower-case DNS name or IP literal (IPv6 without brackets)
+    port: int
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def check_host(host: str) -> str:
+    """Return `host` normalised (lower case, IPv6 unbracketed), or raise AddressError."""
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            return str(ipaddress.IPv6Address(inner))
+        except ValueError:
+            raise AddressError(f"'{host}' is not a valid IPv6 address") from None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(host):
+        raise AddressError(f"'{host[:80]}' is not a valid host name")
+    return host.lower().rstrip(".")
+
+
+def check_port(port: int | str, *, allow_zero: bool = False) -> int:
+    try:
+        value = int(port)
+    except (TypeError, ValueError):
+        raise AddressError(f"port '{port}' is not a number") from None
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535 or (isinstance(port, str) and not port.isdigit()):
+        raise AddressError(f"port '{port}' is outside 1-65535")
+    return value
+
+
+def parse_authority(
+    text: str, default_port: int | None = None, *, listening: bool = False
+) -> Address:
+    """Parse 'host:port', '[v6]:port' (or a bare host when `default_port` is given).
+
+    `listening`: port 0 (any free port) is allowed.
+    """
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise AddressError(f"'{text[:80]}' has an unclosed IPv6 bracket")
+        host, rest = text[: close + 1], text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise AddressError(f"'{text[:80]}' is not host:port")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" in text:
+        raise AddressError(f"'{text[:80]}' is not host:port (put IPv6 addresses in brackets)")
+    else:
+        host, port_text = text, None
+    if port_text is None:
+        if default_port is None:
+            raise AddressError(f"'{text[:80]}' has no port")
+        return Address(check_host(host), default_port)
+    return Address(check_host(host), check_port(port_text, allow_zero=listening))
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_unspecified_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def targets_listener(dest: Address, listen: Address) -> bool:
+    """True when connecting to `dest` would reach the proxy's own listening socket."""
+    if dest.port != listen.port:
+        return False
+    if dest.host == listen.host:
+        return True
+    # A wildcard listener is reachable on every local address; a loopback one on the loopback
+    # names. Other local interface addresses are caught by the exit when it connects.
+    return is_loopback_host(dest.host) and (
+        is_loopback_host(listen.host) or is_unspecified_host(listen.host)
+    ) or (is_unspecified_host(listen.host) and is_unspecified_host(dest.host))

@@ -1,0 +1,80 @@
+"""The errors a connection can end with, and how each is told to the client (pure).
+
+Every error carries one sentence for the user, the HTTP status for HTTP clients and the reply
+code for SOCKS5 clients, so the I/O code never decides wording or codes itself.
+"""
+
+from __future__ import annotations
+
+# SOCKS5 reply codes (RFC 1928 section 6)
+SOCKS_GENERAL_FAILURE = 0x01
+SOCKS_NOT_ALLOWED = 0x02
+SOCKS_NETWORK_UNREACHABLE = 0x03
+SOCKS_HOST_UNREACHABLE = 0x04
+SOCKS_CONNECTION_REFUSED = 0x05
+SOCKS_TTL_EXPIRED = 0x06
+SOCKS_COMMAND_NOT_SUPPORTED = 0x07
+SOCKS_ADDRESS_TYPE_NOT_SUPPORTED = 0x08
+
+
+class ProxyError(Exception):
+    """A failure to report to the client, never a crash."""
+
+    status = 502
+    reason = "Bad Gateway"
+    socks_reply = SOCKS_GENERAL_FAILURE
+
+    def __init__(self, message: str, *, socks_reply: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if socks_reply is not None:
+            self.socks_reply = socks_reply
+
+
+class BadRequest(ProxyError):
+    status, reason = 400, "Bad Request"
+
+
+class HeadersTooLarge(BadRequest):
+    status, reason = 431, "Request Header Fields Too Large"
+
+
+class NotImplementedByProxy(ProxyError):
+    status, reason = 501, "Not Implemented"
+    socks_reply = SOCKS_COMMAND_NOT_SUPPORTED
+
+
+class Forbidden(ProxyError):
+    status, reason = 403, "Forbidden"
+    socks_reply = SOCKS_NOT_ALLOWED
+
+
+class ExitFailed(ProxyError):
+    """The exit could not reach the destination (refused, unreachable, unresolvable)."""
+
+    status, reason = 502, "Bad Gateway"
+
+
+class BadUpstreamResponse(ProxyError):
+    status, reason = 502, "Bad Gateway"
+
+
+class StageTimeout(ProxyError):
+    status, reason = 504, "Gateway Timeout"
+    socks_reply = SOCKS_TTL_EXPIRED
+
+
+class Overloaded(ProxyError):
+    status, reason = 503, "Service Unavailable"
+
+
+def http_error_response(error: ProxyError) -> bytes:
+    """A complete, connection-closing HTTP/1.1 response carrying the error's one sentence."""
+    body = (error.message.rstrip(".") + ".\n").encode("utf-8", "replace")
+    head = (
+        f"HTTP/1.1 {error.status} {error.reason}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii")
+    return head + body

@@ -1,0 +1,299 @@
+"""HTTP/1.x message parsing and rendering over llhttp (httptools); no I/O.
+
+This is the only module that imports httptools. Parsers are incremental: `feed(bytes)` returns
+the events found so far (a head, body pieces, the end of a message, or the start of a tunnel).
+Framing is decided by llhttp in its strict mode, never by hand: a request with both
+Content-Length and Transfer-Encoding, a bad chunk size or a malformed line is a BadRequest.
+
+Invariants: header names keep their case and order; limits on head size and header count are
+enforced while the head is still arriving; body bytes are handed on as they come (never
+buffered whole).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httptools
+
+from .errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
+from .headers import is_websocket_upgrade
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.1" or b"1.0"
+    headers: Headers
+    keep_alive: bool
+    has_body: bool
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    version: bytes
+    headers: Headers
+    keep_alive: bool
+    framing: str  # "none" | "length" | "chunked" | "close"
+
+
+@dataclass(slots=True)
+class Body:
+    data: bytes
+
+
+class End:
+    """The current message is complete."""
+
+    __slots__ = ()
+
+
+END = End()
+
+
+@dataclass(slots=True)
+class Tunnel:
+    """The head was a CONNECT or protocol upgrade: what follows is raw bytes, starting with `rest`."""
+
+    rest: bytes
+
+
+Event = RequestHead | ResponseHead | Body | End | Tunnel
+
+
+def _framing(headers: Headers) -> str:
+    """How the body of a message with these (llhttp-validated) headers is delimited."""
+    length = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            final = value.rsplit(b",", 1)[-1].strip().lower()
+            return "chunked" if final == b"chunked" else "close"
+        if lname == b"content-length":
+            length = value.strip()
+    if length is None:
+        return "close"
+    return "length" if length != b"0" else "none"
+
+
+class _Collector:
+    """Callbacks for llhttp; accumulates a head and queues events."""
+
+    def __init__(self, max_head_bytes: int, max_headers: int, too_large: type[Exception]) -> None:
+        self.events: list[Event] = []
+        self.url = b""
+        self.reason = b""
+        self.headers: Headers = []
+        self.head_bytes = 0
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.too_large = too_large
+
+    def _count(self, n: int) -> None:
+        self.head_bytes += n
+        if self.head_bytes > self.max_head_bytes:
+            raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        self.url, self.reason, self.headers, self.head_bytes = b"", b"", [], 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        self.url += url
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status))
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if len(self.headers) >= self.max_headers:
+            raise self.too_large(f"the message has more than {self.max_headers} header fields")
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(Body(body))
+
+    def on_message_complete(self) -> None:
+        self.events.append(END)
+
+
+class _RequestCollector(_Collector):
+    parser: httptools.HttpRequestParser
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        framing = _framing(self.headers)
+        if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
+            framing = "none"
+        self.events.append(
+            RequestHead(
+                method=p.get_method(),
+                target=self.url,
+                version=p.get_http_version().encode("ascii"),
+                headers=self.headers,
+                keep_alive=p.should_keep_alive(),
+                has_body=framing in ("length", "chunked"),
+            )
+        )
+
+
+class RequestParser:
+    """Parses the requests a client sends on one connection, pipelined or not."""
+
+    def __init__(self, max_head_bytes: int = 65536, max_headers: int = 100) -> None:
+        self._limits = (max_head_bytes, max_headers)
+        self._new()
+
+    def _new(self) -> None:
+        self._collector = _RequestCollector(*self._limits, HeadersTooLarge)
+        self._parser = httptools.HttpRequestParser(self._collector)
+        self._collector.parser = self._parser
+
+    def feed(self, data: bytes) -> list[Event]:
+        c = self._collector
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            rest = data[upgrade.args[0] :]
+            events = c.events
+            # llhttp reports the message complete at the head's end: the tunnel owns the rest.
+            if events and events[-1] is END:
+                events.pop()
+            self._new()
+            head = events.pop()
+            assert isinstance(head, RequestHead)
+            if head.method == b"CONNECT" or is_websocket_upgrade(head.headers):
+                return [*events, head, Tunnel(rest)]
+            # An upgrade we do not serve (h2c, TLS/1.0, ...): drop the offer and parse the
+            # message, body included, as plain HTTP.
+            plain = [(n, v) for n, v in head.headers if n.lower() != b"upgrade"]
+            replay = render_request_head(head.method, head.target, plain, head.version)
+            return [*events, *self.feed(replay + rest)]
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if isinstance(cause, HeadersTooLarge):
+                raise cause from None
+            raise BadRequest("the request could not be parsed") from None
+        except httptools.HttpParserError as error:
+            raise BadRequest(f"malformed request: {_llhttp_reason(error)}") from None
+        events, c.events = c.events, []
+        return events
+
+
+class _ResponseCollector(_Collector):
+    parser: httptools.HttpResponseParser
+    head_only: bool = False
+    final_framing: str | None = None
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        status = p.get_status_code()
+        if self.head_only or status in (204, 304) or 100 <= status < 200:
+            framing = "none"
+        else:
+            framing = _framing(self.headers)
+        self.events.append(
+            ResponseHead(
+                status=status,
+                reason=self.reason,
+                version=p.get_http_version().encode("ascii"),
+                headers=self.headers,
+                keep_alive=p.should_keep_alive(),
+                framing=framing,
+            )
+        )
+        if status >= 200:
+            self.final_framing = framing
+        if self.head_only and status >= 200:
+            raise _HeadDone
+
+
+class _HeadDone(Exception):
+    """Raised from a callback to stop llhttp after the head of a response to HEAD."""
+
+
+class ResponseParser:
+    """Parses the responses to one request: any 1xx interim responses, then the final one."""
+
+    def __init__(self, request_method: bytes, max_head_bytes: int = 65536, max_headers: int = 200):
+        self._collector = _ResponseCollector(max_head_bytes, max_headers, BadUpstreamResponse)
+        self._collector.head_only = request_method == b"HEAD"
+        self._parser = httptools.HttpResponseParser(self._collector)
+        self._collector.parser = self._parser
+
+    def feed(self, data: bytes) -> list[Event]:
+        c = self._collector
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            c.events.append(Tunnel(data[upgrade.args[0] :]))
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if isinstance(cause, _HeadDone):
+                c.events.append(END)
+            elif isinstance(cause, BadUpstreamResponse):
+                raise cause from None
+            else:
+                raise BadUpstreamResponse("the upstream response could not be parsed") from None
+        except httptools.HttpParserError as error:
+            raise BadUpstreamResponse(
+                f"the upstream sent a malformed response: {_llhttp_reason(error)}"
+            ) from None
+        events, c.events = c.events, []
+        return events
+
+    def feed_eof(self) -> list[Event]:
+        """The upstream closed: completes a close-delimited body, or is an error mid-message."""
+        c = self._collector
+        if c.final_framing == "close":
+            c.final_framing = None
+            return [END]
+        if c.head_bytes == 0:
+            raise BadUpstreamResponse("the upstream closed the connection without a response")
+        raise BadUpstreamResponse("the upstream closed the connection in the middle of a response")
+
+
+def _llhttp_reason(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text[:120]
+
+
+def parse_absolute_url(target: bytes) -> tuple[bytes, bytes, int | None, bytes]:
+    """Split an absolute-form request-target into (scheme, host, port, origin-form path)."""
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise BadRequest("the request target is not a valid URL") from None
+    if not url.schema or not url.host:
+        raise BadRequest("the request target must be an absolute http:// URL")
+    path = url.path or b"/"
+    if url.query is not None:
+        path += b"?" + url.query
+    return url.schema.lower(), url.host, url.port, path
+
+
+def render_request_head(
+    method: bytes, target: bytes, headers: Headers, version: bytes = b"1.1"
+) -> bytes:
+    lines = [method + b" " + target + b" HTTP/" + version]
+    lines.extend(name + b": " + value for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def render_response_head(status: int, reason: bytes, headers: Headers) -> bytes:
+    lines = [b"HTTP/1.1 %d " % status + reason]
+    lines.extend(name + b": " + value for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+LAST_CHUNK = b"0\r\n\r\n"

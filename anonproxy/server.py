@@ -1,0 +1,152 @@
+"""The listener: one port, protocol sniffed from the first byte, connection accounting, shutdown.
+
+Invariants:
+- A client outside the allow-list is closed before a byte of it is read.
+- Past `max_connections`, new clients get a clean refusal (503 or a SOCKS failure reply), not a
+  hang.
+- One connection's failure never reaches another: every per-connection error ends in that
+  connection's own handler.
+- SIGINT/SIGTERM: stop accepting, close idle keep-alive connections, let active ones finish for
+  up to `drain_timeout`, then cut what is left and return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import socket
+import time
+
+from . import logs, socks5
+from .address import Address
+from .config import LoadedProfile
+from .context import Context
+from .errors import Overloaded, StageTimeout, http_error_response
+from .http_session import ClientConn, serve_http
+from .socks_session import serve_socks5
+
+SOCKS4 = 0x04
+
+
+class ProxyServer:
+    """The running proxy: owns the listening socket and the live connections."""
+
+    def __init__(self, loaded: LoadedProfile, listen: Address | None = None) -> None:
+        self.listen = listen or loaded.profile.listen_address
+        self.ctx = Context(loaded, self.listen)
+        self._allow = loaded.profile.allow
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: dict[asyncio.Task, ClientConn | None] = {}
+        self._stopping = asyncio.Event()
+
+    @property
+    def limits(self):
+        return self.ctx.limits
+
+    async def start(self) -> Address:
+        self._server = await asyncio.start_server(
+            self._handle, self.listen.host, self.listen.port, reuse_address=True, backlog=1024
+        )
+        sock = self._server.sockets[0].getsockname()
+        if self.listen.port == 0:  # an ephemeral port was asked for: report the real one
+            self.listen = Address(self.listen.host, sock[1])
+            self.ctx.listen = self.listen
+        return self.listen
+
+    async def serve_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self._stopping.wait()
+        logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.close()
+        for task, client in list(self._tasks.items()):
+            if client is None or client.idle:
+                task.cancel()
+        if self._tasks:
+            _, busy = await asyncio.wait(list(self._tasks), timeout=self.limits.drain_timeout)
+            for task in busy:
+                task.cancel()
+            if busy:
+                await asyncio.wait(busy, timeout=2)
+        self.ctx.pool.close()
+
+    def _allowed(self, peer) -> bool:
+        if not self._allow:
+            return True
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        return any(address in net for net in self._allow)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername")
+        if not self._allowed(peer):
+            writer.transport.abort()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._tasks[task] = None
+        started = time.monotonic()
+        try:
+            try:
+                async with asyncio.timeout(self.limits.header_timeout):
+                    first = await reader.read(1 << 16)
+            except TimeoutError:
+                return
+            if not first:
+                return
+            if len(self._tasks) > self.limits.max_connections or self._stopping.is_set():
+                self._refuse(writer, first)
+                return
+            if first[0] == socks5.VERSION:
+                await serve_socks5(reader, writer, self.ctx, first, started)
+            elif first[0] == SOCKS4:
+                # SOCKS4 resolves names on the client: refuse it ("request rejected")
+                writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
+            else:
+                # registering the client lets shutdown tell idle keep-alive from busy
+                await serve_http(reader, writer, self.ctx, first, started, self._stopping,
+                                 on_client=lambda c: self._tasks.__setitem__(task, c))
+        except (OSError, StageTimeout):
+            pass
+        except Exception:  # a bug must not take the listener down: log it, close this one
+            logs.log.exception("internal error on a connection")
+        finally:
+            self._tasks.pop(task, None)
+            try:
+                if not writer.is_closing():
+                    writer.close()
+            except OSError:
+                pass
+
+    def _refuse(self, writer: asyncio.StreamWriter, first: bytes) -> None:
+        if first[0] == socks5.VERSION:
+            writer.write(socks5.method_reply(socks5.NO_ACCEPTABLE))
+        else:
+            writer.write(http_error_response(Overloaded(
+                "the proxy is at its connection limit; try again shortly"
+            )))
+
+
+def run_loop(main) -> None:
+    """Run `main()` on uvloop when it is installed, plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

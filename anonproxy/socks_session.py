@@ -1,0 +1,91 @@
+"""One SOCKS5 client connection: handshake (pure parsing in socks5.py), connect, relay.
+
+Invariants: the destination is connected only after a complete, valid request; every refusal
+sends the matching reply code before closing; a hostname goes to the exit as a name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from . import logs, socks5
+from .context import Context
+from .errors import SOCKS_GENERAL_FAILURE, ProxyError, StageTimeout
+from .relay import relay
+
+
+class _Handshake:
+    def __init__(self, reader: asyncio.StreamReader, first: bytes, deadline: float) -> None:
+        self.reader, self.buf, self.deadline = reader, first, deadline
+
+    async def take(self, parse):
+        """Read until `parse` recognises a message; return it and keep what follows."""
+        while True:
+            parsed = parse(self.buf)
+            if parsed is not None:
+                message, used = parsed
+                self.buf = self.buf[used:]
+                return message
+            if len(self.buf) > 1024:
+                raise socks5.SocksError("handshake message too long", SOCKS_GENERAL_FAILURE)
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    data = await self.reader.read(4096)
+            except TimeoutError:
+                raise StageTimeout("the SOCKS5 handshake did not complete in time") from None
+            if not data:
+                raise ConnectionResetError("client closed during the SOCKS5 handshake")
+            self.buf += data
+
+
+async def serve_socks5(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    ctx: Context,
+    first: bytes,
+    started: float,
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.limits.header_timeout - (time.monotonic() - started)
+    hs = _Handshake(reader, first, deadline)
+    t0 = time.monotonic()
+    dest, plan, status, up, down, problem = "-", None, "-", 0, 0, None
+    try:
+        methods = await hs.take(socks5.parse_greeting)
+        method = socks5.choose_method(methods, auth_required=False)
+        writer.write(socks5.method_reply(method))
+        if method == socks5.NO_ACCEPTABLE:
+            status, problem = "refused", "no acceptable authentication method"
+            return
+        if method == socks5.USERPASS:
+            await hs.take(socks5.parse_userpass)
+            writer.write(socks5.userpass_reply(True))
+        request = await hs.take(socks5.parse_request)
+        dest = request.dest
+        ctx.refuse_self(dest)
+        plan = ctx.route(dest)
+        up_reader, up_writer = await ctx.open(plan, dest)
+        try:
+            writer.write(socks5.reply(socks5.SUCCEEDED))
+            if hs.buf:
+                up_writer.write(hs.buf)
+            status = 0
+            up, down, _ = await relay(
+                (reader, writer), (up_reader, up_writer), idle=ctx.limits.idle_timeout
+            )
+            up += len(hs.buf)
+        finally:
+            up_writer.close()
+    except socks5.SocksError as error:
+        status, problem = error.reply if error.reply is not None else "closed", error.message
+        if error.reply is not None:
+            writer.write(socks5.reply(error.reply))
+    except ProxyError as error:
+        status, problem = error.socks_reply, error.message
+        writer.write(socks5.reply(error.socks_reply))
+    except OSError:
+        problem = "client closed the connection"
+    finally:
+        exit_name = plan.name if plan else "-"
+        logs.connection("socks5", dest, exit_name, status, up, down, time.monotonic() - t0, problem)

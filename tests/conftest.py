@@ -1,0 +1,121 @@
+"""Fixtures: a recording origin on loopback, the real `anonproxy serve` as a subprocess, curl."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from origin import Origin, start_origin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def origin():
+    origin, server = start_origin("127.0.0.1")
+    yield origin
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def origin6():
+    origin, server = start_origin("::1")
+    yield origin
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Proxy:
+    process: subprocess.Popen
+    host: str
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(self.address, timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return self.process.returncode
+
+
+def launch(tmp_path: Path, profile_toml: str, name: str = "test") -> Proxy:
+    profile = tmp_path / f"{name}.toml"
+    profile.write_text(profile_toml)
+    log_path = tmp_path / f"{name}.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "anonproxy", "serve", "--profile", str(profile),
+             "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=log_file, cwd=ROOT, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    deadline = time.monotonic() + 20
+    line = ""
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("anonproxy listening on ") or process.poll() is not None:
+            break
+    if not line.startswith("anonproxy listening on "):
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        raise RuntimeError(f"proxy did not start: {log_path.read_text()}")
+    host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
+    return Proxy(process, host, int(port), log_path)
+
+
+DIRECT = """
+default = "direct"
+[exits.direct]
+"""
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    started: list[Proxy] = []
+
+    def start(profile_toml: str = DIRECT, name: str = "test") -> Proxy:
+        proxy = launch(tmp_path, profile_toml, name)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        if proxy.process.poll() is None:
+            proxy.process.kill()
+            proxy.process.wait()
+        proxy.process.stdout.close()
+
+
+@pytest.fixture
+def proxy(start_proxy) -> Proxy:
+    return start_proxy()
