@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from .address import Address, AddressError, is_loopback_host, parse_authority
 from .headers import HeaderPolicy
@@ -51,9 +61,45 @@ class Replace(_Strict):
         return value
 
 
+def _choice_or_replace(*choices: str):
+    """A header policy: one of `choices`, or { replace = "value" }; one clear error otherwise."""
+    words = " | ".join(choices)
+
+    def check(value: Any) -> str | Replace:
+        if isinstance(value, str) and value in choices:
+            return value
+        if isinstance(value, dict) and set(value) == {"replace"}:
+            try:
+                return Replace.model_validate(value)
+            except ValidationError as error:
+                reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"replace value {reason}") from None
+        raise ValueError(f'use {words} or {{ replace = "..." }}')
+
+    schema = {"anyOf": [{"enum": list(choices)}, Replace.model_json_schema()]}
+    return Annotated[str | Replace, PlainValidator(check), WithJsonSchema(schema)]
+
+
+def _parsed(parse, what: str, json_format: str):
+    """A field given as a string and kept parsed (IP address or network), with a plain error."""
+
+    def check(value: Any):
+        try:
+            return parse(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"not {what}") from None
+
+    return Annotated[Any, PlainValidator(check), PlainSerializer(str),
+                     WithJsonSchema({"type": "string", "format": json_format})]
+
+
+IPAddress = _parsed(ipaddress.ip_address, "an IP address", "ip-address")
+IPNetwork = _parsed(lambda v: ipaddress.ip_network(v, strict=False), "an IP network (CIDR)", "cidr")
+
+
 class Headers(_Strict):
-    user_agent: Literal["keep", "strip"] | Replace = "keep"
-    accept_language: Literal["keep"] | Replace = "keep"
+    user_agent: _choice_or_replace("keep", "strip") = "keep"
+    accept_language: _choice_or_replace("keep") = "keep"
     referer: Literal["keep", "strip", "origin-only", "same-origin-only"] = "origin-only"
     cookie: Literal["keep", "strip"] = "keep"
     client_hints: Literal["keep", "strip-high-entropy", "strip-all"] = "strip-high-entropy"
@@ -88,12 +134,12 @@ class Limits(_Strict):
 class Exit(_Strict):
     """An exit. For now: direct, leaving from this machine, optionally from a chosen address."""
 
-    source: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    source: IPAddress | None = None
 
 
 class Profile(_Strict):
     listen: str = "127.0.0.1:8118"
-    allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    allow: list[IPNetwork] = []
     default: str = "direct"
     exits: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Exit] = {
         "direct": Exit()
@@ -170,10 +216,9 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 
 
 def _describe(error: Any, source: str) -> str:
-    loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "literal["))]
-    # pydantic names union branches (e.g. "Replace"); the user only knows the key path
-    loc = [p for p in loc if p not in ("Replace", "str", "IPv4Address", "IPv6Address")]
-    key = ".".join(loc) or "(top level)"
+    loc = error["loc"]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    key = key or "(top level)"
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
     if error["type"] == "extra_forbidden":

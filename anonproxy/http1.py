@@ -93,6 +93,17 @@ class _Collector:
         self.max_head_bytes = max_head_bytes
         self.max_headers = max_headers
         self.too_large = too_large
+        self.in_head = False
+        self.fed_in_head = 0
+
+    def guard(self, fed: int) -> None:
+        """Bound a head that never ends: llhttp buffers a header line until it is complete."""
+        if self.in_head:
+            self.fed_in_head += fed
+            if self.fed_in_head > self.max_head_bytes:
+                raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
+        else:
+            self.fed_in_head = 0
 
     def _count(self, n: int) -> None:
         self.head_bytes += n
@@ -101,6 +112,7 @@ class _Collector:
 
     def on_message_begin(self) -> None:
         self.url, self.reason, self.headers, self.head_bytes = b"", b"", [], 0
+        self.in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -127,6 +139,7 @@ class _RequestCollector(_Collector):
     parser: httptools.HttpRequestParser
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         p = self.parser
         framing = _framing(self.headers)
         if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
@@ -182,6 +195,7 @@ class RequestParser:
             raise BadRequest("the request could not be parsed") from None
         except httptools.HttpParserError as error:
             raise BadRequest(f"malformed request: {_llhttp_reason(error)}") from None
+        c.guard(len(data))
         events, c.events = c.events, []
         return events
 
@@ -192,6 +206,7 @@ class _ResponseCollector(_Collector):
     final_framing: str | None = None
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         p = self.parser
         status = p.get_status_code()
         if self.head_only or status in (204, 304) or 100 <= status < 200:
@@ -245,6 +260,7 @@ class ResponseParser:
             raise BadUpstreamResponse(
                 f"the upstream sent a malformed response: {_llhttp_reason(error)}"
             ) from None
+        c.guard(len(data))
         events, c.events = c.events, []
         return events
 

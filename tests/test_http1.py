@@ -1,0 +1,119 @@
+"""Request and response parsing over llhttp (pure), with hostile heads from hypothesis."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anonproxy.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
+from anonproxy.http1 import (
+    END,
+    Body,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    ResponseParser,
+    Tunnel,
+    parse_absolute_url,
+)
+
+
+def test_head_body_and_end_in_pieces():
+    parser = RequestParser()
+    raw = b"POST http://a.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello"
+    events = []
+    for i in range(len(raw)):
+        events += parser.feed(raw[i : i + 1])
+    head = events[0]
+    assert isinstance(head, RequestHead)
+    assert head.target == b"http://a.example/x?y=1" and head.has_body
+    assert head.headers == [(b"Host", b"a.example"), (b"Content-Length", b"5")]
+    assert b"".join(e.data for e in events if isinstance(e, Body)) == b"hello"
+    assert events[-1] is END
+
+
+def test_connect_becomes_a_tunnel_with_the_bytes_after_the_head():
+    events = RequestParser().feed(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n\x16\x03\x01")
+    assert isinstance(events[0], RequestHead) and events[1] == Tunnel(b"\x16\x03\x01")
+
+
+def test_an_upgrade_we_do_not_serve_is_parsed_as_plain_http():
+    raw = (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+           b"Content-Length: 3\r\n\r\nabcGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+    events = RequestParser().feed(raw)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["RequestHead", "Body", "End", "RequestHead", "End"]
+    assert all(n.lower() != b"upgrade" for n, _ in events[0].headers)
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET http://a/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET http://a/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"GET http://a/ HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+    b"POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET http://a/ HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+    b"GET http://a/ HTTP/1.1\r\n folded\r\n\r\n",
+    b"GET http://a/ HTTP/9.9\r\n\r\n",
+])
+def test_smuggling_shapes_are_rejected(raw):
+    with pytest.raises(BadRequest):
+        RequestParser().feed(raw)
+
+
+def test_limits_on_head_size_and_header_count():
+    with pytest.raises(HeadersTooLarge):
+        RequestParser(max_head_bytes=1024).feed(b"GET http://a/ HTTP/1.1\r\nX: " + b"a" * 2000)
+    many = b"".join(b"X%d: 1\r\n" % i for i in range(20))
+    with pytest.raises(HeadersTooLarge):
+        RequestParser(max_headers=10).feed(b"GET http://a/ HTTP/1.1\r\n" + many + b"\r\n")
+
+
+def test_response_to_head_has_no_body_even_with_a_length():
+    events = ResponseParser(b"HEAD").feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    assert isinstance(events[0], ResponseHead) and events[0].framing == "none" and events[1] is END
+
+
+def test_interim_then_final_response():
+    events = ResponseParser(b"POST").feed(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    assert [e.status for e in events if isinstance(e, ResponseHead)] == [100, 201]
+    assert events[-1] is END
+
+
+def test_close_delimited_response_ends_at_eof():
+    parser = ResponseParser(b"GET")
+    events = parser.feed(b"HTTP/1.1 200 OK\r\n\r\nabc")
+    assert events[0].framing == "close" and events[1] == Body(b"abc")
+    assert parser.feed_eof() == [END]
+
+
+def test_eof_mid_response_is_an_error():
+    parser = ResponseParser(b"GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    with pytest.raises(BadUpstreamResponse):
+        parser.feed_eof()
+
+
+@pytest.mark.parametrize("target, expected", [
+    (b"http://a.example/p?q=1", (b"http", b"a.example", None, b"/p?q=1")),
+    (b"http://a.example:8080", (b"http", b"a.example", 8080, b"/")),
+    (b"HTTP://user:pw@a.example/x", (b"http", b"a.example", None, b"/x")),
+    (b"http://[::1]:81/", (b"http", b"::1", 81, b"/")),
+])
+def test_absolute_urls(target, expected):
+    assert parse_absolute_url(target) == expected
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8), st.sampled_from([
+    b"GET http://a/ HTTP/1.1\r\n", b"POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n",
+    b"CONNECT a:1 HTTP/1.1\r\n", b"",
+]))
+def test_hostile_request_heads_raise_only_bad_request(pieces, prefix):
+    parser = RequestParser(max_head_bytes=2048, max_headers=20)
+    try:
+        for piece in [prefix, *pieces]:
+            parser.feed(piece)
+    except BadRequest:
+        pass
