@@ -32,9 +32,11 @@ from pydantic import (
 from .address import Address, AddressError, is_loopback_host, parse_authority
 from .headers import HeaderPolicy
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "rules"
-if not SHIPPED_DIR.is_dir():  # installed: the profiles are package data
-    SHIPPED_DIR = Path(__file__).resolve().parent / "rules"
+# Installed, the shipped profiles are package data beside this file; in a source checkout (or an
+# editable install) they are the repository's rules/ folder.
+SHIPPED_DIR = Path(__file__).resolve().parent / "rules"
+if not SHIPPED_DIR.is_dir():
+    SHIPPED_DIR = Path(__file__).resolve().parent.parent / "rules"
 
 
 def user_profile_dir() -> Path:
