@@ -285,12 +285,12 @@ async def _exchange(
         up_writer.write(request)
         if not head.has_body:
             await up_writer.drain()
-            status = await exchange.relay_response(reused)
+            status = await exchange.relay_response()
             reusable = exchange.upstream_reusable
         else:
             async with asyncio.TaskGroup() as tasks:
                 body = tasks.create_task(exchange.pump_body(up_writer))
-                status = await exchange.relay_response(reused)
+                status = await exchange.relay_response()
                 if not body.done():  # answered before the body was sent: stop reading it
                     body.cancel()
                     exchange.client_keep_alive = False
@@ -329,7 +329,8 @@ class _Exchange:
     def __init__(self, client: ClientConn, head: RequestHead, up_reader, counts, where: str):
         self.client, self.head, self.up_reader, self.counts = client, head, up_reader, counts
         self.where = where
-        self.head_sent = False
+        self.head_queued = False  # a response head is in the output (maybe not yet written)
+        self.head_sent = False  # ... and has been written: errors must now abort, not answer
         self.nothing_received = True
         self.body_complete = not head.has_body
         self.client_keep_alive = head.keep_alive
@@ -373,68 +374,87 @@ class _Exchange:
         self.nothing_received = False
         return parser.feed(data)
 
-    async def relay_response(self, reused: bool) -> int:
-        client, limits = self.client, self.client.ctx.limits
+    async def relay_response(self) -> int:
+        """Relay interim responses, then the final one, to the client.
+
+        Everything one upstream read produced goes to the client in one write (fewer system
+        calls); the head counts as sent only once that write happened.
+        """
+        limits = self.client.ctx.limits
         parser = ResponseParser(self.head.method)
         pending: deque[Event] = deque()
+        out: list[bytes] = []
         final: ResponseHead | None = None
         to_client = "length"
         while True:
-            while not pending:
+            if not pending:
+                await self._flush(out)
                 wait = limits.response_timeout if final is None else limits.idle_timeout
                 pending.extend(await self._upstream_events(parser, wait))
+                continue
             event = pending.popleft()
             if isinstance(event, ResponseHead):
-                if event.status < 200:
-                    if event.status == 101:
-                        if not is_websocket_upgrade(self.head.headers):
-                            raise BadUpstreamResponse("the upstream switched protocols unasked")
-                        await self._send_head(event, sanitize_response(event.headers, websocket=True))
-                        final = event
-                        continue
+                if event.status == 101:
+                    if not is_websocket_upgrade(self.head.headers):
+                        raise BadUpstreamResponse("the upstream switched protocols unasked")
+                    headers = sanitize_response(event.headers, websocket=True)
+                    final = event
+                elif event.status < 200:
                     if self.head.version == b"1.1":
-                        await client.send(
-                            render_response_head(event.status, event.reason,
-                                                 sanitize_response(event.headers))
-                        )
+                        out.append(render_response_head(
+                            event.status, event.reason, sanitize_response(event.headers)))
                     continue
-                final = event
-                to_client = self._client_framing(event)
-                headers = sanitize_response(event.headers)
-                if to_client == "close-raw" and event.framing == "chunked":
-                    headers = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
-                if not self.client_keep_alive:
-                    headers.append((b"Connection", b"close"))
-                elif self.head.version == b"1.0":
-                    headers.append((b"Connection", b"keep-alive"))
-                await self._send_head(event, headers)
+                else:
+                    final = event
+                    headers = self._final_headers(event)
+                    to_client = self._client_framing(event)
+                out.append(render_response_head(event.status, event.reason, headers))
+                self.head_queued = True
             elif isinstance(event, Body):
                 self.counts[1] += len(event.data)
-                await client.send(chunk(event.data) if to_client == "chunked" else event.data)
+                out.append(chunk(event.data) if to_client == "chunked" else event.data)
             elif isinstance(event, End):
                 if final is None or final.status < 200:
                     continue  # end of an interim response
                 if to_client == "chunked":
-                    await client.send(LAST_CHUNK)
+                    out.append(LAST_CHUNK)
+                await self._flush(out)
                 self.upstream_reusable = final.keep_alive and final.framing != "close"
                 return final.status
             elif isinstance(event, Tunnel):
                 assert final is not None and final.status == 101
+                await self._flush(out)
                 self.tunnel = event.rest
                 return 101
+
+    async def _flush(self, out: list[bytes]) -> None:
+        if out:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            out.clear()
+            await self.client.send(data)
+            self.head_sent = self.head_queued
+
+    def _final_headers(self, response: ResponseHead):
+        """The final response's headers for the client, and whether its connection stays open."""
+        headers = sanitize_response(response.headers)
+        old_client = self.head.version != b"1.1"
+        if response.framing == "close" or (response.framing == "chunked" and old_client):
+            self.client_keep_alive = False  # the body will end where the connection does
+            if response.framing == "chunked":
+                headers = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
+        if not self.client_keep_alive:
+            headers.append((b"Connection", b"close"))
+        elif old_client:
+            headers.append((b"Connection", b"keep-alive"))
+        return headers
 
     def _client_framing(self, response: ResponseHead) -> str:
         """How the body goes to the client: as framed upstream, or raw until close."""
         if response.framing == "chunked" and self.head.version == b"1.1":
             return "chunked"
         if response.framing in ("chunked", "close"):
-            self.client_keep_alive = False
             return "close-raw"
         return response.framing
-
-    async def _send_head(self, event: ResponseHead, headers) -> None:
-        await self.client.send(render_response_head(event.status, event.reason, headers))
-        self.head_sent = True
 
 
 async def _websocket(client: ClientConn, stream: Stream, rest: bytes, counts: list[int]) -> None:

@@ -16,7 +16,7 @@ Key = tuple[str, str, int]  # exit name, host, port
 
 
 class UpstreamPool:
-    def __init__(self, per_key: int = 8, ttl: float = 30.0) -> None:
+    def __init__(self, per_key: int = 64, ttl: float = 30.0) -> None:
         self._idle: defaultdict[Key, list[tuple[float, Stream]]] = defaultdict(list)
         self._per_key = per_key
         self._ttl = ttl
