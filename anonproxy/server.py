@@ -37,7 +37,8 @@ class ProxyServer:
         self.ctx = Context(loaded, self.listen)
         self._allow = loaded.profile.allow
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: dict[asyncio.Task, ClientConn | None] = {}
+        # None while the first bytes are awaited; the HTTP client, or SOCKS, once known
+        self._tasks: dict[asyncio.Task, ClientConn | str | None] = {}
         self._stopping = asyncio.Event()
 
     @property
@@ -70,8 +71,10 @@ class ProxyServer:
         if self._server is not None:
             self._server.close()
         for task, client in list(self._tasks.items()):
-            if client is None or client.idle:
-                task.cancel()
+            if client is None:
+                task.cancel()  # still sniffing or in a SOCKS handshake
+            elif isinstance(client, ClientConn) and client.idle:
+                client.writer.close()  # between requests: the pending read sees EOF
         if self._tasks:
             _, busy = await asyncio.wait(list(self._tasks), timeout=self.limits.drain_timeout)
             for task in busy:
@@ -113,6 +116,7 @@ class ProxyServer:
                 self._refuse(writer, first)
                 return
             if first[0] == socks5.VERSION:
+                self._tasks[task] = "socks5"  # drained like a busy HTTP connection
                 await serve_socks5(reader, writer, self.ctx, first, started)
             elif first[0] == SOCKS4:
                 # SOCKS4 resolves names on the client: refuse it ("request rejected")
@@ -123,6 +127,8 @@ class ProxyServer:
                                  on_client=lambda c: self._tasks.__setitem__(task, c))
         except (OSError, StageTimeout):
             pass
+        except asyncio.CancelledError:
+            pass  # shutdown cut this connection; the task simply ends
         except Exception:  # a bug must not take the listener down: log it, close this one
             logs.log.exception("internal error on a connection")
         finally:
