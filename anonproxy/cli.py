@@ -92,6 +92,7 @@ def _serve(loaded: LoadedProfile, listen_text: str | None, verbose: bool) -> int
     async def main() -> None:
         nonlocal exit_code
         server = ProxyServer(loaded, listen)
+        server.stop_on_signals()
         try:
             address = await server.start()
         except OSError as error:

@@ -31,6 +31,8 @@ from pydantic import (
 
 from .address import Address, AddressError, is_loopback_host, parse_authority
 from .headers import HeaderPolicy
+from .hops import Hop, HopUrlError, parse_hop
+from .rules import domain_pattern_problem
 
 # Installed, the shipped profiles are package data beside this file; in a source checkout (or an
 # editable install) they are the repository's rules/ folder.
@@ -122,6 +124,15 @@ class Headers(_Strict):
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
 
 
+class Health(_Strict):
+    """Probing of pool members: through the member's hops, every `interval` seconds."""
+
+    interval: Annotated[float, Field(ge=1, le=86400)] = 30.0
+    timeout: PositiveSeconds = 5.0
+    rise: Annotated[int, Field(ge=1, le=100)] = 2  # successes before a down member is up again
+    fall: Annotated[int, Field(ge=1, le=100)] = 2  # failures before an up member is down
+
+
 class Limits(_Strict):
     max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 65536
     max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
@@ -133,21 +144,89 @@ class Limits(_Strict):
     drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
 
 
+def _check_hop(value: Any) -> Hop:
+    if not isinstance(value, str):
+        raise ValueError("a hop is a URL string such as socks5://127.0.0.1:1080")
+    try:
+        return parse_hop(value)
+    except HopUrlError as error:
+        raise ValueError(str(error)) from None
+
+
+HopUrl = Annotated[Any, PlainValidator(_check_hop), PlainSerializer(lambda h: h.masked_url()),
+                   WithJsonSchema({"type": "string", "pattern": "^(socks5h?|http)://"})]
+Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
+ExitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+BLOCK = "block"
+
+
 class Exit(_Strict):
-    """An exit. For now: direct, leaving from this machine, optionally from a chosen address."""
+    """One exit. Its kind follows from its keys: `via` (a chain of proxy hops, first hop first),
+    `pool` (other exits), or neither (direct, optionally from `source`)."""
 
     source: IPAddress | None = None
+    via: Annotated[list[HopUrl], Field(min_length=1)] | None = None
+    country: Country | None = None
+    pool: Annotated[list[ExitName], Field(min_length=1)] | None = None
+    strategy: Literal["failover", "round-robin", "sticky"] = "failover"
+    fallback: ExitName | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Exit":
+        if self.via is not None and self.pool is not None:
+            raise ValueError("an exit has either via (hops) or pool (members), not both")
+        if self.source is not None and (self.via is not None or self.pool is not None):
+            raise ValueError("source applies to a direct exit only (no via, no pool)")
+        if self.pool is None and ("strategy" in self.model_fields_set or self.fallback):
+            raise ValueError("strategy and fallback apply to pools only")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "pool" if self.pool is not None else "chain" if self.via is not None else "direct"
+
+
+class Rule(_Strict):
+    """First match wins; every matcher given must hold."""
+
+    domains: Annotated[list[str], Field(min_length=1)] | None = None
+    cidrs: Annotated[list[IPNetwork], Field(min_length=1)] | None = None
+    ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]], Field(min_length=1)] | None = None
+    countries: Annotated[list[Country], Field(min_length=1)] | None = None
+    exit: ExitName
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            problem = domain_pattern_problem(pattern)
+            if problem:
+                raise ValueError(f"'{pattern}': {problem}")
+        return patterns
+
+    @field_validator("countries")
+    @classmethod
+    def _upper(cls, codes: list[str]) -> list[str]:
+        return [c.upper() for c in codes]
+
+    @model_validator(mode="after")
+    def _some_matcher(self) -> "Rule":
+        if not (self.domains or self.cidrs or self.ports or self.countries):
+            raise ValueError("a rule needs at least one of domains, cidrs, ports, countries")
+        return self
 
 
 class Profile(_Strict):
     listen: str = "127.0.0.1:8118"
     allow: list[IPNetwork] = []
-    default: str = "direct"
-    exits: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Exit] = {
-        "direct": Exit()
-    }
+    default: ExitName = "direct"
+    geoip: str = "bundled"
+    resolve: Literal["never", "local"] = "never"
+    exits: dict[ExitName, Exit] = {"direct": Exit()}
+    rules: list[Rule] = []
     headers: Headers = Headers()
     limits: Limits = Limits()
+    health: Health = Health()
 
     @field_validator("listen")
     @classmethod
@@ -158,24 +237,59 @@ class Profile(_Strict):
             raise ValueError(f"{error}; write it as HOST:PORT, e.g. 127.0.0.1:8118") from None
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "Profile":
-        if self.default not in self.exits:
-            raise ValueError(
-                f"default exit '{self.default}' is not defined; "
-                f"defined exits: {', '.join(sorted(self.exits)) or 'none'}"
-            )
-        host = self.listen_address.host
-        if not is_loopback_host(host) and not self.allow:
-            raise ValueError(
-                f"listening on {host} exposes the proxy beyond this machine; "
-                "add allow = [\"CIDR\", ...] naming the clients that may connect"
-            )
-        return self
-
     @property
     def listen_address(self) -> Address:
         return parse_authority(self.listen, listening=True)
+
+
+def _references(profile: Profile) -> list[str]:
+    """Problems no single key shows: names that point nowhere, pool cycles, open listeners."""
+    problems: list[str] = []
+    known = set(profile.exits)
+    names = ", ".join(sorted(known)) or "none"
+
+    def ref(key: str, name: str, *, block_ok: bool) -> None:
+        if name == BLOCK and block_ok:
+            return
+        if name not in known:
+            hint = " ('block' is only for rules)" if name == BLOCK else ""
+            problems.append(f'{key} = "{name}": no exit by that name{hint}; defined: {names}')
+
+    if BLOCK in known:
+        problems.append(f'exits.{BLOCK}: "block" is reserved for rules that refuse a destination')
+    ref("default", profile.default, block_ok=True)
+    for i, rule in enumerate(profile.rules):
+        ref(f"rules[{i}].exit", rule.exit, block_ok=True)
+    for name, exit_ in profile.exits.items():
+        for j, member in enumerate(exit_.pool or []):
+            ref(f"exits.{name}.pool[{j}]", member, block_ok=False)
+        if exit_.fallback is not None:
+            ref(f"exits.{name}.fallback", exit_.fallback, block_ok=False)
+    for name in profile.exits:
+        cycle = _cycle(profile, name, [])
+        if cycle and cycle[0] == name:
+            problems.append(f"exits.{name}: pools refer to each other in a cycle: {' -> '.join(cycle)}")
+            break
+    host = profile.listen_address.host
+    if not is_loopback_host(host) and not profile.allow:
+        problems.append(
+            f'listen = "{profile.listen}": listening on {host} exposes the proxy beyond this '
+            'machine; add allow = ["CIDR", ...] naming the clients that may connect'
+        )
+    return problems
+
+
+def _cycle(profile: Profile, name: str, path: list[str]) -> list[str] | None:
+    if name in path:
+        return path[path.index(name):] + [name]
+    exit_ = profile.exits.get(name)
+    if exit_ is None:
+        return None
+    for nxt in [*(exit_.pool or []), *([exit_.fallback] if exit_.fallback else [])]:
+        found = _cycle(profile, nxt, [*path, name])
+        if found:
+            return found
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +326,13 @@ def load_profile(ref: str) -> LoadedProfile:
 
 def parse_profile(data: dict[str, Any], source: str) -> Profile:
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as error:
         raise ProfileError("\n".join(_describe(e, source) for e in error.errors())) from None
+    problems = _references(profile)
+    if problems:
+        raise ProfileError("\n".join(f"{source}: {p}" for p in problems))
+    return profile
 
 
 def _describe(error: Any, source: str) -> str:

@@ -1,47 +1,100 @@
-"""What every connection of a running proxy shares: the profile, its exits and reusable upstreams.
+"""What every connection of a running proxy shares: the profile compiled for use, the exits'
+health, the GeoIP database and the reusable upstream connections.
 
-The only mutable runtime state besides the listener's connection accounting lives here (the
-upstream pool). Routing is still one default exit per profile; rule-based choice plugs in at
-`route()`.
+`route()` decides an exit for a destination (rules.decide, plus a local lookup only when the
+profile says `resolve = "local"` and a rule needs an address); `open()` opens a stream through
+an exit, choosing pool members by strategy and health and failing over between them.
+
+Invariants: a pool whose members are all down fails closed (503) unless the profile names a
+`fallback` for it in plain words; a rule that says `block` refuses with the rule's number and
+text; nothing here resolves a destination name unless `resolve = "local"`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import socket
+import time
 from dataclasses import dataclass, field
 
-from . import exits
+from . import exits, logs
 from .address import Address, is_loopback_host, is_unspecified_host, targets_listener
-from .config import LoadedProfile
-from .errors import Forbidden
-from .exits import ExitPlan
+from .config import BLOCK, LoadedProfile
+from .errors import ExitDown, ExitFailed, Forbidden, StageTimeout
+from .exits import Chain, Direct, Plan, Pool
+from .geo import GeoDB
 from .headers import HeaderPolicy
+from .health import Health
+from .pools import order_members
+from .rules import NEED_ADDRESS, CompiledRule, Decision, compile_rules, decide
+from .sites import site_of
 from .upstream import UpstreamPool
+
+
+@dataclass
+class Opened:
+    stream: exits.Stream
+    path: tuple[str, ...]  # exit names from the routed one to the concrete one used
 
 
 @dataclass
 class Context:
     loaded: LoadedProfile
     listen: Address
+    geo: GeoDB | None = None
     policy: HeaderPolicy = field(init=False)
-    plans: dict[str, ExitPlan] = field(init=False)
+    plans: dict[str, Plan] = field(init=False)
+    rules: tuple[CompiledRule, ...] = field(init=False)
+    health: Health = field(init=False)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
+    _turns: itertools.count = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         profile = self.loaded.profile
         self.policy = profile.headers.policy()
-        self.plans = {name: ExitPlan.from_config(name, e) for name, e in profile.exits.items()}
+        self.plans = {name: exits.plan_from_config(name, e) for name, e in profile.exits.items()}
+        self.rules = compile_rules(profile.rules)
+        self.health = Health(profile.health.rise, profile.health.fall)
 
     @property
     def limits(self):
         return self.loaded.profile.limits
 
-    def route(self, dest: Address) -> ExitPlan:
-        """The exit for `dest`: the profile's default exit (rules come with exit profiles)."""
-        return self.plans[self.loaded.profile.default]
+    @property
+    def profile(self):
+        return self.loaded.profile
 
-    def refuse_self(self, dest: Address) -> None:
+    def probed_members(self) -> list[str]:
+        """Chain exits that some pool draws on: these get health probes."""
+        members = {m for p in self.plans.values() if isinstance(p, Pool) for m in p.members}
+        return sorted(m for m in members if isinstance(self.plans.get(m), Chain))
+
+    async def probe(self, name: str, timeout: float) -> None:
+        plan = self.plans[name]
+        assert isinstance(plan, Chain)
+        await exits.probe_chain(plan, timeout=timeout)
+
+    def country_of(self, ip) -> str | None:
+        return self.geo.country(ip) if self.geo is not None else None
+
+    async def route(self, dest: Address) -> Decision:
+        """The exit for `dest`; raises Forbidden for loops and for rules that block."""
         if targets_listener(dest, self.listen):
             raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
+        profile = self.profile
+        decision = decide(self.rules, profile.default, dest.host, dest.port,
+                          country_of=self.country_of, may_resolve=profile.resolve == "local")
+        if decision is NEED_ADDRESS:
+            address = await _resolve_locally(dest.host)
+            decision = decide(self.rules, profile.default, dest.host, dest.port,
+                              country_of=self.country_of, address=address)
+        assert isinstance(decision, Decision)
+        if decision.exit == BLOCK:
+            where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \
+                "the profile's default"
+            raise Forbidden(f"{dest.host} is blocked by {where}")
+        return decision
 
     def is_self(self, peer_host: str, peer_port: int, local_host: str) -> bool:
         """Whether a connected peer is our own listener (the name resolved to ourselves)."""
@@ -52,7 +105,57 @@ class Context:
         local = peer_host == local_host or is_loopback_host(peer_host)
         return local and is_unspecified_host(self.listen.host)
 
-    async def open(self, plan: ExitPlan, dest: Address) -> exits.Stream:
-        return await exits.open_stream(
-            plan, dest, timeout=self.limits.connect_timeout, is_self=self.is_self
-        )
+    async def open(self, name: str, dest: Address, _path: tuple[str, ...] = ()) -> Opened:
+        """Open a stream to `dest` through exit `name` (pools resolved to a member)."""
+        plan = self.plans[name]
+        path = (*_path, name)
+        timeout = self.limits.connect_timeout
+        if isinstance(plan, Direct):
+            stream = await exits.open_direct(plan, dest, timeout=timeout, is_self=self.is_self)
+            return Opened(stream, path)
+        if isinstance(plan, Chain):
+            started = time.monotonic()
+            try:
+                stream = await exits.open_chain(plan, dest, timeout=timeout)
+            except (ExitFailed, StageTimeout) as error:
+                if _hop_failed(error):
+                    self.health.record(name, False, error.message)
+                raise
+            self.health.record(name, True, latency_ms=(time.monotonic() - started) * 1000)
+            return Opened(stream, path)
+        return await self._open_pool(plan, dest, path)
+
+    async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...]) -> Opened:
+        order = order_members(plan.members, plan.strategy, self.health.is_up,
+                              turn=next(self._turns), site=site_of(dest.host))
+        failures: list[str] = []
+        for member in order:
+            try:
+                return await self.open(member, dest, path)
+            except (ExitFailed, StageTimeout, ExitDown) as error:
+                if not _hop_failed(error):
+                    raise  # the destination itself failed: another member would not help
+                failures.append(f"{member}: {error.message}")
+        if plan.fallback is not None:
+            logs.log.warning("exit '%s' has no usable member; using its fallback '%s'",
+                             plan.name, plan.fallback)
+            return await self.open(plan.fallback, dest, path)
+        states = failures or [self.health.describe(m) for m in plan.members]
+        raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})")
+
+
+def _hop_failed(error: Exception) -> bool:
+    """True when an exit itself failed (a hop), not the destination behind it."""
+    return getattr(error, "hop_failed", True)
+
+
+async def _resolve_locally(host: str):
+    """A local DNS lookup, only ever for `resolve = "local"` profiles."""
+    import ipaddress
+
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return ipaddress.ip_address(infos[0][4][0]) if infos else None

@@ -50,9 +50,25 @@ class Forbidden(ProxyError):
 
 
 class ExitFailed(ProxyError):
-    """The exit could not reach the destination (refused, unreachable, unresolvable)."""
+    """The exit, or the destination behind it, could not be reached.
+
+    `hop_failed`: the exit itself failed (a hop refused, vanished or rejected our credentials),
+    as opposed to the destination behind a working exit; only the former counts against the
+    exit's health or moves a pool to its next member.
+    """
 
     status, reason = 502, "Bad Gateway"
+
+    def __init__(self, message: str, *, socks_reply: int | None = None,
+                 hop_failed: bool = True) -> None:
+        super().__init__(message, socks_reply=socks_reply)
+        self.hop_failed = hop_failed
+
+
+class ExitDown(ProxyError):
+    """No usable exit: every member of a pool is down (fail closed)."""
+
+    status, reason = 503, "Service Unavailable"
 
 
 class BadUpstreamResponse(ProxyError):

@@ -1,12 +1,16 @@
-"""Opening a stream to a destination through an exit.
+"""Opening a stream to a destination through an exit: direct, or a chain of proxy hops.
 
-For now one kind of exit: direct, leaving from this machine, optionally from a chosen source
-address. Every failure is translated here into a ProxyError that names the exit, the
-destination and the stage, so clients get one clear sentence (502/504 or a SOCKS reply code).
+Every failure is translated here into a ProxyError naming the exit, the hop and the stage, so a
+client gets one clear sentence ("exit 'uk' failed at hop 2 (socks5 127.0.0.3:1080): connection
+refused") as a 502/504 or a SOCKS reply code. Pools are chosen in context.py; this module opens
+one concrete exit.
 
-Invariants: a connection whose peer turns out to be the proxy's own listener is closed before a
-byte is sent (no loops, even through a name that resolves to ourselves); a source address is
-honoured or the connection fails, never silently dropped.
+Invariants:
+- Through hops, the destination travels as a name (SOCKS5 DOMAINNAME, CONNECT host:port): no
+  local DNS lookup of a destination ever happens for an exit other than direct.
+- A connection whose peer turns out to be the proxy's own listener is closed before a byte is
+  sent (no loops, even through a name that resolves to ourselves).
+- A source address is honoured or the connection fails, never silently dropped.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import hops
 from .address import Address
-from .config import Exit
 from .errors import (
     SOCKS_CONNECTION_REFUSED,
     SOCKS_HOST_UNREACHABLE,
@@ -27,72 +31,192 @@ from .errors import (
     Forbidden,
     StageTimeout,
 )
+from .hops import Hop, HopRefused
+from .http1 import ResponseHead, ResponseParser
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(frozen=True, slots=True)
-class ExitPlan:
-    """An exit as the data path uses it."""
-
+class Direct:
     name: str
     source: str | None = None
-
-    @classmethod
-    def from_config(cls, name: str, exit_: Exit) -> "ExitPlan":
-        return cls(name, str(exit_.source) if exit_.source is not None else None)
 
     def describe(self) -> str:
         return f"exit '{self.name}' (direct{', from ' + self.source if self.source else ''})"
 
 
-async def open_stream(
-    plan: ExitPlan,
-    dest: Address,
-    *,
-    timeout: float,
-    is_self: Callable[[str, int, str], bool],
-    limit: int = 1 << 16,
-) -> Stream:
-    """Connect to `dest` through `plan`; raise ProxyError naming the exit on any failure."""
+@dataclass(frozen=True, slots=True)
+class Chain:
+    name: str
+    hops: tuple[Hop, ...]
+    country: str | None = None
+
+    def describe(self) -> str:
+        return f"exit '{self.name}' ({' -> '.join(str(h) for h in self.hops)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    members: tuple[str, ...]
+    strategy: str = "failover"
+    fallback: str | None = None
+
+    def describe(self) -> str:
+        return f"exit '{self.name}' (pool of {', '.join(self.members)}, {self.strategy})"
+
+
+Plan = Direct | Chain | Pool
+
+
+def plan_from_config(name: str, exit_) -> Plan:
+    if exit_.pool is not None:
+        return Pool(name, tuple(exit_.pool), exit_.strategy, exit_.fallback)
+    if exit_.via is not None:
+        return Chain(name, tuple(exit_.via), exit_.country.upper() if exit_.country else None)
+    return Direct(name, str(exit_.source) if exit_.source is not None else None)
+
+
+async def _tcp(host: str, port: int, *, source: str | None = None, limit: int = 1 << 16) -> Stream:
     kwargs: dict = {"limit": limit}
-    if plan.source is not None:
-        family = socket.AF_INET6 if ":" in plan.source else socket.AF_INET
-        kwargs.update(local_addr=(plan.source, 0), family=family)
+    if source is not None:
+        family = socket.AF_INET6 if ":" in source else socket.AF_INET
+        kwargs.update(local_addr=(source, 0), family=family)
+    return await asyncio.open_connection(host, port, **kwargs)
+
+
+def _os_error(error: OSError, source: str | None = None) -> tuple[str, int]:
+    code = error.errno
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the name ({error.strerror})", SOCKS_HOST_UNREACHABLE
+    if code == errno.ECONNREFUSED or "refused" in str(error).lower():
+        return "connection refused", SOCKS_CONNECTION_REFUSED
+    if code == errno.EADDRNOTAVAIL and source:
+        return f"source address {source} is not available on this machine", SOCKS_NETWORK_UNREACHABLE
+    if code in (errno.ENETUNREACH, errno.EADDRNOTAVAIL):
+        return "network unreachable", SOCKS_NETWORK_UNREACHABLE
+    if code == errno.EHOSTUNREACH:
+        return "host unreachable", SOCKS_HOST_UNREACHABLE
+    return (error.strerror or str(error)).lower(), SOCKS_HOST_UNREACHABLE
+
+
+async def open_direct(
+    plan: Direct, dest: Address, *, timeout: float, is_self: Callable[[str, int, str], bool]
+) -> Stream:
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(dest.host, dest.port, **kwargs)
+            reader, writer = await _tcp(dest.host, dest.port, source=plan.source)
     except TimeoutError:
-        raise StageTimeout(
-            f"{plan.describe()} timed out connecting to {dest} after {timeout:g} s"
-        ) from None
-    except socket.gaierror as error:
-        raise ExitFailed(
-            f"{plan.describe()} could not resolve {dest.host}: {error.strerror}",
-            socks_reply=SOCKS_HOST_UNREACHABLE,
-        ) from None
+        raise StageTimeout(f"{plan.describe()} timed out connecting to {dest} after {timeout:g} s") from None
     except OSError as error:
-        raise _connect_error(plan, dest, error) from None
+        what, reply = _os_error(error, plan.source)
+        raise ExitFailed(f"{plan.describe()} could not connect to {dest}: {what}",
+                         socks_reply=reply, hop_failed=False) from None
     peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
     if peer and local and is_self(peer[0], peer[1], local[0]):
         writer.transport.abort()
         raise Forbidden(f"refusing to connect to the proxy itself ({dest})")
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return reader, writer
 
 
-def _connect_error(plan: ExitPlan, dest: Address, error: OSError) -> ExitFailed:
-    code = error.errno
-    if code == errno.ECONNREFUSED or "refused" in str(error).lower():
-        what, reply = "connection refused", SOCKS_CONNECTION_REFUSED
-    elif code in (errno.ENETUNREACH, errno.EADDRNOTAVAIL):
-        what, reply = "network unreachable", SOCKS_NETWORK_UNREACHABLE
-        if code == errno.EADDRNOTAVAIL and plan.source:
-            what = f"source address {plan.source} is not available on this machine"
-    elif code == errno.EHOSTUNREACH:
-        what, reply = "host unreachable", SOCKS_HOST_UNREACHABLE
-    else:
-        what, reply = (error.strerror or str(error)).lower(), SOCKS_HOST_UNREACHABLE
-    return ExitFailed(f"{plan.describe()} could not connect to {dest}: {what}", socks_reply=reply)
+async def open_chain(plan: Chain, dest: Address, *, timeout: float) -> Stream:
+    """Connect to the first hop, ask each hop for the next, the last one for `dest`."""
+    targets = [h.address for h in plan.hops[1:]] + [dest]
+    stage = 1
+    try:
+        async with asyncio.timeout(timeout):
+            first = plan.hops[0].address
+            reader, writer = await _tcp(first.host, first.port)
+            try:
+                for stage, (hop, target) in enumerate(zip(plan.hops, targets), start=1):
+                    await _handshake(reader, writer, hop, target)
+            except BaseException:
+                writer.transport.abort()
+                raise
+    except TimeoutError:
+        raise StageTimeout(
+            f"exit '{plan.name}' timed out at hop {stage} ({plan.hops[stage - 1]}) "
+            f"after {timeout:g} s"
+        ) from None
+    except HopRefused as error:
+        goal = "the destination" if stage == len(plan.hops) else f"hop {stage + 1}"
+        raise ExitFailed(
+            f"exit '{plan.name}' failed at hop {stage} ({plan.hops[stage - 1]}) asking for "
+            f"{goal} {targets[stage - 1]}: {error.message}",
+            socks_reply=error.socks_reply,
+            hop_failed=not (error.about_target and stage == len(plan.hops)),
+        ) from None
+    except (OSError, asyncio.IncompleteReadError) as error:
+        if isinstance(error, OSError):
+            what, reply = _os_error(error)
+        else:
+            what, reply = "it closed the connection during the handshake", SOCKS_HOST_UNREACHABLE
+        raise ExitFailed(
+            f"exit '{plan.name}' failed at hop {stage} ({plan.hops[stage - 1]}): {what}",
+            socks_reply=reply,
+        ) from None
+    return reader, writer
+
+
+async def probe_chain(plan: Chain, *, timeout: float) -> None:
+    """Reach the last hop through the others and greet it (no destination is contacted)."""
+    last = plan.hops[-1]
+    try:
+        if len(plan.hops) > 1:
+            short = Chain(plan.name, plan.hops[:-1])
+            reader, writer = await open_chain(short, last.address, timeout=timeout)
+        else:
+            async with asyncio.timeout(timeout):
+                reader, writer = await _tcp(last.address.host, last.address.port)
+    except (StageTimeout, ExitFailed):
+        raise
+    except TimeoutError:
+        raise StageTimeout(f"exit '{plan.name}': {last} did not accept in {timeout:g} s") from None
+    except OSError as error:
+        raise ExitFailed(f"exit '{plan.name}': {last}: {_os_error(error)[0]}") from None
+    try:
+        if last.kind == "socks5":
+            async with asyncio.timeout(timeout):
+                await _socks5_authenticate(reader, writer, last)
+    except TimeoutError:
+        raise StageTimeout(f"exit '{plan.name}': {last} did not answer in {timeout:g} s") from None
+    except HopRefused as error:
+        raise ExitFailed(f"exit '{plan.name}': {last}: {error.message}") from None
+    except (OSError, asyncio.IncompleteReadError):
+        raise ExitFailed(f"exit '{plan.name}': {last} closed the connection") from None
+    finally:
+        writer.transport.abort()
+
+
+async def _socks5_authenticate(reader, writer, hop: Hop) -> None:
+    writer.write(hops.socks5_greeting(hop))
+    method, _ = hops.socks5_parse_method(await reader.readexactly(2))
+    if method == 0x02:
+        if hop.username is None:
+            raise HopRefused("it demands a username and password", 0x02)
+        writer.write(hops.socks5_auth(hop))
+        hops.socks5_parse_auth(await reader.readexactly(2))
+    elif method != 0x00:
+        raise HopRefused(f"it chose an authentication method we did not offer ({method})")
+
+
+async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop, target: Address) -> None:
+    """Ask `hop` for a tunnel to `target`, reading exactly the reply (later bytes stay queued)."""
+    if hop.kind == "socks5":
+        await _socks5_authenticate(reader, writer, hop)
+        writer.write(hops.socks5_connect(target))
+        reply = await reader.readexactly(5)
+        if hops.socks5_parse_reply(reply) is None:
+            reply += await reader.readexactly(hops.socks5_reply_length(reply) - 5)
+            hops.socks5_parse_reply(reply)
+        return
+    writer.write(hops.http_connect(hop, target))
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise HopRefused("its reply to CONNECT has an over-long head") from None
+    events = ResponseParser(b"CONNECT").feed(head)
+    if not events or not isinstance(events[0], ResponseHead):
+        raise HopRefused("it sent a malformed reply to CONNECT")
+    hops.http_connect_status(events[0].status, events[0].reason)

@@ -33,7 +33,7 @@ from .errors import (
     StageTimeout,
     http_error_response,
 )
-from .exits import ExitPlan, Stream
+from .exits import Stream
 from .headers import is_websocket_upgrade, sanitize_request, sanitize_response
 from .http1 import (
     END,
@@ -163,12 +163,20 @@ async def serve_http(
         pass
 
 
+class Trace:
+    """What one request's log line says: the exit path used and the body bytes each way."""
+
+    __slots__ = ("exit", "up", "down")
+
+    def __init__(self) -> None:
+        self.exit, self.up, self.down = "-", 0, 0
+
+
 async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
     """Handle one request; return whether the client connection may carry another."""
     ctx = client.ctx
     t0 = time.monotonic()
-    proto, dest, plan = "http", "-", None
-    counts = [0, 0]
+    proto, dest, trace = "http", "-", Trace()
     status: object = "-"
     problem = None
     try:
@@ -178,9 +186,8 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
                 dest = parse_authority(head.target.decode("ascii"))
             except (AddressError, UnicodeDecodeError) as error:
                 raise BadRequest(f"bad CONNECT target: {error}") from None
-            ctx.refuse_self(dest)
-            plan = ctx.route(dest)
-            status, counts[0], counts[1] = await _tunnel(client, dest, plan)
+            trace.exit = (await ctx.route(dest)).exit
+            status = await _tunnel(client, dest, trace)
             return False
         if head.target.startswith(b"/"):
             raise BadRequest(
@@ -196,9 +203,8 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             dest = Address(check_host(host.decode("ascii")), port or 80)
         except (AddressError, UnicodeDecodeError) as error:
             raise BadRequest(str(error)) from None
-        ctx.refuse_self(dest)
-        plan = ctx.route(dest)
-        status, keep = await _forward(client, head, dest, path, plan, counts)
+        trace.exit = (await ctx.route(dest)).exit
+        status, keep = await _forward(client, head, dest, path, trace)
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message
@@ -209,14 +215,16 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         problem = "client closed the connection"
         raise
     finally:
-        exit_name = plan.name if plan else "-"
-        logs.connection(proto, dest, exit_name, status, *counts, time.monotonic() - t0, problem)
+        logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
+                        time.monotonic() - t0, problem)
 
 
-async def _tunnel(client: ClientConn, dest: Address, plan: ExitPlan) -> tuple[int, int, int]:
+async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
     rest_event = await client.next_event()
     rest = rest_event.rest if isinstance(rest_event, Tunnel) else b""
-    up_reader, up_writer = await client.ctx.open(plan, dest)
+    opened = await client.ctx.open(trace.exit, dest)
+    trace.exit = ">".join(opened.path)
+    up_reader, up_writer = opened.stream
     try:
         await client.send(CONNECTED)
         if rest:
@@ -224,7 +232,8 @@ async def _tunnel(client: ClientConn, dest: Address, plan: ExitPlan) -> tuple[in
         sent, received, _ = await relay(
             (client.reader, client.writer), (up_reader, up_writer), idle=client.ctx.limits.idle_timeout
         )
-        return 200, sent + len(rest), received
+        trace.up, trace.down = sent + len(rest), received
+        return 200
     finally:
         up_writer.close()
 
@@ -235,12 +244,7 @@ def _authority(dest: Address) -> bytes:
 
 
 async def _forward(
-    client: ClientConn,
-    head: RequestHead,
-    dest: Address,
-    path: bytes,
-    plan: ExitPlan,
-    counts: list[int],
+    client: ClientConn, head: RequestHead, dest: Address, path: bytes, trace: Trace
 ) -> tuple[int, bool]:
     ctx = client.ctx
     authority = _authority(dest)
@@ -249,21 +253,22 @@ async def _forward(
     )
     request = render_request_head(head.method, path, headers)
     websocket = is_websocket_upgrade(head.headers)
-    key = (plan.name, dest.host, dest.port)
+    key = (trace.exit, dest.host, dest.port)
     stream = ctx.pool.take(key)
     if stream is not None and not head.has_body and not websocket:
         try:
-            return await _exchange(client, head, stream, request, key, counts, reused=True)
+            return await _exchange(client, head, stream, request, key, trace, reused=True)
         except _StaleUpstream:
             pass
     elif stream is not None:
         stream[1].close()
-    stream = await ctx.open(plan, dest)
+    opened = await ctx.open(trace.exit, dest)
+    trace.exit = ">".join(opened.path)
     try:
-        return await _exchange(client, head, stream, request, key, counts, reused=False)
+        return await _exchange(client, head, opened.stream, request, key, trace, reused=False)
     except _StaleUpstream:
         raise BadUpstreamResponse(
-            f"{plan.describe()}: {dest} closed the connection without a response"
+            f"{dest} (exit '{key[0]}') closed the connection without a response"
         ) from None
 
 
@@ -273,13 +278,13 @@ async def _exchange(
     stream: Stream,
     request: bytes,
     key: tuple[str, str, int],
-    counts: list[int],
+    trace: Trace,
     *,
     reused: bool,
 ) -> tuple[int, bool]:
     """Send one request on `stream` and relay its response. Returns (status, client keep-alive)."""
     up_reader, up_writer = stream
-    exchange = _Exchange(client, head, up_reader, counts, f"{key[1]}:{key[2]} (exit '{key[0]}')")
+    exchange = _Exchange(client, head, up_reader, trace, f"{key[1]}:{key[2]} (exit '{key[0]}')")
     reusable = False
     try:
         up_writer.write(request)
@@ -296,7 +301,7 @@ async def _exchange(
                     exchange.client_keep_alive = False
             reusable = exchange.upstream_reusable and exchange.body_complete
         if exchange.tunnel is not None:
-            await _websocket(client, stream, exchange.tunnel, counts)
+            await _websocket(client, stream, exchange.tunnel, trace)
             return status, False
         return status, exchange.client_keep_alive
     except* ConnectionError as group:  # the upstream reset under us
@@ -326,8 +331,8 @@ async def _exchange(
 class _Exchange:
     """The state of one request/response exchange."""
 
-    def __init__(self, client: ClientConn, head: RequestHead, up_reader, counts, where: str):
-        self.client, self.head, self.up_reader, self.counts = client, head, up_reader, counts
+    def __init__(self, client: ClientConn, head: RequestHead, up_reader, trace: Trace, where: str):
+        self.client, self.head, self.up_reader, self.trace = client, head, up_reader, trace
         self.where = where
         self.head_queued = False  # a response head is in the output (maybe not yet written)
         self.head_sent = False  # ... and has been written: errors must now abort, not answer
@@ -350,7 +355,7 @@ class _Exchange:
                 self.body_complete = True
                 break
             if isinstance(event, Body):
-                self.counts[0] += len(event.data)
+                self.trace.up += len(event.data)
                 up_writer.write(chunk(event.data) if self.chunked_up else event.data)
             try:
                 await up_writer.drain()
@@ -411,7 +416,7 @@ class _Exchange:
                 out.append(render_response_head(event.status, event.reason, headers))
                 self.head_queued = True
             elif isinstance(event, Body):
-                self.counts[1] += len(event.data)
+                self.trace.down += len(event.data)
                 out.append(chunk(event.data) if to_client == "chunked" else event.data)
             elif isinstance(event, End):
                 if final is None or final.status < 200:
@@ -457,7 +462,7 @@ class _Exchange:
         return response.framing
 
 
-async def _websocket(client: ClientConn, stream: Stream, rest: bytes, counts: list[int]) -> None:
+async def _websocket(client: ClientConn, stream: Stream, rest: bytes, trace: Trace) -> None:
     up_reader, up_writer = stream
     try:
         event = await client.next_event() if client.pending else END
@@ -469,8 +474,8 @@ async def _websocket(client: ClientConn, stream: Stream, rest: bytes, counts: li
             (client.reader, client.writer), (up_reader, up_writer),
             idle=client.ctx.limits.idle_timeout,
         )
-        counts[0] += sent
-        counts[1] += received + len(rest)
+        trace.up += sent
+        trace.down += received + len(rest)
     finally:
         up_writer.close()
 

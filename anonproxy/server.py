@@ -20,7 +20,8 @@ import time
 
 from . import logs, socks5
 from .address import Address
-from .config import LoadedProfile
+from .config import LoadedProfile, ProfileError
+from .geo import GeoDB, GeoError
 from .context import Context
 from .errors import Overloaded, StageTimeout, http_error_response
 from .http_session import ClientConn, serve_http
@@ -34,7 +35,7 @@ class ProxyServer:
 
     def __init__(self, loaded: LoadedProfile, listen: Address | None = None) -> None:
         self.listen = listen or loaded.profile.listen_address
-        self.ctx = Context(loaded, self.listen)
+        self.ctx = Context(loaded, self.listen, geo=open_geo(loaded))
         self._allow = loaded.profile.allow
         self._server: asyncio.base_events.Server | None = None
         # None while the first bytes are awaited; the HTTP client, or SOCKS, once known
@@ -55,13 +56,25 @@ class ProxyServer:
             self.ctx.listen = self.listen
         return self.listen
 
-    async def serve_until_signalled(self) -> None:
+    def stop_on_signals(self) -> None:
+        """SIGINT and SIGTERM start a graceful stop (install before announcing readiness)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
-        await self._stopping.wait()
-        logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
-        await self.stop()
+
+    async def serve_until_signalled(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            prober = None
+            members = self.ctx.probed_members()
+            if members:
+                health = self.ctx.profile.health
+                prober = tasks.create_task(self.ctx.health.run(
+                    members, self.ctx.probe, health.interval, health.timeout))
+            await self._stopping.wait()
+            logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
+            if prober is not None:
+                prober.cancel()
+            await self.stop()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -146,6 +159,20 @@ class ProxyServer:
             writer.write(http_error_response(Overloaded(
                 "the proxy is at its connection limit; try again shortly"
             )))
+
+
+def open_geo(loaded: LoadedProfile) -> GeoDB | None:
+    """The GeoIP database, opened only when a rule asks for countries."""
+    profile = loaded.profile
+    if not any(rule.countries for rule in profile.rules):
+        return None
+    try:
+        geo = GeoDB.open(profile.geoip)
+    except GeoError as error:
+        raise ProfileError(f'{loaded.path}: geoip = "{profile.geoip}": {error}') from None
+    if geo is None:
+        raise ProfileError(f'{loaded.path}: geoip = "none", but rules match on countries')
+    return geo
 
 
 def run_loop(main) -> None:

@@ -50,7 +50,7 @@ async def serve_socks5(
     deadline = loop.time() + ctx.limits.header_timeout - (time.monotonic() - started)
     hs = _Handshake(reader, first, deadline)
     t0 = time.monotonic()
-    dest, plan, status, up, down, problem = "-", None, "-", 0, 0, None
+    dest, exit_label, status, up, down, problem = "-", "-", "-", 0, 0, None
     try:
         methods = await hs.take(socks5.parse_greeting)
         method = socks5.choose_method(methods, auth_required=False)
@@ -63,9 +63,10 @@ async def serve_socks5(
             writer.write(socks5.userpass_reply(True))
         request = await hs.take(socks5.parse_request)
         dest = request.dest
-        ctx.refuse_self(dest)
-        plan = ctx.route(dest)
-        up_reader, up_writer = await ctx.open(plan, dest)
+        exit_label = (await ctx.route(dest)).exit
+        opened = await ctx.open(exit_label, dest)
+        exit_label = ">".join(opened.path)
+        up_reader, up_writer = opened.stream
         try:
             writer.write(socks5.reply(socks5.SUCCEEDED))
             if hs.buf:
@@ -87,5 +88,4 @@ async def serve_socks5(
     except OSError:
         problem = "client closed the connection"
     finally:
-        exit_name = plan.name if plan else "-"
-        logs.connection("socks5", dest, exit_name, status, up, down, time.monotonic() - t0, problem)
+        logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0, problem)

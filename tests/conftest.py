@@ -52,6 +52,13 @@ class Proxy:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def wait_log(self, text: str, timeout: float = 5) -> str:
+        """The log once it contains `text` (log lines are written just after replies)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return log
+
     def connect(self) -> socket.socket:
         return socket.create_connection(self.address, timeout=10)
 

@@ -89,7 +89,7 @@ def test_socks5_bind_and_udp_are_refused_with_command_not_supported(proxy, comma
         assert sock.recv(2) == b"\x05\x00"
         sock.sendall(b"\x05" + bytes([command]) + b"\x00\x01\x7f\x00\x00\x01\x00\x50")
         assert recv_exact(sock, 10)[:2] == b"\x05\x07"
-    assert name in proxy.log()
+    assert name in proxy.wait_log(name)
 
 
 @pytest.mark.parametrize("greeting, expected", [
@@ -125,4 +125,4 @@ def test_proxy_never_forwards_to_itself(proxy):
         assert out.stdout.startswith(b"HTTP/1.1 403"), out.stdout
     out = curl("-p", "-x", proxy.url, f"http://127.0.0.1:{proxy.port}/")
     assert out.returncode != 0
-    assert "proxy's own address" in proxy.log()
+    assert "proxy's own address" in proxy.wait_log("proxy's own address")
