@@ -105,6 +105,20 @@ class Context:
         local = peer_host == local_host or is_loopback_host(peer_host)
         return local and is_unspecified_host(self.listen.host)
 
+    def preferred_path(self, name: str, dest: Address) -> tuple[str, ...]:
+        """The exit names a new connection to `dest` would most likely take, pools resolved
+        to their first choice (the key under which reusable connections are kept)."""
+        path = (name,)
+        plan = self.plans[name]
+        while isinstance(plan, Pool):
+            order = order_members(plan.members, plan.strategy, self.health.is_up,
+                                  turn=next(self._turns), site=site_of(dest.host))
+            if not order:
+                break
+            path += (order[0],)
+            plan = self.plans[order[0]]
+        return path
+
     async def open(self, name: str, dest: Address, _path: tuple[str, ...] = ()) -> Opened:
         """Open a stream to `dest` through exit `name` (pools resolved to a member)."""
         plan = self.plans[name]

@@ -253,17 +253,19 @@ async def _forward(
     )
     request = render_request_head(head.method, path, headers)
     websocket = is_websocket_upgrade(head.headers)
-    key = (trace.exit, dest.host, dest.port)
-    stream = ctx.pool.take(key)
-    if stream is not None and not head.has_body and not websocket:
-        try:
-            return await _exchange(client, head, stream, request, key, trace, reused=True)
-        except _StaleUpstream:
-            pass
-    elif stream is not None:
-        stream[1].close()
+    if not head.has_body and not websocket:
+        path = ctx.preferred_path(trace.exit, dest)
+        key = (">".join(path), dest.host, dest.port)
+        stream = ctx.pool.take(key)
+        if stream is not None:
+            try:
+                exit_name, trace.exit = trace.exit, key[0]
+                return await _exchange(client, head, stream, request, key, trace, reused=True)
+            except _StaleUpstream:
+                trace.exit = exit_name
     opened = await ctx.open(trace.exit, dest)
     trace.exit = ">".join(opened.path)
+    key = (trace.exit, dest.host, dest.port)
     try:
         return await _exchange(client, head, opened.stream, request, key, trace, reused=False)
     except _StaleUpstream:

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-Key = tuple[str, str, int]  # exit name, host, port
+Key = tuple[str, str, int]  # exit path ("pool>member"), host, port
 
 
 class UpstreamPool:
