@@ -37,13 +37,12 @@ class Address:
 def check_host(host: str) -> str:
     """Return `host` normalised (lower case, IPv6 unbracketed), or raise AddressError."""
     if host.startswith("[") and host.endswith("]"):
-        inner = host[1:-1]
         try:
-            return str(ipaddress.IPv6Address(inner))
+            return _plain(ipaddress.IPv6Address(host[1:-1]))
         except ValueError:
-            raise AddressError(f"'{host}' is not a valid IPv6 address") from None
+            raise AddressError("not a valid IPv6 address") from None
     try:
-        return str(ipaddress.ip_address(host))
+        return _plain(ipaddress.ip_address(host))
     except ValueError:
         pass
     if not _HOSTNAME.match(host):
@@ -51,14 +50,29 @@ def check_host(host: str) -> str:
     return host.lower().rstrip(".")
 
 
+def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An IP as text; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 it is, so
+    loopback and self checks cannot be dodged by writing it the other way."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped if mapped is not None else ip)
+
+
+def plain_ip(text: str) -> str:
+    """A peer address from the socket layer, IPv4-mapped forms unwrapped."""
+    try:
+        return _plain(ipaddress.ip_address(text.split("%", 1)[0]))
+    except ValueError:
+        return text
+
+
 def check_port(port: int | str, *, allow_zero: bool = False) -> int:
     try:
         value = int(port)
     except (TypeError, ValueError):
-        raise AddressError(f"port '{port}' is not a number") from None
+        raise AddressError("the port is not a number") from None
     low = 0 if allow_zero else 1
     if not low <= value <= 65535 or (isinstance(port, str) and not port.isdigit()):
-        raise AddressError(f"port '{port}' is outside 1-65535")
+        raise AddressError(f"the port is outside {low}-65535")
     return value
 
 
@@ -72,20 +86,20 @@ def parse_authority(
     if text.startswith("["):
         close = text.find("]")
         if close < 0:
-            raise AddressError(f"'{text[:80]}' has an unclosed IPv6 bracket")
+            raise AddressError("an IPv6 bracket is not closed")
         host, rest = text[: close + 1], text[close + 1 :]
         if rest and not rest.startswith(":"):
-            raise AddressError(f"'{text[:80]}' is not host:port")
+            raise AddressError("expected host:port")
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     elif ":" in text:
-        raise AddressError(f"'{text[:80]}' is not host:port (put IPv6 addresses in brackets)")
+        raise AddressError("expected host:port (put IPv6 addresses in brackets)")
     else:
         host, port_text = text, None
     if port_text is None:
         if default_port is None:
-            raise AddressError(f"'{text[:80]}' has no port")
+            raise AddressError("expected host:port (the port is missing)")
         return Address(check_host(host), default_port)
     return Address(check_host(host), check_port(port_text, allow_zero=listening))
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import exits, logs
-from .address import Address, is_loopback_host, is_unspecified_host, targets_listener
+from .address import Address, is_loopback_host, is_unspecified_host, plain_ip, targets_listener
 from .config import BLOCK, LoadedProfile
 from .errors import ExitDown, ExitFailed, Forbidden, StageTimeout
 from .exits import Chain, Direct, Plan, Pool
@@ -100,6 +100,7 @@ class Context:
         """Whether a connected peer is our own listener (the name resolved to ourselves)."""
         if peer_port != self.listen.port:
             return False
+        peer_host, local_host = plain_ip(peer_host), plain_ip(local_host)
         if peer_host == self.listen.host:
             return True
         local = peer_host == local_host or is_loopback_host(peer_host)

@@ -35,6 +35,11 @@ class BadRequest(ProxyError):
     status, reason = 400, "Bad Request"
 
 
+class RequestTimeout(BadRequest):
+    status, reason = 408, "Request Timeout"
+    socks_reply = SOCKS_TTL_EXPIRED
+
+
 class HeadersTooLarge(BadRequest):
     status, reason = 431, "Request Header Fields Too Large"
 

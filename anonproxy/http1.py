@@ -66,19 +66,22 @@ class Tunnel:
 Event = RequestHead | ResponseHead | Body | End | Tunnel
 
 
-def _framing(headers: Headers) -> str:
-    """How the body of a message with these (llhttp-validated) headers is delimited."""
-    length = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"transfer-encoding":
-            final = value.rsplit(b",", 1)[-1].strip().lower()
-            return "chunked" if final == b"chunked" else "close"
-        if lname == b"content-length":
-            length = value.strip()
-    if length is None:
+def _framing(headers: Headers, error: type[Exception]) -> str:
+    """How the body of a message with these (llhttp-validated) headers is delimited.
+
+    More than one Transfer-Encoding line is refused: llhttp and a next hop could disagree on
+    which one frames the body (a smuggling shape), and no honest client needs it.
+    """
+    encodings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
+    if len(encodings) > 1:
+        raise error("the message has more than one Transfer-Encoding header")
+    if encodings:
+        final = encodings[0].rsplit(b",", 1)[-1].strip().lower()
+        return "chunked" if final == b"chunked" else "close"
+    lengths = [v.strip() for n, v in headers if n.lower() == b"content-length"]
+    if not lengths:
         return "close"
-    return "length" if length != b"0" else "none"
+    return "length" if lengths[0] != b"0" else "none"
 
 
 class _Collector:
@@ -93,17 +96,19 @@ class _Collector:
         self.max_head_bytes = max_head_bytes
         self.max_headers = max_headers
         self.too_large = too_large
-        self.in_head = False
-        self.fed_in_head = 0
+        self.fed_quietly = 0
 
     def guard(self, fed: int) -> None:
-        """Bound a head that never ends: llhttp buffers a header line until it is complete."""
-        if self.in_head:
-            self.fed_in_head += fed
-            if self.fed_in_head > self.max_head_bytes:
-                raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
-        else:
-            self.fed_in_head = 0
+        """Bound what llhttp may buffer: it keeps a header or trailer line until the line ends,
+        so bytes that produce no event (a head, a trailer, chunk framing) are counted, and more
+        than a head's worth of them is refused."""
+        if self.events:
+            self.fed_quietly = 0
+            return
+        self.fed_quietly += fed
+        if self.fed_quietly > self.max_head_bytes:
+            raise self.too_large(
+                f"the message head or trailer is larger than {self.max_head_bytes} bytes")
 
     def _count(self, n: int) -> None:
         self.head_bytes += n
@@ -112,7 +117,6 @@ class _Collector:
 
     def on_message_begin(self) -> None:
         self.url, self.reason, self.headers, self.head_bytes = b"", b"", [], 0
-        self.in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -139,9 +143,8 @@ class _RequestCollector(_Collector):
     parser: httptools.HttpRequestParser
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
         p = self.parser
-        framing = _framing(self.headers)
+        framing = _framing(self.headers, BadRequest)
         if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
             framing = "none"
         self.events.append(
@@ -169,50 +172,65 @@ class RequestParser:
         self._collector.parser = self._parser
 
     def feed(self, data: bytes) -> list[Event]:
-        c = self._collector
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            rest = data[upgrade.args[0] :]
-            events = c.events
-            # llhttp reports the message complete at the head's end: the tunnel owns the rest.
-            if events and events[-1] is END:
-                events.pop()
-            self._new()
-            head = events.pop()
-            assert isinstance(head, RequestHead)
-            if head.method == b"CONNECT" or is_websocket_upgrade(head.headers):
-                return [*events, head, Tunnel(rest)]
-            # An upgrade we do not serve (h2c, TLS/1.0, ...): drop the offer and parse the
-            # message, body included, as plain HTTP.
-            plain = [(n, v) for n, v in head.headers if n.lower() != b"upgrade"]
-            replay = render_request_head(head.method, head.target, plain, head.version)
-            return [*events, *self.feed(replay + rest)]
-        except httptools.HttpParserCallbackError as error:
-            cause = error.__context__
-            if isinstance(cause, HeadersTooLarge):
-                raise cause from None
-            raise BadRequest("the request could not be parsed") from None
-        except httptools.HttpParserError as error:
-            raise BadRequest(f"malformed request: {_llhttp_reason(error)}") from None
-        c.guard(len(data))
-        events, c.events = c.events, []
-        return events
+        out: list[Event] = []
+        while True:
+            c = self._collector
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                rest = data[upgrade.args[0] :]
+                events, c.events = c.events, []
+                # llhttp reports the message complete at the head's end; the tunnel owns the rest
+                if events and events[-1] is END:
+                    events.pop()
+                self._new()
+                head = events.pop()
+                assert isinstance(head, RequestHead)
+                out += events
+                if head.method == b"CONNECT" or is_websocket_upgrade(head.headers):
+                    return [*out, head, Tunnel(rest)]
+                # An upgrade we do not serve (h2c, TLS/1.0, ...): drop the offer and parse the
+                # message, body included, as plain HTTP.
+                plain = [(n, v) for n, v in head.headers if n.lower() != b"upgrade"]
+                data = render_request_head(head.method, head.target, plain, head.version) + rest
+                continue
+            except httptools.HttpParserCallbackError as error:
+                cause = error.__context__
+                if isinstance(cause, BadRequest):
+                    raise cause from None
+                raise BadRequest("the request could not be parsed") from None
+            except httptools.HttpParserError as error:
+                raise BadRequest(f"malformed request: {_llhttp_reason(error)}") from None
+            c.guard(len(data))
+            out += c.events
+            c.events = []
+            return out
 
 
 class _ResponseCollector(_Collector):
     parser: httptools.HttpResponseParser
     head_only: bool = False
     final_framing: str | None = None
+    ended = False  # the final response is complete
+    after_end = False  # bytes came after it: the connection is out of step
+
+    def on_message_begin(self) -> None:
+        if self.ended:
+            self.after_end = True
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.final_framing is not None:
+            self.ended = True
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
         p = self.parser
         status = p.get_status_code()
         if self.head_only or status in (204, 304) or 100 <= status < 200:
             framing = "none"
         else:
-            framing = _framing(self.headers)
+            framing = _framing(self.headers, BadUpstreamResponse)
         self.events.append(
             ResponseHead(
                 status=status,
@@ -242,6 +260,7 @@ class ResponseParser:
         self._parser = httptools.HttpResponseParser(self._collector)
         self._collector.parser = self._parser
 
+
     def feed(self, data: bytes) -> list[Event]:
         c = self._collector
         try:
@@ -252,23 +271,35 @@ class ResponseParser:
             cause = error.__context__
             if isinstance(cause, _HeadDone):
                 c.events.append(END)
+                c.ended = True
+                # anything after the head of a response to HEAD puts the upstream out of step
+                c.after_end = not data.endswith(b"\r\n\r\n")
+            elif c.ended:
+                c.after_end = True  # garbage after a complete response: keep the response
             elif isinstance(cause, BadUpstreamResponse):
                 raise cause from None
             else:
                 raise BadUpstreamResponse("the upstream response could not be parsed") from None
         except httptools.HttpParserError as error:
-            raise BadUpstreamResponse(
-                f"the upstream sent a malformed response: {_llhttp_reason(error)}"
-            ) from None
+            if not c.ended:
+                raise BadUpstreamResponse(
+                    f"the upstream sent a malformed response: {_llhttp_reason(error)}"
+                ) from None
+            c.after_end = True
         c.guard(len(data))
         events, c.events = c.events, []
         return events
 
+    @property
+    def reusable(self) -> bool:
+        """The final response ended cleanly and nothing followed it."""
+        return self._collector.ended and not self._collector.after_end
+
     def feed_eof(self) -> list[Event]:
         """The upstream closed: completes a close-delimited body, or is an error mid-message."""
         c = self._collector
-        if c.final_framing == "close":
-            c.final_framing = None
+        if c.final_framing == "close" and not c.ended:
+            c.ended = c.after_end = True  # complete, and the connection is gone
             return [END]
         if c.head_bytes == 0:
             raise BadUpstreamResponse("the upstream closed the connection without a response")

@@ -30,6 +30,7 @@ from .errors import (
     BadUpstreamResponse,
     NotImplementedByProxy,
     ProxyError,
+    RequestTimeout,
     StageTimeout,
     http_error_response,
 )
@@ -95,7 +96,7 @@ class ClientConn:
             except TimeoutError:
                 if started is None:
                     return None
-                raise StageTimeout(
+                raise RequestTimeout(
                     f"the request head did not arrive within {limits.header_timeout:g} s"
                 ) from None
             except OSError:
@@ -128,10 +129,13 @@ class ClientConn:
         return self.pending.popleft()
 
     async def send(self, data: bytes) -> None:
+        """Write to the client; one that stops reading for `idle_timeout` is cut off."""
         self.writer.write(data)
         try:
-            await self.writer.drain()
-        except OSError:
+            async with asyncio.timeout(self.ctx.limits.idle_timeout):
+                await self.writer.drain()
+        except (OSError, TimeoutError):
+            self.writer.transport.abort()
             raise ClientGone() from None
 
 
@@ -184,8 +188,9 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             proto = "connect"
             try:
                 dest = parse_authority(head.target.decode("ascii"))
-            except (AddressError, UnicodeDecodeError) as error:
-                raise BadRequest(f"bad CONNECT target: {error}") from None
+            except (AddressError, UnicodeDecodeError):
+                # never echo the target: a mistaken URL here may carry a path or a token
+                raise BadRequest("bad CONNECT target: expected host:port") from None
             trace.exit = (await ctx.route(dest)).exit
             status = await _tunnel(client, dest, trace)
             return False
@@ -426,7 +431,8 @@ class _Exchange:
                 if to_client == "chunked":
                     out.append(LAST_CHUNK)
                 await self._flush(out)
-                self.upstream_reusable = final.keep_alive and final.framing != "close"
+                self.upstream_reusable = (final.keep_alive and final.framing != "close"
+                                          and parser.reusable and not pending)
                 return final.status
             elif isinstance(event, Tunnel):
                 assert final is not None and final.status == 101

@@ -70,11 +70,18 @@ class ProxyServer:
                 health = self.ctx.profile.health
                 prober = tasks.create_task(self.ctx.health.run(
                     members, self.ctx.probe, health.interval, health.timeout))
+            sweeper = tasks.create_task(self._sweep_idle_upstreams())
             await self._stopping.wait()
             logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
             if prober is not None:
                 prober.cancel()
+            sweeper.cancel()
             await self.stop()
+
+    async def _sweep_idle_upstreams(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self.ctx.pool.sweep()
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -16,11 +16,15 @@ Key = tuple[str, str, int]  # exit path ("pool>member"), host, port
 
 
 class UpstreamPool:
-    def __init__(self, per_key: int = 64, ttl: float = 30.0) -> None:
+    def __init__(self, per_key: int = 64, total: int = 512, ttl: float = 30.0) -> None:
         self._idle: defaultdict[Key, list[tuple[float, Stream]]] = defaultdict(list)
         self._per_key = per_key
+        self._total = total
         self._ttl = ttl
         self._swept = time.monotonic()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._idle.values())
 
     def take(self, key: Key) -> Stream | None:
         self._sweep()
@@ -34,17 +38,19 @@ class UpstreamPool:
 
     def give(self, key: Key, stream: Stream) -> None:
         idle = self._idle[key]
-        if len(idle) >= self._per_key or not _usable(stream):
+        if len(idle) >= self._per_key or not _usable(stream) or len(self) >= self._total:
             stream[1].close()
             return
         idle.append((time.monotonic(), stream))
         self._sweep()
 
     def _sweep(self) -> None:
-        now = time.monotonic()
-        if now - self._swept < 1.0:
-            return
-        self._swept = now
+        if time.monotonic() - self._swept >= 1.0:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Close what has idled past the TTL or gone bad (also run on a timer)."""
+        now = self._swept = time.monotonic()
         for key in list(self._idle):
             keep = []
             for since, stream in self._idle[key]:
@@ -65,5 +71,12 @@ class UpstreamPool:
 
 
 def _usable(stream: Stream) -> bool:
+    """Open, and silent since its last response: an upstream that sent anything unasked is out
+    of step, and its bytes would be read as the next client's response."""
     reader, writer = stream
-    return not writer.is_closing() and not reader.at_eof()
+    return not writer.is_closing() and not reader.at_eof() and not _unread(reader)
+
+
+def _unread(reader: asyncio.StreamReader) -> int:
+    # asyncio has no public call for "bytes waiting"; StreamReader keeps them in _buffer
+    return len(getattr(reader, "_buffer", b""))

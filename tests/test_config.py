@@ -42,7 +42,7 @@ def test_shipped_profiles_load():
     ('[exits.direct]\n[[rules]]\nports = [80]\nexit = "nowhere"\n', 'rules[0].exit = "nowhere"'),
     ('[exits.direct]\n[exits.block]\n', "reserved"),
     ('resolve = "sometimes"\n', 'resolve = "sometimes"'),
-    ('listen = "127.0.0.1:99999"\n', 'listen = "127.0.0.1:99999": port'),
+    ('listen = "127.0.0.1:99999"\n', 'listen = "127.0.0.1:99999": the port is outside 0-65535'),
     ('listen = "0.0.0.0:8118"\n', "add allow"),
     ('[headers]\nreferer = "sometimes"\n', 'headers.referer = "sometimes"'),
     ('[headers]\nuser_agent = "fake"\n', 'headers.user_agent = "fake"'),

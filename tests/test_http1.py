@@ -117,3 +117,42 @@ def test_hostile_request_heads_raise_only_bad_request(pieces, prefix):
             parser.feed(piece)
     except BadRequest:
         pass
+
+
+def test_a_second_transfer_encoding_line_is_refused_both_ways():
+    with pytest.raises(BadRequest, match="more than one Transfer-Encoding"):
+        RequestParser().feed(b"POST http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    with pytest.raises(BadUpstreamResponse, match="more than one Transfer-Encoding"):
+        ResponseParser(b"GET").feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+def test_a_trailer_that_never_ends_is_bounded():
+    parser = RequestParser(max_head_bytes=4096)
+    parser.feed(b"POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T: ")
+    with pytest.raises(HeadersTooLarge):
+        for _ in range(10):
+            parser.feed(b"a" * 1000)
+
+
+def test_many_pipelined_upgrade_offers_do_not_recurse():
+    raw = b"GET http://a/ HTTP/1.1\r\nUpgrade: a\r\nConnection: upgrade\r\n\r\n" * 1200
+    events = RequestParser().feed(raw)
+    assert sum(isinstance(e, RequestHead) for e in events) == 1200
+
+
+def test_bytes_after_a_response_make_the_connection_unreusable():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    parser = ResponseParser(b"GET")
+    parser.feed(ok)
+    assert parser.reusable
+    parser = ResponseParser(b"GET")
+    parser.feed(ok + b"HTTP/1.1 200 OK\r\n")
+    assert not parser.reusable
+    parser = ResponseParser(b"GET")
+    events = parser.feed(ok + b"\x00garbage")
+    assert events[-1] is END and not parser.reusable
+    parser = ResponseParser(b"HEAD")
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    assert not parser.reusable

@@ -246,3 +246,68 @@ def test_reset_upstream_midstream_aborts_the_client(proxy):
     thread.join()
     listener.close()
     assert out_holder["r"].returncode != 0  # curl: transfer closed with outstanding data
+
+
+def test_unasked_upstream_bytes_never_reach_the_next_client(proxy):
+    """An origin that sends a second response unasked: that response must not be handed to
+    another client that reuses the connection."""
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    connections = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            recv_until(conn, b"\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+            time.sleep(0.3)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nFOR-FIRST-ONLY")
+                data = recv_until(conn, b"\r\n\r\n")
+                if data:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    listener.settimeout(3)
+    assert curl("-x", proxy.url, f"http://127.0.0.1:{port}/first").stdout == b"first"
+    time.sleep(0.6)
+    out = curl("-x", proxy.url, f"http://127.0.0.1:{port}/second")
+    listener.close()
+    thread.join(5)
+    for conn in connections:
+        conn.close()
+    assert b"FOR-FIRST-ONLY" not in out.stdout
+    assert out.stdout in (b"first", b"second")  # a fresh connection answered
+
+
+def test_two_transfer_encoding_lines_are_refused_before_the_origin(proxy, origin):
+    with proxy.connect() as sock:
+        sock.sendall(f"POST {origin.url('/upload')} HTTP/1.1\r\nHost: x\r\n"
+                     "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "5\r\nhello\r\n0\r\n\r\n".encode())
+        assert recv_all(sock).startswith(b"HTTP/1.1 400 ")
+    assert not origin.received
+
+
+def test_a_client_that_stops_reading_is_cut_off(start_proxy, origin):
+    import time
+
+    proxy = start_proxy('default = "direct"\n[exits.direct]\n[limits]\nidle_timeout = 2\n')
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(proxy.address)
+    sock.sendall(f"GET {origin.url('/bytes/50000000')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    started = time.monotonic()
+    log = proxy.wait_log("client closed the connection", timeout=15)
+    assert "client closed the connection" in log and time.monotonic() - started < 15
+    sock.close()

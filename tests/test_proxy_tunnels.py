@@ -126,3 +126,20 @@ def test_proxy_never_forwards_to_itself(proxy):
     out = curl("-p", "-x", proxy.url, f"http://127.0.0.1:{proxy.port}/")
     assert out.returncode != 0
     assert "proxy's own address" in proxy.wait_log("proxy's own address")
+
+
+def test_ipv4_mapped_addresses_cannot_loop_back_to_the_proxy(proxy):
+    out = curl("-x", proxy.url, f"http://[::ffff:127.0.0.1]:{proxy.port}/", "-i")
+    assert out.stdout.startswith(b"HTTP/1.1 403"), out.stdout
+    with proxy.connect() as sock:
+        sock.sendall(f"CONNECT [::ffff:127.0.0.1]:{proxy.port} HTTP/1.1\r\n\r\n".encode())
+        assert recv_all(sock).startswith(b"HTTP/1.1 403")
+
+
+def test_a_bad_connect_target_is_never_echoed_into_the_log(proxy):
+    with proxy.connect() as sock:
+        sock.sendall(b"CONNECT http://example.com:80/account/reset?token=s3cr3t HTTP/1.1\r\n\r\n")
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 400")
+    log = proxy.wait_log("bad CONNECT target")
+    assert "s3cr3t" not in log and "/account" not in log
