@@ -224,6 +224,7 @@ class Profile(_Strict):
     resolve: Literal["never", "local"] = "never"
     exits: dict[ExitName, Exit] = {"direct": Exit()}
     rules: list[Rule] = []
+    selectable: list[Annotated[str, Field(min_length=1)]] = []  # profiles a proxy username may pick
     headers: Headers = Headers()
     limits: Limits = Limits()
     health: Health = Health()

@@ -78,10 +78,8 @@ class Context:
     def country_of(self, ip) -> str | None:
         return self.geo.country(ip) if self.geo is not None else None
 
-    async def route(self, dest: Address) -> Decision:
-        """The exit for `dest`; raises Forbidden for loops and for rules that block."""
-        if targets_listener(dest, self.listen):
-            raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
+    async def decide(self, dest: Address) -> Decision:
+        """The rule decision for `dest` (a local lookup only under `resolve = "local"`)."""
         profile = self.profile
         decision = decide(self.rules, profile.default, dest.host, dest.port,
                           country_of=self.country_of, may_resolve=profile.resolve == "local")
@@ -90,6 +88,13 @@ class Context:
             decision = decide(self.rules, profile.default, dest.host, dest.port,
                               country_of=self.country_of, address=address)
         assert isinstance(decision, Decision)
+        return decision
+
+    async def route(self, dest: Address) -> Decision:
+        """The exit for `dest`; raises Forbidden for loops and for rules that block."""
+        if targets_listener(dest, self.listen):
+            raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
+        decision = await self.decide(dest)
         if decision.exit == BLOCK:
             where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \
                 "the profile's default"

@@ -54,6 +54,13 @@ class Forbidden(ProxyError):
     socks_reply = SOCKS_NOT_ALLOWED
 
 
+class NoSuchProfile(ProxyError):
+    """A client named a profile (as its proxy username) that may not be selected."""
+
+    status, reason = 407, "Proxy Authentication Required"
+    socks_reply = SOCKS_NOT_ALLOWED
+
+
 class ExitFailed(ProxyError):
     """The exit, or the destination behind it, could not be reached.
 
@@ -92,8 +99,10 @@ class Overloaded(ProxyError):
 def http_error_response(error: ProxyError) -> bytes:
     """A complete, connection-closing HTTP/1.1 response carrying the error's one sentence."""
     body = (error.message.rstrip(".") + ".\n").encode("utf-8", "replace")
+    challenge = 'Proxy-Authenticate: Basic realm="anonproxy profile"\r\n' if error.status == 407 else ""
     head = (
         f"HTTP/1.1 {error.status} {error.reason}\r\n"
+        f"{challenge}"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"

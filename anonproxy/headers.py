@@ -13,6 +13,8 @@ Invariants:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -190,3 +192,18 @@ def sanitize_response(headers: Headers, *, websocket: bool = False) -> Headers:
             continue
         out.append((name, value))
     return out
+
+
+def proxy_username(headers: Headers) -> str | None:
+    """The username of a `Proxy-Authorization: Basic` header (it may name a profile)."""
+    for name, value in headers:
+        if name.lower() == b"proxy-authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() != b"basic":
+                return None
+            try:
+                decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return decoded.partition(":")[0]
+    return None

@@ -35,7 +35,7 @@ from .errors import (
     http_error_response,
 )
 from .exits import Stream
-from .headers import is_websocket_upgrade, sanitize_request, sanitize_response
+from .headers import is_websocket_upgrade, proxy_username, sanitize_request, sanitize_response
 from .http1 import (
     END,
     LAST_CHUNK,
@@ -69,9 +69,11 @@ class _StaleUpstream(Exception):
 class ClientConn:
     """The client side: a reader fed through the request parser, and the writer."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Context):
-        self.reader, self.writer, self.ctx = reader, writer, ctx
-        limits = ctx.limits
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 select: Callable[[str | None], Context]):
+        self.reader, self.writer, self.select = reader, writer, select
+        self.ctx = select(None)  # the profile of the request at hand (a username may pick another)
+        limits = self.ctx.limits
         self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
         self.pending: deque[Event] = deque()
         self.idle = True  # waiting between requests: safe to close on shutdown
@@ -142,14 +144,16 @@ class ClientConn:
 async def serve_http(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    ctx: Context,
+    select: Callable[[str | None], Context],
     first: bytes,
     started: float,
     stopping: asyncio.Event,
     on_client: Callable[[ClientConn], None] = lambda client: None,
 ) -> None:
-    """Serve requests on one client connection until it closes."""
-    client = ClientConn(reader, writer, ctx)
+    """Serve requests on one client connection until it closes. `select` gives the profile
+    for a proxy username (None: the main one), read anew for every request so that a reload
+    applies to the next request on a kept-alive connection."""
+    client = ClientConn(reader, writer, select)
     on_client(client)
     try:
         client.feed(first)
@@ -178,12 +182,12 @@ class Trace:
 
 async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
     """Handle one request; return whether the client connection may carry another."""
-    ctx = client.ctx
     t0 = time.monotonic()
     proto, dest, trace = "http", "-", Trace()
     status: object = "-"
     problem = None
     try:
+        ctx = client.ctx = client.select(proxy_username(head.headers))
         if head.method == b"CONNECT":
             proto = "connect"
             try:

@@ -17,13 +17,16 @@ import ipaddress
 import signal
 import socket
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from . import logs, socks5
 from .address import Address
-from .config import LoadedProfile, ProfileError
+from .config import LoadedProfile, ProfileError, load_profile
+from .exits import Direct
 from .geo import GeoDB, GeoError
 from .context import Context
-from .errors import Overloaded, StageTimeout, http_error_response
+from .errors import NoSuchProfile, Overloaded, StageTimeout, http_error_response
 from .http_session import ClientConn, serve_http
 from .socks_session import serve_socks5
 
@@ -33,14 +36,41 @@ SOCKS4 = 0x04
 class ProxyServer:
     """The running proxy: owns the listening socket and the live connections."""
 
-    def __init__(self, loaded: LoadedProfile, listen: Address | None = None) -> None:
+    def __init__(self, loaded: LoadedProfile, listen: Address | None = None,
+                 reload: Callable[[], LoadedProfile] | None = None) -> None:
         self.listen = listen or loaded.profile.listen_address
-        self.ctx = Context(loaded, self.listen, geo=open_geo(loaded))
+        self._reload = reload
+        self.ctx, self._selectable = self._contexts(loaded)
         self._allow = loaded.profile.allow
         self._server: asyncio.base_events.Server | None = None
         # None while the first bytes are awaited; the HTTP client, or SOCKS, once known
         self._tasks: dict[asyncio.Task, ClientConn | str | None] = {}
         self._stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._reload_requested = False
+
+    def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
+        """The main profile's context and those a client may select by proxy username."""
+        main = Context(loaded, self.listen, geo=open_geo(loaded))
+        selectable = {}
+        for ref in loaded.profile.selectable:
+            if ref.endswith(".toml") and not Path(ref).is_absolute():
+                ref = str(loaded.path.parent / ref)
+            other = load_profile(ref)
+            selectable[other.name] = Context(other, self.listen, geo=open_geo(other))
+        return main, selectable
+
+    def context_for(self, username: str | None) -> Context:
+        """The context for a client: the main profile, or the one its proxy username names."""
+        if username is None or not self._selectable:
+            return self.ctx
+        try:
+            return self._selectable[username]
+        except KeyError:
+            raise NoSuchProfile(
+                f"no selectable profile named '{username[:64]}' "
+                f"(choose one of: {', '.join(sorted(self._selectable))})"
+            ) from None
 
     @property
     def limits(self):
@@ -53,41 +83,100 @@ class ProxyServer:
         sock = self._server.sockets[0].getsockname()
         if self.listen.port == 0:  # an ephemeral port was asked for: report the real one
             self.listen = Address(self.listen.host, sock[1])
-            self.ctx.listen = self.listen
+            for ctx in self._all_contexts():
+                ctx.listen = self.listen
         return self.listen
 
+    def _all_contexts(self) -> list[Context]:
+        return [self.ctx, *self._selectable.values()]
+
+    def warn_if_direct(self) -> None:
+        for ctx in self._all_contexts():
+            profile = ctx.profile
+            direct = [n for n in {profile.default, *(r.exit for r in profile.rules)}
+                      if isinstance(ctx.plans.get(n), Direct)]
+            if direct:
+                logs.log.warning(
+                    "profile '%s' sends traffic DIRECT (exit %s): those sites see this machine's "
+                    "address. Headers are stripped, but the address is not hidden.",
+                    ctx.loaded.name, ", ".join(f"'{n}'" for n in sorted(direct)))
+
     def stop_on_signals(self) -> None:
-        """SIGINT and SIGTERM start a graceful stop (install before announcing readiness)."""
+        """SIGINT and SIGTERM start a graceful stop, SIGHUP a reload (install these before
+        announcing readiness)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wakeup.set()
 
     async def serve_until_signalled(self) -> None:
         async with asyncio.TaskGroup() as tasks:
-            prober = None
-            members = self.ctx.probed_members()
-            if members:
-                health = self.ctx.profile.health
-                prober = tasks.create_task(self.ctx.health.run(
-                    members, self.ctx.probe, health.interval, health.timeout))
+            probers = self._start_probers(tasks)
             sweeper = tasks.create_task(self._sweep_idle_upstreams())
-            await self._stopping.wait()
+            while not self._stopping.is_set():
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if self._reload_requested and not self._stopping.is_set():
+                    self._reload_requested = False
+                    if self.reload():
+                        for prober in probers:
+                            prober.cancel()
+                        probers = self._start_probers(tasks)
             logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
-            if prober is not None:
-                prober.cancel()
-            sweeper.cancel()
+            for task in (*probers, sweeper):
+                task.cancel()
             await self.stop()
+
+    def reload(self) -> bool:
+        """Re-read the profile; on any error keep the running one. Connections in flight keep
+        the profile they started with; new requests and connections get the new one."""
+        if self._reload is None:
+            return False
+        try:
+            loaded = self._reload()
+            main, selectable = self._contexts(loaded)
+        except ProfileError as error:
+            logs.log.error("reload failed, keeping the running profile: %s", error)
+            return False
+        if loaded.profile.listen_address != self.ctx.profile.listen_address:
+            logs.log.warning("reload: the listen address only changes on restart")
+        old = self._all_contexts()
+        for ctx in (main, *selectable.values()):
+            ctx.listen = self.listen
+        self.ctx, self._selectable = main, selectable
+        self._allow = loaded.profile.allow
+        for ctx in old:
+            ctx.pool.close()
+        logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
+        self.warn_if_direct()
+        return True
+
+    def _start_probers(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task]:
+        probers = []
+        for ctx in self._all_contexts():
+            members = ctx.probed_members()
+            if members:
+                health = ctx.profile.health
+                probers.append(tasks.create_task(
+                    ctx.health.run(members, ctx.probe, health.interval, health.timeout)))
+        return probers
 
     async def _sweep_idle_upstreams(self) -> None:
         while True:
             await asyncio.sleep(5)
-            self.ctx.pool.sweep()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
+            for ctx in self._all_contexts():
+                ctx.pool.sweep()
 
     async def stop(self) -> None:
-        self._stopping.set()
+        self.request_stop()
         if self._server is not None:
             self._server.close()
         for task, client in list(self._tasks.items()):
@@ -101,7 +190,8 @@ class ProxyServer:
                 task.cancel()
             if busy:
                 await asyncio.wait(busy, timeout=2)
-        self.ctx.pool.close()
+        for ctx in self._all_contexts():
+            ctx.pool.close()
 
     def _allowed(self, peer) -> bool:
         if not self._allow:
@@ -137,13 +227,13 @@ class ProxyServer:
                 return
             if first[0] == socks5.VERSION:
                 self._tasks[task] = "socks5"  # drained like a busy HTTP connection
-                await serve_socks5(reader, writer, self.ctx, first, started)
+                await serve_socks5(reader, writer, self.context_for, first, started)
             elif first[0] == SOCKS4:
                 # SOCKS4 resolves names on the client: refuse it ("request rejected")
                 writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
             else:
                 # registering the client lets shutdown tell idle keep-alive from busy
-                await serve_http(reader, writer, self.ctx, first, started, self._stopping,
+                await serve_http(reader, writer, self.context_for, first, started, self._stopping,
                                  on_client=lambda c: self._tasks.__setitem__(task, c))
         except (OSError, StageTimeout):
             pass

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from . import logs, socks5
 from .context import Context
-from .errors import SOCKS_GENERAL_FAILURE, ProxyError, StageTimeout
+from .errors import SOCKS_GENERAL_FAILURE, NoSuchProfile, ProxyError, StageTimeout
 from .relay import relay
 
 
@@ -42,10 +43,12 @@ class _Handshake:
 async def serve_socks5(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    ctx: Context,
+    select: Callable[[str | None], Context],
     first: bytes,
     started: float,
 ) -> None:
+    """Serve one SOCKS5 client; `select` gives the profile its username names (None: main)."""
+    ctx = select(None)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.limits.header_timeout - (time.monotonic() - started)
     hs = _Handshake(reader, first, deadline)
@@ -59,7 +62,13 @@ async def serve_socks5(
             status, problem = "refused", "no acceptable authentication method"
             return
         if method == socks5.USERPASS:
-            await hs.take(socks5.parse_userpass)
+            credentials = await hs.take(socks5.parse_userpass)
+            try:
+                ctx = select(credentials.username)
+            except NoSuchProfile as error:
+                writer.write(socks5.userpass_reply(False))
+                status, problem = "refused", error.message
+                return
             writer.write(socks5.userpass_reply(True))
         request = await hs.take(socks5.parse_request)
         dest = request.dest
