@@ -68,3 +68,12 @@ def test_unknown_profile_name_lists_known_ones():
 def test_non_loopback_listen_with_allow_list_is_accepted(tmp_path):
     loaded = load_profile(write(tmp_path, 'listen = "0.0.0.0:8118"\nallow = ["10.0.0.0/8"]\n'))
     assert str(loaded.profile.allow[0]) == "10.0.0.0/8"
+
+
+def test_listens_on_loopback_by_default_and_never_beyond_without_an_allow_list(tmp_path):
+    from anonproxy.address import is_loopback_host
+
+    assert is_loopback_host(load_profile(write(tmp_path, "")).profile.listen_address.host)
+    for listen in ("0.0.0.0:8118", "[::]:8118", "192.0.2.1:8118"):
+        with pytest.raises(ProfileError, match="exposes the proxy beyond this machine"):
+            load_profile(write(tmp_path, f'listen = "{listen}"\n'))

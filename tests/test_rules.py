@@ -50,7 +50,7 @@ def test_first_matching_rule_wins(host, port, exit_, rule):
     assert (decision.rule.number if decision.rule else None) == rule
 
 
-def test_country_and_cidr_rules_never_match_an_unresolved_name():
+def test_country_rules_never_trigger_a_local_dns_lookup():
     decision = route("example.de")
     assert decision == Decision("tor", None, None)
 
