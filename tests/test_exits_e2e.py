@@ -33,6 +33,13 @@ def peer_of(origin) -> str:
     return origin.last.peer[0]
 
 
+def pool_profile(members: dict, pool: str = "", extra: str = "") -> str:
+    """A profile whose default is pool "p" of chain exits named after `members` (name -> upstream)."""
+    exits = "".join(f'[exits.{name}]\nvia = ["{u.url}"]\n' for name, u in members.items())
+    names = ", ".join(f'"{name}"' for name in members)
+    return f'default = "p"\n{exits}[exits.p]\npool = [{names}]\n{pool}\n{extra}'
+
+
 def test_each_rule_kind_routes_to_its_exit(start_proxy, origin, upstreams, tmp_path):
     ms, dn, tp = (upstreams(microsocks, "127.0.0.2"), upstreams(dante, "127.0.0.3"),
                   upstreams(tinyproxy, "127.0.0.4"))
@@ -148,31 +155,20 @@ def test_exit_down_fails_closed_and_never_goes_direct(start_proxy, origin, upstr
 
 def test_pool_fails_over_when_a_member_dies_and_closes_when_all_do(start_proxy, origin, upstreams):
     a, b = upstreams(microsocks, "127.0.0.2"), upstreams(microsocks, "127.0.0.5")
-    proxy = start_proxy(f"""
-default = "pool"
-[exits.a]
-via = ["{a.url}"]
-[exits.b]
-via = ["{b.url}"]
-[exits.pool]
-pool = ["a", "b"]
-strategy = "failover"
-[health]
-interval = 3600
-fall = 1
-""")
+    proxy = start_proxy(pool_profile({"a": a, "b": b}, 'strategy = "failover"',
+                                     "[health]\ninterval = 3600\nfall = 1\n"))
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
     assert peer_of(origin) == "127.0.0.2"
     a.kill()
     for _ in range(3):
         assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
         assert peer_of(origin) == "127.0.0.5"
-    assert "exit=pool>b" in proxy.wait_log("exit=pool>b")
+    assert "exit=p>b" in proxy.wait_log("exit=p>b")
     b.kill()
     seen = len(origin.received)
     out = curl("-x", proxy.url, origin.url("/echo"), "-i")
     assert out.stdout.startswith(b"HTTP/1.1 503")
-    assert b"exit 'pool' has no member up" in out.stdout
+    assert b"exit 'p' has no member up" in out.stdout
     assert len(origin.received) == seen
 
 
@@ -195,10 +191,8 @@ fallback = "home"
 
 
 def test_sticky_pool_keeps_a_site_on_one_member(start_proxy, origin, upstreams):
-    ups = [upstreams(microsocks, f"127.0.0.{i}") for i in (2, 5, 7)]
-    members = ", ".join(f'"m{i}"' for i in range(3))
-    exits = "".join(f'[exits.m{i}]\nvia = ["{u.url}"]\n' for i, u in enumerate(ups))
-    proxy = start_proxy(f'default = "p"\n{exits}[exits.p]\npool = [{members}]\nstrategy = "sticky"\n')
+    ups = {f"m{i}": upstreams(microsocks, f"127.0.0.{i}") for i in (2, 5, 7)}
+    proxy = start_proxy(pool_profile(ups, 'strategy = "sticky"'))
     for host in ("localhost", "127.0.0.1"):
         peers = set()
         for _ in range(4):
@@ -209,16 +203,7 @@ def test_sticky_pool_keeps_a_site_on_one_member(start_proxy, origin, upstreams):
 
 def test_round_robin_pool_spreads_connections(start_proxy, origin, upstreams):
     a, b = upstreams(microsocks, "127.0.0.2"), upstreams(microsocks, "127.0.0.5")
-    proxy = start_proxy(f"""
-default = "p"
-[exits.a]
-via = ["{a.url}"]
-[exits.b]
-via = ["{b.url}"]
-[exits.p]
-pool = ["a", "b"]
-strategy = "round-robin"
-""")
+    proxy = start_proxy(pool_profile({"a": a, "b": b}, 'strategy = "round-robin"'))
     peers = []
     for _ in range(4):
         assert curl("-p", "-x", proxy.url, origin.url("/echo")).returncode == 0
@@ -248,20 +233,8 @@ exit = "block"
 def test_health_probes_mark_a_dead_member_down_and_back_up(start_proxy, origin, upstreams, tmp_path):
     a = upstreams(microsocks, "127.0.0.2")
     b = upstreams(microsocks, "127.0.0.5")
-    proxy = start_proxy(f"""
-default = "p"
-[exits.a]
-via = ["{a.url}"]
-[exits.b]
-via = ["{b.url}"]
-[exits.p]
-pool = ["a", "b"]
-[health]
-interval = 1
-timeout = 1
-fall = 2
-rise = 2
-""")
+    proxy = start_proxy(pool_profile({"a": a, "b": b}, extra=(
+        "[health]\ninterval = 1\ntimeout = 1\nfall = 2\nrise = 2\n")))
     port = a.port
     a.kill()
     proxy.wait_log("exit 'a' is down", timeout=10)
