@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .address import Address, AddressError, parse_authority
+from .address import Address, AddressError, check_host, parse_authority
 from .config import LoadedProfile, ProfileError, load_profile
+from .tor import TorUnavailable
 
 EXIT_USAGE = 2
 
@@ -52,8 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     geoip.add_argument("--db", default="bundled", help='"bundled" or a path to a country .mmdb')
 
     reload = commands.add_parser("reload", help="make a running proxy re-read its profile")
-    reload.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT",
-                        help="the running proxy's listen address (default 127.0.0.1:8118)")
+    newnym = commands.add_parser("newnym", help="new Tor identity: new circuits for new streams")
+    newnym.add_argument("--site", help="only this site (registrable domain) gets new circuits")
+    for command in (reload, newnym):
+        command.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT",
+                             help="the running proxy's listen address (default 127.0.0.1:8118)")
     return parser
 
 
@@ -74,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "geoip":
             return _geoip(args.action, args.address, args.db)
         if args.command == "reload":
-            return _reload(args.listen)
+            return _signal_proxy(args.listen, signal.SIGHUP, "re-read its profile")
+        if args.command == "newnym":
+            return _newnym(args.listen, args.site)
     except ProfileError as error:
+        print(f"anonproxy: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except TorUnavailable as error:
         print(f"anonproxy: {error}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_USAGE
@@ -160,21 +169,39 @@ def pidfile_for(listen: Address) -> Path:
     return Path(base) / "anonproxy" / f"serve-{listen.host}-{listen.port}.pid"
 
 
-def _reload(listen_text: str) -> int:
+def _signal_proxy(listen_text: str, sig: signal.Signals, what: str) -> int:
     try:
         listen = parse_authority(listen_text)
     except AddressError as error:
-        print(f"anonproxy: reload --listen {listen_text}: {error}", file=sys.stderr)
+        print(f"anonproxy: --listen {listen_text}: {error}", file=sys.stderr)
         return EXIT_USAGE
     path = pidfile_for(listen)
     try:
         pid = int(path.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, sig)
     except (OSError, ValueError):
         print(f"anonproxy: no running proxy on {listen} (no usable {path})", file=sys.stderr)
         return 1
-    print(f"asked the proxy on {listen} (pid {pid}) to reload its profile")
+    print(f"asked the proxy on {listen} (pid {pid}) to {what}; its log says how it went")
     return 0
+
+
+def _newnym(listen_text: str, site: str | None) -> int:
+    from .server import newnym_request_file
+    from .sites import site_of
+
+    if site:
+        try:
+            listen = parse_authority(listen_text)
+            site = site_of(check_host(site))
+        except AddressError as error:
+            print(f"anonproxy: newnym: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        path = newnym_request_file(listen)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(site + "\n")
+    what = f"give {site} new circuits" if site else "make a new identity (all sites)"
+    return _signal_proxy(listen_text, signal.SIGUSR1, what)
 
 
 def _serve(profile_ref: str, listen_text: str | None, verbose: bool) -> int:

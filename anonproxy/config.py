@@ -160,11 +160,49 @@ ExitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 BLOCK = "block"
 
 
+class TorSettings(_Strict):
+    """A Tor exit: a tor we start and own ("managed") or one the user runs (its control port)."""
+
+    control: str = "managed"
+    socks: str | None = None  # a system tor's SOCKS HOST:PORT (default: asked from tor)
+    password: str | None = None  # a system tor's control password (default: cookie)
+    countries: list[Country] = []  # exit only through relays in these countries (strict)
+    isolation: Literal["site", "profile", "connection"] = "site"
+    torrc: str | None = None  # managed: a file of extra torrc lines (bridges, a test network)
+
+    @field_validator("control", "socks")
+    @classmethod
+    def _address(cls, value: str | None, info) -> str | None:
+        if value is None or (info.field_name == "control" and value == "managed"):
+            return value
+        try:
+            parse_authority(value)
+        except AddressError as error:
+            hint = '"managed" or ' if info.field_name == "control" else ""
+            raise ValueError(f"{error}; write {hint}HOST:PORT") from None
+        return value
+
+    @field_validator("countries")
+    @classmethod
+    def _lower(cls, codes: list[str]) -> list[str]:
+        return sorted({c.lower() for c in codes})
+
+    @model_validator(mode="after")
+    def _managed_only(self) -> "TorSettings":
+        if self.control != "managed" and (self.countries or self.torrc):
+            raise ValueError("countries and torrc need control = \"managed\" (a system tor's "
+                             "exit countries are its own configuration)")
+        if self.control == "managed" and (self.socks or self.password):
+            raise ValueError("socks and password are for a system tor (control = \"HOST:PORT\")")
+        return self
+
+
 class Exit(_Strict):
     """One exit. Its kind follows from its keys: `via` (a chain of proxy hops, first hop first),
-    `pool` (other exits), or neither (direct, optionally from `source`)."""
+    `pool` (other exits), `tor`, or none of these (direct, optionally from `source`)."""
 
     source: IPAddress | None = None
+    tor: TorSettings | None = None
     via: Annotated[list[HopUrl], Field(min_length=1)] | None = None
     country: Country | None = None
     pool: Annotated[list[ExitName], Field(min_length=1)] | None = None
@@ -173,16 +211,19 @@ class Exit(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Exit":
-        if self.via is not None and self.pool is not None:
-            raise ValueError("an exit has either via (hops) or pool (members), not both")
-        if self.source is not None and (self.via is not None or self.pool is not None):
-            raise ValueError("source applies to a direct exit only (no via, no pool)")
+        kinds = [k for k in ("via", "pool", "tor") if getattr(self, k) is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"an exit has one of via, pool or tor, not {' and '.join(kinds)}")
+        if self.source is not None and kinds:
+            raise ValueError("source applies to a direct exit only (no via, pool or tor)")
         if self.pool is None and ("strategy" in self.model_fields_set or self.fallback):
             raise ValueError("strategy and fallback apply to pools only")
         return self
 
     @property
     def kind(self) -> str:
+        if self.tor is not None:
+            return "tor"
         return "pool" if self.pool is not None else "chain" if self.via is not None else "direct"
 
 
@@ -221,7 +262,7 @@ class Profile(_Strict):
     allow: list[IPNetwork] = []
     default: ExitName = "direct"
     geoip: str = "bundled"
-    resolve: Literal["never", "local"] = "never"
+    resolve: Literal["never", "local", "tor"] = "never"
     exits: dict[ExitName, Exit] = {"direct": Exit()}
     rules: list[Rule] = []
     selectable: list[Annotated[str, Field(min_length=1)]] = []  # profiles a proxy username may pick
@@ -271,6 +312,8 @@ def _references(profile: Profile) -> list[str]:
         if cycle and cycle[0] == name:
             problems.append(f"exits.{name}: pools refer to each other in a cycle: {' -> '.join(cycle)}")
             break
+    if profile.resolve == "tor" and not any(e.tor for e in profile.exits.values()):
+        problems.append('resolve = "tor": this profile has no Tor exit to resolve through')
     host = profile.listen_address.host
     if not is_loopback_host(host) and not profile.allow:
         problems.append(

@@ -22,7 +22,9 @@ from . import exits, logs
 from .address import Address, is_loopback_host, is_unspecified_host, plain_ip, targets_listener
 from .config import BLOCK, LoadedProfile
 from .errors import ExitDown, ExitFailed, Forbidden, StageTimeout
-from .exits import Chain, Direct, Plan, Pool
+from .exits import Chain, Direct, Plan, Pool, TorExit
+from .hops import Hop
+from .tor import Tor, TorSpec, TorUnavailable
 from .geo import GeoDB
 from .headers import HeaderPolicy
 from .health import Health
@@ -43,6 +45,7 @@ class Context:
     loaded: LoadedProfile
     listen: Address
     geo: GeoDB | None = None
+    tors: dict[TorSpec, Tor] = field(default_factory=dict)  # shared by every context
     policy: HeaderPolicy = field(init=False)
     plans: dict[str, Plan] = field(init=False)
     rules: tuple[CompiledRule, ...] = field(init=False)
@@ -78,17 +81,44 @@ class Context:
     def country_of(self, ip) -> str | None:
         return self.geo.country(ip) if self.geo is not None else None
 
+    def tor_specs(self) -> set[TorSpec]:
+        return {p.spec for p in self.plans.values() if isinstance(p, TorExit)}
+
     async def decide(self, dest: Address) -> Decision:
-        """The rule decision for `dest` (a local lookup only under `resolve = "local"`)."""
+        """The rule decision for `dest`. A name is looked up only when a rule needs an address
+        and the profile says how: `resolve = "local"` (this machine) or `"tor"` (at a Tor exit)."""
         profile = self.profile
         decision = decide(self.rules, profile.default, dest.host, dest.port,
-                          country_of=self.country_of, may_resolve=profile.resolve == "local")
+                          country_of=self.country_of, may_resolve=profile.resolve != "never")
         if decision is NEED_ADDRESS:
-            address = await _resolve_locally(dest.host)
+            if profile.resolve == "tor":
+                address = await self._resolve_through_tor(dest.host)
+            else:
+                address = await _resolve_locally(dest.host)
             decision = decide(self.rules, profile.default, dest.host, dest.port,
                               country_of=self.country_of, address=address)
         assert isinstance(decision, Decision)
+        if dest.host.endswith(".onion") and not isinstance(self.plans.get(decision.exit), TorExit):
+            onion = next((n for n, p in self.plans.items() if isinstance(p, TorExit)), None)
+            if onion is None:
+                raise Forbidden(f"{dest.host} is an onion service: only a Tor exit can reach it, "
+                                "and this profile has none")
+            decision = Decision(onion, decision.rule, None)
         return decision
+
+    async def _resolve_through_tor(self, host: str):
+        import ipaddress
+
+        for plan in self.plans.values():
+            if isinstance(plan, TorExit):
+                tor = self.tors.get(plan.spec)
+                if tor is None or tor.state != "ready":
+                    continue
+                hop = Hop("socks5", Address(*tor.socks_address()), f"resolve:{tor.salt}", "")
+                found = await exits.resolve_through_socks(hop, host,
+                                                          timeout=self.limits.connect_timeout)
+                return ipaddress.ip_address(found) if found else None
+        return None
 
     async def route(self, dest: Address) -> Decision:
         """The exit for `dest`; raises Forbidden for loops and for rules that block."""
@@ -133,6 +163,8 @@ class Context:
         if isinstance(plan, Direct):
             stream = await exits.open_direct(plan, dest, timeout=timeout, is_self=self.is_self)
             return Opened(stream, path)
+        if isinstance(plan, TorExit):
+            return Opened(await self._open_tor(plan, dest), path)
         if isinstance(plan, Chain):
             started = time.monotonic()
             try:
@@ -144,6 +176,26 @@ class Context:
             self.health.record(name, True, latency_ms=(time.monotonic() - started) * 1000)
             return Opened(stream, path)
         return await self._open_pool(plan, dest, path)
+
+    async def _open_tor(self, plan: TorExit, dest: Address) -> exits.Stream:
+        tor = self.tors.get(plan.spec)
+        if tor is None:
+            raise ExitDown(f"{plan.describe()} is not running")
+        try:
+            host, port = tor.socks_address()
+        except TorUnavailable as error:
+            raise ExitDown(f"exit '{plan.name}': {error}") from None
+        user, password = tor.isolation(plan.isolation, site_of(dest.host), self.loaded.name)
+        chain = Chain(plan.name, (Hop("socks5", Address(host, port), user, password),))
+        try:
+            return await exits.open_chain(chain, dest, timeout=self.limits.connect_timeout)
+        except StageTimeout:
+            where = f" through an exit in {', '.join(plan.spec.countries).upper()}" \
+                if plan.spec.countries else ""
+            raise StageTimeout(
+                f"exit '{plan.name}': tor found no circuit to {dest}{where} within "
+                f"{self.limits.connect_timeout:g} s (failing closed)"
+            ) from None
 
     async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...]) -> Opened:
         order = order_members(plan.members, plan.strategy, self.health.is_up,

@@ -33,6 +33,7 @@ from .errors import (
 )
 from .hops import Hop, HopRefused
 from .http1 import ResponseHead, ResponseParser
+from .tor import TorSpec
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -67,10 +68,24 @@ class Pool:
         return f"exit '{self.name}' (pool of {', '.join(self.members)}, {self.strategy})"
 
 
-Plan = Direct | Chain | Pool
+@dataclass(frozen=True, slots=True)
+class TorExit:
+    name: str
+    spec: TorSpec
+    isolation: str = "site"  # site | profile | connection
+
+    def describe(self) -> str:
+        return f"exit '{self.name}' (tor, {self.spec.label()})"
+
+
+Plan = Direct | Chain | Pool | TorExit
 
 
 def plan_from_config(name: str, exit_) -> Plan:
+    if exit_.tor is not None:
+        t = exit_.tor
+        spec = TorSpec(t.control, t.socks, t.password, tuple(t.countries), t.torrc)
+        return TorExit(name, spec, t.isolation)
     if exit_.pool is not None:
         return Pool(name, tuple(exit_.pool), exit_.strategy, exit_.fallback)
     if exit_.via is not None:
@@ -220,3 +235,22 @@ async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop, target: Add
     if not events or not isinstance(events[0], ResponseHead):
         raise HopRefused("it sent a malformed reply to CONNECT")
     hops.http_connect_status(events[0].status, events[0].reason)
+
+
+async def resolve_through_socks(hop: Hop, name: str, *, timeout: float) -> str | None:
+    """The address `name` resolves to at a Tor SOCKS port (RESOLVE), or None."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await _tcp(hop.address.host, hop.address.port)
+            try:
+                await _socks5_authenticate(reader, writer, hop)
+                writer.write(hops.socks5_resolve(name))
+                reply = await reader.readexactly(5)
+                if hops.socks5_parse_reply(reply) is None:
+                    reply += await reader.readexactly(hops.socks5_reply_length(reply) - 5)
+                parsed = hops.socks5_parse_reply(reply)
+                return parsed[0].host if parsed else None
+            finally:
+                writer.transport.abort()
+    except (TimeoutError, OSError, HopRefused, asyncio.IncompleteReadError):
+        return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .address import Address
 from .config import BLOCK, LoadedProfile
-from .exits import Chain, Direct, Plan, Pool
+from .exits import Chain, Direct, Plan, Pool, TorExit
 from .headers import IDENTIFYING, HeaderPolicy
 from .rules import Decision
 
@@ -20,6 +20,8 @@ def describe_exit(plans: dict[str, Plan], name: str, indent: str = "") -> list[s
     if isinstance(plan, Direct):
         where = f"from {plan.source}" if plan.source else "from this machine's default address"
         return [f"{indent}{name}: direct, {where}"]
+    if isinstance(plan, TorExit):
+        return [f"{indent}{name}: tor ({plan.spec.label()}), circuits isolated per {plan.isolation}"]
     if isinstance(plan, Chain):
         hops = " -> ".join(h.masked_url() for h in plan.hops)
         country = f" (declared country {plan.country})" if plan.country else ""
@@ -65,6 +67,8 @@ def _resolution(plans: dict[str, Plan], name: str, dest: Address) -> str:
     if isinstance(plan, Chain):
         return (f"{dest.host} is sent by name to the last hop ({plan.hops[-1]}), which resolves "
                 "it: no local DNS lookup")
+    if isinstance(plan, TorExit):
+        return f"{dest.host} is sent by name into Tor; the exit relay resolves it: no local DNS lookup"
     kinds = {_resolution(plans, m, dest) for m in plan.members}
     return kinds.pop() if len(kinds) == 1 else "depends on the pool member: " + "; ".join(sorted(kinds))
 
@@ -81,8 +85,9 @@ def explain_route(plans: dict[str, Plan], decision: Decision, dest: Address, sch
     lines += ["exit         " + line if i == 0 else "             " + line
               for i, line in enumerate(describe_exit(plans, decision.exit))]
     lines.append(f"resolution   {_resolution(plans, decision.exit, dest)}")
-    if resolve == "local" and dest.ip is None:
-        lines.append("             (resolve = \"local\": country and CIDR rules may look the name up locally)")
+    if resolve != "never" and dest.ip is None:
+        where = "locally" if resolve == "local" else "through Tor (RESOLVE)"
+        lines.append(f"             (resolve = \"{resolve}\": country and CIDR rules may look the name up {where})")
     if scheme == "http":
         lines.append("headers      removed: " + ", ".join(sorted(n.decode() for n in IDENTIFYING))
                      + ", hop-by-hop headers")

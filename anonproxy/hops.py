@@ -134,6 +134,12 @@ def socks5_parse_auth(buf: bytes) -> tuple[bool, int] | None:
     return True, 2
 
 
+def socks5_resolve(name: str) -> bytes:
+    """Tor's RESOLVE extension (command 0xF0): the exit resolves the name; BND.ADDR answers."""
+    encoded = name.encode("idna")
+    return b"\x05\xf0\x00\x03" + bytes((len(encoded),)) + encoded + b"\x00\x00"
+
+
 def socks5_connect(dest: Address) -> bytes:
     ip = dest.ip
     if ip is None:

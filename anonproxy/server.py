@@ -28,6 +28,8 @@ from .geo import GeoDB, GeoError
 from .context import Context
 from .errors import NoSuchProfile, Overloaded, StageTimeout, http_error_response
 from .http_session import ClientConn, serve_http
+from .tor import Tor, TorSpec, tor_binary
+from .upstream import UpstreamPool
 from .socks_session import serve_socks5
 
 SOCKS4 = 0x04
@@ -40,6 +42,8 @@ class ProxyServer:
                  reload: Callable[[], LoadedProfile] | None = None) -> None:
         self.listen = listen or loaded.profile.listen_address
         self._reload = reload
+        self.tors: dict[TorSpec, Tor] = {}
+        self._tor_tasks: dict[TorSpec, asyncio.Task] = {}
         self.ctx, self._selectable = self._contexts(loaded)
         self._allow = loaded.profile.allow
         self._server: asyncio.base_events.Server | None = None
@@ -48,16 +52,20 @@ class ProxyServer:
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._reload_requested = False
+        self._newnym_requested: str | None | bool = False  # False: none; None: all; or a site
 
     def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
         """The main profile's context and those a client may select by proxy username."""
-        main = Context(loaded, self.listen, geo=open_geo(loaded))
+        main = Context(loaded, self.listen, geo=open_geo(loaded), tors=self.tors)
         selectable = {}
         for ref in loaded.profile.selectable:
             if ref.endswith(".toml") and not Path(ref).is_absolute():
                 ref = str(loaded.path.parent / ref)
             other = load_profile(ref)
-            selectable[other.name] = Context(other, self.listen, geo=open_geo(other))
+            selectable[other.name] = Context(other, self.listen, geo=open_geo(other), tors=self.tors)
+        specs = {spec for ctx in (main, *selectable.values()) for spec in ctx.tor_specs()}
+        if any(spec.managed for spec in specs):
+            tor_binary()  # no tor program: say so now, with what to do instead
         return main, selectable
 
     def context_for(self, username: str | None) -> Context:
@@ -108,6 +116,7 @@ class ProxyServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.request_new_identity)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -117,8 +126,45 @@ class ProxyServer:
         self._reload_requested = True
         self._wakeup.set()
 
+    def request_new_identity(self, site: str | None = None) -> None:
+        """SIGUSR1: a new identity, for the site named in the request file if there is one."""
+        if site is None:
+            site = take_newnym_request(self.listen)
+        self._newnym_requested = site
+        self._wakeup.set()
+
+    def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
+        """Run one tor per spec the profiles use; stop those no profile uses any more."""
+        wanted = {spec for ctx in self._all_contexts() for spec in ctx.tor_specs()}
+        for spec in wanted - self._tor_tasks.keys():
+            self.tors[spec] = Tor(spec)
+            self._tor_tasks[spec] = tasks.create_task(self.tors[spec].run())
+        for spec in self._tor_tasks.keys() - wanted:
+            self._tor_tasks.pop(spec).cancel()
+            self.tors.pop(spec, None)
+
+    async def new_identity(self, site: str | None) -> None:
+        """New circuits: for one site (new isolation keys), or for everything (also NEWNYM)."""
+        for tor in list(self.tors.values()):
+            tor.new_identity_for(site)
+            if site is not None or tor.state != "ready":
+                continue
+            wait = await tor.newnym()
+            if wait:
+                logs.log.warning("tor (%s): tor allows a new identity in %.0f s; isolation keys "
+                                 "were renewed now, NEWNYM follows then", tor.spec.label(), wait)
+                await asyncio.sleep(wait)
+                await tor.newnym()
+            logs.log.info("tor (%s): new identity", tor.spec.label())
+        if site is not None:
+            logs.log.info("new identity for %s", site)
+        for ctx in self._all_contexts():
+            ctx.pool.close()
+            ctx.pool = UpstreamPool()
+
     async def serve_until_signalled(self) -> None:
         async with asyncio.TaskGroup() as tasks:
+            self._sync_tors(tasks)
             probers = self._start_probers(tasks)
             sweeper = tasks.create_task(self._sweep_idle_upstreams())
             while not self._stopping.is_set():
@@ -127,11 +173,15 @@ class ProxyServer:
                 if self._reload_requested and not self._stopping.is_set():
                     self._reload_requested = False
                     if self.reload():
+                        self._sync_tors(tasks)
                         for prober in probers:
                             prober.cancel()
                         probers = self._start_probers(tasks)
+                if self._newnym_requested is not False and not self._stopping.is_set():
+                    site, self._newnym_requested = self._newnym_requested, False
+                    tasks.create_task(self.new_identity(site))
             logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
-            for task in (*probers, sweeper):
+            for task in (*probers, sweeper, *self._tor_tasks.values()):
                 task.cancel()
             await self.stop()
 
@@ -256,6 +306,23 @@ class ProxyServer:
             writer.write(http_error_response(Overloaded(
                 "the proxy is at its connection limit; try again shortly"
             )))
+
+
+def newnym_request_file(listen: Address) -> Path:
+    from .tor import cache_dir
+
+    return cache_dir() / f"newnym-{listen.host}-{listen.port}"
+
+
+def take_newnym_request(listen: Address) -> str | None:
+    """The site `anonproxy newnym --site` left for us (read once), or None for everything."""
+    path = newnym_request_file(listen)
+    try:
+        site = path.read_text().strip() or None
+        path.unlink()
+    except OSError:
+        return None
+    return site
 
 
 def open_geo(loaded: LoadedProfile) -> GeoDB | None:

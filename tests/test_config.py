@@ -30,7 +30,7 @@ def test_shipped_profiles_load():
     ('[exits.direct]\n[exits.x]\nvia = ["socks5://127.0.0.1"]\n', "write it as scheme://"),
     ('[exits.direct]\n[exits.p]\npool = ["direct", "ghost"]\n', 'exits.p.pool[1] = "ghost": no exit by that name'),
     ('[exits.direct]\n[exits.a]\npool = ["b"]\n[exits.b]\npool = ["a"]\n', "cycle: a -> b -> a"),
-    ('[exits.direct]\n[exits.a]\nvia = ["socks5://127.0.0.1:1"]\npool = ["direct"]\n', "either via"),
+    ('[exits.direct]\n[exits.a]\nvia = ["socks5://127.0.0.1:1"]\npool = ["direct"]\n', "one of via, pool or tor"),
     ('[exits.direct]\n[exits.a]\nsource = "127.0.0.1"\nvia = ["socks5://127.0.0.1:1"]\n', "source applies"),
     ('[exits.direct]\n[exits.a]\nvia = ["socks5://127.0.0.1:1"]\nstrategy = "sticky"\n', "pools only"),
     ('[exits.direct]\n[[rules]]\nexit = "direct"\n', "at least one of domains"),

@@ -1,0 +1,313 @@
+"""Tor exits: tor processes we start and own ("managed"), or a tor the user runs ("system").
+
+This is the only module that imports stem. stem is synchronous, so every control call runs in a
+worker thread (asyncio.to_thread); its event listeners run on stem's own thread and only touch
+thread-safe state.
+
+Exit countries: one managed tor per distinct country list, configured with `ExitNodes` and
+`StrictNodes 1`, so a stream can never leave through a relay outside the list, and several
+countries are served at once by separate processes. (The alternative — one tor whose circuits
+the controller builds and attaches itself — saves memory but puts every stream of every exit
+under our controller's care; a tor process costs about 30 MB here.) A managed tor is started
+by us rather than stem's launcher: the launcher blocks a thread and its timeout only works in
+the main thread, while ours reads tor's own progress lines asynchronously and can be stopped.
+
+Invariants: a tor exit that is not ready (starting, bootstrapping, restarting, dead) fails
+closed with a message saying so; a managed tor dies with us (tor watches our control
+connection, `__OwningControllerProcess`); the exit relay actually used is checked against the
+requested countries (tor's own GeoIP) and a circuit outside them is closed and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import logs
+
+BOOTSTRAP = re.compile(rb"Bootstrapped (\d+)%(?: \([^)]*\))?: ?(.*)")
+
+
+class TorUnavailable(Exception):
+    """Tor cannot be used (not installed, failed to start, cannot be reached)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TorSpec:
+    """What distinguishes one tor instance from another."""
+
+    control: str  # "managed" or "HOST:PORT" of a running tor's control port
+    socks: str | None = None  # a system tor's SOCKS HOST:PORT (default: ask tor)
+    password: str | None = None
+    countries: tuple[str, ...] = ()
+    torrc: str | None = None  # managed: a file of extra torrc lines (bridges, a test network)
+
+    @property
+    def managed(self) -> bool:
+        return self.control == "managed"
+
+    def label(self) -> str:
+        where = "managed" if self.managed else f"system {self.control}"
+        return where + (f", exits in {', '.join(self.countries)}" if self.countries else "")
+
+
+def tor_binary() -> str:
+    found = shutil.which("tor") or ("/usr/sbin/tor" if os.path.exists("/usr/sbin/tor") else None)
+    if found is None:
+        raise TorUnavailable(
+            "this profile uses Tor, but no tor program is installed. Install it (Debian/Ubuntu: "
+            "sudo apt-get install tor) or run `anonproxy serve --profile direct` to strip headers "
+            "without hiding your address"
+        )
+    return found
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "anonproxy"
+
+
+class Tor:
+    """One tor instance: its process (when managed), its control connection, its SOCKS port."""
+
+    def __init__(self, spec: TorSpec) -> None:
+        self.spec = spec
+        self.state = "stopped"  # stopped | starting | bootstrapping | ready | restarting | failed
+        self.progress = 0
+        self.summary = ""
+        self.socks: tuple[str, int] | None = None
+        self.error: str | None = None
+        self.controller = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._ready = asyncio.Event()
+        self.violations = 0  # circuits seen leaving outside the requested countries
+        self.salt = secrets.token_hex(8)  # keeps our isolation keys apart from other users'
+        self._epochs: dict[str, int] = {}  # per-site counters: a new one means new circuits
+
+    def isolation(self, mode: str, site: str, profile: str) -> tuple[str, str]:
+        """SOCKS credentials that tor (IsolateSOCKSAuth) uses to keep circuits apart: one per
+        site (as Tor Browser does), one per profile, or a fresh one per connection."""
+        if mode == "connection":
+            return f"conn:{secrets.token_hex(8)}", self.salt
+        if mode == "profile":
+            return f"profile:{profile}", f"{self.salt}:{self._epochs.get('', 0)}"
+        return f"site:{site}", f"{self.salt}:{self._epochs.get(site, 0)}:{self._epochs.get('', 0)}"
+
+    def new_identity_for(self, site: str | None) -> None:
+        """New isolation keys: for one site, or (None) for every site and profile."""
+        key = site or ""
+        self._epochs[key] = self._epochs.get(key, 0) + 1
+
+    # --- readiness as the data path sees it ---------------------------------------------
+
+    def socks_address(self) -> tuple[str, int]:
+        if self.state != "ready" or self.socks is None:
+            detail = {
+                "bootstrapping": f"bootstrapping ({self.progress}%: {self.summary})",
+                "failed": f"failed: {self.error}",
+            }.get(self.state, self.state)
+            raise TorUnavailable(f"tor ({self.spec.label()}) is not ready: {detail}")
+        return self.socks
+
+    async def wait_ready(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start (or attach to) tor and keep it up until cancelled; restart a managed tor that
+        dies, with backoff."""
+        delay = 1.0
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    if self.spec.managed:
+                        await self._run_managed()
+                    else:
+                        await self._attach_system()
+                        return
+                except TorUnavailable as error:
+                    self.state, self.error = "failed", str(error)
+                    logs.log.error("tor (%s): %s", self.spec.label(), error)
+                    if not self.spec.managed:
+                        return
+                self._ready.clear()
+                if time.monotonic() - started > 60:
+                    delay = 1.0
+                self.state = "restarting"
+                logs.log.warning("tor (%s) stopped; restarting in %.0f s", self.spec.label(), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        finally:
+            await self._shutdown()
+
+    async def _run_managed(self) -> None:
+        binary = tor_binary()
+        key = hashlib.sha256(repr((self.spec.countries, self.spec.torrc)).encode()).hexdigest()[:12]
+        data = cache_dir() / f"tor-{key}"
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(data, 0o700)
+        torrc = data / "torrc"
+        lines = [
+            f"DataDirectory {data}",
+            "SocksPort 127.0.0.1:auto",
+            "ControlPort 127.0.0.1:auto",
+            f"ControlPortWriteToFile {data / 'control.port'}",
+            "CookieAuthentication 1",
+            f"CookieAuthFile {data / 'control.cookie'}",
+            f"__OwningControllerProcess {os.getpid()}",
+            "Log notice stdout",
+            "AvoidDiskWrites 1",
+        ]
+        if self.spec.countries:
+            lines += ["ExitNodes " + ",".join("{%s}" % c.lower() for c in self.spec.countries),
+                      "StrictNodes 1"]
+        if self.spec.torrc:
+            lines.append(f"%include {Path(self.spec.torrc).expanduser().resolve()}")
+        torrc.write_text("\n".join(lines) + "\n")
+        (data / "control.port").unlink(missing_ok=True)
+        self.state, self.progress, self.summary, self.error = "starting", 0, "", None
+        self._process = await asyncio.create_subprocess_exec(
+            binary, "--defaults-torrc", os.devnull, "-f", str(torrc),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        logs.log.info("tor (%s): started, pid %d", self.spec.label(), self._process.pid)
+        self.state = "bootstrapping"
+        assert self._process.stdout is not None
+        while line := await self._process.stdout.readline():
+            self._on_line(line)
+            if self.progress == 100 and self.state == "bootstrapping":
+                port = (data / "control.port").read_text().strip().removeprefix("PORT=")
+                host, _, number = port.rpartition(":")
+                await asyncio.to_thread(self._connect, host, int(number), None)
+                self.state = "ready"
+                self._ready.set()
+                logs.log.info("tor (%s): ready, SOCKS on %s:%d", self.spec.label(), *self.socks)
+        code = await self._process.wait()
+        self._close_controller()
+        if not self._stopping:
+            raise TorUnavailable(f"tor exited with code {code}")
+
+    def _on_line(self, line: bytes) -> None:
+        match = BOOTSTRAP.search(line)
+        if match:
+            percent = int(match.group(1))
+            if percent != self.progress:
+                self.progress, self.summary = percent, match.group(2).decode("utf-8", "replace").strip()
+                logs.log.info("tor (%s): bootstrapped %d%% %s", self.spec.label(), percent, self.summary)
+        elif b"[warn]" in line or b"[err]" in line:
+            logs.log.warning("tor (%s): %s", self.spec.label(),
+                             line.decode("utf-8", "replace").strip().split("] ", 1)[-1])
+
+    async def _attach_system(self) -> None:
+        host, _, port = self.spec.control.rpartition(":")
+        self.state = "starting"
+        await asyncio.to_thread(self._connect, host.strip("[]"), int(port), self.spec.password)
+        self.state = "ready"
+        self.progress = 100
+        self._ready.set()
+        logs.log.info("tor (%s): connected, SOCKS on %s:%d", self.spec.label(), *self.socks)
+        await asyncio.Event().wait()  # attached until cancelled
+
+    def _connect(self, host: str, port: int, password: str | None) -> None:
+        """(thread) Authenticate to the control port, learn the SOCKS port, watch streams."""
+        import stem
+        import stem.connection
+        from stem.control import Controller, EventType, Listener
+
+        try:
+            controller = Controller.from_port(address=host, port=port)
+            controller.authenticate(password=password)
+        except (stem.SocketError, stem.connection.AuthenticationFailure) as error:
+            raise TorUnavailable(f"cannot use the control port {host}:{port}: {error}") from None
+        if self.spec.socks:
+            shost, _, sport = self.spec.socks.rpartition(":")
+            self.socks = (shost.strip("[]"), int(sport))
+        else:
+            listeners = controller.get_listeners(Listener.SOCKS)
+            if not listeners:
+                controller.close()
+                raise TorUnavailable("tor has no SOCKS port")
+            self.socks = listeners[0]
+        if self.spec.countries:
+            controller.add_event_listener(self._on_stream, EventType.STREAM)
+        self.controller = controller
+
+    def _on_stream(self, event) -> None:
+        """(stem thread) Check the exit of each stream that succeeded against our countries."""
+        if event.status != "SUCCEEDED" or not event.circ_id:
+            return
+        try:
+            circuit = self.controller.get_circuit(event.circ_id)
+            fingerprint = circuit.path[-1][0]
+            address = self.controller.get_network_status(fingerprint).address
+            country = self.controller.get_info(f"ip-to-country/{address}").lower()
+        except Exception:  # noqa: BLE001 - the circuit may be gone already; nothing to check
+            return
+        if country not in {c.lower() for c in self.spec.countries}:
+            self.violations += 1
+            logs.log.error("tor (%s): a stream left through %s (%s) outside the requested "
+                           "countries; closing that circuit", self.spec.label(), address, country)
+            try:
+                self.controller.close_circuit(event.circ_id)
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def newnym(self) -> float:
+        """Ask for new circuits for new streams. Returns 0, or the seconds to wait (tor allows
+        one NEWNYM per 10 s)."""
+        if self.controller is None:
+            raise TorUnavailable(f"tor ({self.spec.label()}) is not connected")
+
+        def signal() -> float:
+            from stem import Signal
+
+            if not self.controller.is_newnym_available():
+                return self.controller.get_newnym_wait()
+            self.controller.signal(Signal.NEWNYM)
+            return 0.0
+
+        return await asyncio.to_thread(signal)
+
+    def exit_countries_in_use(self) -> list[str]:
+        """(thread) The countries of the exits of tor's built general-purpose circuits."""
+        countries = []
+        for circuit in self.controller.get_circuits():
+            if circuit.status == "BUILT" and circuit.purpose == "GENERAL" and circuit.path:
+                address = self.controller.get_network_status(circuit.path[-1][0]).address
+                countries.append(self.controller.get_info(f"ip-to-country/{address}"))
+        return countries
+
+    def _close_controller(self) -> None:
+        if self.controller is not None:
+            try:
+                self.controller.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.controller = None
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self._ready.clear()
+        self.state = "stopped"
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                async with asyncio.timeout(5):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await asyncio.to_thread(self._close_controller)
