@@ -40,6 +40,7 @@ class Received:
     headers: list[tuple[str, str]]
     body_length: int = 0
     body_sha256: str = ""
+    via: object = None  # what Origin.identify said of the peer while the connection was open
 
     def header(self, name: str) -> str | None:
         for n, v in self.headers:
@@ -57,6 +58,7 @@ class Origin:
     port: int
     received: list[Received] = field(default_factory=list)
     connections: list[tuple] = field(default_factory=list)
+    identify: object = None  # optional callable(peer) -> anything, run once per connection
 
     def url(self, path: str, host: str | None = None) -> str:
         h = host or self.host
@@ -75,6 +77,7 @@ class _Handler(socketserver.BaseRequestHandler):
         origin = self.server.origin
         sock: socket.socket = self.request
         origin.connections.append(self.client_address)
+        via = origin.identify(self.client_address) if origin.identify else None
         conn = h11.Connection(h11.SERVER)
         while True:
             try:
@@ -84,7 +87,8 @@ class _Handler(socketserver.BaseRequestHandler):
             if request is None:
                 return
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw_items()]
-            rec = Received(self.client_address, request.method.decode(), request.target.decode(), headers)
+            rec = Received(self.client_address, request.method.decode(), request.target.decode(),
+                           headers, via=via)
             origin.received.append(rec)
             if rec.header("expect") == "100-continue":
                 sock.sendall(conn.send(h11.InformationalResponse(status_code=100, headers=[])))

@@ -77,3 +77,15 @@ def test_listens_on_loopback_by_default_and_never_beyond_without_an_allow_list(t
     for listen in ("0.0.0.0:8118", "[::]:8118", "192.0.2.1:8118"):
         with pytest.raises(ProfileError, match="exposes the proxy beyond this machine"):
             load_profile(write(tmp_path, f'listen = "{listen}"\n'))
+
+
+def test_a_profile_using_tor_without_a_tor_program_says_what_to_do(monkeypatch):
+    import anonproxy.tor as tor
+    from anonproxy.config import load_profile as load
+    from anonproxy.server import ProxyServer
+
+    monkeypatch.setattr(tor.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tor.os.path, "exists", lambda path: False)
+    with pytest.raises(tor.TorUnavailable) as error:
+        ProxyServer(load("default"))
+    assert "apt-get install tor" in str(error.value) and "--profile direct" in str(error.value)
