@@ -144,7 +144,7 @@ async def open_chain(plan: Chain, dest: Address, *, timeout: float) -> Stream:
             first = plan.hops[0].address
             reader, writer = await _tcp(first.host, first.port)
             try:
-                for stage, (hop, target) in enumerate(zip(plan.hops, targets), start=1):
+                for stage, (hop, target) in enumerate(zip(plan.hops, targets, strict=True), start=1):
                     await _handshake(reader, writer, hop, target)
             except BaseException:
                 writer.transport.abort()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .address import Address
 from .config import BLOCK, LoadedProfile
-from .exits import Chain, Direct, Plan, Pool, TorExit
+from .exits import Chain, Direct, Plan, TorExit
 from .headers import IDENTIFYING, HeaderPolicy
 from .rules import Decision
 

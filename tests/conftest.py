@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from origin import Origin, start_origin
+from origin import start_origin
 from tornet import tornet  # noqa: F401  (session fixture: a private Tor network on loopback)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -212,7 +212,7 @@ def test_round_robin_pool_spreads_connections(start_proxy, origin, upstreams):
 
 
 def test_block_rule_refuses_naming_the_rule(start_proxy, origin):
-    proxy = start_proxy(f"""
+    proxy = start_proxy("""
 default = "direct"
 [exits.direct]
 [[rules]]
