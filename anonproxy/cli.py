@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .address import Address, AddressError, check_host, parse_authority
-from .config import LoadedProfile, ProfileError, load_profile
+from .profiles import LoadedProfile, ProfileError, load_profile
 from .tor import TorUnavailable
 
 EXIT_USAGE = 2
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "route":
             return _route(load_profile(args.profile), args.url)
         if args.command == "schema":
-            from .config import Profile
+            from .config import profile_schema
 
-            print(json.dumps(Profile.model_json_schema(), indent=2))
+            print(json.dumps(profile_schema(), indent=2))
             return 0
         if args.command == "geoip":
             return _geoip(args.action, args.address, args.db)

@@ -1,20 +1,15 @@
-"""Profiles: the TOML file a user writes, validated into a frozen model (pydantic).
+"""The profile format: what a user may write in a profile, as frozen pydantic models.
 
-`load_profile(ref)` takes a profile name (a file in the shipped `rules/` or the user's profile
-folder) or a path, and returns a Profile or raises ProfileError whose message names the file,
-the key path, the offending value and a hint: a user never sees a traceback for a bad profile.
+This is the only module that imports pydantic. Every key is checked here on its own (types,
+ranges, hop URLs, domain patterns); checks across keys and the loading of files are in
+profiles.py.
 
-Invariants enforced here: every exit a profile names exists; listening beyond loopback needs an
-explicit client allow-list; no field is accepted that the proxy would silently ignore.
+Invariant: no field is accepted that the proxy would silently ignore (unknown keys are errors).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,25 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from .address import Address, AddressError, is_loopback_host, parse_authority
+from .address import Address, AddressError, parse_authority
 from .headers import HeaderPolicy
 from .hops import Hop, HopUrlError, parse_hop
 from .rules import domain_pattern_problem
-
-# Installed, the shipped profiles are package data beside this file; in a source checkout (or an
-# editable install) they are the repository's rules/ folder.
-SHIPPED_DIR = Path(__file__).resolve().parent / "rules"
-if not SHIPPED_DIR.is_dir():
-    SHIPPED_DIR = Path(__file__).resolve().parent.parent / "rules"
-
-
-def user_profile_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    return Path(base) / "anonproxy"
-
-
-class ProfileError(Exception):
-    """A profile that cannot be used; `str()` is the complete message for the user."""
 
 
 class _Strict(BaseModel):
@@ -284,117 +264,20 @@ class Profile(_Strict):
         return parse_authority(self.listen, listening=True)
 
 
-def _references(profile: Profile) -> list[str]:
-    """Problems no single key shows: names that point nowhere, pool cycles, open listeners."""
-    problems: list[str] = []
-    known = set(profile.exits)
-    names = ", ".join(sorted(known)) or "none"
+class InvalidProfile(Exception):
+    """The keys of a profile that do not validate, as plain dicts (loc, type, msg, input)."""
 
-    def ref(key: str, name: str, *, block_ok: bool) -> None:
-        if name == BLOCK and block_ok:
-            return
-        if name not in known:
-            hint = " ('block' is only for rules)" if name == BLOCK else ""
-            problems.append(f'{key} = "{name}": no exit by that name{hint}; defined: {names}')
-
-    if BLOCK in known:
-        problems.append(f'exits.{BLOCK}: "block" is reserved for rules that refuse a destination')
-    ref("default", profile.default, block_ok=True)
-    for i, rule in enumerate(profile.rules):
-        ref(f"rules[{i}].exit", rule.exit, block_ok=True)
-    for name, exit_ in profile.exits.items():
-        for j, member in enumerate(exit_.pool or []):
-            ref(f"exits.{name}.pool[{j}]", member, block_ok=False)
-        if exit_.fallback is not None:
-            ref(f"exits.{name}.fallback", exit_.fallback, block_ok=False)
-    for name in profile.exits:
-        cycle = _cycle(profile, name, [])
-        if cycle and cycle[0] == name:
-            problems.append(f"exits.{name}: pools refer to each other in a cycle: {' -> '.join(cycle)}")
-            break
-    if profile.resolve == "tor" and not any(e.tor for e in profile.exits.values()):
-        problems.append('resolve = "tor": this profile has no Tor exit to resolve through')
-    host = profile.listen_address.host
-    if not is_loopback_host(host) and not profile.allow:
-        problems.append(
-            f'listen = "{profile.listen}": listening on {host} exposes the proxy beyond this '
-            'machine; add allow = ["CIDR", ...] naming the clients that may connect'
-        )
-    return problems
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid keys")
+        self.errors = errors
 
 
-def _cycle(profile: Profile, name: str, path: list[str]) -> list[str] | None:
-    if name in path:
-        return path[path.index(name):] + [name]
-    exit_ = profile.exits.get(name)
-    if exit_ is None:
-        return None
-    for nxt in [*(exit_.pool or []), *([exit_.fallback] if exit_.fallback else [])]:
-        found = _cycle(profile, nxt, [*path, name])
-        if found:
-            return found
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedProfile:
-    name: str
-    path: Path
-    profile: Profile
-
-
-def resolve_ref(ref: str) -> Path:
-    """A profile name -> its file (user folder first, then shipped); a path -> itself."""
-    if "/" in ref or ref.endswith(".toml") or os.sep in ref:
-        return Path(ref)
-    for folder in (user_profile_dir(), SHIPPED_DIR):
-        candidate = folder / f"{ref}.toml"
-        if candidate.is_file():
-            return candidate
-    known = sorted({p.stem for d in (user_profile_dir(), SHIPPED_DIR) for p in d.glob("*.toml")})
-    raise ProfileError(f"no profile named '{ref}' (known: {', '.join(known) or 'none'})")
-
-
-def load_profile(ref: str) -> LoadedProfile:
-    path = resolve_ref(ref)
+def validate_profile(data: dict[str, Any]) -> Profile:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ProfileError(f"{path}: cannot read: {error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ProfileError(f"{path}: not valid TOML: {error}") from None
-    return LoadedProfile(path.stem, path, parse_profile(data, str(path)))
-
-
-def parse_profile(data: dict[str, Any], source: str) -> Profile:
-    try:
-        profile = Profile.model_validate(data)
+        return Profile.model_validate(data)
     except ValidationError as error:
-        raise ProfileError("\n".join(_describe(e, source) for e in error.errors())) from None
-    problems = _references(profile)
-    if problems:
-        raise ProfileError("\n".join(f"{source}: {p}" for p in problems))
-    return profile
+        raise InvalidProfile(error.errors()) from None
 
 
-def _describe(error: Any, source: str) -> str:
-    loc = error["loc"]
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-    key = key or "(top level)"
-    message = error["msg"].removeprefix("Value error, ")
-    value = error.get("input")
-    if error["type"] == "extra_forbidden":
-        return f"{source}: {key}: unknown key (check its spelling against the README's profile reference)"
-    if error["type"] == "missing":
-        return f"{source}: {key}: required key is missing"
-    shown = _short(value) if loc else ""
-    return f"{source}: {key}{' = ' + shown if shown else ''}: {message}"
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict | list):
-        return ""
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
-    return text if len(text) <= 80 else text[:77] + "..."
+def profile_schema() -> dict[str, Any]:
+    return Profile.model_json_schema()

@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 
 from . import exits, logs
 from .address import Address, is_loopback_host, is_unspecified_host, plain_ip, targets_listener
-from .config import BLOCK, LoadedProfile
+from .config import BLOCK
 from .errors import ExitDown, ExitFailed, Forbidden, StageTimeout
 from .exits import Chain, Direct, Plan, Pool, TorExit
-from .hops import Hop
-from .tor import Tor, TorSpec, TorUnavailable
 from .geo import GeoDB
 from .headers import HeaderPolicy
 from .health import Health
+from .hops import Hop
 from .pools import order_members
+from .profiles import LoadedProfile
 from .rules import NEED_ADDRESS, CompiledRule, Decision, compile_rules, decide
 from .sites import site_of
+from .tor import Tor, TorSpec, TorUnavailable
 from .upstream import UpstreamPool
 
 

@@ -7,9 +7,10 @@ the proxy does.
 from __future__ import annotations
 
 from .address import Address
-from .config import BLOCK, LoadedProfile
+from .config import BLOCK
 from .exits import Chain, Direct, Plan, TorExit
 from .headers import IDENTIFYING, HeaderPolicy
+from .profiles import LoadedProfile
 from .rules import Decision
 
 

@@ -22,15 +22,15 @@ from pathlib import Path
 
 from . import logs, socks5
 from .address import Address
-from .config import LoadedProfile, ProfileError, load_profile
-from .exits import Direct
-from .geo import GeoDB, GeoError
 from .context import Context
 from .errors import NoSuchProfile, Overloaded, StageTimeout, http_error_response
+from .exits import Direct
+from .geo import GeoDB, GeoError
 from .http_session import ClientConn, serve_http
+from .profiles import LoadedProfile, ProfileError, load_profile
+from .socks_session import serve_socks5
 from .tor import Tor, TorSpec, tor_binary
 from .upstream import UpstreamPool
-from .socks_session import serve_socks5
 
 SOCKS4 = 0x04
 

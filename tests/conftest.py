@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from origin import start_origin
 from tornet import tornet  # noqa: F401  (session fixture: a private Tor network on loopback)
 

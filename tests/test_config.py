@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anonproxy.config import ProfileError, load_profile
+from anonproxy.profiles import ProfileError, load_profile
 
 
 def write(tmp_path, text):
@@ -81,7 +81,7 @@ def test_listens_on_loopback_by_default_and_never_beyond_without_an_allow_list(t
 
 def test_a_profile_using_tor_without_a_tor_program_says_what_to_do(monkeypatch):
     import anonproxy.tor as tor
-    from anonproxy.config import load_profile as load
+    from anonproxy.profiles import load_profile as load
     from anonproxy.server import ProxyServer
 
     monkeypatch.setattr(tor.shutil, "which", lambda name: None)

@@ -9,7 +9,6 @@ import socket
 import struct
 
 import pytest
-
 from geodb import write_country_db
 from helpers import curl
 from upstreams import dante, microsocks, tinyproxy
@@ -242,6 +241,7 @@ def test_health_probes_mark_a_dead_member_down_and_back_up(start_proxy, origin, 
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
     assert peer_of(origin) == "127.0.0.5"
     import subprocess
+
     from upstreams import need, wait_listening
     revived = subprocess.Popen([need("microsocks"), "-i", "127.0.0.2", "-p", str(port), "-b", "127.0.0.2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,7 +7,6 @@ import socket
 import struct
 
 import pytest
-
 from helpers import curl, recv_all, recv_until
 from origin import pattern
 

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from anonproxy.config import parse_profile
+from anonproxy.profiles import parse_profile
 from anonproxy.rules import NEED_ADDRESS, Decision, compile_rules, decide
 
 PROFILE = {

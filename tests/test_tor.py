@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import curl
 
 pytestmark = [pytest.mark.tor, pytest.mark.slow]
