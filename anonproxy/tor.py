@@ -8,7 +8,8 @@ Exit countries: one managed tor per distinct country list, configured with `Exit
 `StrictNodes 1`, so a stream can never leave through a relay outside the list, and several
 countries are served at once by separate processes. (The alternative — one tor whose circuits
 the controller builds and attaches itself — saves memory but puts every stream of every exit
-under our controller's care; a tor process costs about 30 MB here.) A managed tor is started
+under our controller's care; a tor costs 13 MB RSS on the test network, tens of MB on the real
+one.) A managed tor is started
 by us rather than stem's launcher: the launcher blocks a thread and its timeout only works in
 the main thread, while ours reads tor's own progress lines asynchronously and can be stopped.
 

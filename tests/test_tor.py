@@ -193,3 +193,54 @@ def test_resolve_through_tor_gives_country_rules_an_address(tor_proxy, tornet, o
                       extra=f'resolve = "tor"\ngeoip = "{geo}"\n',
                       rules='[[rules]]\ncountries = ["GB"]\nexit = "tor-us"\n')
     assert fetch(proxy, origin, NAME) == "us"
+
+
+def test_a_system_tor_is_used_through_its_control_port(start_proxy, tornet, origin, tmp_path):
+    """A tor the user runs (here: a client of the private network with cookie authentication)."""
+    from upstreams import free_port, wait_listening
+
+    data = tmp_path / "system-tor"
+    data.mkdir(mode=0o700)
+    socks, control = free_port("127.0.0.1"), free_port("127.0.0.1")
+    torrc = data / "torrc"
+    torrc.write_text(f"%include {tornet.client_torrc}\nDataDirectory {data}\n"
+                     f"SocksPort 127.0.0.1:{socks}\nControlPort 127.0.0.1:{control}\n"
+                     "CookieAuthentication 1\nRunAsDaemon 0\n")
+    process = subprocess.Popen(["tor", "--defaults-torrc", os.devnull, "-f", str(torrc)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening("127.0.0.1", control, process, timeout=30)
+        proxy = start_proxy(f'default = "sys"\n[exits.sys]\n'
+                            f'tor = {{ control = "127.0.0.1:{control}" }}\n')
+        proxy.wait_log(": connected, SOCKS on", timeout=30)
+        assert f"SOCKS on 127.0.0.1:{socks}" in proxy.log()
+        deadline = time.monotonic() + 60
+        while True:  # the system tor may still be bootstrapping: the proxy fails closed meanwhile
+            out = curl("-x", proxy.url, origin.url("/echo", host=NAME), timeout=60)
+            if out.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert out.returncode == 0, proxy.log()[-2000:]
+        assert origin.last.via in tornet.exits
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_new_identity_for_one_site_leaves_other_sites_alone(tor_proxy, tornet, origin, tmp_path):
+    proxy = tor_proxy("tor=")
+    controller = _controller_for(tmp_path)
+    try:
+        def circuit(host: str) -> str:
+            return _circuit_of_next_stream(controller, lambda: fetch(proxy, origin, host, "-p"))
+
+        before = {host: circuit(host) for host in (NAME, "127.0.0.1")}
+        out = subprocess.run([sys.executable, "-m", "anonproxy", "newnym", "--site", NAME,
+                              "--listen", f"{proxy.host}:{proxy.port}"], capture_output=True,
+                             text=True, timeout=30, env={**os.environ})
+        assert out.returncode == 0, out.stderr
+        assert "new identity for tor.test" in proxy.wait_log("new identity for tor.test", timeout=30)
+        assert circuit(NAME) != before[NAME]
+        assert circuit("127.0.0.1") == before["127.0.0.1"]
+    finally:
+        controller.close()
