@@ -9,9 +9,9 @@ Exit countries: one managed tor per distinct country list, configured with `Exit
 countries are served at once by separate processes. (The alternative — one tor whose circuits
 the controller builds and attaches itself — saves memory but puts every stream of every exit
 under our controller's care; a tor costs 13 MB RSS on the test network, tens of MB on the real
-one.) A managed tor is started
-by us rather than stem's launcher: the launcher blocks a thread and its timeout only works in
-the main thread, while ours reads tor's own progress lines asynchronously and can be stopped.
+one.) A managed tor is started by us rather than stem's launcher: the launcher blocks a thread
+and its timeout only works in the main thread, while ours reads tor's own progress lines
+asynchronously and can be stopped.
 
 Invariants: a tor exit that is not ready (starting, bootstrapping, restarting, dead) fails
 closed with a message saying so; a managed tor dies with us (tor watches our control
