@@ -142,6 +142,12 @@ class Context:
         local = peer_host == local_host or is_loopback_host(peer_host)
         return local and is_unspecified_host(self.listen.host)
 
+    def shares_upstreams(self, name: str) -> bool:
+        """Whether a connection through this exit may carry a later request too: not for a Tor
+        exit that isolates every connection (a reused connection would share its circuit)."""
+        plan = self.plans.get(name)
+        return not (isinstance(plan, TorExit) and plan.isolation == "connection")
+
     def preferred_path(self, name: str, dest: Address) -> tuple[str, ...]:
         """The exit names a new connection to `dest` would most likely take, pools resolved
         to their first choice (the key under which reusable connections are kept)."""

@@ -49,8 +49,10 @@ async def exchange(
     trace: Trace,
     *,
     reused: bool,
+    keep: bool = True,
 ) -> tuple[int, bool]:
-    """Send one request on `stream` and relay its response. Returns (status, client keep-alive)."""
+    """Send one request on `stream` and relay its response. Returns (status, client keep-alive).
+    `keep`: the connection may go back to the pool for reuse (under `key`) when it is clean."""
     up_reader, up_writer = stream
     exchange = Exchange(client, head, up_reader, trace, f"{key[1]}:{key[2]} (exit '{key[0]}')")
     reusable = False
@@ -90,7 +92,7 @@ async def exchange(
             raise StaleUpstream() from None
         raise error from None
     finally:
-        if reusable and exchange.tunnel is None:
+        if keep and reusable and exchange.tunnel is None:
             client.ctx.pool.give(key, stream)
         elif exchange.tunnel is None:
             up_writer.close()

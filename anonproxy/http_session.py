@@ -152,7 +152,8 @@ async def _forward(
     )
     request = render_request_head(head.method, path, headers)
     websocket = is_websocket_upgrade(head.headers)
-    if not head.has_body and not websocket:
+    shared = ctx.shares_upstreams(trace.exit)
+    if shared and not head.has_body and not websocket:
         path = ctx.preferred_path(trace.exit, dest)
         key = (">".join(path), dest.host, dest.port)
         stream = ctx.pool.take(key)
@@ -166,7 +167,8 @@ async def _forward(
     trace.exit = ">".join(opened.path)
     key = (trace.exit, dest.host, dest.port)
     try:
-        return await exchange(client, head, opened.stream, request, key, trace, reused=False)
+        return await exchange(client, head, opened.stream, request, key, trace, reused=False,
+                              keep=shared)
     except StaleUpstream:
         raise BadUpstreamResponse(
             f"{dest} (exit '{key[0]}') closed the connection without a response"

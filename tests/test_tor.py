@@ -244,3 +244,32 @@ def test_new_identity_for_one_site_leaves_other_sites_alone(tor_proxy, tornet, o
         assert circuit("127.0.0.1") == before["127.0.0.1"]
     finally:
         controller.close()
+
+
+def test_per_connection_isolation_never_reuses_a_circuit(tor_proxy, tornet, origin, tmp_path):
+    import threading
+
+    from stem.control import EventType
+
+    proxy = tor_proxy("tor=/connection")
+    controller = _controller_for(tmp_path)
+    circuits: list[str] = []
+    lock = threading.Lock()
+
+    def on_stream(event):
+        if event.status == "SUCCEEDED" and event.circ_id:
+            with lock:
+                circuits.append(event.circ_id)
+
+    controller.add_event_listener(on_stream, EventType.STREAM)
+    try:
+        url = origin.url("/echo", host=NAME)
+        out = curl("-x", proxy.url, url, url, url, "-o", "/dev/null", "-o", "/dev/null",
+                   "-o", "/dev/null", timeout=90)  # one kept-alive client connection
+        assert out.returncode == 0
+        deadline = time.monotonic() + 10
+        while len(circuits) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(set(circuits)) == 3
+    finally:
+        controller.close()
