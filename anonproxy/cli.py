@@ -52,6 +52,34 @@ def _parser() -> argparse.ArgumentParser:
     geoip.add_argument("address", nargs="?", help="an IP address (for lookup)")
     geoip.add_argument("--db", default="bundled", help='"bundled" or a path to a country .mmdb')
 
+    fetch = commands.add_parser("fetch", help="fetch a URL through the profile's exits (curl-like)")
+    fetch.add_argument("url")
+    fetch.add_argument("--profile", default="default", help=profile_help)
+    fetch.add_argument("-X", "--request", dest="method", help="method (default GET, POST with -d)")
+    fetch.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
+    fetch.add_argument("-d", "--data", "--data-binary", dest="data",
+                       help="request body; @FILE reads a file")
+    fetch.add_argument("-o", "--output", help="write the body to FILE (default: stdout)")
+    fetch.add_argument("-i", "--include", action="store_true", help="include the response head")
+    fetch.add_argument("-L", "--location", action="store_true",
+                       help="follow redirects, routing each hop again")
+    fetch.add_argument("-f", "--fail", action="store_true", help="exit 22 on HTTP status >= 400")
+    fetch.add_argument("--max-time", type=float, help="seconds for the whole transfer")
+    fetch.add_argument("--exit", help="use this exit instead of the rules' choice")
+    fetch.add_argument("-v", "--verbose", action="store_true",
+                       help="say which rule, exit and hops each request takes")
+
+    run = commands.add_parser("exec", help="run a program with an ephemeral proxy of its own")
+    run.add_argument("--profile", default="default", help=profile_help)
+    run.add_argument("--summary", action="store_true",
+                     help="afterwards, list the sites contacted, exits used and what was blocked")
+    run.add_argument("--strict", action="store_true",
+                     help="give the program a network where only the proxy is reachable (Linux)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+
+    pac = commands.add_parser("pac", help="print a PAC file that sends a browser through the proxy")
+    pac.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT")
+
     reload = commands.add_parser("reload", help="make a running proxy re-read its profile")
     newnym = commands.add_parser("newnym", help="new Tor identity: new circuits for new streams")
     newnym.add_argument("--site", help="only this site (registrable domain) gets new circuits")
@@ -81,10 +109,22 @@ def main(argv: list[str] | None = None) -> int:
             return _signal_proxy(args.listen, signal.SIGHUP, "re-read its profile")
         if args.command == "newnym":
             return _newnym(args.listen, args.site)
+        if args.command == "fetch":
+            return _fetch(args)
+        if args.command == "exec":
+            return _exec(args)
+        if args.command == "pac":
+            from .pac import render_pac
+
+            print(render_pac(parse_authority(args.listen)), end="")
+            return 0
     except ProfileError as error:
         print(f"anonproxy: {error}", file=sys.stderr)
         return EXIT_USAGE
     except TorUnavailable as error:
+        print(f"anonproxy: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except AddressError as error:
         print(f"anonproxy: {error}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_USAGE
@@ -202,6 +242,93 @@ def _newnym(listen_text: str, site: str | None) -> int:
         path.write_text(site + "\n")
     what = f"give {site} new circuits" if site else "make a new identity (all sites)"
     return _signal_proxy(listen_text, signal.SIGUSR1, what)
+
+
+def _fetch(args) -> int:
+    from . import logs
+    from .context import Context
+    from .fetch import FetchFailed, FetchRequest, fetch
+    from .progress import Progress
+    from .server import open_geo
+    from .tor import Tor
+
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            print(f"anonproxy: fetch -H '{header}': write it as 'Name: value'", file=sys.stderr)
+            return EXIT_USAGE
+        headers.append((name.strip(), value.strip()))
+    body = None
+    if args.data is not None:
+        if args.data.startswith("@"):
+            try:
+                body = open(args.data[1:], "rb")  # noqa: SIM115 - closed below
+            except OSError as error:
+                print(f"anonproxy: fetch -d {args.data}: {error.strerror}", file=sys.stderr)
+                return EXIT_USAGE
+        else:
+            body = args.data.encode()
+    method = args.method or ("POST" if body is not None else "GET")
+    loaded = load_profile(args.profile)
+    logs.setup(False)
+    logs.log.setLevel("WARNING")
+    request = FetchRequest(args.url, method, headers, body, args.location, args.include,
+                           args.fail, args.exit, args.verbose)
+
+    async def main() -> int:
+        ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
+        async with asyncio.TaskGroup() as tasks:
+            tors = [Tor(spec) for spec in ctx.tor_specs()]
+            runs = [tasks.create_task(tor.run()) for tor in tors]
+            ctx.tors.update({tor.spec: tor for tor in tors})
+            try:
+                for tor in tors:  # a one-shot fetch waits for its tor to be ready
+                    await tor.wait_ready(args.max_time or 300)
+                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+                progress = Progress.for_terminal(args.output) if args.output else None
+                try:
+                    async with asyncio.timeout(args.max_time):
+                        status = await fetch(ctx, request, out, progress)
+                finally:
+                    if progress is not None:
+                        progress.close()
+                    if args.output:
+                        out.close()
+                return 0 if status < 400 or not args.fail else 22
+            except FetchFailed as error:
+                print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
+                return error.code
+            except TimeoutError:
+                print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
+                return 5
+            finally:
+                for run in runs:
+                    run.cancel()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+
+
+def _exec(args) -> int:
+    from . import logs
+    from .wrap import StrictUnavailable, run_wrapped
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("anonproxy: exec: give a command after --", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load_profile(args.profile)
+    logs.setup(False)
+    logs.log.setLevel("WARNING")
+    try:
+        return asyncio.run(run_wrapped(loaded, argv, summary=args.summary, strict=args.strict))
+    except StrictUnavailable as error:
+        print(f"anonproxy: exec --strict: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _serve(profile_ref: str, listen_text: str | None, verbose: bool) -> int:

@@ -28,9 +28,9 @@ class ClientConn:
     """The client side: a reader fed through the request parser, and the writer."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 select: Callable[[str | None], Context]):
+                 select: Callable[[tuple[str, str] | None], Context], ctx: Context):
         self.reader, self.writer, self.select = reader, writer, select
-        self.ctx = select(None)  # the profile of the request at hand (a username may pick another)
+        self.ctx = ctx  # the profile of the request at hand (credentials may pick another)
         limits = self.ctx.limits
         self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
         self.pending: deque[Event] = deque()

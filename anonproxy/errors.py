@@ -54,11 +54,15 @@ class Forbidden(ProxyError):
     socks_reply = SOCKS_NOT_ALLOWED
 
 
-class NoSuchProfile(ProxyError):
-    """A client named a profile (as its proxy username) that may not be selected."""
+class AuthRequired(ProxyError):
+    """The client must authenticate (or authenticate differently) to use this proxy."""
 
     status, reason = 407, "Proxy Authentication Required"
     socks_reply = SOCKS_NOT_ALLOWED
+
+
+class NoSuchProfile(AuthRequired):
+    """A client named a profile (as its proxy username) that may not be selected."""
 
 
 class ExitFailed(ProxyError):

@@ -194,8 +194,8 @@ def sanitize_response(headers: Headers, *, websocket: bool = False) -> Headers:
     return out
 
 
-def proxy_username(headers: Headers) -> str | None:
-    """The username of a `Proxy-Authorization: Basic` header (it may name a profile)."""
+def proxy_credentials(headers: Headers) -> tuple[str, str] | None:
+    """The username and password of a `Proxy-Authorization: Basic` header."""
     for name, value in headers:
         if name.lower() == b"proxy-authorization":
             scheme, _, token = value.strip().partition(b" ")
@@ -205,5 +205,6 @@ def proxy_username(headers: Headers) -> str | None:
                 decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 return None
-            return decoded.partition(":")[0]
+            user, _, password = decoded.partition(":")
+            return user, password
     return None

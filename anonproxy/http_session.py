@@ -33,8 +33,9 @@ from .errors import (
     http_error_response,
 )
 from .exchange import StaleUpstream, exchange
-from .headers import is_websocket_upgrade, proxy_username, sanitize_request
+from .headers import is_websocket_upgrade, proxy_credentials, sanitize_request
 from .http1 import RequestHead, Tunnel, parse_absolute_url, render_request_head
+from .pac import render_pac
 from .relay import relay
 
 CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
@@ -43,16 +44,18 @@ CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 async def serve_http(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    select: Callable[[str | None], Context],
+    select: Callable[[tuple[str, str] | None], Context],
+    ctx: Context,
     first: bytes,
     started: float,
     stopping: asyncio.Event,
     on_client: Callable[[ClientConn], None] = lambda client: None,
 ) -> None:
-    """Serve requests on one client connection until it closes. `select` gives the profile
-    for a proxy username (None: the main one), read anew for every request so that a reload
-    applies to the next request on a kept-alive connection."""
-    client = ClientConn(reader, writer, select)
+    """Serve requests on one client connection until it closes. `select` checks a request's
+    proxy credentials and gives its profile (the main one, `ctx` now, or one a username
+    names), asked anew for every request so that a reload applies to the next request on a
+    kept-alive connection."""
+    client = ClientConn(reader, writer, select, ctx)
     on_client(client)
     try:
         client.feed(first)
@@ -77,7 +80,7 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
     status: object = "-"
     problem = None
     try:
-        ctx = client.ctx = client.select(proxy_username(head.headers))
+        ctx = client.ctx = client.select(proxy_credentials(head.headers))
         if head.method == b"CONNECT":
             proto = "connect"
             try:
@@ -89,9 +92,8 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             status = await _tunnel(client, dest, trace)
             return False
         if head.target.startswith(b"/"):
-            raise BadRequest(
-                "this is a proxy: send requests in absolute form (configure it as your proxy)"
-            )
+            status = await _answer_locally(client, head)
+            return head.keep_alive
         scheme, host, port, path = parse_absolute_url(head.target)
         if scheme != b"http":
             raise NotImplementedByProxy(
@@ -116,6 +118,27 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
     finally:
         logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
                         time.monotonic() - t0, problem)
+
+
+async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
+    """A request to the proxy itself (origin-form): the PAC file, or a pointer to it."""
+    if head.target.split(b"?", 1)[0] != b"/proxy.pac":
+        raise BadRequest("this is a proxy: send requests in absolute form (configure it as your "
+                         "proxy, or use /proxy.pac)")
+    where = client.ctx.listen
+    for name, value in head.headers:  # the address the client reached us by, if it is one
+        if name.lower() == b"host":
+            try:
+                where = parse_authority(value.decode("ascii"), client.ctx.listen.port)
+            except (AddressError, UnicodeDecodeError):
+                pass
+    body = render_pac(where).encode()
+    await client.send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ns-proxy-autoconfig\r\n"
+        b"Cache-Control: no-store\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + (body if head.method != b"HEAD" else b"")
+    )
+    return 200
 
 
 async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:

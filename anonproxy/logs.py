@@ -11,6 +11,10 @@ import time
 
 log = logging.getLogger("anonproxy")
 
+# Called with each connection record (proto, dest, exit, status, error), e.g. by
+# `anonproxy exec --summary`; an observer must be quick and must not raise.
+observers: list = []
+
 
 class _Formatter(logging.Formatter):
     """Formats the timestamp once per second, not once per line (the log is on the hot path)."""
@@ -44,6 +48,8 @@ def connection(
     seconds: float,
     error: str | None = None,
 ) -> None:
+    for observe in observers:
+        observe(proto, dest, exit_name, status, error)
     if not log.isEnabledFor(logging.INFO):
         return
     line = (

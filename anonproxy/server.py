@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import signal
 import socket
@@ -23,7 +24,7 @@ from pathlib import Path
 from . import logs, socks5
 from .address import Address
 from .context import Context
-from .errors import NoSuchProfile, Overloaded, StageTimeout, http_error_response
+from .errors import AuthRequired, NoSuchProfile, Overloaded, StageTimeout, http_error_response
 from .exits import Direct
 from .geo import GeoDB, GeoError
 from .http_session import ClientConn, serve_http
@@ -39,9 +40,11 @@ class ProxyServer:
     """The running proxy: owns the listening socket and the live connections."""
 
     def __init__(self, loaded: LoadedProfile, listen: Address | None = None,
-                 reload: Callable[[], LoadedProfile] | None = None) -> None:
+                 reload: Callable[[], LoadedProfile] | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
         self.listen = listen or loaded.profile.listen_address
         self._reload = reload
+        self._credentials = credentials  # required of every client when set
         self.tors: dict[TorSpec, Tor] = {}
         self._tor_tasks: dict[TorSpec, asyncio.Task] = {}
         self.ctx, self._selectable = self._contexts(loaded)
@@ -68,8 +71,16 @@ class ProxyServer:
             tor_binary()  # no tor program: say so now, with what to do instead
         return main, selectable
 
-    def context_for(self, username: str | None) -> Context:
-        """The context for a client: the main profile, or the one its proxy username names."""
+    def context_for(self, credentials: tuple[str, str] | None) -> Context:
+        """The context for a client: the main profile, or the one its proxy username names.
+        Raises AuthRequired when the proxy requires credentials and these are not them."""
+        if self._credentials is not None:
+            user, password = credentials or ("", "")
+            if not (hmac.compare_digest(user.encode(), self._credentials[0].encode())
+                    & hmac.compare_digest(password.encode(), self._credentials[1].encode())):
+                raise AuthRequired("this proxy needs the credentials it was started with")
+            return self.ctx
+        username = credentials[0] if credentials else None
         if username is None or not self._selectable:
             return self.ctx
         try:
@@ -84,7 +95,15 @@ class ProxyServer:
     def limits(self):
         return self.ctx.limits
 
-    async def start(self) -> Address:
+    async def start(self, sock: socket.socket | None = None) -> Address:
+        """Listen on the profile's (or given) address, or accept on a socket made elsewhere."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+            host, port = sock.getsockname()[:2]
+            self.listen = Address(host, port)
+            for ctx in self._all_contexts():
+                ctx.listen = self.listen
+            return self.listen
         self._server = await asyncio.start_server(
             self._handle, self.listen.host, self.listen.port, reuse_address=True, backlog=1024
         )
@@ -277,13 +296,15 @@ class ProxyServer:
                 return
             if first[0] == socks5.VERSION:
                 self._tasks[task] = "socks5"  # drained like a busy HTTP connection
-                await serve_socks5(reader, writer, self.context_for, first, started)
+                await serve_socks5(reader, writer, self.context_for, self.ctx, first, started,
+                                   auth_required=self._credentials is not None)
             elif first[0] == SOCKS4:
                 # SOCKS4 resolves names on the client: refuse it ("request rejected")
                 writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
             else:
                 # registering the client lets shutdown tell idle keep-alive from busy
-                await serve_http(reader, writer, self.context_for, first, started, self._stopping,
+                await serve_http(reader, writer, self.context_for, self.ctx, first, started,
+                                 self._stopping,
                                  on_client=lambda c: self._tasks.__setitem__(task, c))
         except (OSError, StageTimeout):
             pass

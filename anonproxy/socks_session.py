@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from . import logs, socks5
 from .context import Context
-from .errors import SOCKS_GENERAL_FAILURE, NoSuchProfile, ProxyError, StageTimeout
+from .errors import SOCKS_GENERAL_FAILURE, AuthRequired, ProxyError, StageTimeout
 from .relay import relay
 
 
@@ -43,12 +43,15 @@ class _Handshake:
 async def serve_socks5(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    select: Callable[[str | None], Context],
+    select: Callable[[tuple[str, str] | None], Context],
+    ctx: Context,
     first: bytes,
     started: float,
+    *,
+    auth_required: bool = False,
 ) -> None:
-    """Serve one SOCKS5 client; `select` gives the profile its username names (None: main)."""
-    ctx = select(None)
+    """Serve one SOCKS5 client. `select` checks its credentials and gives its profile (the main
+    one, `ctx`, or one its username names)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.limits.header_timeout - (time.monotonic() - started)
     hs = _Handshake(reader, first, deadline)
@@ -56,7 +59,7 @@ async def serve_socks5(
     dest, exit_label, status, up, down, problem = "-", "-", "-", 0, 0, None
     try:
         methods = await hs.take(socks5.parse_greeting)
-        method = socks5.choose_method(methods, auth_required=False)
+        method = socks5.choose_method(methods, auth_required=auth_required)
         writer.write(socks5.method_reply(method))
         if method == socks5.NO_ACCEPTABLE:
             status, problem = "refused", "no acceptable authentication method"
@@ -64,8 +67,8 @@ async def serve_socks5(
         if method == socks5.USERPASS:
             credentials = await hs.take(socks5.parse_userpass)
             try:
-                ctx = select(credentials.username)
-            except NoSuchProfile as error:
+                ctx = select((credentials.username, credentials.password))
+            except AuthRequired as error:
                 writer.write(socks5.userpass_reply(False))
                 status, problem = "refused", error.message
                 return

@@ -10,6 +10,8 @@ Routes:
   /upload          consumes the body, answers JSON {"length", "sha256"}
   /status/N        an empty response with status N
   /ws              101 to a WebSocket handshake, then echoes raw bytes until close
+  /redirect?to=URL 302 to URL
+  /page?sub=URL    an HTML page whose image is URL (for browsers)
 Anything with `Expect: 100-continue` gets a 100 Continue before the body is read.
 """
 
@@ -136,6 +138,20 @@ class _Handler(socketserver.BaseRequestHandler):
             while data := sock.recv(65536):
                 sock.sendall(data)
             return False
+        if path == "/redirect":
+            target = query["to"][0]
+            sock.sendall(conn.send(h11.Response(status_code=302, headers=[
+                ("Location", target), ("Content-Length", "0")])))
+            sock.sendall(conn.send(h11.EndOfMessage()))
+            return True
+        if path == "/page":
+            page = (f'<html><head><title>page</title></head><body><p id="ok">loaded</p>'
+                    f'<img src="{query["sub"][0]}"></body></html>').encode()
+            sock.sendall(conn.send(h11.Response(status_code=200, headers=[
+                ("Content-Type", "text/html"), ("Content-Length", str(len(page)))])))
+            sock.sendall(conn.send(h11.Data(data=page)))
+            sock.sendall(conn.send(h11.EndOfMessage()))
+            return True
         if path.startswith("/status/"):
             status = int(path.rsplit("/", 1)[1])
             headers = [("X-Origin", "yes")]

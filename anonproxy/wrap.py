@@ -1,0 +1,160 @@
+"""`anonproxy exec -- CMD`: run a program with an ephemeral proxy of its own.
+
+The proxy listens on a random loopback port and demands per-run credentials, so only this
+program (which gets them in its environment) can use it. The program's proxy variables point
+at it: `http_proxy`/`https_proxy` (HTTP), `ALL_PROXY` as socks5h (names resolved by the proxy),
+and `no_proxy` is cleared. stdin/stdout/stderr are the program's own; SIGINT, SIGTERM and
+SIGHUP are passed on; the program's exit code is ours.
+
+`--strict` (Linux): the program runs in a network namespace of its own whose only reachable
+address is the proxy's listening socket (created inside that namespace and handed to us), so a
+program that ignores proxy variables fails instead of leaking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import logs
+from .address import Address
+from .profiles import LoadedProfile
+from .sites import site_of
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                   "ALL_PROXY")
+
+
+class StrictUnavailable(Exception):
+    """This system does not let us give the program a network namespace of its own."""
+
+
+@dataclass
+class Summary:
+    sites: Counter = field(default_factory=Counter)
+    exits: Counter = field(default_factory=Counter)
+    blocked: Counter = field(default_factory=Counter)
+
+    def observe(self, proto, dest, exit_name, status, error) -> None:
+        host = getattr(dest, "host", None)
+        if host is None:
+            return
+        if status == 403 and error and "blocked by" in error:
+            self.blocked[site_of(host)] += 1
+        else:
+            self.sites[site_of(host)] += 1
+            if exit_name != "-":
+                self.exits[exit_name] += 1
+
+    def lines(self) -> list[str]:
+        def listing(counter: Counter) -> str:
+            return ", ".join(f"{k} ({v})" for k, v in counter.most_common()) or "none"
+
+        return [f"anonproxy: sites contacted: {listing(self.sites)}",
+                f"anonproxy: exits used: {listing(self.exits)}",
+                f"anonproxy: blocked: {listing(self.blocked)}"]
+
+
+def environment(address: Address, user: str, password: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    http = f"http://{user}:{password}@{address}"
+    socks = f"socks5h://{user}:{password}@{address}"
+    env.update({"http_proxy": http, "https_proxy": http, "HTTP_PROXY": http,
+                "HTTPS_PROXY": http, "all_proxy": socks, "ALL_PROXY": socks})
+    return env
+
+
+async def run_wrapped(loaded: LoadedProfile, argv: list[str], *, summary: bool,
+                      strict: bool) -> int:
+    from .server import ProxyServer
+
+    user, password = "run-" + secrets.token_hex(4), secrets.token_hex(16)
+    jail = _Jail() if strict else None
+    server = ProxyServer(loaded, Address("127.0.0.1", 0), credentials=(user, password))
+    address = await server.start(sock=jail.listener if jail else None)
+    record = Summary()
+    if summary:
+        logs.observers.append(record.observe)
+    env = environment(address, user, password)
+    serving = asyncio.ensure_future(server.serve_until_signalled())  # noqa: RUF006 - awaited below
+    command = jail.wrap(argv) if jail else argv
+    try:
+        child = await asyncio.create_subprocess_exec(*command, env=env)
+    except OSError as error:
+        print(f"anonproxy: exec {argv[0]}: {error.strerror}", file=sys.stderr)
+        server.request_stop()
+        await serving
+        return 127
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, child.send_signal, sig)
+    code = await child.wait()
+    server.request_stop()
+    await serving
+    if jail is not None:
+        jail.close()
+    if summary:
+        logs.observers.remove(record.observe)
+        for line in record.lines():
+            print(line, file=sys.stderr)
+    return code if code >= 0 else 128 - code
+
+
+class _Jail:
+    """A network namespace holding only a loopback interface and our listening socket.
+
+    A helper process enters a new network namespace (unprivileged, through a user namespace,
+    where the system allows it), brings loopback up, opens the proxy's listening socket there
+    and passes it to us; the program is later started inside that same namespace. Our proxy
+    accepts on that socket but connects out from our own namespace."""
+
+    def __init__(self) -> None:
+        if sys.platform != "linux":
+            raise StrictUnavailable("--strict needs Linux network namespaces")
+        ours, theirs = socket.socketpair()
+        self._helper = subprocess.Popen(
+            ["unshare", "--net", "--user", "--map-root-user", sys.executable, "-c", _HELPER,
+             str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        theirs.close()
+        try:
+            _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+        except OSError:
+            fds = []
+        ours.close()
+        if not fds:
+            error = self._helper.communicate(timeout=10)[1].decode(errors="replace").strip()
+            raise StrictUnavailable(
+                "this system does not allow a private network namespace"
+                + (f" ({error.splitlines()[-1]})" if error else ""))
+        self.listener = socket.socket(fileno=fds[0])
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """The command line that runs `argv` inside the helper's namespaces (nsenter execs it,
+        so signals and the exit code are the program's own)."""
+        return ["nsenter", f"--target={self._helper.pid}", "--user", "--net",
+                "--preserve-credentials", "--", *argv]
+
+    def close(self) -> None:
+        self.listener.close()
+        self._helper.terminate()
+        self._helper.wait()
+
+
+# Runs inside the new namespaces: loopback up, listen, hand the socket over, stay alive.
+_HELPER = """
+import socket, subprocess, sys, time
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+channel = socket.socket(fileno=int(sys.argv[1]))
+socket.send_fds(channel, [b"L"], [listener.fileno()])
+while True:
+    time.sleep(3600)
+"""
