@@ -179,3 +179,21 @@ def test_the_proxy_serves_its_pac_file(proxy):
     assert b"DIRECT" not in out.stdout.split(b"\n", 1)[1]
     printed = anonproxy("pac", "--listen", f"127.0.0.1:{proxy.port}")
     assert printed.stdout == out.stdout
+
+
+def test_exec_passes_signals_and_stdin_through(profile):
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "anonproxy", "exec", "--profile", profile,
+                                "--", "sh", "-c", "read line; echo got:$line; sleep 30"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    process.stdin.write(b"hello\n")
+    process.stdin.flush()
+    assert process.stdout.readline() == b"got:hello\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 128 + signal.SIGTERM  # the program's own death, passed on
+    process.stdin.close()
+    process.stdout.close()
