@@ -1,18 +1,21 @@
 """What every connection of a running proxy shares: the profile compiled for use, the exits'
 health, the GeoIP database and the reusable upstream connections.
 
-`route()` decides an exit for a destination (rules.decide, plus a local lookup only when the
-profile says `resolve = "local"` and a rule needs an address); `open()` opens a stream through
-an exit, choosing pool members by strategy and health and failing over between them.
+`route()` decides an exit for a destination (rules.decide, plus a lookup only when a rule
+needs an address and the profile says `resolve = "local"` or `"tor"`); `open()` opens a stream
+through an exit, choosing pool members by strategy and health and failing over between them,
+or through a tor with the isolation credentials the exit asks for.
 
 Invariants: a pool whose members are all down fails closed (503) unless the profile names a
 `fallback` for it in plain words; a rule that says `block` refuses with the rule's number and
-text; nothing here resolves a destination name unless `resolve = "local"`.
+text; `.onion` names only ever go to a Tor exit; nothing here resolves a destination name
+unless the profile's `resolve` says how.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import socket
 import time
@@ -108,8 +111,6 @@ class Context:
         return decision
 
     async def _resolve_through_tor(self, host: str):
-        import ipaddress
-
         for plan in self.plans.values():
             if isinstance(plan, TorExit):
                 tor = self.tors.get(plan.spec)
@@ -230,8 +231,6 @@ def _hop_failed(error: Exception) -> bool:
 
 async def _resolve_locally(host: str):
     """A local DNS lookup, only ever for `resolve = "local"` profiles."""
-    import ipaddress
-
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)

@@ -18,20 +18,27 @@ from tornet import tornet  # noqa: F401  (session fixture: a private Tor network
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def origin():
-    origin, server = start_origin("127.0.0.1")
+def _serve_origin(host: str):
+    origin, server = start_origin(host)
     yield origin
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def origin():
+    yield from _serve_origin("127.0.0.1")
+
+
+@pytest.fixture
+def second_origin():
+    """Another recording origin, for pages with subresources from a second site."""
+    yield from _serve_origin("127.0.0.1")
 
 
 @pytest.fixture
 def origin6():
-    origin, server = start_origin("::1")
-    yield origin
-    server.shutdown()
-    server.server_close()
+    yield from _serve_origin("::1")
 
 
 @dataclass

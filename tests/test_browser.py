@@ -13,8 +13,6 @@ import shutil
 import subprocess
 
 import pytest
-
-from origin import start_origin
 from upstreams import microsocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -22,14 +20,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-extensions", "--disable-default-apps", "--disable-features=Translate"]
-
-
-@pytest.fixture
-def second_origin():
-    origin, server = start_origin("127.0.0.1")
-    yield origin
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
