@@ -128,6 +128,6 @@ def targets_listener(dest: Address, listen: Address) -> bool:
         return True
     # A wildcard listener is reachable on every local address; a loopback one on the loopback
     # names. Other local interface addresses are caught by the exit when it connects.
-    return is_loopback_host(dest.host) and (
-        is_loopback_host(listen.host) or is_unspecified_host(listen.host)
-    ) or (is_unspecified_host(listen.host) and is_unspecified_host(dest.host))
+    # (0.0.0.0 and :: as a destination reach this machine, like loopback)
+    local = is_loopback_host(dest.host) or is_unspecified_host(dest.host)
+    return local and (is_loopback_host(listen.host) or is_unspecified_host(listen.host))

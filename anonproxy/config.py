@@ -237,9 +237,18 @@ class Rule(_Strict):
         return self
 
 
+class Auth(_Strict):
+    """Credentials every client must give: HTTP Basic (Proxy-Authorization) or SOCKS5
+    username/password."""
+
+    username: Annotated[str, Field(min_length=1, max_length=255)]
+    password: Annotated[str, Field(min_length=8, max_length=255)]
+
+
 class Profile(_Strict):
     listen: str = "127.0.0.1:8118"
     allow: list[IPNetwork] = []
+    auth: Auth | None = None
     default: ExitName = "direct"
     geoip: str = "bundled"
     resolve: Literal["never", "local", "tor"] = "never"

@@ -123,10 +123,19 @@ class Context:
         return None
 
     async def route(self, dest: Address) -> Decision:
-        """The exit for `dest`; raises Forbidden for loops and for rules that block."""
+        """The exit for `dest`; raises Forbidden for loops, for our tors' control ports, for
+        link-local (cloud metadata) addresses no rule names, and for rules that block."""
         if targets_listener(dest, self.listen):
             raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
+        if any(tor.control == (dest.host, dest.port) for tor in self.tors.values()):
+            raise Forbidden(f"refusing to forward to a tor control port ({dest})")
         decision = await self.decide(dest)
+        ip = dest.ip
+        if ip is not None and ip.is_link_local and not (
+            decision.rule and decision.rule.networks and any(ip in n for n in decision.rule.networks)
+        ):
+            raise Forbidden(f"refusing link-local {dest} (cloud metadata lives there); a rule "
+                            "whose cidrs name it may allow it")
         if decision.exit == BLOCK:
             where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \
                 "the profile's default"

@@ -67,11 +67,15 @@ def _references(profile: Profile) -> list[str]:
     if profile.resolve == "tor" and not any(e.tor for e in profile.exits.values()):
         problems.append('resolve = "tor": this profile has no Tor exit to resolve through')
     host = profile.listen_address.host
-    if not is_loopback_host(host) and not profile.allow:
+    if not is_loopback_host(host) and not profile.allow and profile.auth is None:
         problems.append(
             f'listen = "{profile.listen}": listening on {host} exposes the proxy beyond this '
-            'machine; add allow = ["CIDR", ...] naming the clients that may connect'
+            'machine; add allow = ["CIDR", ...] naming the clients that may connect, and/or '
+            'auth = { username = "...", password = "..." }'
         )
+    if profile.auth is not None and profile.selectable:
+        problems.append("auth: proxy usernames already select profiles (selectable); use one "
+                        "or the other")
     return problems
 
 

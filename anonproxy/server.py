@@ -44,7 +44,8 @@ class ProxyServer:
                  credentials: tuple[str, str] | None = None) -> None:
         self.listen = listen or loaded.profile.listen_address
         self._reload = reload
-        self._credentials = credentials  # required of every client when set
+        self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
+        self._credentials = credentials or _profile_credentials(loaded)  # required when set
         self.tors: dict[TorSpec, Tor] = {}
         self._tor_tasks: dict[TorSpec, asyncio.Task] = {}
         self.ctx, self._selectable = self._contexts(loaded)
@@ -222,6 +223,8 @@ class ProxyServer:
             ctx.listen = self.listen
         self.ctx, self._selectable = main, selectable
         self._allow = loaded.profile.allow
+        if not self._fixed_credentials:
+            self._credentials = _profile_credentials(loaded)
         for ctx in old:
             ctx.pool.close()
         logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
@@ -327,6 +330,11 @@ class ProxyServer:
             writer.write(http_error_response(Overloaded(
                 "the proxy is at its connection limit; try again shortly"
             )))
+
+
+def _profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
+    auth = loaded.profile.auth
+    return (auth.username, auth.password) if auth is not None else None
 
 
 def newnym_request_file(listen: Address) -> Path:

@@ -84,6 +84,7 @@ class Tor:
         self.progress = 0
         self.summary = ""
         self.socks: tuple[str, int] | None = None
+        self.control: tuple[str, int] | None = None  # its control port: never a destination
         self.error: str | None = None
         self.controller = None
         self._process: asyncio.subprocess.Process | None = None
@@ -232,6 +233,7 @@ class Tor:
             controller.authenticate(password=password)
         except (stem.SocketError, stem.connection.AuthenticationFailure) as error:
             raise TorUnavailable(f"cannot use the control port {host}:{port}: {error}") from None
+        self.control = (host, port)
         if self.spec.socks:
             shost, _, sport = self.spec.socks.rpartition(":")
             self.socks = (shost.strip("[]"), int(sport))

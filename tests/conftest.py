@@ -81,14 +81,15 @@ class Proxy:
         return self.process.returncode
 
 
-def launch(tmp_path: Path, profile_toml: str, name: str = "test") -> Proxy:
+def launch(tmp_path: Path, profile_toml: str, name: str = "test",
+           listen: str = "127.0.0.1:0") -> Proxy:
     profile = tmp_path / f"{name}.toml"
     profile.write_text(profile_toml)
     log_path = tmp_path / f"{name}.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "anonproxy", "serve", "--profile", str(profile),
-             "--listen", "127.0.0.1:0"],
+             "--listen", listen],
             stdout=subprocess.PIPE, stderr=log_file, cwd=ROOT, text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
@@ -117,8 +118,8 @@ default = "direct"
 def start_proxy(tmp_path):
     started: list[Proxy] = []
 
-    def start(profile_toml: str = DIRECT, name: str = "test") -> Proxy:
-        proxy = launch(tmp_path, profile_toml, name)
+    def start(profile_toml: str = DIRECT, name: str = "test", listen: str = "127.0.0.1:0") -> Proxy:
+        proxy = launch(tmp_path, profile_toml, name, listen)
         started.append(proxy)
         return proxy
 

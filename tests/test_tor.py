@@ -273,3 +273,11 @@ def test_per_connection_isolation_never_reuses_a_circuit(tor_proxy, tornet, orig
         assert len(set(circuits)) == 3
     finally:
         controller.close()
+
+
+def test_the_managed_tors_control_port_is_never_a_destination(tor_proxy, tmp_path):
+    proxy = tor_proxy("tor=")
+    port_file = next((tmp_path / "cache" / "anonproxy").glob("tor-*/control.port"))
+    host, _, port = port_file.read_text().strip().removeprefix("PORT=").rpartition(":")
+    out = curl("-x", proxy.url, f"http://{host}:{port}/", "-i", timeout=30)
+    assert out.stdout.startswith(b"HTTP/1.1 403") and b"tor control port" in out.stdout

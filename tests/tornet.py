@@ -335,7 +335,15 @@ def tornet(tmp_path_factory) -> TorNet:
     if not (os.access(TOR, os.X_OK) and os.access(TOR_GENCERT, os.X_OK)):
         pytest.skip(f"{TOR} or tor-gencert is missing (apt-get install tor)")
     pytest.importorskip("dnslib", reason="the tor network's DNS stub needs dnslib")
-    net = start_tor_network(tmp_path_factory.mktemp("tornet"))
+    # A busy machine can make the first consensus miss a relay; one more try costs ~10 s.
+    for attempt in (1, 2):
+        try:
+            net = start_tor_network(tmp_path_factory.mktemp("tornet"))
+            break
+        except Exception as error:  # noqa: BLE001 - reported below if the retry fails too
+            print(f"private tor network, attempt {attempt} failed: {error}", file=sys.stderr)
+            if attempt == 2:
+                raise
     try:
         yield net
     finally:

@@ -1,0 +1,102 @@
+"""Who may connect, and where the proxy will never go."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+from helpers import curl, recv_all
+
+from anonproxy.address import Address, check_host
+from anonproxy.context import Context
+from anonproxy.errors import Forbidden
+from anonproxy.profiles import LoadedProfile, parse_profile
+
+AUTH = '[auth]\nusername = "alice"\npassword = "correct horse"\n'
+
+
+def test_proxy_authentication_is_required_when_configured(start_proxy, origin):
+    proxy = start_proxy('default = "direct"\n[exits.direct]\n' + AUTH)
+    out = curl("-x", proxy.url, origin.url("/echo"), "-i")
+    assert out.stdout.startswith(b"HTTP/1.1 407") and b"Proxy-Authenticate: Basic" in out.stdout
+    out = curl("-x", proxy.url, "-U", "alice:wrong horse", origin.url("/echo"), "-i")
+    assert out.stdout.startswith(b"HTTP/1.1 407")
+    assert not origin.received
+    out = curl("-x", proxy.url, "-U", "alice:correct horse", origin.url("/echo"))
+    assert out.returncode == 0 and origin.last.header("proxy-authorization") is None
+    out = curl("-x", f"socks5h://alice:correct%20horse@{proxy.host}:{proxy.port}", origin.url("/echo"))
+    assert out.returncode == 0
+    with socket.create_connection(proxy.address) as sock:
+        sock.sendall(b"\x05\x01\x00")  # no-auth only: refused
+        assert recv_all(sock) == b"\x05\xff"
+    out = curl("-x", f"socks5h://alice:nope@{proxy.host}:{proxy.port}", origin.url("/echo"))
+    assert out.returncode != 0
+
+
+def _route(profile: str, host: str, port: int = 80):
+    loaded = LoadedProfile("t", None, parse_profile(__import__("tomllib").loads(profile), "t.toml"))
+    ctx = Context(loaded, Address("127.0.0.1", 8118))
+    return asyncio.run(ctx.route(Address(check_host(host), port)))  # as parsers give it
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "fe80::1"])
+def test_link_local_metadata_addresses_are_refused_unless_a_rule_names_them(host):
+    with pytest.raises(Forbidden, match="link-local"):
+        _route('[exits.direct]\n', host)
+    allowed = _route('[exits.direct]\n[[rules]]\ncidrs = ["169.254.0.0/16", "fe80::/10"]\n'
+                     'exit = "direct"\n', host)
+    assert allowed.exit == "direct" and allowed.rule.number == 1
+
+
+def test_link_local_refusal_happens_before_any_connection(proxy):
+    out = curl("-x", proxy.url, "http://169.254.169.254/latest/meta-data/", "-i")
+    assert out.stdout.startswith(b"HTTP/1.1 403") and b"link-local" in out.stdout
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1", "localhost", "::ffff:127.0.0.1"])
+def test_every_local_spelling_of_the_listener_is_refused(host):
+    with pytest.raises(Forbidden, match="own address"):
+        _route('[exits.direct]\n', host, 8118)
+
+
+def _second_host_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("unshare") is not None
+
+
+@pytest.mark.skipif(not _second_host_available(), reason="needs root, ip and unshare")
+def test_allow_list_refuses_other_hosts_before_parsing(start_proxy):
+    """A second host in a network namespace of our own, joined by a veth pair on 192.0.2.0/24
+    (a documentation range, used only inside this pair): 192.0.2.2 is allowed, 192.0.2.3 not."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "120"])
+    try:
+        pid = holder.pid
+        names = (f"apx{pid % 10000}a", f"apx{pid % 10000}b")
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        run("ip", "link", "add", names[0], "type", "veth", "peer", "name", names[1])
+        run("ip", "link", "set", names[1], "netns", str(pid))
+        run("ip", "addr", "add", "192.0.2.1/24", "dev", names[0])
+        run("ip", "link", "set", names[0], "up")
+        inside = ["nsenter", f"--target={pid}", "--net"]
+        run(*inside, "ip", "addr", "add", "192.0.2.2/24", "dev", names[1])
+        run(*inside, "ip", "addr", "add", "192.0.2.3/24", "dev", names[1])
+        run(*inside, "ip", "link", "set", names[1], "up")
+        run(*inside, "ip", "link", "set", "lo", "up")
+        served = start_proxy('listen = "192.0.2.1:0"\nallow = ["192.0.2.2/32"]\n'
+                             'default = "direct"\n[exits.direct]\n', listen="192.0.2.1:0")
+
+        def client(source: str) -> subprocess.CompletedProcess:
+            # /proxy.pac is answered by the proxy itself: nothing goes anywhere else
+            return subprocess.run([*inside, "curl", "-s", "-i", "--interface", source,
+                                   "--max-time", "5", f"{served.url}/proxy.pac"],
+                                  capture_output=True, timeout=30)
+
+        assert client("192.0.2.2").stdout.startswith(b"HTTP/1.1 200")
+        refused = client("192.0.2.3")
+        assert refused.stdout == b"" and refused.returncode in (52, 56)  # closed, no reply
+    finally:
+        holder.kill()
+        holder.wait()
