@@ -122,20 +122,25 @@ class Context:
                 return ipaddress.ip_address(found) if found else None
         return None
 
-    async def route(self, dest: Address) -> Decision:
-        """The exit for `dest`; raises Forbidden for loops, for our tors' control ports, for
-        link-local (cloud metadata) addresses no rule names, and for rules that block."""
+    def refuse_unsafe(self, dest: Address, rule: CompiledRule | None = None) -> None:
+        """Forbidden for loops, for our tors' control ports, and for link-local (cloud
+        metadata) addresses unless `rule`'s cidrs name them — whatever exit is chosen."""
         if targets_listener(dest, self.listen):
             raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
         if any(tor.control == (dest.host, dest.port) for tor in self.tors.values()):
             raise Forbidden(f"refusing to forward to a tor control port ({dest})")
-        decision = await self.decide(dest)
         ip = dest.ip
         if ip is not None and ip.is_link_local and not (
-            decision.rule and decision.rule.networks and any(ip in n for n in decision.rule.networks)
+            rule and rule.networks and any(ip in n for n in rule.networks)
         ):
             raise Forbidden(f"refusing link-local {dest} (cloud metadata lives there); a rule "
                             "whose cidrs name it may allow it")
+
+    async def route(self, dest: Address) -> Decision:
+        """The exit for `dest`; raises Forbidden for unsafe destinations (refuse_unsafe) and
+        for rules that block."""
+        decision = await self.decide(dest)
+        self.refuse_unsafe(dest, decision.rule)
         if decision.exit == BLOCK:
             where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \
                 "the profile's default"

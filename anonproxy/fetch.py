@@ -98,10 +98,11 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
                out: BinaryIO, progress) -> tuple[int, str | None]:
     dest = target.dest
     try:
-        if request.exit is not None:
+        if request.exit is not None:  # forced: the rules' choice is skipped, the safety is not
             if request.exit not in ctx.plans:
                 raise FetchFailed(USAGE, f"--exit {request.exit}: no such exit in the profile "
                                          f"(defined: {', '.join(sorted(ctx.plans))})")
+            ctx.refuse_unsafe(dest)
             exit_name = request.exit
         else:
             decision = await ctx.route(dest)

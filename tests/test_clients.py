@@ -197,3 +197,8 @@ def test_exec_passes_signals_and_stdin_through(profile):
     assert process.wait(15) == 128 + signal.SIGTERM  # the program's own death, passed on
     process.stdin.close()
     process.stdout.close()
+
+
+def test_fetch_with_a_forced_exit_still_refuses_unsafe_destinations(profile):
+    out = anonproxy("fetch", "--profile", profile, "--exit", "a", "http://169.254.169.254/")
+    assert out.returncode == 3 and b"link-local" in out.stderr
