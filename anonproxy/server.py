@@ -163,6 +163,12 @@ class ProxyServer:
             self._tor_tasks.pop(spec).cancel()
             self.tors.pop(spec, None)
 
+    async def tors_ready(self, timeout: float) -> None:
+        """Wait until every tor the profiles use is ready (serve_until_signalled starts them)."""
+        await asyncio.sleep(0)
+        for tor in list(self.tors.values()):
+            await tor.wait_ready(timeout)
+
     async def new_identity(self, site: str | None) -> None:
         """New circuits: for one site (new isolation keys), or for everything (also NEWNYM)."""
         for tor in list(self.tors.values()):

@@ -28,8 +28,7 @@ from .address import Address
 from .profiles import LoadedProfile
 from .sites import site_of
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                   "ALL_PROXY")
+TOR_WAIT = 300  # seconds a Tor profile may take to bootstrap before the program starts
 
 
 class StrictUnavailable(Exception):
@@ -77,33 +76,47 @@ async def run_wrapped(loaded: LoadedProfile, argv: list[str], *, summary: bool,
 
     user, password = "run-" + secrets.token_hex(4), secrets.token_hex(16)
     jail = _Jail() if strict else None
-    server = ProxyServer(loaded, Address("127.0.0.1", 0), credentials=(user, password))
-    address = await server.start(sock=jail.listener if jail else None)
     record = Summary()
+    try:
+        server = ProxyServer(loaded, Address("127.0.0.1", 0), credentials=(user, password))
+        address = await server.start(sock=jail.listener if jail else None)
+        if summary:
+            logs.observers.append(record.observe)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(server.serve_until_signalled())
+            try:
+                await server.tors_ready(timeout=TOR_WAIT)  # the first request should work
+            except TimeoutError:
+                print(f"anonproxy: exec: tor was not ready after {TOR_WAIT} s; the program was "
+                      "not started (check tor's progress with `anonproxy serve -v`)", file=sys.stderr)
+                code = 4
+            else:
+                command = jail.wrap(argv) if jail else argv
+                code = await _run(command, environment(address, user, password))
+            finally:
+                server.request_stop()
+    finally:
+        if jail is not None:
+            jail.close()
+        if summary:
+            logs.observers.remove(record.observe)
     if summary:
-        logs.observers.append(record.observe)
-    env = environment(address, user, password)
-    serving = asyncio.ensure_future(server.serve_until_signalled())  # noqa: RUF006 - awaited below
-    command = jail.wrap(argv) if jail else argv
+        for line in record.lines():
+            print(line, file=sys.stderr)
+    return code
+
+
+async def _run(command: list[str], env: dict[str, str]) -> int:
+    """Run the program with our stdio; pass signals on; its exit code (128+N for signal N)."""
     try:
         child = await asyncio.create_subprocess_exec(*command, env=env)
     except OSError as error:
-        print(f"anonproxy: exec {argv[0]}: {error.strerror}", file=sys.stderr)
-        server.request_stop()
-        await serving
+        print(f"anonproxy: exec {command[0]}: {error.strerror}", file=sys.stderr)
         return 127
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, child.send_signal, sig)
     code = await child.wait()
-    server.request_stop()
-    await serving
-    if jail is not None:
-        jail.close()
-    if summary:
-        logs.observers.remove(record.observe)
-        for line in record.lines():
-            print(line, file=sys.stderr)
     return code if code >= 0 else 128 - code
 
 
