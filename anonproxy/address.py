@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
+_NUMERIC = re.compile(r"^(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}\.?$", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
 
 
@@ -45,6 +47,13 @@ def check_host(host: str) -> str:
         return _plain(ipaddress.ip_address(host))
     except ValueError:
         pass
+    if _NUMERIC.match(host):
+        # 127.1, 2130706433, 0x7f.1, 0177.0.0.1: resolvers read these as IPv4 addresses, so
+        # they are that address here too, and the loop and metadata checks see it
+        try:
+            return str(ipaddress.IPv4Address(socket.inet_aton(host)))
+        except OSError:
+            raise AddressError("not a valid IPv4 address") from None
     if not _HOSTNAME.match(host):
         raise AddressError(f"'{host[:80]}' is not a valid host name")
     return host.lower().rstrip(".")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 import socket
 import time
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ class Context:
     rules: tuple[CompiledRule, ...] = field(init=False)
     health: Health = field(init=False)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
-    _turns: itertools.count = field(default_factory=itertools.count)
+    _turn: int = 0  # round-robin position: advances once per new pooled connection
 
     def __post_init__(self) -> None:
         profile = self.loaded.profile
@@ -147,15 +146,21 @@ class Context:
             raise Forbidden(f"{dest.host} is blocked by {where}")
         return decision
 
-    def is_self(self, peer_host: str, peer_port: int, local_host: str) -> bool:
-        """Whether a connected peer is our own listener (the name resolved to ourselves)."""
-        if peer_port != self.listen.port:
-            return False
-        peer_host, local_host = plain_ip(peer_host), plain_ip(local_host)
-        if peer_host == self.listen.host:
-            return True
-        local = peer_host == local_host or is_loopback_host(peer_host)
-        return local and is_unspecified_host(self.listen.host)
+    def forbidden_peer(self, dest: Address, peer: tuple[str, int], local_host: str) -> str | None:
+        """Why a direct connection to `dest` must not be used, now that we know what it
+        reached (a name can resolve anywhere): our own listener, a tor control port, or a
+        link-local address the destination did not name itself. None when it is fine."""
+        host, port = plain_ip(peer[0]), peer[1]
+        local = host == plain_ip(local_host) or is_loopback_host(host)
+        if port == self.listen.port and (host == self.listen.host or (
+                local and is_unspecified_host(self.listen.host))):
+            return f"refusing to connect to the proxy itself ({dest})"
+        if local and any(tor.control and tor.control[1] == port for tor in self.tors.values()):
+            return f"refusing to connect to a tor control port ({dest})"
+        ip = ipaddress.ip_address(host)
+        if ip.is_link_local and dest.ip != ip:
+            return f"refusing {dest}: it resolved to link-local {host} (cloud metadata lives there)"
+        return None
 
     def shares_upstreams(self, name: str) -> bool:
         """Whether a connection through this exit may carry a later request too: not for a Tor
@@ -163,27 +168,43 @@ class Context:
         plan = self.plans.get(name)
         return not (isinstance(plan, TorExit) and plan.isolation == "connection")
 
-    def preferred_path(self, name: str, dest: Address) -> tuple[str, ...]:
-        """The exit names a new connection to `dest` would most likely take, pools resolved
-        to their first choice (the key under which reusable connections are kept)."""
+    def choose_path(self, name: str, dest: Address) -> tuple[str, ...]:
+        """The exit names a request to `dest` goes through, each pool resolved to the member
+        its strategy picks now (a round-robin pool moves on one step). Reusable connections
+        are kept under this path, and `open(..., prefer=path)` tries it first."""
         path = (name,)
         plan = self.plans[name]
         while isinstance(plan, Pool):
-            order = order_members(plan.members, plan.strategy, self.health.is_up,
-                                  turn=next(self._turns), site=site_of(dest.host))
+            order = self._order(plan, dest)
             if not order:
                 break
             path += (order[0],)
             plan = self.plans[order[0]]
         return path
 
-    async def open(self, name: str, dest: Address, _path: tuple[str, ...] = ()) -> Opened:
-        """Open a stream to `dest` through exit `name` (pools resolved to a member)."""
+    def _order(self, plan: Pool, dest: Address, prefer: tuple[str, ...] = ()) -> list[str]:
+        """Members to try, by strategy and health; a member named in `prefer` goes first
+        (and then a round-robin pool does not move on again)."""
+        chosen = next((m for m in plan.members if m in prefer), None)
+        order = order_members(plan.members, plan.strategy, self.health.is_up,
+                              turn=self._turn, site=site_of(dest.host))
+        if chosen is None:
+            self._turn += plan.strategy == "round-robin"
+        elif chosen in order:
+            order.remove(chosen)
+            order.insert(0, chosen)
+        return order
+
+    async def open(self, name: str, dest: Address, _path: tuple[str, ...] = (),
+                   prefer: tuple[str, ...] = ()) -> Opened:
+        """Open a stream to `dest` through exit `name` (pools resolved to a member, those in
+        `prefer` first)."""
         plan = self.plans[name]
         path = (*_path, name)
         timeout = self.limits.connect_timeout
         if isinstance(plan, Direct):
-            stream = await exits.open_direct(plan, dest, timeout=timeout, is_self=self.is_self)
+            stream = await exits.open_direct(plan, dest, timeout=timeout,
+                                             refuse=self.forbidden_peer)
             return Opened(stream, path)
         if isinstance(plan, TorExit):
             return Opened(await self._open_tor(plan, dest), path)
@@ -197,7 +218,7 @@ class Context:
                 raise
             self.health.record(name, True, latency_ms=(time.monotonic() - started) * 1000)
             return Opened(stream, path)
-        return await self._open_pool(plan, dest, path)
+        return await self._open_pool(plan, dest, path, prefer)
 
     async def _open_tor(self, plan: TorExit, dest: Address) -> exits.Stream:
         tor = self.tors.get(plan.spec)
@@ -219,13 +240,12 @@ class Context:
                 f"{self.limits.connect_timeout:g} s (failing closed)"
             ) from None
 
-    async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...]) -> Opened:
-        order = order_members(plan.members, plan.strategy, self.health.is_up,
-                              turn=next(self._turns), site=site_of(dest.host))
+    async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...],
+                         prefer: tuple[str, ...]) -> Opened:
         failures: list[str] = []
-        for member in order:
+        for member in self._order(plan, dest, prefer):
             try:
-                return await self.open(member, dest, path)
+                return await self.open(member, dest, path, prefer)
             except (ExitFailed, StageTimeout, ExitDown) as error:
                 if not _hop_failed(error):
                     raise  # the destination itself failed: another member would not help

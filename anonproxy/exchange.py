@@ -34,6 +34,7 @@ from .http1 import (
     render_response_head,
 )
 from .relay import relay
+from .upstream import UpstreamPool
 
 
 class StaleUpstream(Exception):
@@ -49,10 +50,11 @@ async def exchange(
     trace: Trace,
     *,
     reused: bool,
-    keep: bool = True,
+    pool: UpstreamPool | None,
 ) -> tuple[int, bool]:
     """Send one request on `stream` and relay its response. Returns (status, client keep-alive).
-    `keep`: the connection may go back to the pool for reuse (under `key`) when it is clean."""
+    `pool`: where the connection goes back (under `key`) when it is clean — the pool it came
+    from, so a new identity's fresh pool never receives an old connection; None: not kept."""
     up_reader, up_writer = stream
     exchange = Exchange(client, head, up_reader, trace, f"{key[1]}:{key[2]} (exit '{key[0]}')")
     reusable = False
@@ -73,6 +75,9 @@ async def exchange(
         if exchange.tunnel is not None:
             await websocket(client, stream, exchange.tunnel, trace)
             return status, False
+        if is_websocket_upgrade(head.headers):
+            # refused upgrade: what the client sent after it was parsed as tunnel bytes
+            return status, False
         return status, exchange.client_keep_alive
     except* ConnectionError as group:  # the upstream reset under us
         if exchange.head_sent:
@@ -92,8 +97,8 @@ async def exchange(
             raise StaleUpstream() from None
         raise error from None
     finally:
-        if keep and reusable and exchange.tunnel is None:
-            client.ctx.pool.give(key, stream)
+        if pool is not None and reusable and exchange.tunnel is None:
+            pool.give(key, stream)
         elif exchange.tunnel is None:
             up_writer.close()
 

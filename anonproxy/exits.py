@@ -117,8 +117,10 @@ def _os_error(error: OSError, source: str | None = None) -> tuple[str, int]:
 
 
 async def open_direct(
-    plan: Direct, dest: Address, *, timeout: float, is_self: Callable[[str, int, str], bool]
+    plan: Direct, dest: Address, *, timeout: float,
+    refuse: Callable[[Address, tuple[str, int], str], str | None],
 ) -> Stream:
+    """Connect directly; `refuse` sees what was really reached and may veto it (a reason)."""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await _tcp(dest.host, dest.port, source=plan.source)
@@ -129,9 +131,10 @@ async def open_direct(
         raise ExitFailed(f"{plan.describe()} could not connect to {dest}: {what}",
                          socks_reply=reply, hop_failed=False) from None
     peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
-    if peer and local and is_self(peer[0], peer[1], local[0]):
+    reason = refuse(dest, peer[:2], local[0]) if peer and local else None
+    if reason is not None:
         writer.transport.abort()
-        raise Forbidden(f"refusing to connect to the proxy itself ({dest})")
+        raise Forbidden(reason)
     return reader, writer
 
 

@@ -175,23 +175,24 @@ async def _forward(
     )
     request = render_request_head(head.method, path, headers)
     websocket = is_websocket_upgrade(head.headers)
-    shared = ctx.shares_upstreams(trace.exit)
-    if shared and not head.has_body and not websocket:
-        path = ctx.preferred_path(trace.exit, dest)
+    pool = ctx.pool if ctx.shares_upstreams(trace.exit) else None
+    path = ctx.choose_path(trace.exit, dest)
+    if pool is not None and not head.has_body and not websocket:
         key = (">".join(path), dest.host, dest.port)
-        stream = ctx.pool.take(key)
+        stream = pool.take(key)
         if stream is not None:
             try:
                 exit_name, trace.exit = trace.exit, key[0]
-                return await exchange(client, head, stream, request, key, trace, reused=True)
+                return await exchange(client, head, stream, request, key, trace, reused=True,
+                                      pool=pool)
             except StaleUpstream:
                 trace.exit = exit_name
-    opened = await ctx.open(trace.exit, dest)
+    opened = await ctx.open(trace.exit, dest, prefer=path)
     trace.exit = ">".join(opened.path)
     key = (trace.exit, dest.host, dest.port)
     try:
         return await exchange(client, head, opened.stream, request, key, trace, reused=False,
-                              keep=shared)
+                              pool=pool)
     except StaleUpstream:
         raise BadUpstreamResponse(
             f"{dest} (exit '{key[0]}') closed the connection without a response"

@@ -22,6 +22,7 @@ class UpstreamPool:
         self._total = total
         self._ttl = ttl
         self._swept = time.monotonic()
+        self.closed = False  # once closed (new identity, reload), it takes nothing back
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._idle.values())
@@ -38,7 +39,8 @@ class UpstreamPool:
 
     def give(self, key: Key, stream: Stream) -> None:
         idle = self._idle[key]
-        if len(idle) >= self._per_key or not _usable(stream) or len(self) >= self._total:
+        if (self.closed or len(idle) >= self._per_key or not _usable(stream)
+                or len(self) >= self._total):
             stream[1].close()
             return
         idle.append((time.monotonic(), stream))
@@ -64,6 +66,7 @@ class UpstreamPool:
                 del self._idle[key]
 
     def close(self) -> None:
+        self.closed = True
         for idle in self._idle.values():
             for _, stream in idle:
                 stream[1].close()

@@ -100,3 +100,20 @@ def test_allow_list_refuses_other_hosts_before_parsing(start_proxy):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("spelling", ["127.1", "2130706433", "0x7f.0.0.1"])
+def test_numeric_spellings_of_loopback_are_caught(proxy, spelling):
+    out = curl("-x", proxy.url, f"http://{spelling}:{proxy.port}/", "-i")
+    assert out.stdout.startswith(b"HTTP/1.1 403") and b"own address" in out.stdout
+
+
+def test_a_name_that_resolves_to_link_local_is_refused_after_connecting():
+    loaded = LoadedProfile("t", None, parse_profile({"exits": {"direct": {}}}, "t.toml"))
+    ctx = Context(loaded, Address("127.0.0.1", 8118))
+    assert "link-local" in ctx.forbidden_peer(Address("metadata.example", 80),
+                                              ("169.254.169.254", 80), "169.254.1.1")
+    assert ctx.forbidden_peer(Address("169.254.169.254", 80), ("169.254.169.254", 80),
+                              "169.254.1.1") is None  # named by address: route() decided
+    assert "proxy itself" in ctx.forbidden_peer(Address("me.example", 8118),
+                                                ("127.0.0.1", 8118), "127.0.0.1")

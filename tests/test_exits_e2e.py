@@ -253,3 +253,16 @@ def test_health_probes_mark_a_dead_member_down_and_back_up(start_proxy, origin, 
     finally:
         revived.kill()
         revived.wait()
+
+
+def test_round_robin_reuses_each_members_connection(start_proxy, origin, upstreams):
+    """Plain-HTTP requests from separate clients: each member gets one upstream connection,
+    which later requests reuse (the reuse key and the member opened agree)."""
+    a, b = upstreams(microsocks, "127.0.0.2"), upstreams(microsocks, "127.0.0.5")
+    proxy = start_proxy(pool_profile({"a": a, "b": b}, 'strategy = "round-robin"'))
+    peers = []
+    for _ in range(4):
+        assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
+        peers.append(peer_of(origin))
+    assert peers == ["127.0.0.2", "127.0.0.5", "127.0.0.2", "127.0.0.5"]
+    assert len(origin.connections) == 2

@@ -311,3 +311,12 @@ def test_a_client_that_stops_reading_is_cut_off(start_proxy, origin):
     log = proxy.wait_log("client closed the connection", timeout=15)
     assert "client closed the connection" in log and time.monotonic() - started < 15
     sock.close()
+
+
+def test_a_refused_websocket_upgrade_ends_cleanly(proxy, origin):
+    with proxy.connect() as sock:
+        sock.sendall((f"GET {origin.url('/status/403')} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 403") and b"400" not in reply
