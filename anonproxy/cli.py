@@ -130,18 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _plans(loaded: LoadedProfile):
-    from .exits import plan_from_config
-
-    return {name: plan_from_config(name, e) for name, e in loaded.profile.exits.items()}
-
-
 def _check(loaded: LoadedProfile) -> int:
+    from .context import Context
     from .explain import summarize
     from .server import open_geo
 
-    open_geo(loaded)  # a missing or broken database is a profile error too
-    print("\n".join(summarize(loaded, _plans(loaded))))
+    # a missing or broken GeoIP database is a profile error too
+    ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
+    print("\n".join(summarize(loaded, ctx.plans)))
     print("ok")
     return 0
 

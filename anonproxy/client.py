@@ -42,9 +42,11 @@ class ClientConn:
     async def next_head(self, started: float | None) -> RequestHead | None:
         """The next request head, or None when the client is done (or idle too long)."""
         limits = self.ctx.limits
-        while self.pending and self.pending[0] is END:  # the end of a bodiless request
-            self.pending.popleft()
-        while not self.pending:
+        while True:
+            while self.pending and self.pending[0] is END:  # the end of a bodiless request
+                self.pending.popleft()
+            if self.pending:
+                break
             if started is None:
                 self.idle = True
                 timeout = limits.idle_timeout
@@ -67,8 +69,6 @@ class ClientConn:
                 started = time.monotonic()
                 self.idle = False
             self.feed(data)
-            while self.pending and self.pending[0] is END:
-                self.pending.popleft()
         self.idle = False
         event = self.pending.popleft()
         if not isinstance(event, RequestHead):

@@ -93,7 +93,6 @@ class Headers(_Strict):
         return HeaderPolicy(
             user_agent=ua if isinstance(ua, str) else "keep",
             user_agent_replace=ua.replace.encode("ascii") if isinstance(ua, Replace) else None,
-            accept_language=al if isinstance(al, str) else "keep",
             accept_language_replace=al.replace.encode("ascii") if isinstance(al, Replace) else None,
             referer=self.referer,
             cookie=self.cookie,
@@ -199,12 +198,6 @@ class Exit(_Strict):
         if self.pool is None and ("strategy" in self.model_fields_set or self.fallback):
             raise ValueError("strategy and fallback apply to pools only")
         return self
-
-    @property
-    def kind(self) -> str:
-        if self.tor is not None:
-            return "tor"
-        return "pool" if self.pool is not None else "chain" if self.via is not None else "direct"
 
 
 class Rule(_Strict):

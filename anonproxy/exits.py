@@ -187,8 +187,6 @@ async def probe_chain(plan: Chain, *, timeout: float) -> None:
         else:
             async with asyncio.timeout(timeout):
                 reader, writer = await _tcp(last.address.host, last.address.port)
-    except (StageTimeout, ExitFailed):
-        raise
     except TimeoutError:
         raise StageTimeout(f"exit '{plan.name}': {last} did not accept in {timeout:g} s") from None
     except OSError as error:
@@ -219,15 +217,23 @@ async def _socks5_authenticate(reader, writer, hop: Hop) -> None:
         raise HopRefused(f"it chose an authentication method we did not offer ({method})")
 
 
+async def _socks5_reply(reader: asyncio.StreamReader) -> Address:
+    """Read exactly one SOCKS5 reply (its length shows in its first five bytes); a refusal
+    raises HopRefused. Returns the bound address."""
+    reply = await reader.readexactly(5)
+    if hops.socks5_parse_reply(reply) is None:
+        reply += await reader.readexactly(hops.socks5_reply_length(reply) - 5)
+    parsed = hops.socks5_parse_reply(reply)
+    assert parsed is not None
+    return parsed[0]
+
+
 async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop, target: Address) -> None:
     """Ask `hop` for a tunnel to `target`, reading exactly the reply (later bytes stay queued)."""
     if hop.kind == "socks5":
         await _socks5_authenticate(reader, writer, hop)
         writer.write(hops.socks5_connect(target))
-        reply = await reader.readexactly(5)
-        if hops.socks5_parse_reply(reply) is None:
-            reply += await reader.readexactly(hops.socks5_reply_length(reply) - 5)
-            hops.socks5_parse_reply(reply)
+        await _socks5_reply(reader)
         return
     writer.write(hops.http_connect(hop, target))
     try:
@@ -248,11 +254,7 @@ async def resolve_through_socks(hop: Hop, name: str, *, timeout: float) -> str |
             try:
                 await _socks5_authenticate(reader, writer, hop)
                 writer.write(hops.socks5_resolve(name))
-                reply = await reader.readexactly(5)
-                if hops.socks5_parse_reply(reply) is None:
-                    reply += await reader.readexactly(hops.socks5_reply_length(reply) - 5)
-                parsed = hops.socks5_parse_reply(reply)
-                return parsed[0].host if parsed else None
+                return (await _socks5_reply(reader)).host
             finally:
                 writer.transport.abort()
     except (TimeoutError, OSError, HopRefused, asyncio.IncompleteReadError):

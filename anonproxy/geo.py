@@ -66,6 +66,3 @@ class GeoDB:
             "ip_version": meta.ip_version,
             "nodes": meta.node_count,
         }
-
-    def close(self) -> None:
-        self._reader.close()  # type: ignore[attr-defined]

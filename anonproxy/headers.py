@@ -74,7 +74,6 @@ class HeaderPolicy:
 
     user_agent: str = KEEP  # keep | strip
     user_agent_replace: bytes | None = None
-    accept_language: str = KEEP  # keep
     accept_language_replace: bytes | None = None
     referer: str = ORIGIN_ONLY  # keep | strip | origin-only | same-origin-only
     cookie: str = KEEP  # keep | strip

@@ -126,7 +126,7 @@ def compile_rules(rules) -> tuple[CompiledRule, ...]:
             domains=DomainSet.from_patterns(r.domains) if r.domains else None,
             networks=tuple(r.cidrs) if r.cidrs else None,
             ports=frozenset(r.ports) if r.ports else None,
-            countries=frozenset(c.upper() for c in r.countries) if r.countries else None,
+            countries=frozenset(r.countries) if r.countries else None,  # upper-cased by config
         )
         for i, r in enumerate(rules, start=1)
     )

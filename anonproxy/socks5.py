@@ -45,7 +45,6 @@ class Credentials:
 @dataclass(frozen=True, slots=True)
 class ConnectRequest:
     dest: Address
-    by_name: bool  # the client sent a hostname (DOMAINNAME), not an address
 
 
 def parse_greeting(buf: bytes) -> tuple[list[int], int] | None:
@@ -132,7 +131,7 @@ def parse_request(buf: bytes) -> tuple[ConnectRequest, int] | None:
             raise SocksError("invalid hostname", SOCKS_GENERAL_FAILURE) from None
     if port == 0:
         raise SocksError("destination port 0", SOCKS_GENERAL_FAILURE)
-    return ConnectRequest(Address(host, port), atyp == ATYP_DOMAIN), end + 2
+    return ConnectRequest(Address(host, port)), end + 2
 
 
 def reply(code: int) -> bytes:

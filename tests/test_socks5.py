@@ -43,9 +43,9 @@ def test_userpass():
 
 
 @pytest.mark.parametrize("data, expected", [
-    (b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50", (ConnectRequest(Address("127.0.0.1", 80), False), 10)),
-    (b"\x05\x01\x00\x03\x0bExample.COM\x01\xbb", (ConnectRequest(Address("example.com", 443), True), 18)),
-    (b"\x05\x01\x00\x04" + b"\x00" * 15 + b"\x01\x00\x16", (ConnectRequest(Address("::1", 22), False), 22)),
+    (b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50", (ConnectRequest(Address("127.0.0.1", 80)), 10)),
+    (b"\x05\x01\x00\x03\x0bExample.COM\x01\xbb", (ConnectRequest(Address("example.com", 443)), 18)),
+    (b"\x05\x01\x00\x04" + b"\x00" * 15 + b"\x01\x00\x16", (ConnectRequest(Address("::1", 22)), 22)),
     (b"\x05\x01\x00\x03\x0bexample.com\x01", None),
 ])
 def test_connect_requests(data, expected):
