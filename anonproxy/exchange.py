@@ -242,15 +242,12 @@ async def websocket(client: ClientConn, stream: Stream, rest: bytes, trace: Trac
     up_reader, up_writer = stream
     try:
         event = await client.next_event() if client.pending else END
-        if isinstance(event, Tunnel) and event.rest:
-            up_writer.write(event.rest)
-        if rest:
-            await client.send(rest)
-        sent, received, _ = await relay(
+        sent, received = await relay(
             (client.reader, client.writer), (up_reader, up_writer),
             idle=client.ctx.limits.idle_timeout,
+            early_ab=event.rest if isinstance(event, Tunnel) else b"", early_ba=rest,
         )
         trace.up += sent
-        trace.down += received + len(rest)
+        trace.down += received
     finally:
         up_writer.close()

@@ -149,12 +149,10 @@ async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
     up_reader, up_writer = opened.stream
     try:
         await client.send(CONNECTED)
-        if rest:
-            up_writer.write(rest)
-        sent, received, _ = await relay(
-            (client.reader, client.writer), (up_reader, up_writer), idle=client.ctx.limits.idle_timeout
+        trace.up, trace.down = await relay(
+            (client.reader, client.writer), (up_reader, up_writer),
+            idle=client.ctx.limits.idle_timeout, early_ab=rest,
         )
-        trace.up, trace.down = sent + len(rest), received
         return 200
     finally:
         up_writer.close()

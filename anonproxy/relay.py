@@ -38,23 +38,31 @@ async def relay(
     b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     *,
     idle: float,
-) -> tuple[int, int, str]:
-    """Pipe a<->b until both directions end. Returns (bytes a->b, bytes b->a, how it ended)."""
+    early_ab: bytes = b"",
+    early_ba: bytes = b"",
+) -> tuple[int, int]:
+    """Pipe a<->b until both directions end, after sending bytes that arrived before the
+    tunnel did (a client's first bytes, a server's greeting). Returns the bytes a->b and b->a,
+    early ones included. The caller closes both streams."""
+    if early_ab:
+        b[1].write(early_ab)
+    if early_ba:
+        a[1].write(early_ba)
     loop = asyncio.get_running_loop()
-    ending = "done"
     deadline = asyncio.timeout(idle)
 
     def touch() -> None:
         deadline.reschedule(loop.time() + idle)
 
     up, down = _Pipe(touch), _Pipe(touch)
+    up.bytes, down.bytes = len(early_ab), len(early_ba)
     try:
         async with deadline:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(up.pump(a[0], b[1]))
                 tasks.create_task(down.pump(b[0], a[1]))
     except* (OSError, asyncio.IncompleteReadError):
-        ending = "reset"
+        pass  # one side reset: both are done
     except* TimeoutError:
-        ending = "idle"
-    return up.bytes, down.bytes, ending
+        pass  # idle too long
+    return up.bytes, down.bytes

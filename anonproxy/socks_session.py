@@ -81,13 +81,11 @@ async def serve_socks5(
         up_reader, up_writer = opened.stream
         try:
             writer.write(socks5.reply(socks5.SUCCEEDED))
-            if hs.buf:
-                up_writer.write(hs.buf)
             status = 0
-            up, down, _ = await relay(
-                (reader, writer), (up_reader, up_writer), idle=ctx.limits.idle_timeout
+            up, down = await relay(
+                (reader, writer), (up_reader, up_writer), idle=ctx.limits.idle_timeout,
+                early_ab=hs.buf,
             )
-            up += len(hs.buf)
         finally:
             up_writer.close()
     except socks5.SocksError as error:

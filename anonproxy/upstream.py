@@ -23,15 +23,17 @@ class UpstreamPool:
         self._ttl = ttl
         self._swept = time.monotonic()
         self.closed = False  # once closed (new identity, reload), it takes nothing back
+        self._count = 0  # idle connections held, all keys
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._idle.values())
+        return self._count
 
     def take(self, key: Key) -> Stream | None:
         self._sweep()
         idle = self._idle.get(key)
         while idle:
             since, stream = idle.pop()
+            self._count -= 1
             if _usable(stream) and time.monotonic() - since < self._ttl:
                 return stream
             stream[1].close()
@@ -44,6 +46,7 @@ class UpstreamPool:
             stream[1].close()
             return
         idle.append((time.monotonic(), stream))
+        self._count += 1
         self._sweep()
 
     def _sweep(self) -> None:
@@ -60,6 +63,7 @@ class UpstreamPool:
                     keep.append((since, stream))
                 else:
                     stream[1].close()
+                    self._count -= 1
             if keep:
                 self._idle[key] = keep
             else:
@@ -71,6 +75,7 @@ class UpstreamPool:
             for _, stream in idle:
                 stream[1].close()
         self._idle.clear()
+        self._count = 0
 
 
 def _usable(stream: Stream) -> bool:
