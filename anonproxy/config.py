@@ -68,6 +68,8 @@ def _parsed(parse, what: str, json_format: str):
     """A field given as a string and kept parsed (IP address or network), with a plain error."""
 
     def check(value: Any):
+        if not isinstance(value, str):  # ipaddress would take 5 or true as an address
+            raise ValueError(f"not {what} (write it as a string)")
         try:
             return parse(value)
         except (TypeError, ValueError):
@@ -211,8 +213,8 @@ class Rule(_Strict):
 
     @field_validator("domains")
     @classmethod
-    def _domains(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
+    def _domains(cls, patterns: list[str] | None) -> list[str] | None:
+        for pattern in patterns or ():
             problem = domain_pattern_problem(pattern)
             if problem:
                 raise ValueError(f"'{pattern}': {problem}")
@@ -220,8 +222,8 @@ class Rule(_Strict):
 
     @field_validator("countries")
     @classmethod
-    def _upper(cls, codes: list[str]) -> list[str]:
-        return [c.upper() for c in codes]
+    def _upper(cls, codes: list[str] | None) -> list[str] | None:
+        return None if codes is None else [c.upper() for c in codes]
 
     @model_validator(mode="after")
     def _some_matcher(self) -> "Rule":

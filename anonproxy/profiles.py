@@ -11,6 +11,7 @@ in a cycle; listening beyond loopback needs an explicit client allow-list.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -152,5 +153,6 @@ def _describe(error: Any, source: str) -> str:
 def _short(value: Any) -> str:
     if isinstance(value, dict | list):
         return ""
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    # strings as JSON: quoted, with control characters escaped so the error stays one line
+    text = repr(value) if not isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -89,3 +89,9 @@ def test_a_profile_using_tor_without_a_tor_program_says_what_to_do(monkeypatch):
     with pytest.raises(tor.TorUnavailable) as error:
         ProxyServer(load("default"))
     assert "apt-get install tor" in str(error.value) and "--profile direct" in str(error.value)
+
+
+@pytest.mark.parametrize("text", ['allow = [true]\n', '[exits.direct]\nsource = 5\n'])
+def test_addresses_must_be_written_as_strings(tmp_path, text):
+    with pytest.raises(ProfileError, match="write it as a string"):
+        load_profile(write(tmp_path, 'listen = "127.0.0.1:1"\n' + text))
