@@ -1,10 +1,16 @@
 """Connection log lines: host and exit, never paths, queries or bodies.
 
 One line per tunnel (CONNECT, SOCKS5) or per proxied plain-HTTP request, as key=value pairs.
+These lines are on the hot path, so they skip the logging machinery: formatted here in the
+same layout as the other log lines, gathered while the event loop runs callbacks, and written
+to the log stream in one write per loop iteration (measured: the logging module cost about a
+fifth of the proxy's time per request).
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 import time
@@ -16,26 +22,61 @@ log = logging.getLogger("anonproxy")
 observers: list = []
 
 
+_stamp_second = -1
+_stamp = ""
+
+
+def _timestamp(now: float) -> str:
+    """The local time, formatted once per second rather than once per line."""
+    global _stamp_second, _stamp
+    second = int(now)
+    if second != _stamp_second:
+        _stamp_second = second
+        _stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+    return _stamp
+
+
 class _Formatter(logging.Formatter):
-    """Formats the timestamp once per second, not once per line (the log is on the hot path)."""
-
-    _second = -1
-    _stamp = ""
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return self._stamp
+        return _timestamp(record.created)
+
+
+_pending: list[str] = []
+_stream = sys.stderr
 
 
 def setup(verbose: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    global _stream
+    _stream = sys.stderr
+    handler = logging.StreamHandler(_stream)
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+    atexit.register(_flush)  # lines still gathered when the loop stops
+
+
+def _flush() -> None:
+    if not _pending:
+        return
+    lines = "".join(_pending)
+    _pending.clear()
+    try:
+        _stream.write(lines)
+        _stream.flush()
+    except (OSError, ValueError):  # the log stream went away: the proxy carries on
+        pass
+
+
+def _emit(line: str) -> None:
+    if not _pending:
+        try:
+            asyncio.get_running_loop().call_soon(_flush)
+        except RuntimeError:  # no event loop: write now
+            _pending.append(line)
+            _flush()
+            return
+    _pending.append(line)
 
 
 def connection(
@@ -58,4 +99,4 @@ def connection(
     )
     if error:
         line += f' error="{error}"'
-    log.info(line)
+    _emit(f"{_timestamp(time.time())} INFO {line}\n")
