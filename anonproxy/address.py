@@ -33,7 +33,13 @@ class Address:
             return None
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return self.authority()
+
+    def authority(self, default_port: int | None = None) -> str:
+        """host:port as a URL or Host header writes it: IPv6 in brackets, and the port left
+        out when it is the scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default_port else f"{host}:{self.port}"
 
 
 def check_host(host: str) -> str:

@@ -68,10 +68,9 @@ def _target(url: str) -> _Target:
     except (AddressError, ValueError) as error:
         raise FetchFailed(USAGE, f"bad URL: {error}") from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    shown = f"[{host}]" if ":" in host else host
-    default = port == (443 if scheme == "https" else 80)
-    authority = shown if default else f"{shown}:{port}"
-    return _Target(scheme, Address(host, port), path.encode("utf-8"), authority.encode("idna"))
+    dest = Address(host, port)
+    authority = dest.authority(443 if scheme == "https" else 80)
+    return _Target(scheme, dest, path.encode("utf-8"), authority.encode("idna"))
 
 
 def _say(request: FetchRequest, line: str) -> None:

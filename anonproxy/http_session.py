@@ -158,16 +158,11 @@ async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
         up_writer.close()
 
 
-def _authority(dest: Address) -> bytes:
-    host = f"[{dest.host}]" if ":" in dest.host else dest.host
-    return (host if dest.port == 80 else f"{host}:{dest.port}").encode("ascii")
-
-
 async def _forward(
     client: ClientConn, head: RequestHead, dest: Address, path: bytes, trace: Trace
 ) -> tuple[int, bool]:
     ctx = client.ctx
-    authority = _authority(dest)
+    authority = dest.authority(80).encode("ascii")
     headers = sanitize_request(
         head.headers, ctx.policy, target_origin="http://" + authority.decode(), host=authority
     )

@@ -194,6 +194,7 @@ class _Handler(socketserver.BaseRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # (socketserver's default backlog of 5 drops bursts of SYNs)
 
     def __init__(self, address, family=socket.AF_INET):
         self.address_family = family
