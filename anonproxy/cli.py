@@ -243,7 +243,7 @@ def _newnym(listen_text: str, site: str | None) -> int:
 def _fetch(args) -> int:
     from . import logs
     from .context import Context
-    from .fetch import FetchFailed, FetchRequest, fetch
+    from .fetch import NETWORK, OK, FetchFailed, FetchRequest, fetch
     from .progress import Progress
     from .server import open_geo
     from .tor import Tor
@@ -285,19 +285,19 @@ def _fetch(args) -> int:
                 progress = Progress.for_terminal(args.output) if args.output else None
                 try:
                     async with asyncio.timeout(args.max_time):
-                        status = await fetch(ctx, request, out, progress)
+                        await fetch(ctx, request, out, progress)
                 finally:
                     if progress is not None:
                         progress.close()
                     if args.output:
                         out.close()
-                return 0 if status < 400 or not args.fail else 22
+                return OK  # (--fail on status >= 400 already raised FetchFailed)
             except FetchFailed as error:
                 print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
                 return error.code
             except TimeoutError:
                 print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
-                return 5
+                return NETWORK
             finally:
                 for run in runs:
                     run.cancel()
