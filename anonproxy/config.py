@@ -240,8 +240,43 @@ class Auth(_Strict):
     password: Annotated[str, Field(min_length=8, max_length=255)]
 
 
+def _listen_address(value: str) -> str:
+    try:
+        parse_authority(value, listening=True)
+    except AddressError as error:
+        raise ValueError(f"{error}; write it as HOST:PORT, e.g. 127.0.0.1:8118") from None
+    return value
+
+
+class Admin(_Strict):
+    """The local dashboard and control API: `admin = "127.0.0.1:8119"`, or a table with a
+    password (needed when it listens beyond loopback)."""
+
+    listen: str
+    password: Annotated[str, Field(min_length=8, max_length=255)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"listen": value}
+        if not isinstance(value, dict):
+            raise ValueError('write it as "HOST:PORT" or { listen = "HOST:PORT", password = "..." }')
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _listen_address(value)
+
+    @property
+    def address(self) -> Address:
+        return parse_authority(self.listen, listening=True)
+
+
 class Profile(_Strict):
     listen: str = "127.0.0.1:8118"
+    admin: Admin | None = None  # the dashboard; off when absent
     allow: list[IPNetwork] = []
     auth: Auth | None = None
     default: ExitName = "direct"
@@ -257,11 +292,7 @@ class Profile(_Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        try:
-            parse_authority(value, listening=True)
-        except AddressError as error:
-            raise ValueError(f"{error}; write it as HOST:PORT, e.g. 127.0.0.1:8118") from None
-        return value
+        return _listen_address(value)
 
     @property
     def listen_address(self) -> Address:

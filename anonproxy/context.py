@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import exits, logs
@@ -54,6 +55,8 @@ class Context:
     rules: tuple[CompiledRule, ...] = field(init=False)
     health: Health = field(init=False)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
+    admin: Address | None = None  # the dashboard's address: never a destination
+    hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
     _turn: int = 0  # round-robin position: advances once per new pooled connection
 
     def __post_init__(self) -> None:
@@ -124,7 +127,8 @@ class Context:
     def refuse_unsafe(self, dest: Address, rule: CompiledRule | None = None) -> None:
         """Forbidden for loops, for our tors' control ports, and for link-local (cloud
         metadata) addresses unless `rule`'s cidrs name them — whatever exit is chosen."""
-        if targets_listener(dest, self.listen):
+        if targets_listener(dest, self.listen) or (
+                self.admin is not None and targets_listener(dest, self.admin)):
             raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
         if any(tor.control == (dest.host, dest.port) for tor in self.tors.values()):
             raise Forbidden(f"refusing to forward to a tor control port ({dest})")
@@ -139,6 +143,7 @@ class Context:
         """The exit for `dest`; raises Forbidden for unsafe destinations (refuse_unsafe) and
         for rules that block."""
         decision = await self.decide(dest)
+        self.hits[decision.rule.number if decision.rule else 0] += 1
         self.refuse_unsafe(dest, decision.rule)
         if decision.exit == BLOCK:
             where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \

@@ -14,11 +14,25 @@ import atexit
 import logging
 import sys
 import time
+from typing import NamedTuple
 
 log = logging.getLogger("anonproxy")
 
-# Called with each connection record (proto, dest, exit, status, error), e.g. by
-# `anonproxy exec --summary`; an observer must be quick and must not raise.
+class Record(NamedTuple):
+    """One finished tunnel or plain-HTTP request, as observers see it."""
+
+    proto: str
+    dest: object  # an Address, or "-" when the request never named one
+    exit: str
+    status: object
+    up: int
+    down: int
+    seconds: float
+    error: str | None
+
+
+# Called with each connection's Record, e.g. by `anonproxy exec --summary` and the dashboard;
+# an observer must be quick and must not raise.
 observers: list = []
 
 
@@ -89,8 +103,10 @@ def connection(
     seconds: float,
     error: str | None = None,
 ) -> None:
-    for observe in observers:
-        observe(proto, dest, exit_name, status, error)
+    if observers:
+        record = Record(proto, dest, exit_name, status, up, down, seconds, error)
+        for observe in observers:
+            observe(record)
     if not log.isEnabledFor(logging.INFO):
         return
     line = (

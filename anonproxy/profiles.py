@@ -74,6 +74,15 @@ def _references(profile: Profile) -> list[str]:
             'machine; add allow = ["CIDR", ...] naming the clients that may connect, and/or '
             'auth = { username = "...", password = "..." }'
         )
+    admin = profile.admin
+    if admin is not None:
+        where = admin.address
+        if not is_loopback_host(where.host) and admin.password is None:
+            problems.append(
+                f'admin.listen = "{admin.listen}": a dashboard beyond loopback can steer the '
+                'proxy; add password = "..." (at least 8 characters) or listen on 127.0.0.1')
+        if where.port != 0 and (where.host, where.port) == (host, profile.listen_address.port):
+            problems.append(f'admin.listen = "{admin.listen}": the same address as listen')
     if profile.auth is not None and profile.selectable:
         problems.append("auth: proxy usernames already select profiles (selectable); use one "
                         "or the other")

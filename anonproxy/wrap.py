@@ -41,11 +41,12 @@ class Summary:
     exits: Counter = field(default_factory=Counter)
     blocked: Counter = field(default_factory=Counter)
 
-    def observe(self, proto, dest, exit_name, status, error) -> None:
-        host = getattr(dest, "host", None)
+    def observe(self, record: logs.Record) -> None:
+        host = getattr(record.dest, "host", None)
+        exit_name = record.exit
         if host is None:
             return
-        if status == 403 and error and "blocked by" in error:
+        if record.status == 403 and record.error and "blocked by" in record.error:
             self.blocked[site_of(host)] += 1
         else:
             self.sites[site_of(host)] += 1
