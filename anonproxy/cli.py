@@ -1,4 +1,5 @@
-"""Command line (argparse): serve, check, route, schema, geoip, reload.
+"""Command line (argparse): serve, check, route, schema, geoip, fetch, exec, pac, and the
+commands that steer a running proxy (status, reload, newnym: remote.py).
 
 Invariants: a bad profile or argument ends with one message naming the file, key and value and
 exit code 2, never a traceback; `serve` says loudly when traffic leaves with the user's own
@@ -11,12 +12,10 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
-from pathlib import Path
 
 from . import __version__
-from .address import Address, AddressError, check_host, parse_authority
+from .address import AddressError, parse_authority
 from .profiles import LoadedProfile, ProfileError, load_profile
 from .tor import TorUnavailable
 
@@ -36,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--profile", default="default", help=profile_help)
     serve.add_argument("--listen", metavar="HOST:PORT",
                        help="override the profile's listen address (port 0: any free port)")
+    serve.add_argument("--admin", metavar="HOST:PORT|off",
+                       help="the dashboard's address (default: the profile's admin key)")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     check = commands.add_parser("check", help="validate a profile and summarise it")
@@ -80,12 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     pac = commands.add_parser("pac", help="print a PAC file that sends a browser through the proxy")
     pac.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT")
 
+    status = commands.add_parser("status", help="a running proxy's profile, exits and traffic")
     reload = commands.add_parser("reload", help="make a running proxy re-read its profile")
     newnym = commands.add_parser("newnym", help="new Tor identity: new circuits for new streams")
     newnym.add_argument("--site", help="only this site (registrable domain) gets new circuits")
-    for command in (reload, newnym):
+    for command in (status, reload, newnym):
         command.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT",
                              help="the running proxy's listen address (default 127.0.0.1:8118)")
+        command.add_argument("--admin", metavar="HOST:PORT",
+                             help="its dashboard's address (default: the one it announced)")
     return parser
 
 
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return _check(load_profile(args.profile))
         if args.command == "serve":
-            return _serve(args.profile, args.listen, args.verbose)
+            return _serve(args.profile, args.listen, args.admin, args.verbose)
         if args.command == "route":
             return _route(load_profile(args.profile), args.url)
         if args.command == "schema":
@@ -105,10 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "geoip":
             return _geoip(args.action, args.address, args.db)
-        if args.command == "reload":
-            return _signal_proxy(args.listen, signal.SIGHUP, "re-read its profile")
-        if args.command == "newnym":
-            return _newnym(args.listen, args.site)
+        if args.command in ("status", "reload", "newnym"):
+            from . import remote
+
+            admin, password = remote.admin_of(args.admin, args.listen)
+            if args.command == "status":
+                return remote.status(admin, password, args.listen)
+            if args.command == "reload":
+                return remote.reload(admin, password, args.listen)
+            return remote.newnym(admin, password, args.listen, args.site)
         if args.command == "fetch":
             return _fetch(args)
         if args.command == "exec":
@@ -200,46 +209,6 @@ def _geoip(action: str, address: str | None, db: str) -> int:
     return 0
 
 
-def pidfile_for(listen: Address) -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "anonproxy" / f"serve-{listen.host}-{listen.port}.pid"
-
-
-def _signal_proxy(listen_text: str, sig: signal.Signals, what: str) -> int:
-    try:
-        listen = parse_authority(listen_text)
-    except AddressError as error:
-        print(f"anonproxy: --listen {listen_text}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    path = pidfile_for(listen)
-    try:
-        pid = int(path.read_text().strip())
-        os.kill(pid, sig)
-    except (OSError, ValueError):
-        print(f"anonproxy: no running proxy on {listen} (no usable {path})", file=sys.stderr)
-        return 1
-    print(f"asked the proxy on {listen} (pid {pid}) to {what}; its log says how it went")
-    return 0
-
-
-def _newnym(listen_text: str, site: str | None) -> int:
-    from .server import newnym_request_file
-    from .sites import site_of
-
-    if site:
-        try:
-            listen = parse_authority(listen_text)
-            site = site_of(check_host(site))
-        except AddressError as error:
-            print(f"anonproxy: newnym: {error}", file=sys.stderr)
-            return EXIT_USAGE
-        path = newnym_request_file(listen)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(site + "\n")
-    what = f"give {site} new circuits" if site else "make a new identity (all sites)"
-    return _signal_proxy(listen_text, signal.SIGUSR1, what)
-
-
 def _fetch(args) -> int:
     from . import logs
     from .context import Context
@@ -327,25 +296,31 @@ def _exec(args) -> int:
         return EXIT_USAGE
 
 
-def _serve(profile_ref: str, listen_text: str | None, verbose: bool) -> int:
+def _serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
+           verbose: bool) -> int:
     from . import logs
     from .explain import summarize
+    from .remote import adminfile_for, pidfile_for
     from .server import ProxyServer, run_loop
 
     loaded = load_profile(profile_ref)
     listen = None
-    if listen_text:
-        try:
+    admin = loaded.profile.admin
+    try:
+        if listen_text:
             listen = parse_authority(listen_text, listening=True)
-        except AddressError as error:
-            print(f"anonproxy: --listen {listen_text}: {error}", file=sys.stderr)
-            return EXIT_USAGE
+        if admin_text:
+            admin = _admin_override(admin_text, admin)
+    except AddressError as error:
+        print(f"anonproxy: {'--admin ' + admin_text if admin_text else '--listen ' + listen_text}: "
+              f"{error}", file=sys.stderr)
+        return EXIT_USAGE
     logs.setup(verbose)
     exit_code = 0
 
     async def main() -> None:
         nonlocal exit_code
-        server = ProxyServer(loaded, listen, reload=lambda: load_profile(profile_ref))
+        server = ProxyServer(loaded, listen, profile_ref=profile_ref, admin=admin)
         server.stop_on_signals()
         try:
             address = await server.start()
@@ -353,22 +328,50 @@ def _serve(profile_ref: str, listen_text: str | None, verbose: bool) -> int:
             print(f"anonproxy: cannot listen on {server.listen}: {error.strerror}", file=sys.stderr)
             exit_code = 1
             return
+        try:
+            dashboard = await server.start_admin()
+        except OSError as error:
+            print(f"anonproxy: cannot start the dashboard on {server.admin_address}: "
+                  f"{error.strerror} (use --admin HOST:PORT, or --admin off)", file=sys.stderr)
+            await server.stop()
+            exit_code = 1
+            return
         for line in summarize(loaded, server.ctx.plans):
             logs.log.info(line)
         server.warn_if_direct()
-        pidfile = pidfile_for(address)
+        pidfile, adminfile = pidfile_for(address), adminfile_for(address)
         try:
             pidfile.parent.mkdir(parents=True, exist_ok=True)
             pidfile.write_text(f"{os.getpid()}\n")
+            if dashboard is not None:
+                adminfile.write_text(f"{dashboard.authority(0)}\n")
         except OSError:
             pidfile = None
         logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)", address)
+        if dashboard is not None:
+            logs.log.info("dashboard on http://%s/", dashboard.authority(0))
         print(f"anonproxy listening on {address}", flush=True)
         try:
             await server.serve_until_signalled()
         finally:
             if pidfile is not None:
                 pidfile.unlink(missing_ok=True)
+                adminfile.unlink(missing_ok=True)
 
     run_loop(main)
     return exit_code
+
+
+def _admin_override(text: str, configured):
+    """--admin: off, or HOST:PORT (keeping the profile's password)."""
+    from .config import Admin
+
+    if text == "off":
+        return None
+    from .address import is_loopback_host
+
+    address = parse_authority(text, listening=True)
+    password = configured.password if configured is not None else None
+    if password is None and not is_loopback_host(address.host):
+        raise AddressError("a dashboard beyond loopback needs the profile's admin password")
+    return Admin(listen=text, password=password)

@@ -121,6 +121,15 @@ def resolve_ref(ref: str) -> Path:
     raise ProfileError(f"no profile named '{ref}' (known: {', '.join(known) or 'none'})")
 
 
+def known_profiles(beside: Path | None = None) -> dict[str, str]:
+    """Profiles by name -> a reference load_profile takes: shipped ones, the user's (which win
+    over shipped ones of the same name, as resolve_ref does), and the files in `beside`."""
+    found = {p.stem: p.stem for d in (SHIPPED_DIR, user_profile_dir()) for p in d.glob("*.toml")}
+    if beside is not None and beside not in (SHIPPED_DIR, user_profile_dir()):
+        found.update({p.stem: str(p) for p in beside.glob("*.toml")})
+    return found
+
+
 def load_profile(ref: str) -> LoadedProfile:
     path = resolve_ref(ref)
     try:

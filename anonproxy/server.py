@@ -15,22 +15,23 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from . import logs, socks5
-from .address import Address
+from .address import Address, AddressError, check_host
+from .config import Admin
 from .context import Context
 from .errors import AuthRequired, NoSuchProfile, Overloaded, StageTimeout, http_error_response
 from .exits import Direct
 from .geo import GeoDB, GeoError
 from .http_session import ClientConn, serve_http
-from .profiles import LoadedProfile, ProfileError, load_profile
+from .profiles import LoadedProfile, ProfileError, known_profiles, load_profile
 from .socks_session import serve_socks5
-from .tor import Tor, TorSpec, tor_binary
+from .tor import Tor, TorSpec, TorUnavailable, tor_binary
 from .upstream import UpstreamPool
 
 SOCKS4 = 0x04
@@ -40,10 +41,24 @@ class ProxyServer:
     """The running proxy: owns the listening socket and the live connections."""
 
     def __init__(self, loaded: LoadedProfile, listen: Address | None = None,
-                 reload: Callable[[], LoadedProfile] | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 profile_ref: str | None = None,
+                 credentials: tuple[str, str] | None = None,
+                 admin: Admin | None = None) -> None:
+        """`profile_ref` (a name or path) is what reloads re-read; without it, no reloads.
+        `admin`: the dashboard's settings (started by start_admin)."""
         self.listen = listen or loaded.profile.listen_address
-        self._reload = reload
+        self.profile_ref = profile_ref
+        self.admin = admin
+        self.admin_address: Address | None = admin.address if admin is not None else None
+        self._admin_app = None
+        self.activity = None  # what the dashboard shows (set by start_admin)
+        self.token_path: Path | None = None
+        self.started = time.time()
+        self.accepted = 0  # connections accepted since start
+        self.identities = 0  # new identities made since start
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self._reload_waiters: list[asyncio.Future] = []
         self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
         self._credentials = credentials or _profile_credentials(loaded)  # required when set
         self.tors: dict[TorSpec, Tor] = {}
@@ -55,18 +70,20 @@ class ProxyServer:
         self._tasks: dict[asyncio.Task, ClientConn | str | None] = {}
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
-        self._reload_requested = False
+        self._reload_requested: str | bool = False  # True: the current profile; or another's name
         self._newnym_requested: str | None | bool = False  # False: none; None: all; or a site
 
     def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
         """The main profile's context and those a client may select by proxy username."""
-        main = Context(loaded, self.listen, geo=open_geo(loaded), tors=self.tors)
+        main = Context(loaded, self.listen, geo=open_geo(loaded), tors=self.tors,
+                       admin=self.admin_address)
         selectable = {}
         for ref in loaded.profile.selectable:
             if ref.endswith(".toml") and not Path(ref).is_absolute():
                 ref = str(loaded.path.parent / ref)
             other = load_profile(ref)
-            selectable[other.name] = Context(other, self.listen, geo=open_geo(other), tors=self.tors)
+            selectable[other.name] = Context(other, self.listen, geo=open_geo(other),
+                                             tors=self.tors, admin=self.admin_address)
         specs = {spec for ctx in (main, *selectable.values()) for spec in ctx.tor_specs()}
         if any(spec.managed for spec in specs):
             tor_binary()  # no tor program: say so now, with what to do instead
@@ -114,6 +131,67 @@ class ProxyServer:
             for ctx in self._all_contexts():
                 ctx.listen = self.listen
         return self.listen
+
+    async def start_admin(self) -> Address | None:
+        """Start the dashboard when the profile (or --admin) asks for one; its address."""
+        if self.admin is None:
+            return None
+        from .admin.activity import Activity
+        from .admin.app import AdminApp
+        from .admin.control import write_token
+
+        self.activity = Activity()
+        app = AdminApp(self, self.admin_address, secrets.token_urlsafe(24), self.admin.password,
+                       self.activity)
+        self.admin_address = await app.start()
+        self._admin_app = app
+        for ctx in self._all_contexts():
+            ctx.admin = self.admin_address
+        logs.observers.append(self.activity.observe)
+        self.token_path = write_token(self.admin_address, app.token)
+        return self.admin_address
+
+    async def _stop_admin(self) -> None:
+        app, self._admin_app = self._admin_app, None
+        if app is not None:
+            logs.observers.remove(self.activity.observe)
+            await app.stop()
+            if self.token_path is not None:
+                self.token_path.unlink(missing_ok=True)
+
+    def connections_now(self) -> int:
+        return len(self._tasks)
+
+    def switchable_profiles(self) -> dict[str, str]:
+        """Profiles the dashboard may switch to: the user's and shipped ones, and those beside
+        the running profile's file; name -> what load_profile takes."""
+        if self.profile_ref is None:
+            return {}
+        path = self.ctx.loaded.path
+        return known_profiles(path.parent if path is not None else None)
+
+    async def control_reload(self, name: str | None = None) -> str | None:
+        """Reload the profile (or switch to profile `name`) and wait for it: None, or why the
+        running profile was kept."""
+        if self.profile_ref is None:
+            return "this proxy was started without a profile to re-read"
+        waiter = asyncio.get_running_loop().create_future()
+        self._reload_waiters.append(waiter)
+        self._reload_requested = self.switchable_profiles()[name] if name else True
+        self._wakeup.set()
+        return await waiter
+
+    async def control_newnym(self, site: str | None) -> str:
+        """A new identity now, for one site or all; what was done, in words."""
+        if site is not None:
+            from .sites import site_of
+
+            try:
+                site = site_of(check_host(site))
+            except AddressError as error:
+                raise ValueError(f"site: {error}") from None
+        await self.new_identity(site)
+        return f"new identity for {site}" if site else "new identity for every site"
 
     def _all_contexts(self) -> list[Context]:
         return [self.ctx, *self._selectable.values()]
@@ -171,6 +249,7 @@ class ProxyServer:
 
     async def new_identity(self, site: str | None) -> None:
         """New circuits: for one site (new isolation keys), or for everything (also NEWNYM)."""
+        self.identities += 1
         for tor in list(self.tors.values()):
             tor.new_identity_for(site)
             if site is not None or tor.state != "ready":
@@ -193,35 +272,55 @@ class ProxyServer:
             self._sync_tors(tasks)
             probers = self._start_probers(tasks)
             sweeper = tasks.create_task(self._sweep_idle_upstreams())
+            background = [sweeper]
+            if self._admin_app is not None:
+                from .admin.app import sample_forever
+
+                background.append(tasks.create_task(sample_forever(self.activity)))
             while not self._stopping.is_set():
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 if self._reload_requested and not self._stopping.is_set():
-                    self._reload_requested = False
-                    if self.reload():
+                    ref, self._reload_requested = self._reload_requested, False
+                    error = self.reload(ref if isinstance(ref, str) else None)
+                    if error is None:
                         self._sync_tors(tasks)
                         for prober in probers:
                             prober.cancel()
                         probers = self._start_probers(tasks)
+                    waiters, self._reload_waiters = self._reload_waiters, []
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(error)
                 if self._newnym_requested is not False and not self._stopping.is_set():
                     site, self._newnym_requested = self._newnym_requested, False
                     tasks.create_task(self.new_identity(site))
             logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
-            for task in (*probers, sweeper, *self._tor_tasks.values()):
+            for task in (*probers, *background, *self._tor_tasks.values()):
                 task.cancel()
+            for waiter in self._reload_waiters:
+                if not waiter.done():
+                    waiter.set_result("the proxy is stopping")
+            await self._stop_admin()
             await self.stop()
 
-    def reload(self) -> bool:
-        """Re-read the profile; on any error keep the running one. Connections in flight keep
-        the profile they started with; new requests and connections get the new one."""
-        if self._reload is None:
-            return False
+    def reload(self, ref: str | None = None) -> str | None:
+        """Re-read the profile (or switch to the one `ref` names); on any error keep the
+        running one and return why. Connections in flight keep the profile they started with;
+        new requests and connections get the new one."""
+        if self.profile_ref is None:
+            return "this proxy was started without a profile to re-read"
         try:
-            loaded = self._reload()
+            loaded = load_profile(ref or self.profile_ref)
             main, selectable = self._contexts(loaded)
-        except ProfileError as error:
+        except (ProfileError, TorUnavailable) as error:
             logs.log.error("reload failed, keeping the running profile: %s", error)
-            return False
+            self.last_reload_error = str(error)
+            return str(error)
+        if ref is not None:
+            self.profile_ref = ref
+        self.reloads += 1
+        self.last_reload_error = None
         if loaded.profile.listen_address != self.ctx.profile.listen_address:
             logs.log.warning("reload: the listen address only changes on restart")
         old = self._all_contexts()
@@ -235,7 +334,7 @@ class ProxyServer:
             ctx.pool.close()
         logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
         self.warn_if_direct()
-        return True
+        return None
 
     def _start_probers(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task]:
         probers = []
@@ -291,6 +390,7 @@ class ProxyServer:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._tasks[task] = None
+        self.accepted += 1
         started = time.monotonic()
         try:
             try:

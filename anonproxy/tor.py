@@ -281,6 +281,37 @@ class Tor:
 
         return await asyncio.to_thread(signal)
 
+    async def circuits(self) -> list[dict]:
+        """Built general-purpose circuits with their exit relay and its country (tor's GeoIP);
+        empty when tor is not connected."""
+        if self.controller is None or self.state != "ready":
+            return []
+
+        def read() -> list[dict]:
+            controller = self.controller
+            if controller is None:
+                return []
+            found = []
+            for circuit in controller.get_circuits([]):
+                if circuit.status != "BUILT" or circuit.purpose != "GENERAL" or not circuit.path:
+                    continue
+                fingerprint, nickname = circuit.path[-1]
+                address = country = None
+                try:
+                    address = controller.get_network_status(fingerprint).address
+                    country = controller.get_info(f"ip-to-country/{address}", "").lower() or None
+                except Exception:  # noqa: BLE001 - a relay missing from our consensus view
+                    pass
+                found.append({"id": circuit.id, "hops": len(circuit.path), "exit": nickname,
+                              "exit_address": address, "exit_country": country,
+                              "isolation": bool(circuit.socks_username)})
+            return found
+
+        try:
+            return await asyncio.to_thread(read)
+        except Exception:  # noqa: BLE001 - the control connection went away meanwhile
+            return []
+
     def _close_controller(self) -> None:
         if self.controller is not None:
             try:

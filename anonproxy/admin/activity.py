@@ -1,0 +1,84 @@
+"""What the proxy has been doing, for the dashboard: recent connections and bytes per exit.
+
+Fed by `logs.observers` with one Record per finished tunnel or plain-HTTP request. Holds the
+site (host:port), the exit, the outcome and byte counts — never a path, query or body. Recent
+entries are bounded by number and by age; byte totals per exit are kept for the life of the
+process (or until cleared), and `sample()` turns them into a short time series for the chart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..logs import Record
+
+
+@dataclass(slots=True)
+class ExitTotals:
+    up: int = 0
+    down: int = 0
+    connections: int = 0
+    errors: int = 0
+
+
+@dataclass
+class Activity:
+    max_entries: int = 500
+    max_age: float = 600.0  # seconds an entry stays in the recent list
+    series_length: int = 120  # chart points kept (one per sample)
+    recent: deque = field(init=False)
+    exits: dict[str, ExitTotals] = field(default_factory=dict)
+    series: deque = field(init=False)
+    finished: int = 0  # connections and requests recorded since start (not reset by clear)
+    _sampled: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=self.max_entries)
+        self.series = deque(maxlen=self.series_length)
+
+    def observe(self, record: Record) -> None:
+        """(logs observer) One finished connection or request."""
+        self.finished += 1
+        totals = self.exits.get(record.exit)
+        if totals is None:
+            totals = self.exits[record.exit] = ExitTotals()
+        totals.up += record.up
+        totals.down += record.down
+        totals.connections += 1
+        totals.errors += record.error is not None  # the proxy's own errors, not 4xx from a site
+        self.recent.append((time.time(), record.proto, _site(record.dest), record.exit,
+                            str(record.status), record.error, record.up, record.down,
+                            round(record.seconds * 1000)))
+
+    def entries(self, now: float | None = None) -> list[dict]:
+        """Recent connections, newest first, dropping those older than max_age."""
+        now = time.time() if now is None else now
+        while self.recent and now - self.recent[0][0] > self.max_age:
+            self.recent.popleft()
+        keys = ("time", "proto", "site", "exit", "status", "error", "up", "down", "ms")
+        return [dict(zip(keys, entry)) for entry in reversed(self.recent)]
+
+    def clear(self) -> None:
+        self.recent.clear()
+
+    def sample(self, now: float | None = None) -> dict:
+        """Bytes per exit since the previous sample; appended to the chart's series."""
+        point = {"time": time.time() if now is None else now, "exits": {}}
+        for name, totals in self.exits.items():
+            up0, down0 = self._sampled.get(name, (0, 0))
+            point["exits"][name] = {"up": totals.up - up0, "down": totals.down - down0}
+            self._sampled[name] = (totals.up, totals.down)
+        self.series.append(point)
+        return point
+
+
+def _site(dest: object) -> str:
+    """host:port of an Address; "-" for a request that never named a destination."""
+    host = getattr(dest, "host", None)
+    if host is None:
+        return "-"
+    port = getattr(dest, "port", None)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+

@@ -1,0 +1,267 @@
+"""The dashboard's web application (the only module that imports aiohttp).
+
+Pages: `/` (one page with overview, exits, rules, recent connections and Tor sections) and its
+static files. API under `/api/`: GET status, exits, rules, connections, tor, state (all at
+once), events (server-sent events, one `tick` per second); POST reload, profile (switch),
+newnym; DELETE connections (clear).
+
+Guards, in order, on every request:
+1. Host must name the admin address (or, on loopback, localhost/127.0.0.1/[::1] with its port):
+   a DNS-rebinding page cannot make the browser talk to us under another name.
+2. When a password is set: HTTP Basic, compared in constant time.
+3. Anything but GET/HEAD needs the per-run token in `X-Anonproxy-Token` (the page carries it
+   in a meta tag; a cross-site form cannot set headers), and an Origin, if sent, must be ours.
+Responses are `no-store`, framed by nothing, and the page's CSP allows only its own origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import time
+from importlib import resources
+
+from aiohttp import web
+
+from ..address import Address, is_loopback_host, is_unspecified_host
+from ..geo import GeoDB, GeoError
+from . import snapshot
+from .activity import Activity
+
+TICK = 1.0  # seconds between live updates
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+}
+STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+class AdminApp:
+    """The dashboard for one running ProxyServer: its aiohttp runner and live-update streams."""
+
+    def __init__(self, server, address: Address, token: str, password: str | None,
+                 activity: Activity) -> None:
+        self.server = server
+        self.address = address
+        self.token = token
+        self.password = password
+        self.activity = activity
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self._geo: tuple[object, GeoDB | None] = (None, None)  # (context, its database)
+
+    async def start(self) -> Address:
+        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/static/{name}", self._static)
+        for name, handler in (("status", self._status), ("exits", self._exits),
+                              ("rules", self._rules), ("connections", self._connections),
+                              ("tor", self._tor), ("state", self._state),
+                              ("events", self._events)):
+            app.router.add_get(f"/api/{name}", handler)
+        app.router.add_post("/api/reload", self._reload)
+        app.router.add_post("/api/profile", self._switch)
+        app.router.add_post("/api/newnym", self._newnym)
+        app.router.add_delete("/api/connections", self._clear)
+        app.on_response_prepare.append(_security_headers)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.address.host, self.address.port,
+                           reuse_address=True)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.address = Address(self.address.host, port)
+        return self.address
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- guards -----------------------------------------------------------------------------
+
+    def _host_ok(self, host: str | None) -> bool:
+        if host is None:
+            return False
+        if is_unspecified_host(self.address.host) and self.password is not None:
+            return True  # every address of this machine; the password guards it
+        port = self.address.port
+        allowed = {self.address.authority(0).lower()}
+        if is_loopback_host(self.address.host):
+            allowed |= {f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
+        return host.lower() in allowed
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        if not self._host_ok(request.headers.get("Host")):
+            return _error(421, "this dashboard answers only to its own address "
+                               f"({self.address.authority(0)})")
+        if self.password is not None and not self._password_ok(request):
+            response = _error(401, "the dashboard needs its password")
+            response.headers["WWW-Authenticate"] = 'Basic realm="anonproxy", charset="UTF-8"'
+            return response
+        if request.method not in ("GET", "HEAD"):
+            given = request.headers.get("X-Anonproxy-Token", "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return _error(403, "missing or wrong X-Anonproxy-Token (the dashboard page "
+                                   "carries it; the CLI reads it from the token file)")
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != f"http://{request.headers['Host']}":
+                return _error(403, f"cross-origin request from {origin[:100]} refused")
+        return await handler(request)
+
+    def _password_ok(self, request: web.Request) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(password.encode(), self.password.encode())
+
+    # -- pages --------------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.Response:
+        html = _asset("index.html").replace("{{TOKEN}}", self.token)
+        return web.Response(text=html, content_type="text/html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            raise web.HTTPNotFound()
+        return web.Response(text=_asset(name), content_type=STATIC[name])
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _geo_for(self, ctx) -> GeoDB | None:
+        """The active profile's GeoIP database, for checking exits' declared countries."""
+        if ctx.geo is not None:
+            return ctx.geo
+        if self._geo[0] is not ctx:
+            try:
+                self._geo = (ctx, GeoDB.open(ctx.profile.geoip))
+            except GeoError:
+                self._geo = (ctx, None)
+        return self._geo[1]
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot.overview(self.server, self.activity))
+
+    async def _exits(self, request: web.Request) -> web.Response:
+        ctx = self.server.ctx
+        return web.json_response(snapshot.exits(ctx, self._geo_for(ctx)))
+
+    async def _rules(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot.rules(self.server.ctx))
+
+    async def _connections(self, request: web.Request) -> web.Response:
+        return web.json_response(self.activity.entries())
+
+    async def _tor(self, request: web.Request) -> web.Response:
+        return web.json_response(await snapshot.tors(self.server))
+
+    async def _state(self, request: web.Request) -> web.Response:
+        ctx = self.server.ctx
+        return web.json_response({
+            "status": snapshot.overview(self.server, self.activity),
+            "exits": snapshot.exits(ctx, self._geo_for(ctx)),
+            "rules": snapshot.rules(ctx),
+            "connections": self.activity.entries(),
+            "tor": await snapshot.tors(self.server),
+            "series": list(self.activity.series),
+        })
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: a `tick` each second with the overview and the traffic sample."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            while not self._closing.is_set():
+                data = {"status": snapshot.overview(self.server, self.activity),
+                        "sample": self.activity.series[-1] if self.activity.series else None}
+                await response.write(f"event: tick\ndata: {json.dumps(data)}\n\n".encode())
+                try:
+                    async with asyncio.timeout(TICK):
+                        await self._closing.wait()
+                except TimeoutError:
+                    pass
+        except (ConnectionResetError, RuntimeError):
+            pass  # the page went away
+        return response
+
+    # -- acting -----------------------------------------------------------------------------
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        error = await self.server.control_reload()
+        return _outcome(error, f"reloaded profile {self.server.ctx.loaded.name}")
+
+    async def _switch(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        name = body.get("profile")
+        if not isinstance(name, str) or name not in self.server.switchable_profiles():
+            return _error(400, f"profile must be one of: "
+                               f"{', '.join(sorted(self.server.switchable_profiles()))}")
+        error = await self.server.control_reload(name)
+        return _outcome(error, f"switched to profile {name}")
+
+    async def _newnym(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        site = body.get("site") or None
+        if site is not None and not isinstance(site, str):
+            return _error(400, "site must be a domain name")
+        try:
+            done = await self.server.control_newnym(site)
+        except ValueError as error:
+            return _error(400, str(error))
+        return web.json_response({"ok": True, "message": done, "identities":
+                                  self.server.identities})
+
+    async def _clear(self, request: web.Request) -> web.Response:
+        self.activity.clear()
+        return web.json_response({"ok": True, "message": "recent connections cleared"})
+
+
+async def sample_forever(activity: Activity) -> None:
+    """Turn byte totals into the chart's series, once per TICK."""
+    while True:
+        activity.sample(time.time())
+        await asyncio.sleep(TICK)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.popall("Server", None)
+
+
+async def _json_body(request: web.Request) -> dict:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="the body must be a JSON object")
+    return body
+
+
+def _outcome(error: str | None, message: str) -> web.Response:
+    if error is not None:
+        return web.json_response({"ok": False, "error": error}, status=409)
+    return web.json_response({"ok": True, "message": message})
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"ok": False, "error": message}, status=status)
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")

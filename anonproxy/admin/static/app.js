@@ -1,0 +1,240 @@
+// The dashboard page: reads /api/state, follows /api/events, and sends the actions.
+// Everything it loads comes from this dashboard's own address; state-changing requests carry
+// the per-run token from the page's meta tag.
+"use strict";
+
+const token = document.querySelector('meta[name="anonproxy-token"]').content;
+const COLORS = ["#2f6fde", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c"];
+let series = [];
+
+function $(id) { return document.getElementById(id); }
+
+function cell(row, text, cls) {
+  const td = row.insertCell();
+  td.textContent = text === null || text === undefined ? "" : String(text);
+  if (cls) td.className = cls;
+  return td;
+}
+
+function bytes(n) {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return (i ? n.toFixed(1) : n) + " " + units[i];
+}
+
+function ago(epoch) {
+  if (!epoch) return "never";
+  const s = Math.max(0, Date.now() / 1000 - epoch);
+  return s < 60 ? Math.round(s) + " s ago" : Math.round(s / 60) + " min ago";
+}
+
+function clock(epoch) { return new Date(epoch * 1000).toLocaleTimeString(); }
+
+function showStatus(status) {
+  $("profile").textContent = status.profile;
+  $("listen").textContent = status.listen;
+  const s = Math.round(status.uptime_s);
+  $("uptime").textContent = Math.floor(s / 3600) + "h " + Math.floor(s / 60) % 60 + "m " + s % 60 + "s";
+  $("connections-now").textContent = status.connections_now;
+  $("connections-total").textContent = status.connections_total;
+  $("identities").textContent = status.identities;
+  $("reloads").textContent = status.reloads;
+  const select = $("profile-select");
+  const names = status.profiles.join(",");
+  if (select.dataset.names !== names) {
+    select.dataset.names = names;
+    select.replaceChildren(...status.profiles.map(name => new Option(name, name)));
+  }
+  select.value = status.profile;
+  window.lastStatus = status;
+}
+
+function healthText(h) {
+  if (!h) return ["", ""];
+  const probe = h.last_probe ? ", probed " + ago(h.last_probe) : "";
+  const latency = h.latency_ms !== null && h.latency_ms !== undefined ? ", " + h.latency_ms + " ms" : "";
+  return h.up ? ["up" + latency + probe, "up"] : ["DOWN: " + (h.last_error || "") + probe, "down"];
+}
+
+function showExits(exits, traffic) {
+  const body = $("exits").tBodies[0];
+  body.replaceChildren();
+  for (const e of exits) {
+    const row = body.insertRow();
+    row.dataset.exit = e.name;
+    cell(row, e.name + (e.default ? " (default)" : ""));
+    cell(row, e.kind);
+    let through = "";
+    if (e.kind === "direct") through = e.source ? "from " + e.source : "this machine's address";
+    if (e.kind === "chain") through = e.hops.join(" → ");
+    if (e.kind === "pool") through = e.strategy + ": " + e.members.map(
+      m => m.name + (m.up ? "" : " (DOWN)")).join(", ") + (e.fallback ? "; fallback " + e.fallback : "");
+    if (e.kind === "tor") through = e.tor + " (" + e.state + ", isolation by " + e.isolation + ")";
+    cell(row, through);
+    const [text, cls] = healthText(e.health);
+    cell(row, e.kind === "tor" ? e.state : text, e.kind === "tor" ? (e.state === "ready" ? "up" : "down") : cls);
+    let country = "";
+    if (e.kind === "chain" && (e.country || e.verified_country))
+      country = (e.country || "–") + " / " + (e.verified_country || "unknown");
+    if (e.kind === "tor" && e.countries.length) country = e.countries.join(", ") + " / see Tor";
+    cell(row, country, e.country_matches === false ? "mismatch" : "");
+    const t = traffic[e.name];
+    cell(row, t ? t.connections + " conns, ↑" + bytes(t.up) + " ↓" + bytes(t.down) : "");
+  }
+}
+
+function showRules(rules) {
+  const body = $("rules").tBodies[0];
+  body.replaceChildren();
+  for (const r of rules) {
+    const row = body.insertRow();
+    row.dataset.rule = r.number;
+    cell(row, r.number || "default");
+    cell(row, r.text);
+    cell(row, r.exit);
+    cell(row, r.hits, "num hits");
+  }
+}
+
+function showConnections(entries) {
+  const body = $("recent").tBodies[0];
+  body.replaceChildren();
+  for (const c of entries.slice(0, 200)) {
+    const row = body.insertRow();
+    cell(row, clock(c.time));
+    cell(row, c.proto);
+    cell(row, c.site);
+    cell(row, c.exit);
+    cell(row, c.status);
+    cell(row, bytes(c.up) + " / " + bytes(c.down), "num");
+    cell(row, c.ms, "num");
+    cell(row, c.error || "", c.error ? "down" : "");
+  }
+}
+
+function showTor(tors) {
+  $("tor-section").hidden = tors.length === 0;
+  const box = $("tor");
+  box.replaceChildren();
+  for (const t of tors) {
+    const part = document.createElement("div");
+    part.className = "tor";
+    const title = document.createElement("p");
+    title.textContent = t.label + ": " + t.state + (t.error ? " (" + t.error + ")" : "") +
+      (t.socks ? ", SOCKS " + t.socks : "") +
+      (t.exit_countries.length ? ", exits seen in " + t.exit_countries.join(", ") : "");
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.title = "bootstrap " + t.progress + "% " + t.summary;
+    const fill = document.createElement("i");
+    fill.style.width = t.progress + "%";
+    bar.append(fill);
+    title.append(" ", bar, " " + t.progress + "%");
+    const table = document.createElement("table");
+    table.className = "circuits";
+    const head = table.createTHead().insertRow();
+    for (const h of ["circuit", "hops", "exit relay", "exit address", "exit country", "isolated"]) {
+      const th = document.createElement("th"); th.textContent = h; head.append(th);
+    }
+    const body = table.createTBody();
+    for (const c of t.circuits) {
+      const row = body.insertRow();
+      row.dataset.circuit = c.id;
+      cell(row, c.id); cell(row, c.hops); cell(row, c.exit); cell(row, c.exit_address);
+      cell(row, (c.exit_country || "?").toUpperCase());
+      cell(row, c.isolation ? "yes" : "no");
+    }
+    part.append(title, table);
+    box.append(part);
+  }
+}
+
+function drawChart() {
+  const canvas = $("chart");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  const names = [...new Set(series.flatMap(p => Object.keys(p.exits)))].sort();
+  const rate = p => name => (p.exits[name] ? p.exits[name].up + p.exits[name].down : 0);
+  const max = Math.max(1, ...series.flatMap(p => names.map(rate(p))));
+  const step = w / Math.max(1, 119);
+  const legend = $("legend");
+  legend.replaceChildren();
+  names.forEach((name, i) => {
+    ctx.strokeStyle = COLORS[i % COLORS.length];
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    series.forEach((p, j) => {
+      const x = w - (series.length - 1 - j) * step;
+      const y = h - 4 - (rate(p)(name) / max) * (h - 12);
+      if (j === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+    const key = document.createElement("span");
+    key.style.color = COLORS[i % COLORS.length];
+    key.textContent = "■ " + name;
+    legend.append(key);
+  });
+  ctx.fillStyle = "#687385";
+  ctx.fillText(bytes(max) + "/s", 4, 12);
+}
+
+async function refresh() {
+  const response = await fetch("/api/state", { headers: { Accept: "application/json" } });
+  if (!response.ok) return;
+  const state = await response.json();
+  showStatus(state.status);
+  showExits(state.exits, state.status.traffic);
+  showRules(state.rules);
+  showConnections(state.connections);
+  showTor(state.tor);
+  series = state.series.slice(-120);
+  drawChart();
+}
+
+async function act(method, path, body) {
+  const message = $("message");
+  message.className = "";
+  message.textContent = "…";
+  try {
+    const response = await fetch(path, {
+      method,
+      headers: { "Content-Type": "application/json", "X-Anonproxy-Token": token },
+      body: JSON.stringify(body || {}),
+    });
+    const answer = await response.json();
+    message.textContent = answer.ok ? answer.message : answer.error;
+    if (!answer.ok) message.className = "error";
+  } catch (error) {
+    message.textContent = String(error);
+    message.className = "error";
+  }
+  await refresh();
+}
+
+function follow() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("tick", event => {
+    const data = JSON.parse(event.data);
+    $("live").classList.add("on");
+    showStatus(data.status);
+    if (data.sample) {
+      series.push(data.sample);
+      series = series.slice(-120);
+      drawChart();
+    }
+  });
+  events.onerror = () => $("live").classList.remove("on");
+}
+
+$("btn-reload").addEventListener("click", () => act("POST", "/api/reload"));
+$("btn-switch").addEventListener("click",
+  () => act("POST", "/api/profile", { profile: $("profile-select").value }));
+$("btn-newnym").addEventListener("click",
+  () => act("POST", "/api/newnym", { site: $("newnym-site").value.trim() || null }));
+$("btn-clear").addEventListener("click", () => act("DELETE", "/api/connections"));
+
+refresh();
+follow();
+setInterval(refresh, 3000);

@@ -1,0 +1,153 @@
+"""Commands that steer a running proxy: `status`, `reload`, `newnym`.
+
+The proxy is named by its listen address (or its dashboard's, with --admin). `serve` leaves
+beside its pid file the address of its dashboard, and the dashboard's token in a file only its
+user can read. These commands go through the dashboard API when the proxy has one, and
+otherwise, for reload and newnym, by signal to the pid in the pid file (SIGHUP: reload;
+SIGUSR1: new identity, for the site left in a request file if any). A dashboard password is
+taken from ANONPROXY_ADMIN_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .address import Address, AddressError, check_host, parse_authority
+from .admin.control import ControlError, call
+
+EXIT_USAGE = 2
+
+
+def pidfile_for(listen: Address) -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "anonproxy" / f"serve-{listen.host}-{listen.port}.pid"
+
+
+def adminfile_for(listen: Address) -> Path:
+    return pidfile_for(listen).with_suffix(".admin")
+
+
+def admin_of(admin_text: str | None, listen_text: str) -> tuple[Address | None, str | None]:
+    """The dashboard to talk to: --admin, else the one the proxy on --listen announced (None
+    when it has none); and the password from the environment. Raises AddressError."""
+    password = os.environ.get("ANONPROXY_ADMIN_PASSWORD") or None
+    if admin_text is not None:
+        return parse_authority(admin_text), password
+    try:
+        announced = adminfile_for(parse_authority(listen_text)).read_text().strip()
+    except OSError:
+        return None, password
+    return parse_authority(announced), password
+
+
+def status(admin: Address | None, password: str | None, listen_text: str) -> int:
+    if admin is None:
+        print(f"anonproxy: status: the proxy on {listen_text} has no dashboard (or is not "
+              "running); give its profile admin = \"127.0.0.1:8119\", or name one with --admin",
+              file=sys.stderr)
+        return 1
+    try:
+        state = call(admin, "GET", "/api/status", password=password)
+        exits = call(admin, "GET", "/api/exits", password=password)
+        tors = call(admin, "GET", "/api/tor", password=password)
+    except ControlError as error:
+        print(f"anonproxy: status: {error}", file=sys.stderr)
+        return 1
+    print(f"profile      {state['profile']} ({state['profile_path']})")
+    print(f"listening    {state['listen']}    dashboard http://{admin.authority(0)}/")
+    print(f"uptime       {_duration(state['uptime_s'])}")
+    print(f"connections  {state['connections_now']} open, {state['connections_total']} since start")
+    for item in exits:
+        line = f"exit {item['name']:<12} {item['kind']:<7}"
+        if item["kind"] == "chain":
+            line += " " + " -> ".join(item["hops"])
+        elif item["kind"] == "pool":
+            line += " " + ", ".join(f"{m['name']} ({'up' if m['up'] else 'DOWN'})"
+                                    for m in item["members"])
+        elif item["kind"] == "tor":
+            line += f" {item['tor']}: {item['state']}"
+        if "health" in item:
+            line += "  up" if item["health"]["up"] else f"  DOWN ({item['health']['last_error']})"
+        traffic = state["traffic"].get(item["name"])
+        if traffic:
+            line += f"  {traffic['connections']} conns, {traffic['up']} B up, {traffic['down']} B down"
+        print(line)
+    for tor in tors:
+        countries = f", exits seen in {', '.join(tor['exit_countries'])}" if tor["exit_countries"] else ""
+        print(f"tor          {tor['label']}: {tor['state']} {tor['progress']}% "
+              f"{len(tor['circuits'])} circuits{countries}")
+    return 0
+
+
+def reload(admin: Address | None, password: str | None, listen_text: str) -> int:
+    if admin is not None:
+        try:
+            answer = call(admin, "POST", "/api/reload", password=password)
+        except ControlError as error:
+            print(f"anonproxy: reload: {error}", file=sys.stderr)
+            return 1
+        else:
+            print(answer["message"])
+            return 0
+    return _signal(listen_text, signal.SIGHUP, "re-read its profile")
+
+
+def newnym(admin: Address | None, password: str | None, listen_text: str,
+           site: str | None) -> int:
+    if site:
+        from .sites import site_of
+
+        try:
+            site = site_of(check_host(site))
+        except AddressError as error:
+            print(f"anonproxy: newnym: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    if admin is not None:
+        try:
+            answer = call(admin, "POST", "/api/newnym", {"site": site}, password=password)
+        except ControlError as error:
+            print(f"anonproxy: newnym: {error}", file=sys.stderr)
+            return 1
+        else:
+            print(answer["message"])
+            return 0
+    if site:
+        from .server import newnym_request_file
+
+        try:
+            path = newnym_request_file(parse_authority(listen_text))
+        except AddressError as error:
+            print(f"anonproxy: newnym: --listen {listen_text}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(site + "\n")
+    what = f"give {site} new circuits" if site else "make a new identity (all sites)"
+    return _signal(listen_text, signal.SIGUSR1, what)
+
+
+def _signal(listen_text: str, sig: signal.Signals, what: str) -> int:
+    try:
+        listen = parse_authority(listen_text)
+    except AddressError as error:
+        print(f"anonproxy: --listen {listen_text}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    path = pidfile_for(listen)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, sig)
+    except (OSError, ValueError):
+        print(f"anonproxy: no running proxy on {listen} (no usable {path}), and no dashboard "
+              "to ask", file=sys.stderr)
+        return 1
+    print(f"asked the proxy on {listen} (pid {pid}) to {what}; its log says how it went")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else \
+        f"{seconds / 86400:.1f} days"
+
