@@ -3,7 +3,8 @@
 Invariants: a request head must arrive within `header_timeout` of its first byte (else 408);
 between requests a connection may idle for `idle_timeout`; a client that stops reading for
 `idle_timeout` is cut off; the bytes read are bounded by one read size plus the parser's own
-limits.
+limits. The hot path (heads, writes back) uses the connection's one Deadline, not a timeout
+object per read; body and tunnel reads, which may run in another task, use asyncio.timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .context import Context
+from .deadline import Deadline
 from .errors import BadRequest, RequestTimeout
 from .http1 import END, Event, RequestHead, RequestParser
 
@@ -35,6 +37,7 @@ class ClientConn:
         self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
         self.pending: deque[Event] = deque()
         self.idle = True  # waiting between requests: safe to close on shutdown
+        self.deadline = Deadline()  # for the connection's own task
 
     def feed(self, data: bytes) -> None:
         self.pending.extend(self.parser.feed(data))
@@ -52,10 +55,13 @@ class ClientConn:
                 timeout = limits.idle_timeout
             else:
                 timeout = started + limits.header_timeout - time.monotonic()
+            deadline = self.deadline
+            deadline.arm(max(timeout, 0))
             try:
-                async with asyncio.timeout(max(timeout, 0)):
-                    data = await self.reader.read(READ_SIZE)
-            except TimeoutError:
+                data = await self.reader.read(READ_SIZE)
+            except asyncio.CancelledError:
+                if not deadline.expired():
+                    raise
                 if started is None:
                     return None
                 raise RequestTimeout(
@@ -63,6 +69,8 @@ class ClientConn:
                 ) from None
             except OSError:
                 return None
+            finally:
+                deadline.disarm()
             if not data:
                 return None
             if started is None:
@@ -90,13 +98,24 @@ class ClientConn:
 
     async def send(self, data: bytes) -> None:
         """Write to the client; one that stops reading for `idle_timeout` is cut off."""
-        self.writer.write(data)
+        writer = self.writer
+        writer.write(data)
+        if writer.transport.get_write_buffer_size() == 0 and not writer.is_closing():
+            return  # all written at once: nothing to wait for (the usual case)
+        deadline = self.deadline
+        deadline.arm(self.ctx.limits.idle_timeout)
         try:
-            async with asyncio.timeout(self.ctx.limits.idle_timeout):
-                await self.writer.drain()
-        except (OSError, TimeoutError):
-            self.writer.transport.abort()
+            await writer.drain()
+        except asyncio.CancelledError:
+            if not deadline.expired():
+                raise
+            writer.transport.abort()
             raise ClientGone() from None
+        except OSError:
+            writer.transport.abort()
+            raise ClientGone() from None
+        finally:
+            deadline.disarm()
 
 
 class Trace:

@@ -58,6 +58,9 @@ class Context:
     admin: Address | None = None  # the dashboard's address: never a destination
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
     _turn: int = 0  # round-robin position: advances once per new pooled connection
+    # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
+    _routes: dict = field(default_factory=dict, repr=False)
+    _routes_key: tuple = ()
 
     def __post_init__(self) -> None:
         profile = self.loaded.profile
@@ -141,15 +144,42 @@ class Context:
 
     async def route(self, dest: Address) -> Decision:
         """The exit for `dest`; raises Forbidden for unsafe destinations (refuse_unsafe) and
-        for rules that block."""
-        decision = await self.decide(dest)
+        for rules that block.
+
+        Outcomes that needed no lookup are remembered per destination: they depend only on the
+        rules, the GeoIP table and the addresses refuse_unsafe checks (our listener, the
+        dashboard, our tors' control ports), and those addresses are the memo's key."""
+        key = (self.listen, self.admin, *(tor.control for tor in self.tors.values()))
+        if key != self._routes_key:
+            self._routes.clear()
+            self._routes_key = key
+        known = self._routes.get(dest)
+        if known is None:
+            profile = self.profile
+            pure = decide(self.rules, profile.default, dest.host, dest.port,
+                          country_of=self.country_of, may_resolve=profile.resolve != "never")
+            decision = await self.decide(dest)
+            try:
+                self._refuse(dest, decision)
+                known = (decision, decision)
+            except Forbidden as refusal:
+                known = (decision, refusal)
+            if pure is not NEED_ADDRESS and not dest.host.endswith(".onion"):
+                if len(self._routes) >= 4096:
+                    self._routes.clear()
+                self._routes[dest] = known
+        decision, outcome = known
         self.hits[decision.rule.number if decision.rule else 0] += 1
+        if outcome is not decision:
+            raise Forbidden(outcome.message)
+        return decision
+
+    def _refuse(self, dest: Address, decision: Decision) -> None:
         self.refuse_unsafe(dest, decision.rule)
         if decision.exit == BLOCK:
             where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \
                 "the profile's default"
             raise Forbidden(f"{dest.host} is blocked by {where}")
-        return decision
 
     def forbidden_peer(self, dest: Address, peer: tuple[str, int], local_host: str) -> str | None:
         """Why a direct connection to `dest` must not be used, now that we know what it

@@ -19,7 +19,7 @@ from collections import deque
 from .client import READ_SIZE, ClientConn, ClientGone, Trace
 from .errors import BadUpstreamResponse, ProxyError, StageTimeout
 from .exits import Stream
-from .headers import is_websocket_upgrade, sanitize_response
+from .headers import sanitize_response
 from .http1 import (
     END,
     LAST_CHUNK,
@@ -75,7 +75,7 @@ async def exchange(
         if exchange.tunnel is not None:
             await websocket(client, stream, exchange.tunnel, trace)
             return status, False
-        if is_websocket_upgrade(head.headers):
+        if head.websocket:
             # refused upgrade: what the client sent after it was parsed as tunnel bytes
             return status, False
         return status, exchange.client_keep_alive
@@ -116,9 +116,7 @@ class Exchange:
         self.client_keep_alive = head.keep_alive
         self.upstream_reusable = False
         self.tunnel: bytes | None = None
-        self.chunked_up = any(
-            n.lower() == b"transfer-encoding" for n, _ in head.headers
-        )
+        self.chunked_up = head.framing == "chunked"
 
     async def pump_body(self, up_writer: asyncio.StreamWriter) -> None:
         client = self.client
@@ -142,13 +140,18 @@ class Exchange:
             return
 
     async def _upstream_events(self, parser: ResponseParser, timeout: float):
+        deadline = self.client.deadline  # this runs in the connection's own task
+        deadline.arm(timeout)
         try:
-            async with asyncio.timeout(timeout):
-                data = await self.up_reader.read(READ_SIZE)
-        except TimeoutError:
+            data = await self.up_reader.read(READ_SIZE)
+        except asyncio.CancelledError:
+            if not deadline.expired():
+                raise
             if self.head_sent:
                 raise ConnectionResetError("upstream idle") from None
             raise StageTimeout(f"{self.where} did not answer within {timeout:g} s") from None
+        finally:
+            deadline.disarm()
         if not data:
             return parser.feed_eof()
         self.nothing_received = False
@@ -175,14 +178,15 @@ class Exchange:
             event = pending.popleft()
             if isinstance(event, ResponseHead):
                 if event.status == 101:
-                    if not is_websocket_upgrade(self.head.headers):
+                    if not self.head.websocket:
                         raise BadUpstreamResponse("the upstream switched protocols unasked")
-                    headers = sanitize_response(event.headers, websocket=True)
+                    headers = sanitize_response(event.headers, websocket=True, listed=event.listed)
                     final = event
                 elif event.status < 200:
                     if self.head.version == b"1.1":
                         out.append(render_response_head(
-                            event.status, event.reason, sanitize_response(event.headers)))
+                            event.status, event.reason,
+                            sanitize_response(event.headers, listed=event.listed)))
                     continue
                 else:
                     final = event
@@ -217,7 +221,7 @@ class Exchange:
 
     def _final_headers(self, response: ResponseHead):
         """The final response's headers for the client, and whether its connection stays open."""
-        headers = sanitize_response(response.headers)
+        headers = sanitize_response(response.headers, listed=response.listed)
         old_client = self.head.version != b"1.1"
         if response.framing == "close" or (response.framing == "chunked" and old_client):
             self.client_keep_alive = False  # the body will end where the connection does

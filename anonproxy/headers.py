@@ -88,6 +88,31 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return tokens - PROTECTED
 
 
+def scan(headers: Headers) -> tuple[list[bytes], list[bytes], frozenset[bytes], bool]:
+    """One pass over a head for what framing and sanitizing need: the Transfer-Encoding values,
+    the Content-Length values, the tokens Connection lists (framing names excepted), and
+    whether it asks for a WebSocket upgrade (the same answer as is_websocket_upgrade)."""
+    encodings: list[bytes] = []
+    lengths: list[bytes] = []
+    connection: list[bytes] = []
+    upgrade = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            encodings.append(value)
+        elif lname == b"content-length":
+            lengths.append(value)
+        elif lname == b"connection":
+            connection.append(value)
+        elif lname == b"upgrade" and b"websocket" in value.lower().split(b",")[0]:
+            upgrade = True
+    if not connection:
+        return encodings, lengths, frozenset(), False
+    tokens = {t.strip().lower() for v in connection for t in v.split(b",") if t.strip()}
+    listed = frozenset(tokens - PROTECTED)
+    return encodings, lengths, listed, upgrade and b"upgrade" in listed
+
+
 def is_websocket_upgrade(headers: Headers) -> bool:
     """True for a request or 101 response that asks to switch to WebSocket."""
     upgrade = any(
@@ -132,14 +157,16 @@ def _hint_dropped(lname: bytes, policy: str) -> bool:
 
 
 def sanitize_request(
-    headers: Headers, policy: HeaderPolicy, *, target_origin: str, host: bytes
+    headers: Headers, policy: HeaderPolicy, *, target_origin: str, host: bytes,
+    websocket: bool | None = None, listed: frozenset[bytes] | None = None,
 ) -> Headers:
     """Headers to send upstream for a request to `target_origin` whose authority is `host`.
 
     The Host header is set to `host` (RFC 9112: a proxy uses the request-target's authority).
+    `websocket` and `listed` (Connection tokens): from a `scan` the parser already made.
     """
-    websocket = is_websocket_upgrade(headers)
-    listed = _connection_tokens(headers)
+    if websocket is None or listed is None:
+        _, _, listed, websocket = scan(headers)
     out: Headers = []
     have_host = False
     for name, value in headers:
@@ -179,9 +206,12 @@ def sanitize_request(
     return out
 
 
-def sanitize_response(headers: Headers, *, websocket: bool = False) -> Headers:
-    """Headers to pass back to the client: hop-by-hop ones removed (framing is re-done later)."""
-    listed = _connection_tokens(headers)
+def sanitize_response(headers: Headers, *, websocket: bool = False,
+                      listed: frozenset[bytes] | None = None) -> Headers:
+    """Headers to pass back to the client: hop-by-hop ones removed (framing is re-done later).
+    `listed`: the Connection tokens, when a `scan` already found them."""
+    if listed is None:
+        listed = frozenset(_connection_tokens(headers))
     out: Headers = []
     for name, value in headers:
         lname = name.lower()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httptools
 
 from .errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
-from .headers import is_websocket_upgrade
+from .headers import scan
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -30,6 +30,10 @@ class RequestHead:
     headers: Headers
     keep_alive: bool
     has_body: bool
+    # from the parser's one pass over the headers, so later stages need not scan them again
+    framing: str = "none"  # "none" | "length" | "chunked"
+    websocket: bool = False  # asks for a WebSocket upgrade
+    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
 
 
 @dataclass(slots=True)
@@ -40,6 +44,7 @@ class ResponseHead:
     headers: Headers
     keep_alive: bool
     framing: str  # "none" | "length" | "chunked" | "close"
+    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
 
 
 @dataclass(slots=True)
@@ -66,22 +71,21 @@ class Tunnel:
 Event = RequestHead | ResponseHead | Body | End | Tunnel
 
 
-def _framing(headers: Headers, error: type[Exception]) -> str:
-    """How the body of a message with these (llhttp-validated) headers is delimited.
+def _framing(encodings: list[bytes], lengths: list[bytes], error: type[Exception]) -> str:
+    """How the body of a message with these (llhttp-validated) Transfer-Encoding and
+    Content-Length values is delimited.
 
     More than one Transfer-Encoding line is refused: llhttp and a next hop could disagree on
     which one frames the body (a smuggling shape), and no honest client needs it.
     """
-    encodings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
     if len(encodings) > 1:
         raise error("the message has more than one Transfer-Encoding header")
     if encodings:
         final = encodings[0].rsplit(b",", 1)[-1].strip().lower()
         return "chunked" if final == b"chunked" else "close"
-    lengths = [v.strip() for n, v in headers if n.lower() == b"content-length"]
     if not lengths:
         return "close"
-    return "length" if lengths[0] != b"0" else "none"
+    return "length" if lengths[0].strip() != b"0" else "none"
 
 
 class _Collector:
@@ -144,7 +148,8 @@ class _RequestCollector(_Collector):
 
     def on_headers_complete(self) -> None:
         p = self.parser
-        framing = _framing(self.headers, BadRequest)
+        encodings, lengths, listed, websocket = scan(self.headers)
+        framing = _framing(encodings, lengths, BadRequest)
         if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
             framing = "none"
         self.events.append(
@@ -154,7 +159,10 @@ class _RequestCollector(_Collector):
                 version=p.get_http_version().encode("ascii"),
                 headers=self.headers,
                 keep_alive=p.should_keep_alive(),
-                has_body=framing in ("length", "chunked"),
+                has_body=framing != "none",
+                framing=framing,
+                websocket=websocket,
+                listed=listed,
             )
         )
 
@@ -187,7 +195,7 @@ class RequestParser:
                 head = events.pop()
                 assert isinstance(head, RequestHead)
                 out += events
-                if head.method == b"CONNECT" or is_websocket_upgrade(head.headers):
+                if head.method == b"CONNECT" or head.websocket:
                     return [*out, head, Tunnel(rest)]
                 # An upgrade we do not serve (h2c, TLS/1.0, ...): drop the offer and parse the
                 # message, body included, as plain HTTP.
@@ -227,10 +235,11 @@ class _ResponseCollector(_Collector):
     def on_headers_complete(self) -> None:
         p = self.parser
         status = p.get_status_code()
+        encodings, lengths, listed, _ = scan(self.headers)
         if self.head_only or status in (204, 304) or 100 <= status < 200:
             framing = "none"
         else:
-            framing = _framing(self.headers, BadUpstreamResponse)
+            framing = _framing(encodings, lengths, BadUpstreamResponse)
         self.events.append(
             ResponseHead(
                 status=status,
@@ -239,6 +248,7 @@ class _ResponseCollector(_Collector):
                 headers=self.headers,
                 keep_alive=p.should_keep_alive(),
                 framing=framing,
+                listed=listed,
             )
         )
         if status >= 200:

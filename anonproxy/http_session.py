@@ -33,7 +33,7 @@ from .errors import (
     http_error_response,
 )
 from .exchange import StaleUpstream, exchange
-from .headers import is_websocket_upgrade, proxy_credentials, sanitize_request
+from .headers import proxy_credentials, sanitize_request
 from .http1 import RequestHead, Tunnel, parse_absolute_url, render_request_head
 from .pac import render_pac
 from .relay import relay
@@ -71,6 +71,8 @@ async def serve_http(
             writer.write(http_error_response(error))
     except ClientGone:
         pass
+    finally:
+        client.deadline.close()
 
 
 async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
@@ -100,10 +102,7 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
                 f"{scheme.decode('latin-1')}:// URLs go through CONNECT; set this proxy "
                 "for HTTPS too"
             )
-        try:
-            dest = Address(check_host(host.decode("ascii")), port or 80)
-        except (AddressError, UnicodeDecodeError) as error:
-            raise BadRequest(str(error)) from None
+        dest = _destination(host, port or 80)
         trace.exit = (await ctx.route(dest)).exit
         status, keep = await _forward(client, head, dest, path, trace)
         return keep
@@ -118,6 +117,24 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
     finally:
         logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
                         time.monotonic() - t0, problem)
+
+
+_DESTINATIONS: dict[tuple[bytes, int], Address] = {}  # checked hosts, so a name is checked once
+
+
+def _destination(host: bytes, port: int) -> Address:
+    """The checked destination of an absolute-form URL (BadRequest for a bad host)."""
+    key = (host, port)
+    dest = _DESTINATIONS.get(key)
+    if dest is None:
+        try:
+            dest = Address(check_host(host.decode("ascii")), port)
+        except (AddressError, UnicodeDecodeError) as error:
+            raise BadRequest(str(error)) from None
+        if len(_DESTINATIONS) >= 4096:
+            _DESTINATIONS.clear()
+        _DESTINATIONS[key] = dest
+    return dest
 
 
 async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
@@ -164,10 +181,11 @@ async def _forward(
     ctx = client.ctx
     authority = dest.authority(80).encode("ascii")
     headers = sanitize_request(
-        head.headers, ctx.policy, target_origin="http://" + authority.decode(), host=authority
+        head.headers, ctx.policy, target_origin="http://" + authority.decode(), host=authority,
+        websocket=head.websocket, listed=head.listed,
     )
     request = render_request_head(head.method, path, headers)
-    websocket = is_websocket_upgrade(head.headers)
+    websocket = head.websocket
     pool = ctx.pool if ctx.shares_upstreams(trace.exit) else None
     path = ctx.choose_path(trace.exit, dest)
     if pool is not None and not head.has_body and not websocket:
