@@ -282,8 +282,9 @@ class Tor:
         return await asyncio.to_thread(signal)
 
     async def circuits(self) -> list[dict]:
-        """Built general-purpose circuits with their exit relay and its country (tor's GeoIP);
-        empty when tor is not connected."""
+        """Built circuits that can carry streams out (general purpose, not one-hop directory
+        or internal ones), with their exit relay and its country (tor's GeoIP); empty when tor
+        is not connected."""
         if self.controller is None or self.state != "ready":
             return []
 
@@ -293,13 +294,15 @@ class Tor:
                 return []
             found = []
             for circuit in controller.get_circuits([]):
-                if circuit.status != "BUILT" or circuit.purpose != "GENERAL" or not circuit.path:
+                if (circuit.status != "BUILT" or circuit.purpose != "GENERAL" or not circuit.path
+                        or {"ONEHOP_TUNNEL", "IS_INTERNAL"} & set(circuit.build_flags or ())):
                     continue
                 fingerprint, nickname = circuit.path[-1]
                 address = country = None
                 try:
                     address = controller.get_network_status(fingerprint).address
-                    country = controller.get_info(f"ip-to-country/{address}", "").lower() or None
+                    country = controller.get_info(f"ip-to-country/{address}", "").lower()
+                    country = country if country not in ("", "??") else None
                 except Exception:  # noqa: BLE001 - a relay missing from our consensus view
                     pass
                 found.append({"id": circuit.id, "hops": len(circuit.path), "exit": nickname,

@@ -1,0 +1,135 @@
+"""The dashboard in a real browser: Playwright drives Debian's headless Chromium (its own
+executable, no browser download) while curl traffic flows through the proxy and a managed tor
+on the private Tor network (tests/tornet.py). The page must show the exits and a rising
+connection count, and clicking reload and new identity must visibly take effect. A screenshot
+is saved to build/screenshots/dashboard.png (the README's picture comes from there)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+from conftest import ROOT
+from helpers import curl
+from upstreams import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.tor]
+
+NAME = "origin.tor.test"  # resolvable only by the test network's exits
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-extensions", "--disable-default-apps"]
+SCREENSHOT = ROOT / "build" / "screenshots" / "dashboard.png"
+
+
+@pytest.fixture
+def browser():
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (scripts/test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def traffic(origin):
+    """curl through the proxy to the origin, by a name only the Tor exits can resolve, until
+    the test ends."""
+    stop = threading.Event()
+    done = []
+
+    def start(proxy):
+        def loop():
+            while not stop.is_set():
+                out = curl("-x", proxy.url, origin.url("/echo", host=NAME), timeout=60)
+                done.append(out.returncode)
+                stop.wait(0.3)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return done
+
+    yield start
+    stop.set()
+
+
+def _number(page, selector: str) -> int:
+    return int(page.text_content(selector) or "0")
+
+
+def _wait_until(condition, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_dashboard_in_chromium_shows_traffic_and_reload_and_new_identity_take_effect(
+        start_proxy, tornet, browser, traffic, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    admin_port = free_port("127.0.0.1")
+    proxy = start_proxy(
+        f'admin = "127.0.0.1:{admin_port}"\ndefault = "de"\n'
+        f'[exits.de]\ntor = {{ control = "managed", countries = ["de"], '
+        f'torrc = "{tornet.client_torrc}" }}\n'
+        '[exits.direct]\n'
+        '[[rules]]\ndomains = ["tracker.example"]\nexit = "block"\n'
+        '[limits]\nconnect_timeout = 20\n')
+    _wait_until(lambda: ": ready, SOCKS on" in proxy.log(), 120, "tor to bootstrap")
+    done = traffic(proxy)
+    _wait_until(lambda: done.count(0) >= 1, 90, "a first request through Tor")
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: None if r.url.startswith(f"http://127.0.0.1:{admin_port}/")
+            else problems.append(f"request outside the dashboard: {r.url}"))
+    page.goto(f"http://127.0.0.1:{admin_port}/")
+
+    # exits, rules and Tor state are there
+    page.wait_for_selector('#exits tr[data-exit="de"]')
+    assert "tor" in page.text_content('#exits tr[data-exit="de"]')
+    assert "ready" in page.text_content('#exits tr[data-exit="de"]')
+    page.wait_for_selector("#tor table.circuits tbody tr")
+    assert "exits seen in DE" in page.text_content("#tor")
+    assert page.text_content("#profile") == "test"
+
+    # the connection count rises while traffic flows (live updates)
+    first = _number(page, "#connections-total")
+    _wait_until(lambda: _number(page, "#connections-total") >= first + 3, 60,
+                "the connection count to rise")
+    page.wait_for_selector("#live.on")
+    page.wait_for_selector(f'#recent tbody tr:has-text("{NAME}")')
+    assert "?" not in page.text_content("#recent") or "/echo" not in page.text_content("#recent")
+    hits = int(page.text_content('#rules tr[data-rule="0"] .hits'))
+    assert hits >= 1
+
+    # reload: a rule added to the file appears once the button is clicked
+    path = tmp_path / "test.toml"
+    path.write_text(path.read_text().replace(
+        '[[rules]]\n', '[[rules]]\ndomains = ["added.example"]\nexit = "block"\n[[rules]]\n', 1))
+    assert "added.example" not in page.text_content("#rules")
+    page.click("#btn-reload")
+    page.wait_for_selector('#message:has-text("reloaded profile test")')
+    page.wait_for_selector('#rules:has-text("added.example")')
+    assert page.text_content("#reloads") == "1"
+
+    # new identity: the proxy makes one, and new circuits appear for the traffic that follows
+    before = set(page.eval_on_selector_all("#tor tr[data-circuit]",
+                                           "rows => rows.map(r => r.dataset.circuit)"))
+    page.click("#btn-newnym")
+    page.wait_for_selector('#message:has-text("new identity for every site")', timeout=30000)
+    assert page.text_content("#identities") == "1"
+    _wait_until(lambda: set(page.eval_on_selector_all(
+        "#tor tr[data-circuit]", "rows => rows.map(r => r.dataset.circuit)")) - before, 60,
+        "a new circuit after the new identity")
+    assert "new identity" in proxy.wait_log("new identity")
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert problems == []
