@@ -38,6 +38,9 @@ def summarize(loaded: LoadedProfile, plans: dict[str, Plan]) -> list[str]:
     p = loaded.profile
     lines = [f"profile {loaded.name} ({loaded.path})", f"  listen   {p.listen}",
              f"  default  exit {p.default}", f"  geoip    {p.geoip}", f"  resolve  {p.resolve}"]
+    if p.admin is not None:
+        guard = ", password" if p.admin.password else ""
+        lines.insert(2, f"  admin    http://{p.admin.address.authority(0)}/ (dashboard{guard})")
     for name in p.exits:
         for i, line in enumerate(describe_exit(plans, name)):
             lines.append(("  exit     " if i == 0 else "           ") + line)

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -286,3 +287,27 @@ def test_a_taken_admin_address_stops_serve_with_a_clear_message(start_proxy, tmp
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match="cannot start the dashboard on 127.0.0.1:"):
             start_proxy(_profile(port, ""))
+
+
+def test_exits_show_pool_members_health_with_probe_time_and_latency(dashboard, tmp_path):
+    alive, dead = microsocks("127.0.0.2", tmp_path), microsocks("127.0.0.3", tmp_path)
+    try:
+        dead.kill()
+        _, admin = dashboard(
+            f'[exits.a]\nvia = ["socks5://127.0.0.2:{alive.port}"]\n'
+            f'[exits.b]\nvia = ["socks5://127.0.0.3:{dead.port}"]\n'
+            '[exits.p]\npool = ["a", "b"]\n[health]\ninterval = 1\nrise = 1\nfall = 1\n')
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            members = {m["name"]: m for m in
+                       next(e for e in admin.json("/api/exits") if e["name"] == "p")["members"]}
+            if members["a"]["last_probe"] and members["b"]["last_probe"] \
+                    and not members["b"]["up"]:
+                break
+            time.sleep(0.2)
+        assert members["a"]["up"] and members["a"]["latency_ms"] is not None
+        assert abs(members["a"]["last_probe"] - time.time()) < 10
+        assert not members["b"]["up"] and "refused" in members["b"]["last_error"]
+    finally:
+        alive.stop()
+        dead.stop()
