@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 
 from . import __version__
@@ -37,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="override the profile's listen address (port 0: any free port)")
     serve.add_argument("--admin", metavar="HOST:PORT|off",
                        help="the dashboard's address (default: the profile's admin key)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="processes sharing the port (default: the profile's workers, 1)")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     check = commands.add_parser("check", help="validate a profile and summarise it")
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return _check(load_profile(args.profile))
         if args.command == "serve":
-            return _serve(args.profile, args.listen, args.admin, args.verbose)
+            from .launch import serve
+
+            return serve(args.profile, args.listen, args.admin, args.workers, args.verbose)
         if args.command == "route":
             return _route(load_profile(args.profile), args.url)
         if args.command == "schema":
@@ -296,82 +299,4 @@ def _exec(args) -> int:
         return EXIT_USAGE
 
 
-def _serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
-           verbose: bool) -> int:
-    from . import logs
-    from .explain import summarize
-    from .remote import adminfile_for, pidfile_for
-    from .server import ProxyServer, run_loop
 
-    loaded = load_profile(profile_ref)
-    listen = None
-    admin = loaded.profile.admin
-    try:
-        if listen_text:
-            listen = parse_authority(listen_text, listening=True)
-        if admin_text:
-            admin = _admin_override(admin_text, admin)
-    except AddressError as error:
-        print(f"anonproxy: {'--admin ' + admin_text if admin_text else '--listen ' + listen_text}: "
-              f"{error}", file=sys.stderr)
-        return EXIT_USAGE
-    logs.setup(verbose)
-    exit_code = 0
-
-    async def main() -> None:
-        nonlocal exit_code
-        server = ProxyServer(loaded, listen, profile_ref=profile_ref, admin=admin)
-        server.stop_on_signals()
-        try:
-            address = await server.start()
-        except OSError as error:
-            print(f"anonproxy: cannot listen on {server.listen}: {error.strerror}", file=sys.stderr)
-            exit_code = 1
-            return
-        try:
-            dashboard = await server.start_admin()
-        except OSError as error:
-            print(f"anonproxy: cannot start the dashboard on {server.admin_address}: "
-                  f"{error.strerror} (use --admin HOST:PORT, or --admin off)", file=sys.stderr)
-            await server.stop()
-            exit_code = 1
-            return
-        for line in summarize(loaded, server.ctx.plans):
-            logs.log.info(line)
-        server.warn_if_direct()
-        pidfile, adminfile = pidfile_for(address), adminfile_for(address)
-        try:
-            pidfile.parent.mkdir(parents=True, exist_ok=True)
-            pidfile.write_text(f"{os.getpid()}\n")
-            if dashboard is not None:
-                adminfile.write_text(f"{dashboard.authority(0)}\n")
-        except OSError:
-            pidfile = None
-        logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)", address)
-        if dashboard is not None:
-            logs.log.info("dashboard on http://%s/", dashboard.authority(0))
-        print(f"anonproxy listening on {address}", flush=True)
-        try:
-            await server.serve_until_signalled()
-        finally:
-            if pidfile is not None:
-                pidfile.unlink(missing_ok=True)
-                adminfile.unlink(missing_ok=True)
-
-    run_loop(main)
-    return exit_code
-
-
-def _admin_override(text: str, configured):
-    """--admin: off, or HOST:PORT (keeping the profile's password)."""
-    from .config import Admin
-
-    if text == "off":
-        return None
-    from .address import is_loopback_host
-
-    address = parse_authority(text, listening=True)
-    password = configured.password if configured is not None else None
-    if password is None and not is_loopback_host(address.host):
-        raise AddressError("a dashboard beyond loopback needs the profile's admin password")
-    return Admin(listen=text, password=password)

@@ -277,6 +277,7 @@ class Admin(_Strict):
 class Profile(_Strict):
     listen: str = "127.0.0.1:8118"
     admin: Admin | None = None  # the dashboard; off when absent
+    workers: Annotated[int, Field(ge=1, le=64)] = 1  # processes sharing the port (SO_REUSEPORT)
     allow: list[IPNetwork] = []
     auth: Auth | None = None
     default: ExitName = "direct"

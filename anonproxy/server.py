@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import os
 import secrets
 import signal
 import socket
@@ -33,6 +34,7 @@ from .profiles import LoadedProfile, ProfileError, known_profiles, load_profile
 from .socks_session import serve_socks5
 from .tor import Tor, TorSpec, TorUnavailable, tor_binary
 from .upstream import UpstreamPool
+from .workers import forward, reap
 
 SOCKS4 = 0x04
 
@@ -59,6 +61,7 @@ class ProxyServer:
         self.reloads = 0
         self.last_reload_error: str | None = None
         self._reload_waiters: list[asyncio.Future] = []
+        self.children: list[int] = []  # other worker processes on our port (workers.py)
         self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
         self._credentials = credentials or _profile_credentials(loaded)  # required when set
         self.tors: dict[TorSpec, Tor] = {}
@@ -116,7 +119,7 @@ class ProxyServer:
     async def start(self, sock: socket.socket | None = None) -> Address:
         """Listen on the profile's (or given) address, or accept on a socket made elsewhere."""
         if sock is not None:
-            self._server = await asyncio.start_server(self._handle, sock=sock)
+            self._server = await asyncio.start_server(self._handle, sock=sock, backlog=1024)
             host, port = sock.getsockname()[:2]
             self.listen = Address(host, port)
             for ctx in self._all_contexts():
@@ -175,6 +178,9 @@ class ProxyServer:
         running profile was kept."""
         if self.profile_ref is None:
             return "this proxy was started without a profile to re-read"
+        if name and self.children:
+            return (f"switching profiles needs workers = 1 (this proxy runs "
+                    f"{len(self.children) + 1}); restart it with --profile {name}")
         waiter = asyncio.get_running_loop().create_future()
         self._reload_waiters.append(waiter)
         self._reload_requested = self.switchable_profiles()[name] if name else True
@@ -190,6 +196,7 @@ class ProxyServer:
                 site = site_of(check_host(site))
             except AddressError as error:
                 raise ValueError(f"site: {error}") from None
+        self._newnym_children(site)
         await self.new_identity(site)
         return f"new identity for {site}" if site else "new identity for every site"
 
@@ -217,6 +224,8 @@ class ProxyServer:
         loop.add_signal_handler(signal.SIGUSR1, self.request_new_identity)
 
     def request_stop(self) -> None:
+        if not self._stopping.is_set():
+            forward(self.children, signal.SIGTERM)
         self._stopping.set()
         self._wakeup.set()
 
@@ -230,6 +239,15 @@ class ProxyServer:
             site = take_newnym_request(self.listen)
         self._newnym_requested = site
         self._wakeup.set()
+        self._newnym_children(site)
+
+    def _newnym_children(self, site: str | None) -> None:
+        for pid in self.children:
+            if site is not None:
+                path = newnym_request_file(self.listen, pid)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(site + "\n")
+        forward(self.children, signal.SIGUSR1)
 
     def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
         """Run one tor per spec the profiles use; stop those no profile uses any more."""
@@ -284,6 +302,7 @@ class ProxyServer:
                     ref, self._reload_requested = self._reload_requested, False
                     error = self.reload(ref if isinstance(ref, str) else None)
                     if error is None:
+                        forward(self.children, signal.SIGHUP)
                         self._sync_tors(tasks)
                         for prober in probers:
                             prober.cancel()
@@ -303,6 +322,7 @@ class ProxyServer:
                     waiter.set_result("the proxy is stopping")
             await self._stop_admin()
             await self.stop()
+            await asyncio.to_thread(reap, self.children)
 
     def reload(self, ref: str | None = None) -> str | None:
         """Re-read the profile (or switch to the one `ref` names); on any error keep the
@@ -443,21 +463,23 @@ def _profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
     return (auth.username, auth.password) if auth is not None else None
 
 
-def newnym_request_file(listen: Address) -> Path:
+def newnym_request_file(listen: Address, pid: int | None = None) -> Path:
+    """Where `anonproxy newnym --site` leaves the site (and the first worker, for the others)."""
     from .tor import cache_dir
 
-    return cache_dir() / f"newnym-{listen.host}-{listen.port}"
+    return cache_dir() / (f"newnym-{listen.host}-{listen.port}" + (f".{pid}" if pid else ""))
 
 
 def take_newnym_request(listen: Address) -> str | None:
-    """The site `anonproxy newnym --site` left for us (read once), or None for everything."""
-    path = newnym_request_file(listen)
-    try:
-        site = path.read_text().strip() or None
-        path.unlink()
-    except OSError:
-        return None
-    return site
+    """The site left for this process (read once), or None for everything."""
+    for path in (newnym_request_file(listen, os.getpid()), newnym_request_file(listen)):
+        try:
+            site = path.read_text().strip() or None
+            path.unlink()
+        except OSError:
+            continue
+        return site
+    return None
 
 
 def open_geo(loaded: LoadedProfile) -> GeoDB | None:

@@ -28,6 +28,7 @@ def overview(server, activity) -> dict:
         "admin": str(server.admin_address) if server.admin_address else None,
         "started": server.started,
         "uptime_s": round(time.time() - server.started, 1),
+        "workers": len(server.children) + 1,  # the figures here are the first worker's
         "connections_now": server.connections_now(),
         "connections_total": server.accepted,
         "finished": activity.finished,

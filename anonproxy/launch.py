@@ -1,0 +1,149 @@
+"""The serve command: the profile with --listen, --admin and --workers applied, the proxy and
+its dashboard started, the pid and dashboard files written for status/reload/newnym.
+
+Exit codes: 0 after a clean stop, 1 when an address cannot be bound, 2 for a bad argument.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .address import Address, AddressError, is_loopback_host, parse_authority
+from .config import Admin
+from .profiles import load_profile
+
+EXIT_USAGE = 2
+
+
+def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
+          workers: int | None, verbose: bool) -> int:
+    from . import logs
+    from .explain import summarize
+    from .remote import adminfile_for, pidfile_for
+    from .server import ProxyServer, run_loop
+
+    loaded = load_profile(profile_ref)
+    listen = None
+    admin = loaded.profile.admin
+    option = ""
+    try:
+        if listen_text:
+            option = f"--listen {listen_text}"
+            listen = parse_authority(listen_text, listening=True)
+        if admin_text:
+            option = f"--admin {admin_text}"
+            admin = _admin_override(admin_text, admin)
+    except AddressError as error:
+        print(f"anonproxy: {option}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.setup(verbose)
+    exit_code = 0
+    workers = loaded.profile.workers if workers is None else workers
+    sock, children = None, []
+    if workers != 1:
+        from .workers import WorkersUnavailable
+
+        try:
+            sock, children = _start_workers(loaded, profile_ref, listen, workers)
+        except WorkersUnavailable as error:
+            print(f"anonproxy: --workers {workers}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as error:
+            where = listen or loaded.profile.listen_address
+            print(f"anonproxy: cannot listen on {where}: {error.strerror}", file=sys.stderr)
+            return 1
+
+    async def main() -> None:
+        nonlocal exit_code
+        server = ProxyServer(loaded, listen, profile_ref=profile_ref, admin=admin)
+        server.children = children
+        server.stop_on_signals()
+        try:
+            address = await server.start(sock=sock)
+        except OSError as error:
+            print(f"anonproxy: cannot listen on {server.listen}: {error.strerror}", file=sys.stderr)
+            exit_code = 1
+            return
+        try:
+            dashboard = await server.start_admin()
+        except OSError as error:
+            print(f"anonproxy: cannot start the dashboard on {server.admin_address}: "
+                  f"{error.strerror} (use --admin HOST:PORT, or --admin off)", file=sys.stderr)
+            await server.stop()
+            exit_code = 1
+            return
+        for line in summarize(loaded, server.ctx.plans):
+            logs.log.info(line)
+        server.warn_if_direct()
+        pidfile, adminfile = pidfile_for(address), adminfile_for(address)
+        try:
+            pidfile.parent.mkdir(parents=True, exist_ok=True)
+            pidfile.write_text(f"{os.getpid()}\n")
+            if dashboard is not None:
+                adminfile.write_text(f"{dashboard.authority(0)}\n")
+        except OSError:
+            pidfile = None
+        logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
+                      f", {len(children) + 1} workers" if children else "")
+        if dashboard is not None:
+            logs.log.info("dashboard on http://%s/", dashboard.authority(0))
+        print(f"anonproxy listening on {address}", flush=True)
+        try:
+            await server.serve_until_signalled()
+        finally:
+            if pidfile is not None:
+                pidfile.unlink(missing_ok=True)
+                adminfile.unlink(missing_ok=True)
+
+    run_loop(main)
+    return exit_code
+
+
+
+def _admin_override(text: str, configured):
+    """--admin: off, or HOST:PORT (keeping the profile's password)."""
+    if text == "off":
+        return None
+    address = parse_authority(text, listening=True)
+    password = configured.password if configured is not None else None
+    if password is None and not is_loopback_host(address.host):
+        raise AddressError("a dashboard beyond loopback needs the profile's admin password")
+    return Admin(listen=text, password=password)
+
+
+def _start_workers(loaded, profile_ref: str, listen, workers: int):
+    """The first worker's SO_REUSEPORT socket, and the other workers, forked now (before any
+    event loop) each with a socket of its own on the same address."""
+    from .server import ProxyServer, run_loop
+    from .workers import WorkersUnavailable, fork_workers, reuseport_socket
+
+    if not 1 <= workers <= 64:
+        raise WorkersUnavailable("workers must be between 1 and 64")
+    if any(spec.managed for spec in _tor_specs(loaded)):
+        raise WorkersUnavailable("a managed tor exit would start one tor per worker; use a tor "
+                                 'you run (tor = { control = "HOST:PORT" }) or one worker')
+    wanted = listen or loaded.profile.listen_address
+    sock = reuseport_socket(wanted)
+    bound = Address(wanted.host, sock.getsockname()[1])
+
+    def run(worker_sock, ready) -> int:
+        sock.close()
+
+        async def worker() -> None:
+            server = ProxyServer(loaded, bound, profile_ref=profile_ref)
+            server.stop_on_signals()
+            await server.start(sock=worker_sock)
+            ready()
+            await server.serve_until_signalled()
+
+        run_loop(worker)
+        return 0
+
+    return sock, fork_workers(workers - 1, bound, run)
+
+
+def _tor_specs(loaded):
+    from .context import Context
+
+    return Context(loaded, loaded.profile.listen_address).tor_specs()
