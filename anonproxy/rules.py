@@ -9,6 +9,10 @@ hostname only through an address the caller already has; when the profile allows
 and a rule needs one, `decide` returns NEED_ADDRESS and the caller resolves and asks again.
 Rules that come before are decided without any lookup, so a name matched by a domain rule is
 never resolved.
+
+compile_rules builds a RuleIndex (rule_index.py) once per profile, so deciding stays flat as
+profiles grow; decide checks only the candidates it returns, with the same per-rule logic as a
+linear scan (which is what a plain tuple of rules gets: the reference the tests compare with).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .address import AddressError, check_host
+from .rule_index import RuleIndex
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -116,9 +121,15 @@ def rule_text(rule) -> str:
     return f'{" ".join(parts)} -> exit "{rule.exit}"'
 
 
-def compile_rules(rules) -> tuple[CompiledRule, ...]:
+class RuleTable(tuple):
+    """The compiled rules in order (a tuple), with their index."""
+
+    lookup: RuleIndex
+
+
+def compile_rules(rules) -> RuleTable:
     """From profile rules (objects with domains, cidrs, ports, countries, exit)."""
-    return tuple(
+    table = RuleTable(
         CompiledRule(
             number=i,
             text=rule_text(r),
@@ -130,6 +141,8 @@ def compile_rules(rules) -> tuple[CompiledRule, ...]:
         )
         for i, r in enumerate(rules, start=1)
     )
+    table.lookup = RuleIndex(table)
+    return table
 
 
 def decide(
@@ -151,6 +164,9 @@ def decide(
     known = ip if ip is not None else address
     country: str | None = None
     looked_up = False
+    index = getattr(rules, "lookup", None)
+    if index is not None:
+        rules = index.candidates(name, known, port, may_resolve)
     for rule in rules:
         if rule.ports is not None and port not in rule.ports:
             continue

@@ -65,3 +65,49 @@ def test_a_local_lookup_is_asked_for_only_when_a_rule_needs_it():
 def test_rule_text_reads_like_the_profile():
     assert RULES[0].text == 'domains = ["*.co.uk", "bbc.com"] -> exit "uk"'
     assert RULES[2].text == 'cidrs = ["10.0.0.0/8", "fd00::/8"] ports = [22, 443] -> exit "home"'
+
+
+# --- the index gives the linear scan's answer --------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_LABELS = ["a", "b", "ex", "co"]
+_NAMES = st.lists(st.sampled_from(_LABELS), min_size=1, max_size=3).map(".".join)
+_PATTERNS = st.one_of(
+    _NAMES,
+    _NAMES.map(lambda n: "*." + n),
+    st.sampled_from(["re:^a\\..*$", "re:.*\\.co$", "re:b"]),
+)
+_V4 = st.builds(lambda a, b, n: ipaddress.ip_network(f"10.{a}.{b}.0/{n}", strict=False),
+                st.integers(0, 3), st.integers(0, 3), st.sampled_from([8, 15, 16, 24, 32]))
+_V6 = st.builds(lambda a, n: ipaddress.ip_network(f"fd00:{a}::/{n}", strict=False),
+                st.integers(0, 3), st.sampled_from([8, 32, 48, 128]))
+_RULE = st.builds(
+    lambda d, c, p, k, e: SimpleNamespace(domains=d, cidrs=c, ports=p, countries=k, exit=e),
+    st.none() | st.lists(_PATTERNS, min_size=1, max_size=3),
+    st.none() | st.lists(_V4 | _V6, min_size=1, max_size=3),
+    st.none() | st.lists(st.sampled_from([22, 80, 443]), min_size=1, max_size=2),
+    st.none() | st.lists(st.sampled_from(["DE", "FR"]), min_size=1, max_size=2),
+    st.sampled_from(["x", "y", "z"]),
+)
+_ADDRESSES = st.builds(lambda a, b, c: ipaddress.ip_address(f"10.{a}.{b}.{c}"),
+                       st.integers(0, 3), st.integers(0, 3), st.integers(0, 2)) | st.builds(
+    lambda a, c: ipaddress.ip_address(f"fd00:{a}::{c}"), st.integers(0, 3), st.integers(0, 2))
+_HOSTS = _NAMES | _ADDRESSES.map(str)
+
+
+def _country(ip):
+    return ("DE", "FR", None)[int(ip) % 3]
+
+
+@settings(max_examples=400, deadline=None)
+@given(rules=st.lists(_RULE, max_size=12), host=_HOSTS, port=st.sampled_from([22, 80, 443, 8080]),
+       address=st.none() | _ADDRESSES, may_resolve=st.booleans())
+def test_indexed_decision_equals_the_linear_scan(rules, host, port, address, may_resolve):
+    table = compile_rules(rules)
+    linear = tuple(table)  # a plain tuple has no index: decide scans it rule by rule
+    kw = dict(country_of=_country, address=address, may_resolve=may_resolve)
+    assert decide(table, "default", host, port, **kw) == decide(linear, "default", host, port, **kw)
