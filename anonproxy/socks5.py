@@ -120,7 +120,9 @@ def parse_request(buf: bytes) -> tuple[ConnectRequest, int] | None:
     if atyp == ATYP_IPV4:
         host = str(ipaddress.IPv4Address(buf[4:8]))
     elif atyp == ATYP_IPV6:
-        host = str(ipaddress.IPv6Address(buf[4:20]))
+        # normalised as every other address is: an IPv4-mapped one (::ffff:a.b.c.d) becomes the
+        # IPv4 it reaches, so CIDR rules and the loopback and link-local checks see it
+        host = check_host(str(ipaddress.IPv6Address(buf[4:20])))
     else:
         raw = buf[5:end]
         if not raw:

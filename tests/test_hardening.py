@@ -388,3 +388,15 @@ def test_a_client_that_stops_reading_stops_the_upstream_not_grows_the_proxy(star
     finally:
         sock.close()
     assert proxy.process.poll() is None
+
+
+def test_socks5_ipv4_mapped_address_cannot_dodge_a_cidr_rule(start_proxy, origin):
+    proxy = start_proxy('default = "direct"\n[exits.direct]\n'
+                        '[[rules]]\ncidrs = ["127.0.0.0/8"]\nexit = "block"\n')
+    mapped = b"\x00" * 10 + b"\xff\xff" + socket.inet_aton(origin.host)
+    with proxy.connect() as sock:
+        sock.sendall(b"\x05\x01\x00")
+        assert sock.recv(2) == b"\x05\x00"
+        sock.sendall(b"\x05\x01\x00\x04" + mapped + struct.pack(">H", origin.port))
+        assert sock.recv(10)[:2] == b"\x05\x02"  # not allowed, by the rule
+    assert not origin.connections

@@ -47,6 +47,12 @@ def test_userpass():
     (b"\x05\x01\x00\x03\x0bExample.COM\x01\xbb", (ConnectRequest(Address("example.com", 443)), 18)),
     (b"\x05\x01\x00\x04" + b"\x00" * 15 + b"\x01\x00\x16", (ConnectRequest(Address("::1", 22)), 22)),
     (b"\x05\x01\x00\x03\x0bexample.com\x01", None),
+    # found by scripts/fuzz: an IPv4-mapped IPv6 address is the IPv4 address it reaches, so CIDR
+    # rules and the loopback and link-local (metadata) checks cannot be dodged by writing it so
+    (b"\x05\x01\x00\x04" + b"\x00" * 10 + b"\xff\xff\xa9\xfe\xa9\xfe\x00\x50",
+     (ConnectRequest(Address("169.254.169.254", 80)), 22)),
+    (b"\x05\x01\x00\x04" + b"\x00" * 10 + b"\xff\xff\x7f\x00\x00\x01\x00\x50",
+     (ConnectRequest(Address("127.0.0.1", 80)), 22)),
 ])
 def test_connect_requests(data, expected):
     assert socks5.parse_request(data) == expected
