@@ -40,6 +40,8 @@ function showStatus(status) {
   $("connections-total").textContent = status.connections_total;
   $("identities").textContent = status.identities;
   $("reloads").textContent = status.reloads;
+  $("workers").textContent = status.workers;
+  $("workers-fact").hidden = status.workers === 1;
   const select = $("profile-select");
   const names = status.profiles.join(",");
   if (select.dataset.names !== names) {
