@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check(loaded: LoadedProfile) -> int:
     from .context import Context
     from .explain import summarize
-    from .server import open_geo
+    from .profiles import open_geo
 
     # a missing or broken GeoIP database is a profile error too
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
@@ -159,7 +159,7 @@ def _route(loaded: LoadedProfile, url: str) -> int:
 
     from .context import Context
     from .explain import explain_route
-    from .server import open_geo
+    from .profiles import open_geo
 
     try:
         if "://" in url:
@@ -217,7 +217,7 @@ def _fetch(args) -> int:
     from .context import Context
     from .fetch import NETWORK, OK, FetchFailed, FetchRequest, fetch
     from .progress import Progress
-    from .server import open_geo
+    from .profiles import open_geo
     from .tor import Tor
 
     headers = []

@@ -20,6 +20,7 @@ from typing import Any
 
 from .address import is_loopback_host
 from .config import BLOCK, InvalidProfile, Profile, validate_profile
+from .geo import GeoDB, GeoError
 
 # Installed, the shipped profiles are package data beside this file; in a source checkout (or an
 # editable install) they are the repository's rules/ folder.
@@ -179,3 +180,17 @@ def _short(value: Any) -> str:
     # strings as JSON: quoted, with control characters escaped so the error stays one line
     text = repr(value) if not isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def open_geo(loaded: LoadedProfile) -> GeoDB | None:
+    """The GeoIP database, opened only when a rule asks for countries."""
+    profile = loaded.profile
+    if not any(rule.countries for rule in profile.rules):
+        return None
+    try:
+        geo = GeoDB.open(profile.geoip)
+    except GeoError as error:
+        raise ProfileError(f'{loaded.path}: geoip = "{profile.geoip}": {error}') from None
+    if geo is None:
+        raise ProfileError(f'{loaded.path}: geoip = "none", but rules match on countries')
+    return geo

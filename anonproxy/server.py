@@ -28,9 +28,8 @@ from .config import Admin
 from .context import Context
 from .errors import AuthRequired, NoSuchProfile, Overloaded, StageTimeout, http_error_response
 from .exits import Direct
-from .geo import GeoDB, GeoError
 from .http_session import ClientConn, serve_http
-from .profiles import LoadedProfile, ProfileError, known_profiles, load_profile
+from .profiles import LoadedProfile, ProfileError, known_profiles, load_profile, open_geo
 from .socks_session import serve_socks5
 from .tor import Tor, TorSpec, TorUnavailable, tor_binary
 from .upstream import UpstreamPool
@@ -480,20 +479,6 @@ def take_newnym_request(listen: Address) -> str | None:
             continue
         return site
     return None
-
-
-def open_geo(loaded: LoadedProfile) -> GeoDB | None:
-    """The GeoIP database, opened only when a rule asks for countries."""
-    profile = loaded.profile
-    if not any(rule.countries for rule in profile.rules):
-        return None
-    try:
-        geo = GeoDB.open(profile.geoip)
-    except GeoError as error:
-        raise ProfileError(f'{loaded.path}: geoip = "{profile.geoip}": {error}') from None
-    if geo is None:
-        raise ProfileError(f'{loaded.path}: geoip = "none", but rules match on countries')
-    return geo
 
 
 def run_loop(main) -> None:
