@@ -6,12 +6,14 @@ Counted, not guessed: file descriptors from /proc/PID/fd, memory from VmRSS in
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
 import struct
 import threading
 import time
+import urllib.request
 
 import h11
 import pytest
@@ -20,7 +22,7 @@ from origin import pattern
 from rawserver import start_raw_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from upstreams import microsocks
+from upstreams import free_port, microsocks
 
 from anonproxy.profiles import ProfileError, parse_profile
 
@@ -197,6 +199,20 @@ def http_connect(proxy, host: str, port: int) -> socket.socket:
     return sock
 
 
+def connections_now(admin_port: int) -> int:
+    """The proxy's own count of connection tasks (the dashboard API's status)."""
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"http://127.0.0.1:{admin_port}/api/status", timeout=10) as response:
+        return json.load(response)["connections_now"]
+
+
+def settle_tasks(admin_port: int, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    while (now := connections_now(admin_port)) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return now
+
+
 def settle_fds(pid: int, allowed: int, timeout: float = 15) -> int:
     deadline = time.monotonic() + timeout
     while open_fds(pid) > allowed and time.monotonic() < deadline:
@@ -237,7 +253,8 @@ def test_an_upstream_that_never_answers_gets_a_prompt_clear_error_and_others_car
 
 
 def test_an_origin_resetting_mid_response_is_a_prompt_error_and_leaks_nothing(start_proxy, origin, raw):
-    proxy = start_proxy()
+    admin = free_port("127.0.0.1")
+    proxy = start_proxy(f'default = "direct"\nadmin = "127.0.0.1:{admin}"\n[exits.direct]\n')
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
     baseline = open_fds(proxy.process.pid)
     for _ in range(50):
@@ -248,19 +265,27 @@ def test_an_origin_resetting_mid_response_is_a_prompt_error_and_leaks_nothing(st
     assert proxy.process.poll() is None
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
     assert settle_fds(proxy.process.pid, baseline + 1) <= baseline + 1  # (+1: the kept /echo upstream)
+    assert settle_tasks(admin) == 0
 
 
 def test_a_pool_fails_over_under_load_and_only_requests_in_flight_at_the_kill_fail(
         start_proxy, origin, tmp_path):
     a, b = microsocks("127.0.0.2", tmp_path), microsocks("127.0.0.5", tmp_path)
     try:
-        proxy = start_proxy(f'default = "p"\n[exits.a]\nvia = ["{a.url}"]\n[exits.b]\n'
+        admin = free_port("127.0.0.1")
+        proxy = start_proxy(f'default = "p"\nadmin = "127.0.0.1:{admin}"\n'
+                            f'[exits.a]\nvia = ["{a.url}"]\n[exits.b]\n'
                             f'via = ["{b.url}"]\n[exits.p]\npool = ["a", "b"]\n'
                             f'strategy = "failover"\n[health]\ninterval = 3600\n')
         size = 300_000
         url = origin.url(f"/bytes/{size}?close=1")  # the origin closes: no idle upstreams kept
         assert curl("-x", proxy.url, url, "-o", os.devnull).returncode == 0
         baseline = open_fds(proxy.process.pid)
+        with proxy.connect():  # (the task count counts: an open client connection is one)
+            deadline = time.monotonic() + 5
+            while connections_now(admin) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert connections_now(admin) == 1
         results: list[tuple[float, float, bool]] = []  # (start, end, complete and intact)
         done = threading.Semaphore(0)
         expected = pattern(size)
@@ -296,6 +321,7 @@ def test_a_pool_fails_over_under_load_and_only_requests_in_flight_at_the_kill_fa
         peers = [r.peer[0] for r in origin.received[-len(after):]]
         assert set(peers) == {"127.0.0.5"}
         assert settle_fds(proxy.process.pid, baseline) <= baseline
+        assert settle_tasks(admin) == 0
         assert proxy.process.poll() is None
     finally:
         a.kill()
