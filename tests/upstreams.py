@@ -127,3 +127,11 @@ LogLevel Warning
                                    stdout=subprocess.DEVNULL, stderr=log)
     wait_listening(host, port, process)
     return Upstream("http", host, port, process)
+
+
+def restart(upstream: Upstream) -> None:
+    """Start a stopped or killed upstream again, same program, same address and port."""
+    upstream.kill()
+    args = upstream.process.args
+    upstream.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(upstream.host, upstream.port, upstream.process)
