@@ -367,14 +367,17 @@ def test_memory_returns_to_its_level_after_2000_requests_and_tunnels(start_proxy
     def round_() -> int:
         keep_alive_gets(proxy, url, 10, 200)
         tunnels(proxy, raw, 20)
-        time.sleep(1)  # idle
+        time.sleep(0.5)  # idle
         return rss_kib(pid)
 
-    warm = round_()  # buffers, caches and allocator arenas reach their working size
-    after = round_()
-    # 2000 requests and 20 tunnels: a leak of 1 KiB per request alone would add ~2000 KiB,
-    # twice the margin (measured here: +8 to +48 KiB from one round to the next)
-    assert after - warm < 1024, (warm, after)
+    round_()  # warm-up: buffers, caches and allocator arenas reach their working size
+    levels = [round_() for _ in range(4)]
+    steps = sorted(b - a for a, b in zip(levels, levels[1:]))
+    # Each round is 2000 requests and 20 tunnels: a leak of 1 KiB per request alone would add
+    # ~2000 KiB to every step, twice the margin. A one-off step (a busier moment needing more
+    # buffers at once, kept by the allocator) shows in one step only, hence the median.
+    # Measured here: steps of 0 to 60 KiB, once a single one of ~3 MB under a parallel run.
+    assert steps[1] < 1024, levels
 
 
 def flood(raw, proxy, how: str) -> socket.socket:
