@@ -6,6 +6,7 @@ Exit codes: 0 after a clean stop, 1 when an address cannot be bound, 2 for a bad
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -21,7 +22,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
     from . import logs
     from .explain import summarize
     from .remote import adminfile_for, pidfile_for
-    from .server import ProxyServer, run_loop
+    from .server import ProxyServer
 
     loaded = load_profile(profile_ref)
     listen = None
@@ -115,7 +116,7 @@ def _admin_override(text: str, configured):
 def _start_workers(loaded, profile_ref: str, listen, workers: int):
     """The first worker's SO_REUSEPORT socket, and the other workers, forked now (before any
     event loop) each with a socket of its own on the same address."""
-    from .server import ProxyServer, run_loop
+    from .server import ProxyServer
     from .workers import WorkersUnavailable, fork_workers, reuseport_socket
 
     if not 1 <= workers <= 64:
@@ -147,3 +148,13 @@ def _tor_specs(loaded):
     from .context import Context
 
     return Context(loaded, loaded.profile.listen_address).tor_specs()
+
+
+def run_loop(main) -> None:
+    """Run `main()` on uvloop when it is installed, plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

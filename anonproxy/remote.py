@@ -116,8 +116,6 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
             print(answer["message"])
             return 0
     if site:
-        from .server import newnym_request_file
-
         try:
             path = newnym_request_file(parse_authority(listen_text))
         except AddressError as error:
@@ -151,3 +149,21 @@ def _duration(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else \
         f"{seconds / 86400:.1f} days"
 
+
+def newnym_request_file(listen: Address, pid: int | None = None) -> Path:
+    """Where `anonproxy newnym --site` leaves the site (and the first worker, for the others)."""
+    from .tor import cache_dir
+
+    return cache_dir() / (f"newnym-{listen.host}-{listen.port}" + (f".{pid}" if pid else ""))
+
+
+def take_newnym_request(listen: Address) -> str | None:
+    """The site left for this process (read once), or None for everything."""
+    for path in (newnym_request_file(listen, os.getpid()), newnym_request_file(listen)):
+        try:
+            site = path.read_text().strip() or None
+            path.unlink()
+        except OSError:
+            continue
+        return site
+    return None

@@ -1,41 +1,37 @@
-"""The listener: one port, protocol sniffed from the first byte, connection accounting, shutdown.
+"""The running proxy: its profiles (the main one and those a proxy username selects), the tors
+they use, health probes, reloads, new identities, the dashboard, and the serve loop that turns
+signals and dashboard actions into them. Accepting connections is the Listener's.
 
 Invariants:
-- A client outside the allow-list is closed before a byte of it is read.
-- Past `max_connections`, new clients get a clean refusal (503 or a SOCKS failure reply), not a
-  hang.
-- One connection's failure never reaches another: every per-connection error ends in that
-  connection's own handler.
-- SIGINT/SIGTERM: stop accepting, close idle keep-alive connections, let active ones finish for
-  up to `drain_timeout`, then cut what is left and return.
+- A reload or profile switch that fails keeps the running profile and says why; connections in
+  flight keep the profile they started with.
+- Credentials, when the proxy requires them, are compared in constant time.
+- SIGINT/SIGTERM: stop accepting, drain (listener.py), stop tors and the dashboard, return;
+  other worker processes get the same signals (workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
-import os
 import secrets
 import signal
 import socket
 import time
 from pathlib import Path
 
-from . import logs, socks5
+from . import logs
 from .address import Address, AddressError, check_host
 from .config import Admin
 from .context import Context
-from .errors import AuthRequired, NoSuchProfile, Overloaded, StageTimeout, http_error_response
+from .errors import AuthRequired, NoSuchProfile
 from .exits import Direct
-from .http_session import ClientConn, serve_http
+from .listener import Listener
 from .profiles import LoadedProfile, ProfileError, known_profiles, load_profile, open_geo
-from .socks_session import serve_socks5
+from .remote import newnym_request_file, take_newnym_request
 from .tor import Tor, TorSpec, TorUnavailable, tor_binary
 from .upstream import UpstreamPool
 from .workers import forward, reap
-
-SOCKS4 = 0x04
 
 
 class ProxyServer:
@@ -55,7 +51,6 @@ class ProxyServer:
         self.activity = None  # what the dashboard shows (set by start_admin)
         self.token_path: Path | None = None
         self.started = time.time()
-        self.accepted = 0  # connections accepted since start
         self.identities = 0  # new identities made since start
         self.reloads = 0
         self.last_reload_error: str | None = None
@@ -66,11 +61,10 @@ class ProxyServer:
         self.tors: dict[TorSpec, Tor] = {}
         self._tor_tasks: dict[TorSpec, asyncio.Task] = {}
         self.ctx, self._selectable = self._contexts(loaded)
-        self._allow = loaded.profile.allow
-        self._server: asyncio.base_events.Server | None = None
-        # None while the first bytes are awaited; the HTTP client, or SOCKS, once known
-        self._tasks: dict[asyncio.Task, ClientConn | str | None] = {}
         self._stopping = asyncio.Event()
+        self.listener = Listener(self.context_for, lambda: self.ctx,
+                                 lambda: self._credentials is not None, self._stopping,
+                                 loaded.profile.allow)
         self._wakeup = asyncio.Event()
         self._reload_requested: str | bool = False  # True: the current profile; or another's name
         self._newnym_requested: str | None | bool = False  # False: none; None: all; or a site
@@ -117,21 +111,11 @@ class ProxyServer:
 
     async def start(self, sock: socket.socket | None = None) -> Address:
         """Listen on the profile's (or given) address, or accept on a socket made elsewhere."""
-        if sock is not None:
-            self._server = await asyncio.start_server(self._handle, sock=sock, backlog=1024)
-            host, port = sock.getsockname()[:2]
-            self.listen = Address(host, port)
+        bound = await self.listener.start(self.listen, sock)
+        if bound != self.listen:  # a socket made elsewhere, or an ephemeral port: the real one
+            self.listen = bound
             for ctx in self._all_contexts():
-                ctx.listen = self.listen
-            return self.listen
-        self._server = await asyncio.start_server(
-            self._handle, self.listen.host, self.listen.port, reuse_address=True, backlog=1024
-        )
-        sock = self._server.sockets[0].getsockname()
-        if self.listen.port == 0:  # an ephemeral port was asked for: report the real one
-            self.listen = Address(self.listen.host, sock[1])
-            for ctx in self._all_contexts():
-                ctx.listen = self.listen
+                ctx.listen = bound
         return self.listen
 
     async def start_admin(self) -> Address | None:
@@ -161,8 +145,12 @@ class ProxyServer:
             if self.token_path is not None:
                 self.token_path.unlink(missing_ok=True)
 
+    @property
+    def accepted(self) -> int:
+        return self.listener.accepted
+
     def connections_now(self) -> int:
-        return len(self._tasks)
+        return self.listener.open_connections
 
     def switchable_profiles(self) -> dict[str, str]:
         """Profiles the dashboard may switch to: the user's and shipped ones, and those beside
@@ -313,7 +301,8 @@ class ProxyServer:
                 if self._newnym_requested is not False and not self._stopping.is_set():
                     site, self._newnym_requested = self._newnym_requested, False
                     tasks.create_task(self.new_identity(site))
-            logs.log.info("stopping: no new connections; draining %d", len(self._tasks))
+            logs.log.info("stopping: no new connections; draining %d",
+                          self.listener.open_connections)
             for task in (*probers, *background, *self._tor_tasks.values()):
                 task.cancel()
             for waiter in self._reload_waiters:
@@ -346,7 +335,7 @@ class ProxyServer:
         for ctx in (main, *selectable.values()):
             ctx.listen = self.listen
         self.ctx, self._selectable = main, selectable
-        self._allow = loaded.profile.allow
+        self.listener.allow = loaded.profile.allow
         if not self._fixed_credentials:
             self._credentials = _profile_credentials(loaded)
         for ctx in old:
@@ -373,119 +362,10 @@ class ProxyServer:
 
     async def stop(self) -> None:
         self.request_stop()
-        if self._server is not None:
-            self._server.close()
-        for task, client in list(self._tasks.items()):
-            if client is None:
-                task.cancel()  # still sniffing or in a SOCKS handshake
-            elif isinstance(client, ClientConn) and client.idle:
-                client.writer.close()  # between requests: the pending read sees EOF
-        if self._tasks:
-            _, busy = await asyncio.wait(list(self._tasks), timeout=self.limits.drain_timeout)
-            for task in busy:
-                task.cancel()
-            if busy:
-                await asyncio.wait(busy, timeout=2)
+        await self.listener.drain(self.limits.drain_timeout)
         for ctx in self._all_contexts():
             ctx.pool.close()
-
-    def _allowed(self, peer) -> bool:
-        if not self._allow:
-            return True
-        try:
-            address = ipaddress.ip_address(peer[0])
-        except (TypeError, ValueError, IndexError):
-            return False
-        return any(address in net for net in self._allow)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername")
-        if not self._allowed(peer):
-            writer.transport.abort()
-            return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._tasks[task] = None
-        self.accepted += 1
-        started = time.monotonic()
-        try:
-            try:
-                async with asyncio.timeout(self.limits.header_timeout):
-                    first = await reader.read(1 << 16)
-            except TimeoutError:
-                return
-            if not first:
-                return
-            if len(self._tasks) > self.limits.max_connections or self._stopping.is_set():
-                self._refuse(writer, first)
-                return
-            if first[0] == socks5.VERSION:
-                self._tasks[task] = "socks5"  # drained like a busy HTTP connection
-                await serve_socks5(reader, writer, self.context_for, self.ctx, first, started,
-                                   auth_required=self._credentials is not None)
-            elif first[0] == SOCKS4:
-                # SOCKS4 resolves names on the client: refuse it ("request rejected")
-                writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
-            else:
-                # registering the client lets shutdown tell idle keep-alive from busy
-                await serve_http(reader, writer, self.context_for, self.ctx, first, started,
-                                 self._stopping,
-                                 on_client=lambda c: self._tasks.__setitem__(task, c))
-        except (OSError, StageTimeout):
-            pass
-        except asyncio.CancelledError:
-            pass  # shutdown cut this connection; the task simply ends
-        except Exception:  # a bug must not take the listener down: log it, close this one
-            logs.log.exception("internal error on a connection")
-        finally:
-            self._tasks.pop(task, None)
-            try:
-                if not writer.is_closing():
-                    writer.close()
-            except OSError:
-                pass
-
-    def _refuse(self, writer: asyncio.StreamWriter, first: bytes) -> None:
-        if first[0] == socks5.VERSION:
-            writer.write(socks5.method_reply(socks5.NO_ACCEPTABLE))
-        else:
-            writer.write(http_error_response(Overloaded(
-                "the proxy is at its connection limit; try again shortly"
-            )))
-
 
 def _profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
     auth = loaded.profile.auth
     return (auth.username, auth.password) if auth is not None else None
-
-
-def newnym_request_file(listen: Address, pid: int | None = None) -> Path:
-    """Where `anonproxy newnym --site` leaves the site (and the first worker, for the others)."""
-    from .tor import cache_dir
-
-    return cache_dir() / (f"newnym-{listen.host}-{listen.port}" + (f".{pid}" if pid else ""))
-
-
-def take_newnym_request(listen: Address) -> str | None:
-    """The site left for this process (read once), or None for everything."""
-    for path in (newnym_request_file(listen, os.getpid()), newnym_request_file(listen)):
-        try:
-            site = path.read_text().strip() or None
-            path.unlink()
-        except OSError:
-            continue
-        return site
-    return None
-
-
-def run_loop(main) -> None:
-    """Run `main()` on uvloop when it is installed, plain asyncio otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
