@@ -149,7 +149,9 @@ class Context:
         Outcomes that needed no lookup are remembered per destination: they depend only on the
         rules, the GeoIP table and the addresses refuse_unsafe checks (our listener, the
         dashboard, our tors' control ports), and those addresses are the memo's key."""
-        key = (self.listen, self.admin, *(tor.control for tor in self.tors.values()))
+        tors = self.tors
+        key = (self.listen, self.admin, *(tor.control for tor in tors.values())) if tors else \
+            (self.listen, self.admin)
         if key != self._routes_key:
             self._routes.clear()
             self._routes_key = key

@@ -56,12 +56,13 @@ async def exchange(
     `pool`: where the connection goes back (under `key`) when it is clean — the pool it came
     from, so a new identity's fresh pool never receives an old connection; None: not kept."""
     up_reader, up_writer = stream
-    exchange = Exchange(client, head, up_reader, trace, f"{key[1]}:{key[2]} (exit '{key[0]}')")
+    exchange = Exchange(client, head, up_reader, trace, key)
     reusable = False
     try:
         up_writer.write(request)
         if not head.has_body:
-            await up_writer.drain()
+            if up_writer.transport.get_write_buffer_size() or up_writer.is_closing():
+                await up_writer.drain()  # rare: the request head did not go out at once
             status = await exchange.relay_response()
             reusable = exchange.upstream_reusable
         else:
@@ -106,9 +107,10 @@ async def exchange(
 class Exchange:
     """The state of one request/response exchange."""
 
-    def __init__(self, client: ClientConn, head: RequestHead, up_reader, trace: Trace, where: str):
+    def __init__(self, client: ClientConn, head: RequestHead, up_reader, trace: Trace,
+                 key: tuple[str, str, int]):
         self.client, self.head, self.up_reader, self.trace = client, head, up_reader, trace
-        self.where = where
+        self.key = key
         self.head_queued = False  # a response head is in the output (maybe not yet written)
         self.head_sent = False  # ... and has been written: errors must now abort, not answer
         self.nothing_received = True
@@ -117,6 +119,11 @@ class Exchange:
         self.upstream_reusable = False
         self.tunnel: bytes | None = None
         self.chunked_up = head.framing == "chunked"
+
+    @property
+    def where(self) -> str:
+        """The upstream, for error messages: host:port (exit 'path')."""
+        return f"{self.key[1]}:{self.key[2]} (exit '{self.key[0]}')"
 
     async def pump_body(self, up_writer: asyncio.StreamWriter) -> None:
         client = self.client

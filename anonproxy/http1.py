@@ -131,7 +131,10 @@ class _Collector:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
+        # _count, inlined: this runs for every header line of every message
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.max_head_bytes:
+            raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
         if len(self.headers) >= self.max_headers:
             raise self.too_large(f"the message has more than {self.max_headers} header fields")
         self.headers.append((name, value))
@@ -339,14 +342,16 @@ def render_request_head(
     method: bytes, target: bytes, headers: Headers, version: bytes = b"1.1"
 ) -> bytes:
     lines = [method + b" " + target + b" HTTP/" + version]
-    lines.extend(name + b": " + value for name, value in headers)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def render_response_head(status: int, reason: bytes, headers: Headers) -> bytes:
     lines = [b"HTTP/1.1 %d " % status + reason]
-    lines.extend(name + b": " + value for name, value in headers)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def chunk(data: bytes) -> bytes:

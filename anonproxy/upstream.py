@@ -29,12 +29,14 @@ class UpstreamPool:
         return self._count
 
     def take(self, key: Key) -> Stream | None:
-        self._sweep()
+        now = time.monotonic()
+        if now - self._swept >= 1.0:
+            self.sweep()
         idle = self._idle.get(key)
         while idle:
             since, stream = idle.pop()
             self._count -= 1
-            if _usable(stream) and time.monotonic() - since < self._ttl:
+            if _usable(stream) and now - since < self._ttl:
                 return stream
             stream[1].close()
         return None
@@ -45,12 +47,10 @@ class UpstreamPool:
                 or len(self) >= self._total):
             stream[1].close()
             return
-        idle.append((time.monotonic(), stream))
+        now = time.monotonic()
+        idle.append((now, stream))
         self._count += 1
-        self._sweep()
-
-    def _sweep(self) -> None:
-        if time.monotonic() - self._swept >= 1.0:
+        if now - self._swept >= 1.0:
             self.sweep()
 
     def sweep(self) -> None:
