@@ -151,6 +151,11 @@ class _RequestCollector(_Collector):
 
     def on_headers_complete(self) -> None:
         p = self.parser
+        version = p.get_http_version()
+        if version not in ("1.0", "1.1"):
+            # llhttp also takes "HTTP/2.0", and a request line without a version as 0.9 (still
+            # reading header lines after it): neither is an HTTP/1.x request to forward as one
+            raise BadRequest(f"unsupported HTTP version {version}")
         encodings, lengths, listed, websocket = scan(self.headers)
         framing = _framing(encodings, lengths, BadRequest)
         if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
@@ -159,7 +164,7 @@ class _RequestCollector(_Collector):
             RequestHead(
                 method=p.get_method(),
                 target=self.url,
-                version=p.get_http_version().encode("ascii"),
+                version=version.encode("ascii"),
                 headers=self.headers,
                 keep_alive=p.should_keep_alive(),
                 has_body=framing != "none",
@@ -168,6 +173,7 @@ class _RequestCollector(_Collector):
                 listed=listed,
             )
         )
+        self.headers = []  # trailer fields (llhttp reports them as headers) stay out of the head
 
 
 class RequestParser:
@@ -239,6 +245,14 @@ class _ResponseCollector(_Collector):
         p = self.parser
         status = p.get_status_code()
         encodings, lengths, listed, _ = scan(self.headers)
+        if not 100 <= status <= 599:
+            raise BadUpstreamResponse(f"the upstream sent an invalid status code {status}")
+        if 100 <= status < 200 and status != 101 and (
+                encodings or any(v.strip() != b"0" for v in lengths)):
+            # A 1xx response ends with its head (RFC 9110 15.2), but llhttp reads a body for
+            # 1xx codes other than 100-103 when one is declared: those bytes would reach the
+            # client as a response of their own, and answer its next request, maybe to another site
+            raise BadUpstreamResponse("the upstream sent an interim (1xx) response with a body")
         if self.head_only or status in (204, 304) or 100 <= status < 200:
             framing = "none"
         else:
@@ -254,6 +268,7 @@ class _ResponseCollector(_Collector):
                 listed=listed,
             )
         )
+        self.headers = []  # trailer fields (llhttp reports them as headers) stay out of the head
         if status >= 200:
             self.final_framing = framing
         if self.head_only and status >= 200:

@@ -156,3 +156,39 @@ def test_bytes_after_a_response_make_the_connection_unreusable():
     parser = ResponseParser(b"HEAD")
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
     assert not parser.reusable
+
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET http://a/ HTTP/2.0\r\nHost: a\r\n\r\n",
+    b"GET http://a/\r\nHost: a\r\n\r\n",  # no version: llhttp reads it as 0.9, headers and all
+    b"GET http://a/ HTTP/0.9\r\n\r\n",
+    b"CONNECT \r\n\r\n",
+])
+def test_only_http_1_x_requests_are_parsed(raw):  # found by scripts/fuzz
+    with pytest.raises(BadRequest):
+        RequestParser().feed(raw)
+
+
+def test_request_trailer_fields_stay_out_of_the_head():  # found by scripts/fuzz
+    events = RequestParser().feed(b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                                  b"\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    assert events[0].headers == [(b"Host", b"a"), (b"Transfer-Encoding", b"chunked")]
+
+
+@pytest.mark.parametrize("trailer", [b"Set-Cookie: a=b", b"Transfer-Encoding: chunked"])
+def test_response_trailer_fields_stay_out_of_the_head(trailer):  # found by scripts/fuzz
+    events = ResponseParser(b"GET").feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                         b"0\r\n" + trailer + b"\r\n\r\n")
+    assert events[0].headers == [(b"Transfer-Encoding", b"chunked")]
+
+
+@pytest.mark.parametrize("interim", [
+    b"HTTP/1.1 150 X\r\nContent-Length: 2\r\n\r\nok",  # llhttp reads a body for it
+    b"HTTP/1.1 199 X\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 000 X\r\n\r\n",
+    b"HTTP/1.1 099 X\r\nContent-Length: 2\r\n\r\nok",
+])
+def test_interim_responses_with_a_body_and_status_codes_below_100_are_refused(interim):  # scripts/fuzz
+    with pytest.raises(BadUpstreamResponse):
+        ResponseParser(b"GET").feed(interim + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")

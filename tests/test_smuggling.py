@@ -21,7 +21,7 @@ import socket
 import h11
 import pytest
 from conftest import DIRECT, launch
-from helpers import recv_all
+from helpers import recv_all, recv_until
 from origin import start_origin
 from rawserver import start_raw_server
 
@@ -278,3 +278,67 @@ def test_a_defective_upstream_response_is_never_passed_on_in_a_form_the_client_c
         assert h11_exchange(sock, h11.Connection(h11.CLIENT), "GET", raw.url("/good")) == (200, b"good")
     first = raw.requests[0].conn
     assert [r.conn for r in raw.requests[1:]].count(first) == 0, raw.requests
+
+# --- found by scripts/fuzz -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", [b"GET %s HTTP/2.0", b"GET %s", b"GET %s HTTP/0.9"],
+                         ids=["http-2.0", "no-version", "http-0.9"])
+def test_a_request_line_that_is_not_http_1_x_is_refused_and_reaches_nothing(proxy, origin, line):
+    with proxy.connect() as sock:
+        sock.sendall(line % origin.url("/echo").encode() + b"\r\nHost: x\r\n\r\n")
+        answer = recv_all(sock)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+    assert not origin.received
+
+
+@pytest.mark.parametrize("status", [b"104 X", b"150 X", b"199 X"])
+def test_an_interim_response_with_a_body_cannot_smuggle_a_final_response(proxy, origin, status):
+    raw = start_raw_server()
+    try:
+        path = raw.script("interim", b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(EVIL)
+                          + EVIL + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "keep")
+        with proxy.connect() as sock:
+            conn = h11.Connection(h11.CLIENT)
+            first = h11_exchange(sock, conn, "GET", raw.url(path))
+            second = None
+            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                conn.start_next_cycle()  # the next request, to another site, same connection
+                second = h11_exchange(sock, conn, "GET", origin.url("/status/204"))
+        assert (first, second) in (("502", None), ((200, b"ok"), (204, b""))), (first, second)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("trailer", [b"Set-Cookie: injected=1", b"Transfer-Encoding: chunked"])
+def test_response_trailer_fields_never_become_header_fields(proxy, trailer):
+    raw = start_raw_server()
+    try:
+        path = raw.script("trailer", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+                          + trailer + b"\r\n\r\n", "keep")
+        with proxy.connect() as sock:
+            sock.sendall(f"GET {raw.url(path)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = recv_until(sock, b"\r\n\r\n").split(b"\r\n\r\n")[0]
+        assert head.count(trailer) == (1 if trailer.startswith(b"Transfer-Encoding") else 0), head
+    finally:
+        raw.close()
+
+
+def test_request_trailer_fields_never_reach_the_origin_as_header_fields(proxy, origin):
+    with proxy.connect() as sock:
+        sock.sendall(f"POST {origin.url('/echo')} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     f"Connection: close\r\n\r\n2\r\nok\r\n0\r\nX-Trailer-Smuggled: 1\r\n\r\n".encode())
+        recv_all(sock)
+    assert origin.last.header("X-Trailer-Smuggled") is None, origin.last.headers
+
+
+@pytest.mark.parametrize("status", [b"000", b"050", b"099"])
+def test_a_status_code_below_100_is_a_502(proxy, status):
+    raw = start_raw_server()
+    try:
+        path = raw.script("low", b"HTTP/1.1 " + status + b" X\r\nContent-Length: %d\r\n\r\n" % len(EVIL)
+                          + EVIL + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "keep")
+        with proxy.connect() as sock:
+            assert h11_exchange(sock, h11.Connection(h11.CLIENT), "GET", raw.url(path)) == "502"
+    finally:
+        raw.close()
