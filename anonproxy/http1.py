@@ -12,6 +12,7 @@ buffered whole).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import httptools
@@ -260,7 +261,9 @@ class _ResponseCollector(_Collector):
         self.events.append(
             ResponseHead(
                 status=status,
-                reason=self.reason,
+                # a reason phrase is text for people (RFC 9112 4): one with control bytes is
+                # dropped rather than passed on to a client that may not expect them
+                reason=b"" if _CONTROL.search(self.reason) else self.reason,
                 version=p.get_http_version().encode("ascii"),
                 headers=self.headers,
                 keep_alive=p.should_keep_alive(),
@@ -332,6 +335,9 @@ class ResponseParser:
         if c.head_bytes == 0:
             raise BadUpstreamResponse("the upstream closed the connection without a response")
         raise BadUpstreamResponse("the upstream closed the connection in the middle of a response")
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _llhttp_reason(error: Exception) -> str:

@@ -192,3 +192,14 @@ def test_response_trailer_fields_stay_out_of_the_head(trailer):  # found by scri
 def test_interim_responses_with_a_body_and_status_codes_below_100_are_refused(interim):  # scripts/fuzz
     with pytest.raises(BadUpstreamResponse):
         ResponseParser(b"GET").feed(interim + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("reason", [b"O\x00K", b"O\x01K", b"O\x7fK", b"O\x1bK"])
+def test_a_reason_phrase_with_control_bytes_is_dropped(reason):
+    head = ResponseParser(b"GET").feed(b"HTTP/1.1 200 " + reason + b"\r\nContent-Length: 0\r\n\r\n")
+    assert head and head[0].reason == b""
+
+
+def test_a_reason_phrase_of_text_is_kept():
+    head = ResponseParser(b"GET").feed(b"HTTP/1.1 200 Very\tOK \xe9\r\nContent-Length: 0\r\n\r\n")
+    assert head[0].reason == b"Very\tOK \xe9"
