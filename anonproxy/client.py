@@ -98,10 +98,20 @@ class ClientConn:
 
     async def send(self, data: bytes) -> None:
         """Write to the client; one that stops reading for `idle_timeout` is cut off."""
+        if not self.write(data):
+            await self.drained()
+
+    def write(self, data: bytes) -> bool:
+        """Write to the client; True when it all went out at once (the usual case), else the
+        caller must await `drained()`."""
         writer = self.writer
         writer.write(data)
-        if writer.transport.get_write_buffer_size() == 0 and not writer.is_closing():
-            return  # all written at once: nothing to wait for (the usual case)
+        return writer.transport.get_write_buffer_size() == 0 and not writer.is_closing()
+
+    async def drained(self) -> None:
+        """Wait until the client took what was written; one that stops reading for
+        `idle_timeout` is cut off (ClientGone)."""
+        writer = self.writer
         deadline = self.deadline
         deadline.arm(self.ctx.limits.idle_timeout)
         try:

@@ -146,31 +146,16 @@ class Exchange:
         except ConnectionError:
             return
 
-    async def _upstream_events(self, parser: ResponseParser, timeout: float):
-        deadline = self.client.deadline  # this runs in the connection's own task
-        deadline.arm(timeout)
-        try:
-            data = await self.up_reader.read(READ_SIZE)
-        except asyncio.CancelledError:
-            if not deadline.expired():
-                raise
-            if self.head_sent:
-                raise ConnectionResetError("upstream idle") from None
-            raise StageTimeout(f"{self.where} did not answer within {timeout:g} s") from None
-        finally:
-            deadline.disarm()
-        if not data:
-            return parser.feed_eof()
-        self.nothing_received = False
-        return parser.feed(data)
-
     async def relay_response(self) -> int:
         """Relay interim responses, then the final one, to the client.
 
         Everything one upstream read produced goes to the client in one write (fewer system
-        calls); the head counts as sent only once that write happened.
+        calls); the head counts as sent only once that write happened. The upstream is read
+        here, not in a helper coroutine: this is the hot path of every request.
         """
         limits = self.client.ctx.limits
+        deadline = self.client.deadline  # this runs in the connection's own task
+        up_reader = self.up_reader
         parser = ResponseParser(self.head.method)
         pending: deque[Event] = deque()
         out: list[bytes] = []
@@ -178,9 +163,25 @@ class Exchange:
         to_client = "length"
         while True:
             if not pending:
-                await self._flush(out)
-                wait = limits.response_timeout if final is None else limits.idle_timeout
-                pending.extend(await self._upstream_events(parser, wait))
+                if out:
+                    await self._flush(out)
+                timeout = limits.response_timeout if final is None else limits.idle_timeout
+                deadline.arm(timeout)
+                try:
+                    data = await up_reader.read(READ_SIZE)
+                except asyncio.CancelledError:
+                    if not deadline.expired():
+                        raise
+                    if self.head_sent:
+                        raise ConnectionResetError("upstream idle") from None
+                    raise StageTimeout(f"{self.where} did not answer within {timeout:g} s") from None
+                finally:
+                    deadline.disarm()
+                if data:
+                    self.nothing_received = False
+                    pending.extend(parser.feed(data))
+                else:
+                    pending.extend(parser.feed_eof())
                 continue
             event = pending.popleft()
             if isinstance(event, ResponseHead):
@@ -223,7 +224,8 @@ class Exchange:
         if out:
             data = b"".join(out) if len(out) > 1 else out[0]
             out.clear()
-            await self.client.send(data)
+            if not self.client.write(data):
+                await self.client.drained()
             self.head_sent = self.head_queued
 
     def _final_headers(self, response: ResponseHead):
