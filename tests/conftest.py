@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from origin import start_origin
+from rawserver import start_raw_server
 from tornet import tornet  # noqa: F401  (session fixture: a private Tor network on loopback)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,3 +135,11 @@ def start_proxy(tmp_path):
 @pytest.fixture
 def proxy(start_proxy) -> Proxy:
     return start_proxy()
+
+
+@pytest.fixture
+def raw():
+    """A raw-socket server that answers each path with scripted bytes (tests/rawserver.py)."""
+    server = start_raw_server()
+    yield server
+    server.close()
