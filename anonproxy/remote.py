@@ -85,14 +85,7 @@ def status(admin: Address | None, password: str | None, listen_text: str) -> int
 
 def reload(admin: Address | None, password: str | None, listen_text: str) -> int:
     if admin is not None:
-        try:
-            answer = call(admin, "POST", "/api/reload", password=password)
-        except ControlError as error:
-            print(f"anonproxy: reload: {error}", file=sys.stderr)
-            return 1
-        else:
-            print(answer["message"])
-            return 0
+        return _act(admin, password, "reload", "/api/reload", {})
     return _signal(listen_text, signal.SIGHUP, "re-read its profile")
 
 
@@ -107,14 +100,7 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
             print(f"anonproxy: newnym: {error}", file=sys.stderr)
             return EXIT_USAGE
     if admin is not None:
-        try:
-            answer = call(admin, "POST", "/api/newnym", {"site": site}, password=password)
-        except ControlError as error:
-            print(f"anonproxy: newnym: {error}", file=sys.stderr)
-            return 1
-        else:
-            print(answer["message"])
-            return 0
+        return _act(admin, password, "newnym", "/api/newnym", {"site": site})
     if site:
         try:
             path = newnym_request_file(parse_authority(listen_text))
@@ -125,6 +111,17 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
         path.write_text(site + "\n")
     what = f"give {site} new circuits" if site else "make a new identity (all sites)"
     return _signal(listen_text, signal.SIGUSR1, what)
+
+
+def _act(admin: Address, password: str | None, command: str, path: str, body: dict) -> int:
+    """One action through the dashboard API: its message, or its error and exit code 1."""
+    try:
+        answer = call(admin, "POST", path, body, password=password)
+    except ControlError as error:
+        print(f"anonproxy: {command}: {error}", file=sys.stderr)
+        return 1
+    print(answer["message"])
+    return 0
 
 
 def _signal(listen_text: str, sig: signal.Signals, what: str) -> int:
