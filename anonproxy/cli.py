@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "status":
                 return remote.status(admin, password, args.listen)
             if args.command == "reload":
-                return remote.reload(admin, password, args.listen)
-            return remote.newnym(admin, password, args.listen, args.site)
+                return remote.reload(admin, password, args.listen, args.admin is not None)
+            return remote.newnym(admin, password, args.listen, args.site,
+                                 args.admin is not None)
         if args.command == "fetch":
             return _fetch(args)
         if args.command == "exec":

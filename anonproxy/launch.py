@@ -83,6 +83,8 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
             pidfile.write_text(f"{os.getpid()}\n")
             if dashboard is not None:
                 adminfile.write_text(f"{dashboard.authority(0)}\n")
+            else:  # one left by a proxy that was killed on this address must not mislead
+                adminfile.unlink(missing_ok=True)
         except OSError:
             pidfile = None
         logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,

@@ -83,14 +83,18 @@ def status(admin: Address | None, password: str | None, listen_text: str) -> int
     return 0
 
 
-def reload(admin: Address | None, password: str | None, listen_text: str) -> int:
+def reload(admin: Address | None, password: str | None, listen_text: str,
+           explicit: bool = False) -> int:
+    """`explicit`: the dashboard was named with --admin (no falling back to signals)."""
     if admin is not None:
-        return _act(admin, password, "reload", "/api/reload", {})
+        code = _act(admin, password, "reload", "/api/reload", {}, explicit)
+        if code is not None:
+            return code
     return _signal(listen_text, signal.SIGHUP, "re-read its profile")
 
 
 def newnym(admin: Address | None, password: str | None, listen_text: str,
-           site: str | None) -> int:
+           site: str | None, explicit: bool = False) -> int:
     if site:
         from .sites import site_of
 
@@ -100,7 +104,9 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
             print(f"anonproxy: newnym: {error}", file=sys.stderr)
             return EXIT_USAGE
     if admin is not None:
-        return _act(admin, password, "newnym", "/api/newnym", {"site": site})
+        code = _act(admin, password, "newnym", "/api/newnym", {"site": site}, explicit)
+        if code is not None:
+            return code
     if site:
         try:
             path = newnym_request_file(parse_authority(listen_text))
@@ -113,11 +119,16 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
     return _signal(listen_text, signal.SIGUSR1, what)
 
 
-def _act(admin: Address, password: str | None, command: str, path: str, body: dict) -> int:
-    """One action through the dashboard API: its message, or its error and exit code 1."""
+def _act(admin: Address, password: str | None, command: str, path: str, body: dict,
+         explicit: bool) -> int | None:
+    """One action through the dashboard API: its message, or its error and exit code 1. None
+    when the dashboard a proxy announced does not answer (one killed without cleaning up):
+    the caller falls back to signals."""
     try:
         answer = call(admin, "POST", path, body, password=password)
     except ControlError as error:
+        if error.unreachable and not explicit:
+            return None
         print(f"anonproxy: {command}: {error}", file=sys.stderr)
         return 1
     print(answer["message"])

@@ -311,3 +311,23 @@ def test_exits_show_pool_members_health_with_probe_time_and_latency(dashboard, t
     finally:
         alive.stop()
         dead.stop()
+
+
+def test_a_killed_proxys_dashboard_file_does_not_mislead_the_next_one(start_proxy, tmp_path,
+                                                                     monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    listen = f"127.0.0.1:{free_port('127.0.0.1')}"
+    admin_port = free_port("127.0.0.1")
+    first = start_proxy(_profile(admin_port, ""), name="first", listen=listen)
+    first.process.kill()  # no clean-up: its pid and dashboard files stay behind
+    first.process.wait()
+    assert list(run.glob("anonproxy/*.admin"))
+    start_proxy('default = "direct"\n[exits.direct]\n', name="second", listen=listen)
+    env = {"XDG_RUNTIME_DIR": str(run)}
+    reload = _run_cli("reload", "--listen", listen, env=env)
+    assert reload.returncode == 0 and "asked the proxy" in reload.stdout, reload.stderr
+    status = _run_cli("status", "--listen", listen, env=env)
+    assert status.returncode == 1 and "has no dashboard" in status.stderr
+    named = _run_cli("reload", "--admin", f"127.0.0.1:{admin_port}", env=env)
+    assert named.returncode == 1 and "no dashboard on" in named.stderr  # named: no guessing

@@ -19,7 +19,11 @@ from ..address import Address
 
 
 class ControlError(Exception):
-    """The dashboard could not be reached, or refused; the message says which."""
+    """The dashboard could not be reached (`unreachable`), or refused; the message says which."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def token_file(admin: Address) -> Path:
@@ -70,4 +74,5 @@ def call(admin: Address, method: str, path: str, body: dict | None = None,
             from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ControlError(f"no dashboard on {admin.authority(0)} ({reason})") from None
+        raise ControlError(f"no dashboard on {admin.authority(0)} ({reason})",
+                           unreachable=True) from None
