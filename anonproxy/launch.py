@@ -103,7 +103,6 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
     return exit_code
 
 
-
 def _admin_override(text: str, configured):
     """--admin: off, or HOST:PORT (keeping the profile's password)."""
     if text == "off":
