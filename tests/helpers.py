@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import struct
 import subprocess
 
 import pytest
@@ -31,5 +32,23 @@ def recv_until(sock: socket.socket, marker: bytes, limit: int = 1 << 20) -> byte
 def recv_all(sock: socket.socket) -> bytes:
     data = b""
     while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def socks_connect(sock: socket.socket, atyp: int, addr: bytes, port: int,
+                  methods: bytes = b"\x00") -> bytes:
+    sock.sendall(b"\x05" + bytes([len(methods)]) + methods)
+    assert sock.recv(2) == b"\x05\x00"
+    sock.sendall(b"\x05\x01\x00" + bytes([atyp]) + addr + struct.pack(">H", port))
+    return recv_exact(sock, 10)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
         data += chunk
     return data
