@@ -96,10 +96,15 @@ class Context:
     async def decide(self, dest: Address) -> Decision:
         """The rule decision for `dest`. A name is looked up only when a rule needs an address
         and the profile says how: `resolve = "local"` (this machine) or `"tor"` (at a Tor exit)."""
+        return (await self._decide(dest))[0]
+
+    async def _decide(self, dest: Address) -> tuple[Decision, bool]:
+        """The decision, and whether it took a lookup (then it may change over time)."""
         profile = self.profile
         decision = decide(self.rules, profile.default, dest.host, dest.port,
                           country_of=self.country_of, may_resolve=profile.resolve != "never")
-        if decision is NEED_ADDRESS:
+        looked_up = decision is NEED_ADDRESS
+        if looked_up:
             if profile.resolve == "tor":
                 address = await self._resolve_through_tor(dest.host)
             else:
@@ -113,7 +118,7 @@ class Context:
                 raise Forbidden(f"{dest.host} is an onion service: only a Tor exit can reach it, "
                                 "and this profile has none")
             decision = Decision(onion, decision.rule, None)
-        return decision
+        return decision, looked_up
 
     async def _resolve_through_tor(self, host: str):
         for plan in self.plans.values():
@@ -157,16 +162,13 @@ class Context:
             self._routes_key = key
         known = self._routes.get(dest)
         if known is None:
-            profile = self.profile
-            pure = decide(self.rules, profile.default, dest.host, dest.port,
-                          country_of=self.country_of, may_resolve=profile.resolve != "never")
-            decision = await self.decide(dest)
+            decision, looked_up = await self._decide(dest)
             try:
                 self._refuse(dest, decision)
                 known = (decision, decision)
             except Forbidden as refusal:
                 known = (decision, refusal)
-            if pure is not NEED_ADDRESS and not dest.host.endswith(".onion"):
+            if not looked_up and not dest.host.endswith(".onion"):
                 if len(self._routes) >= 4096:
                     self._routes.clear()
                 self._routes[dest] = known
