@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 from .address import Address, AddressError, check_host, parse_authority
-from .admin.control import ControlError, call
+from .admin.control import ControlError, call, runtime_dir
 
 EXIT_USAGE = 2
 
 
 def pidfile_for(listen: Address) -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "anonproxy" / f"serve-{listen.host}-{listen.port}.pid"
+    return runtime_dir() / f"serve-{listen.host}-{listen.port}.pid"
 
 
 def adminfile_for(listen: Address) -> Path:

@@ -26,9 +26,14 @@ class ControlError(Exception):
         self.unreachable = unreachable
 
 
-def token_file(admin: Address) -> Path:
+def runtime_dir() -> Path:
+    """Where a running proxy leaves its pid, dashboard address and token for the CLI."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "anonproxy" / f"admin-{admin.host}-{admin.port}.token"
+    return Path(base) / "anonproxy"
+
+
+def token_file(admin: Address) -> Path:
+    return runtime_dir() / f"admin-{admin.host}-{admin.port}.token"
 
 
 def write_token(admin: Address, token: str) -> Path | None:
