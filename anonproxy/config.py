@@ -296,6 +296,10 @@ class Profile(_Strict):
         return _listen_address(value)
 
     @property
+    def uses_managed_tor(self) -> bool:
+        return any(e.tor is not None and e.tor.control == "managed" for e in self.exits.values())
+
+    @property
     def listen_address(self) -> Address:
         return parse_authority(self.listen, listening=True)
 

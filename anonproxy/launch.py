@@ -122,7 +122,7 @@ def _start_workers(loaded, profile_ref: str, listen, workers: int):
 
     if not 1 <= workers <= 64:
         raise WorkersUnavailable("workers must be between 1 and 64")
-    if any(spec.managed for spec in _tor_specs(loaded)):
+    if loaded.profile.uses_managed_tor:
         raise WorkersUnavailable("a managed tor exit would start one tor per worker; use a tor "
                                  'you run (tor = { control = "HOST:PORT" }) or one worker')
     wanted = listen or loaded.profile.listen_address
@@ -143,12 +143,6 @@ def _start_workers(loaded, profile_ref: str, listen, workers: int):
         return 0
 
     return sock, fork_workers(workers - 1, bound, run)
-
-
-def _tor_specs(loaded):
-    from .context import Context
-
-    return Context(loaded, loaded.profile.listen_address).tor_specs()
 
 
 def run_loop(main) -> None:

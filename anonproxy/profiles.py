@@ -75,8 +75,7 @@ def _references(profile: Profile) -> list[str]:
             'machine; add allow = ["CIDR", ...] naming the clients that may connect, and/or '
             'auth = { username = "...", password = "..." }'
         )
-    if profile.workers > 1 and any(e.tor and e.tor.control == "managed"
-                                   for e in profile.exits.values()):
+    if profile.workers > 1 and profile.uses_managed_tor:
         problems.append(f"workers = {profile.workers}: a managed tor exit would start one tor "
                         'per worker; use a tor you run (tor = { control = "HOST:PORT" }) or '
                         "workers = 1")
