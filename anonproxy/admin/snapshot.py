@@ -14,7 +14,7 @@ import time
 
 from .. import __version__
 from ..exits import Chain, Direct, Pool, TorExit
-from ..geo import GeoDB, GeoError
+from ..geo import GeoDB
 
 
 def overview(server, activity) -> dict:
@@ -44,6 +44,7 @@ def overview(server, activity) -> dict:
 def exits(ctx, geo: GeoDB | None) -> list[dict]:
     """Every exit of the active profile: kind, hops (masked), health, countries."""
     found = []
+    probed = set(ctx.probed_members())
     for name, plan in ctx.plans.items():
         item: dict = {"name": name, "default": name == ctx.profile.default}
         if isinstance(plan, Direct):
@@ -63,7 +64,7 @@ def exits(ctx, geo: GeoDB | None) -> list[dict]:
                         countries=[c.upper() for c in plan.spec.countries])
             tor = ctx.tors.get(plan.spec)
             item["state"] = tor.state if tor is not None else "stopped"
-        if name in ctx.health.states or _probed(ctx, name):
+        if name in ctx.health.states or name in probed:
             item["health"] = _health(ctx, name)
         found.append(item)
     return found
@@ -98,10 +99,6 @@ def _member(ctx, name: str) -> dict:
     return {"name": name, **_health(ctx, name)}
 
 
-def _probed(ctx, name: str) -> bool:
-    return name in ctx.probed_members()
-
-
 def _health(ctx, name: str) -> dict:
     state = ctx.health.states.get(name)
     if state is None:
@@ -112,9 +109,4 @@ def _health(ctx, name: str) -> dict:
 
 
 def _country(geo: GeoDB | None, ip) -> str | None:
-    if geo is None or ip is None:
-        return None
-    try:
-        return geo.country(ip)
-    except GeoError:
-        return None
+    return geo.country(ip) if geo is not None and ip is not None else None
