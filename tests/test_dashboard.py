@@ -124,7 +124,7 @@ def test_dashboard_in_chromium_shows_traffic_and_reload_and_new_identity_take_ef
                                            "rows => rows.map(r => r.dataset.circuit)"))
     page.click("#btn-newnym")
     page.wait_for_selector('#message:has-text("new identity for every site")', timeout=30000)
-    assert page.text_content("#identities") == "1"
+    page.wait_for_selector('#identities:text-is("1")')  # the page refreshes after the message
     _wait_until(lambda: set(page.eval_on_selector_all(
         "#tor tr[data-circuit]", "rows => rows.map(r => r.dataset.circuit)")) - before, 60,
         "a new circuit after the new identity")
