@@ -54,7 +54,6 @@ class ProxyServer:
         self.identities = 0  # new identities made since start
         self.reloads = 0
         self.last_reload_error: str | None = None
-        self._reload_waiters: list[asyncio.Future] = []
         self.children: list[int] = []  # other worker processes on our port (workers.py)
         self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
         self._credentials = credentials or _profile_credentials(loaded)  # required when set
@@ -66,7 +65,9 @@ class ProxyServer:
                                  lambda: self._credentials is not None, self._stopping,
                                  loaded.profile.allow)
         self._wakeup = asyncio.Event()
-        self._reload_requested: str | bool = False  # True: the current profile; or another's name
+        # reloads asked for, in order: the profile to load (None: the current one) and who waits
+        # for that outcome (None for SIGHUP); each gets the outcome of its own request
+        self._reload_queue: list[tuple[str | None, asyncio.Future | None]] = []
         self._newnym_requested: str | None | bool = False  # False: none; None: all; or a site
 
     def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
@@ -169,8 +170,7 @@ class ProxyServer:
             return (f"switching profiles needs workers = 1 (this proxy runs "
                     f"{len(self.children) + 1}); restart it with --profile {name}")
         waiter = asyncio.get_running_loop().create_future()
-        self._reload_waiters.append(waiter)
-        self._reload_requested = self.switchable_profiles()[name] if name else True
+        self._reload_queue.append((self.switchable_profiles()[name] if name else None, waiter))
         self._wakeup.set()
         return await waiter
 
@@ -217,7 +217,7 @@ class ProxyServer:
         self._wakeup.set()
 
     def request_reload(self) -> None:
-        self._reload_requested = True
+        self._reload_queue.append((None, None))
         self._wakeup.set()
 
     def request_new_identity(self, site: str | None = None) -> None:
@@ -285,19 +285,20 @@ class ProxyServer:
             while not self._stopping.is_set():
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                if self._reload_requested and not self._stopping.is_set():
-                    ref, self._reload_requested = self._reload_requested, False
-                    error = self.reload(ref if isinstance(ref, str) else None)
+                queue, self._reload_queue = self._reload_queue, []
+                for i, (ref, waiter) in enumerate(queue):
+                    if self._stopping.is_set():
+                        self._reload_queue[:0] = queue[i:]  # answered when stopping, below
+                        break
+                    error = self.reload(ref)
                     if error is None:
                         forward(self.children, signal.SIGHUP)
                         self._sync_tors(tasks)
                         for prober in probers:
                             prober.cancel()
                         probers = self._start_probers(tasks)
-                    waiters, self._reload_waiters = self._reload_waiters, []
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_result(error)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(error)
                 if self._newnym_requested is not False and not self._stopping.is_set():
                     site, self._newnym_requested = self._newnym_requested, False
                     tasks.create_task(self.new_identity(site))
@@ -305,8 +306,8 @@ class ProxyServer:
                           self.listener.open_connections)
             for task in (*probers, *background, *self._tor_tasks.values()):
                 task.cancel()
-            for waiter in self._reload_waiters:
-                if not waiter.done():
+            for _, waiter in self._reload_queue:
+                if waiter is not None and not waiter.done():
                     waiter.set_result("the proxy is stopping")
             await self._stop_admin()
             await self.stop()

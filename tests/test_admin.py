@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -208,6 +209,35 @@ def test_switching_the_active_profile_through_the_api(dashboard, tmp_path, origi
     out = curl("-x", proxy.url, f"http://127.0.0.1:{origin.port}/echo")
     assert b"blocked by the profile's default" in out.stdout
     assert origin.received == []
+
+
+def test_concurrent_reloads_each_get_the_outcome_of_their_own_request(dashboard, tmp_path):
+    proxy, admin = dashboard()
+    (tmp_path / "broken.toml").write_text('default = "nowhere"\n[exits.direct]\n')
+    calls = [("/api/profile", {"profile": "broken"}), ("/api/reload", None)] * 4
+    clients = [Admin(admin.port) for _ in calls]
+    for client in clients:
+        assert client.token  # fetched before the race
+    barrier = threading.Barrier(len(calls))
+    answers: list[requests.Response | None] = [None] * len(calls)
+
+    def call(i: int) -> None:
+        barrier.wait()
+        answers[i] = clients[i].send("POST", *calls[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for (path, _), answer in zip(calls, answers):
+        assert answer is not None
+        if path == "/api/profile":
+            assert answer.status_code == 409 and "broken.toml" in answer.json()["error"], answer.text
+        else:
+            assert answer.status_code == 200 and answer.json()["ok"], answer.text
+    status = admin.json("/api/status")
+    assert status["profile"] == "test" and status["reloads"] == 4
 
 
 def test_events_stream_ticks_with_a_rising_connection_count(dashboard, origin):
