@@ -180,12 +180,13 @@ class AdminApp:
         })
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: a `tick` each second with the overview and the traffic sample."""
+        """Server-sent events: a `tick` each second with the overview (without the profile list,
+        which the page reads from /api/state) and the traffic sample."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
             while not self._closing.is_set():
-                data = {"status": snapshot.overview(self.server, self.activity),
+                data = {"status": snapshot.overview(self.server, self.activity, profiles=False),
                         "sample": self.activity.series[-1] if self.activity.series else None}
                 await response.write(f"event: tick\ndata: {json.dumps(data)}\n\n".encode())
                 try:

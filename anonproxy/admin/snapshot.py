@@ -17,13 +17,14 @@ from ..exits import Chain, Direct, Pool, TorExit
 from ..geo import GeoDB
 
 
-def overview(server, activity) -> dict:
+def overview(server, activity, profiles: bool = True) -> dict:
+    """The overview; `profiles=False` leaves out the switchable profiles, which cost a look at
+    the profile folders (the once-a-second event ticks do without them)."""
     ctx = server.ctx
-    return {
+    found = {
         "version": __version__,
         "profile": ctx.loaded.name,
         "profile_path": str(ctx.loaded.path) if ctx.loaded.path else None,
-        "profiles": sorted(server.switchable_profiles()),
         "listen": str(server.listen),
         "admin": str(server.admin_address) if server.admin_address else None,
         "started": server.started,
@@ -39,6 +40,9 @@ def overview(server, activity) -> dict:
         "reloads": server.reloads,
         "last_reload_error": server.last_reload_error,
     }
+    if profiles:
+        found["profiles"] = sorted(server.switchable_profiles())
+    return found
 
 
 def exits(ctx, geo: GeoDB | None) -> list[dict]:

@@ -43,10 +43,12 @@ function showStatus(status) {
   $("workers").textContent = status.workers;
   $("workers-fact").hidden = status.workers === 1;
   const select = $("profile-select");
-  const names = status.profiles.join(",");
-  if (select.dataset.names !== names) {
-    select.dataset.names = names;
-    select.replaceChildren(...status.profiles.map(name => new Option(name, name)));
+  if (status.profiles) {  // in /api/state; the per-second ticks leave the list out
+    const names = status.profiles.join(",");
+    if (select.dataset.names !== names) {
+      select.dataset.names = names;
+      select.replaceChildren(...status.profiles.map(name => new Option(name, name)));
+    }
   }
   select.value = status.profile;
   window.lastStatus = status;
