@@ -10,9 +10,9 @@ import asyncio
 import os
 import sys
 
-from .address import Address, AddressError, is_loopback_host, parse_authority
+from .address import Address, AddressError, parse_authority
 from .config import Admin
-from .profiles import load_profile
+from .profiles import admin_problems, load_profile
 
 EXIT_USAGE = 2
 
@@ -34,7 +34,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
             listen = parse_authority(listen_text, listening=True)
         if admin_text:
             option = f"--admin {admin_text}"
-            admin = _admin_override(admin_text, admin)
+            admin = _admin_override(admin_text, admin, listen or loaded.profile.listen_address)
     except AddressError as error:
         print(f"anonproxy: {option}: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -103,15 +103,17 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
     return exit_code
 
 
-def _admin_override(text: str, configured):
-    """--admin: off, or HOST:PORT (keeping the profile's password)."""
+def _admin_override(text: str, configured, listen: Address):
+    """--admin: off, or HOST:PORT (keeping the profile's password), checked as the profile's
+    own admin key is."""
     if text == "off":
         return None
-    address = parse_authority(text, listening=True)
-    password = configured.password if configured is not None else None
-    if password is None and not is_loopback_host(address.host):
-        raise AddressError("a dashboard beyond loopback needs the profile's admin password")
-    return Admin(listen=text, password=password)
+    parse_authority(text, listening=True)
+    admin = Admin(listen=text, password=configured.password if configured is not None else None)
+    problems = admin_problems(admin, listen)
+    if problems:
+        raise AddressError("; ".join(problems))
+    return admin
 
 
 def _start_workers(loaded, profile_ref: str, listen, workers: int):

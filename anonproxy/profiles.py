@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .address import is_loopback_host
-from .config import BLOCK, InvalidProfile, Profile, validate_profile
+from .address import Address, is_loopback_host
+from .config import BLOCK, Admin, InvalidProfile, Profile, validate_profile
 from .geo import GeoDB, GeoError
 
 # Installed, the shipped profiles are package data beside this file; in a source checkout (or an
@@ -79,18 +79,24 @@ def _references(profile: Profile) -> list[str]:
         problems.append(f"workers = {profile.workers}: a managed tor exit would start one tor "
                         'per worker; use a tor you run (tor = { control = "HOST:PORT" }) or '
                         "workers = 1")
-    admin = profile.admin
-    if admin is not None:
-        where = admin.address
-        if not is_loopback_host(where.host) and admin.password is None:
-            problems.append(
-                f'admin.listen = "{admin.listen}": a dashboard beyond loopback can steer the '
-                'proxy; add password = "..." (at least 8 characters) or listen on 127.0.0.1')
-        if where.port != 0 and (where.host, where.port) == (host, profile.listen_address.port):
-            problems.append(f'admin.listen = "{admin.listen}": the same address as listen')
+    if profile.admin is not None:
+        problems += [f'admin.listen = "{profile.admin.listen}": {p}'
+                     for p in admin_problems(profile.admin, profile.listen_address)]
     if profile.auth is not None and profile.selectable:
         problems.append("auth: proxy usernames already select profiles (selectable); use one "
                         "or the other")
+    return problems
+
+
+def admin_problems(admin: Admin, listen: Address) -> list[str]:
+    """What is wrong with a dashboard address next to the proxy's `listen` (the profile check
+    and `serve --admin` both ask)."""
+    where, problems = admin.address, []
+    if not is_loopback_host(where.host) and admin.password is None:
+        problems.append('a dashboard beyond loopback can steer the proxy; add password = "..." '
+                        '(at least 8 characters) or listen on 127.0.0.1')
+    if where.port != 0 and (where.host, where.port) == (listen.host, listen.port):
+        problems.append("the same address as listen")
     return problems
 
 

@@ -312,6 +312,21 @@ def test_cli_status_reload_and_newnym_use_the_api(dashboard, origin, tmp_path):
     assert after.returncode == 1 and "has no dashboard" in after.stderr
 
 
+@pytest.mark.parametrize("admin, listen, says", [
+    ("0.0.0.0:{a}", "127.0.0.1:{l}", "a dashboard beyond loopback can steer the proxy"),
+    ("127.0.0.1:{l}", "127.0.0.1:{l}", "the same address as listen"),
+])
+def test_serve_admin_option_is_checked_as_the_profile_key_is(tmp_path, admin, listen, says):
+    ports = {"a": free_port("127.0.0.1"), "l": free_port("127.0.0.1")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "anonproxy", "serve", "--profile", "direct",
+         "--listen", listen.format(**ports), "--admin", admin.format(**ports)],
+        capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert f"--admin {admin.format(**ports)}" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_a_taken_admin_address_stops_serve_with_a_clear_message(start_proxy, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
