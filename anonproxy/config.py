@@ -10,6 +10,7 @@ Invariant: no field is accepted that the proxy would silently ignore (unknown ke
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +29,15 @@ from .address import Address, AddressError, parse_authority
 from .headers import HeaderPolicy
 from .hops import Hop, HopUrlError, parse_hop
 from .rules import domain_pattern_problem
+
+# No pydantic plugins: they would see every profile validated, credentials included, and
+# finding them means reading the entry points of every installed package (about 100 ms of
+# each command's start here). pydantic looks when a model class is built, so the setting holds
+# while this module defines them and the environment is put back afterwards (the programs
+# `wrap` runs inherit it).
+_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+_plugins_setting = os.environ.get(_PLUGINS)
+os.environ[_PLUGINS] = "__all__"
 
 
 class _Strict(BaseModel):
@@ -302,6 +312,12 @@ class Profile(_Strict):
     @property
     def listen_address(self) -> Address:
         return parse_authority(self.listen, listening=True)
+
+
+if _plugins_setting is None:
+    del os.environ[_PLUGINS]
+else:
+    os.environ[_PLUGINS] = _plugins_setting
 
 
 class InvalidProfile(Exception):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
+from conftest import ROOT
 
 from anonproxy.profiles import ProfileError, load_profile
 
@@ -102,3 +107,24 @@ def test_a_profile_using_tor_without_a_tor_program_says_what_to_do(monkeypatch):
 def test_addresses_must_be_written_as_strings(tmp_path, text):
     with pytest.raises(ProfileError, match="write it as a string"):
         load_profile(write(tmp_path, 'listen = "127.0.0.1:1"\n' + text))
+
+
+@pytest.mark.parametrize("setting", [None, "some-plugin"])
+def test_profile_models_load_no_pydantic_plugins_and_leave_the_environment_as_it_was(setting):
+    # plugins would see every profile validated (credentials included); the lookup happens
+    # only when a model class is built, so every model must be complete once imported
+    code = (
+        "import os, pydantic.plugin._loader as loader, anonproxy.config as c\n"
+        "models = [v for v in vars(c).values() if isinstance(v, type)"
+        " and issubclass(v, c.BaseModel) and v is not c.BaseModel]\n"
+        "assert models and all(m.__pydantic_complete__ for m in models), models\n"
+        "assert loader._plugins is None, 'entry points were scanned for plugins'\n"
+        "print(os.environ.get('PYDANTIC_DISABLE_PLUGINS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(setting)
