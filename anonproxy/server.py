@@ -217,7 +217,8 @@ class ProxyServer:
         self._wakeup.set()
 
     def request_reload(self) -> None:
-        self._reload_queue.append((None, None))
+        if self._reload_queue[-1:] != [(None, None)]:  # a burst of SIGHUPs is one reload
+            self._reload_queue.append((None, None))
         self._wakeup.set()
 
     def request_new_identity(self, site: str | None = None) -> None:
