@@ -73,6 +73,19 @@ class Context:
     def limits(self):
         return self.loaded.profile.limits
 
+    def carry_hits(self, previous: Context) -> None:
+        """After a reload of the same profile: rules left as they were (same text and exit)
+        keep their hit counts, and so does the default if it still names the same exit."""
+        kept: dict[tuple[str, str], int] = {}
+        for rule in previous.rules:
+            kept.setdefault((rule.text, rule.exit), previous.hits[rule.number])
+        for rule in self.rules:
+            count = kept.pop((rule.text, rule.exit), 0)
+            if count:
+                self.hits[rule.number] = count
+        if self.profile.default == previous.profile.default and previous.hits[0]:
+            self.hits[0] = previous.hits[0]
+
     @property
     def profile(self):
         return self.loaded.profile

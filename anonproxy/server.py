@@ -334,6 +334,8 @@ class ProxyServer:
         if loaded.profile.listen_address != self.ctx.profile.listen_address:
             logs.log.warning("reload: the listen address only changes on restart")
         old = self._all_contexts()
+        if loaded.path == self.ctx.loaded.path:  # a reload, not a switch
+            main.carry_hits(self.ctx)
         for ctx in (main, *selectable.values()):
             ctx.listen = self.listen
         self.ctx, self._selectable = main, selectable

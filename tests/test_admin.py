@@ -196,6 +196,24 @@ def test_reload_through_the_api_applies_a_new_rule_and_refuses_a_broken_file(das
     assert len(admin.json("/api/rules")) == 2  # the running profile is kept
 
 
+def test_rule_hits_survive_a_reload_for_the_rules_it_left_unchanged(dashboard, tmp_path, origin):
+    proxy, admin = dashboard('[[rules]]\ndomains = ["blocked.example"]\nexit = "block"\n'
+                             '[[rules]]\ncidrs = ["127.0.0.1/32"]\nexit = "direct"\n')
+    for url in ("http://blocked.example/", f"http://127.0.0.1:{origin.port}/echo",
+                f"http://127.0.0.1:{origin.port}/echo", f"http://127.0.0.2:{origin.port}/"):
+        curl("-x", proxy.url, url)
+    hits = {r["text"]: r["hits"] for r in admin.json("/api/rules")}
+    assert list(hits.values()) == [1, 2, 1], hits
+    path = tmp_path / "test.toml"  # a new first rule, the cidr rule changed, the domain one kept
+    path.write_text(path.read_text().replace('cidrs = ["127.0.0.1/32"]', 'cidrs = ["127.0.0.0/8"]')
+                    .replace("[[rules]]", '[[rules]]\nports = [9]\nexit = "block"\n[[rules]]', 1))
+    assert admin.send("POST", "/api/reload").status_code == 200
+    rules = admin.json("/api/rules")
+    assert [(r["text"].split(" ->")[0], r["hits"]) for r in rules] == [
+        ("ports = [9]", 0), ('domains = ["blocked.example"]', 1), ('cidrs = ["127.0.0.0/8"]', 0),
+        ("no rule matched", 1)], rules
+
+
 def test_switching_the_active_profile_through_the_api(dashboard, tmp_path, origin):
     proxy, admin = dashboard()
     (tmp_path / "blocking.toml").write_text(
