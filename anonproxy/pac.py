@@ -13,7 +13,13 @@ rebinding) therefore cannot read it, nor make it say what it likes.
 
 from __future__ import annotations
 
-from .address import Address, AddressError, is_loopback_host, is_unspecified_host, parse_authority
+from .address import (
+    Address,
+    AddressError,
+    is_loopback_host,
+    is_unspecified_host,
+    parse_authority,
+)
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 

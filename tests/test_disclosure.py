@@ -113,9 +113,9 @@ exit = "src"
         assert pages["pool.test"][0] == "503" and pages["pool.test"][1].startswith(
             "exit 'pool' has no member up (gone: exit 'gone' failed at hop 1 (http): "
             "connection refused")
-        assert pages["127.0.0.1:9"] == (
-            "502", "exit 'src' could not connect to 127.0.0.1:9: its source address is not "
-            "available on this machine.\n")
+        unavailable = ("exit 'src' could not connect to 127.0.0.1:9: its source address is not "
+                       "available on this machine.\n")
+        assert pages["127.0.0.1:9"] == ("502", unavailable)
         log = proxy.wait_log(f"127.0.0.4:{gone}")
         assert f"(socks5 127.0.0.2:{hop.port}) asking for hop 2 127.0.0.3:{dead}" in log
         assert f"(http 127.0.0.4:{gone})" in log and "from 192.0.2.1" in log
