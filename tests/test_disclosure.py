@@ -91,7 +91,7 @@ via = ["http://pooluser:poolpass@127.0.0.4:{gone}"]
 [exits.pool]
 pool = ["gone"]
 [exits.src]
-source = "192.0.2.1"
+source = "198.51.100.77"
 [[rules]]
 domains = ["pool.test"]
 exit = "pool"
@@ -100,7 +100,7 @@ ports = [9]
 exit = "src"
 """)
         secrets = ["127.0.0.2", "127.0.0.3", "127.0.0.4", str(hop.port), str(dead), str(gone),
-                   "hopuser", "deaduser", "pooluser", "192.0.2.1"]
+                   "hopuser", "deaduser", "pooluser", "198.51.100.77"]
         pages = {}
         for name in ("uk.test", "pool.test", "127.0.0.1:9"):
             out = curl("-s", "-w", "\n%{http_code}", "-x", proxy.url, f"http://{name}/")
@@ -118,7 +118,7 @@ exit = "src"
         assert pages["127.0.0.1:9"] == ("502", unavailable)
         log = proxy.wait_log(f"127.0.0.4:{gone}")
         assert f"(socks5 127.0.0.2:{hop.port}) asking for hop 2 127.0.0.3:{dead}" in log
-        assert f"(http 127.0.0.4:{gone})" in log and "from 192.0.2.1" in log
+        assert f"(http 127.0.0.4:{gone})" in log and "from 198.51.100.77" in log
     finally:
         hop.stop()
 
