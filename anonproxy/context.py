@@ -275,11 +275,15 @@ class Context:
     async def _open_tor(self, plan: TorExit, dest: Address) -> exits.Stream:
         tor = self.tors.get(plan.spec)
         if tor is None:
-            raise ExitDown(f"{plan.describe()} is not running")
+            raise ExitDown(f"{plan.describe()} is not running",
+                           public=f"exit '{plan.name}' (tor) is not running")
         try:
             host, port = tor.socks_address()
         except TorUnavailable as error:
-            raise ExitDown(f"exit '{plan.name}': {error}") from None
+            state = f"bootstrapping ({tor.progress}%)" if tor.state == "bootstrapping" else tor.state
+            where = f" (exits in {', '.join(plan.spec.countries)})" if plan.spec.countries else ""
+            raise ExitDown(f"exit '{plan.name}': {error}",
+                           public=f"exit '{plan.name}': tor{where} is not ready: {state}") from None
         user, password = tor.isolation(plan.isolation, site_of(dest.host), self.loaded.name)
         chain = Chain(plan.name, (Hop("socks5", Address(host, port), user, password),))
         try:
@@ -295,6 +299,7 @@ class Context:
     async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...],
                          prefer: tuple[str, ...]) -> Opened:
         failures: list[str] = []
+        public: list[str] = []
         for member in self._order(plan, dest, prefer):
             try:
                 return await self.open(member, dest, path, prefer)
@@ -302,12 +307,15 @@ class Context:
                 if not _hop_failed(error):
                     raise  # the destination itself failed: another member would not help
                 failures.append(f"{member}: {error.message}")
+                public.append(f"{member}: {error.public}")
         if plan.fallback is not None:
             logs.log.warning("exit '%s' has no usable member; using its fallback '%s'",
                              plan.name, plan.fallback)
             return await self.open(plan.fallback, dest, path)
         states = failures or [self.health.describe(m) for m in plan.members]
-        raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})")
+        public = public or [f"{m}: {'up' if self.health.is_up(m) else 'down'}" for m in plan.members]
+        raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})",
+                       public=f"exit '{plan.name}' has no member up ({'; '.join(public)})")
 
 
 def _hop_failed(error: Exception) -> bool:
