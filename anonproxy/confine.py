@@ -70,7 +70,7 @@ class ConfineError(Exception):
 def filter_program(machine: str) -> list[tuple[int, int, int, int]]:
     """The seccomp filter as (code, jt, jf, k) instructions for `machine` (platform.machine())."""
     if machine not in ARCHES:
-        raise ConfineError(f"there is no seccomp filter for this architecture ({machine})")
+        raise ConfineError(f"there is no seccomp filter for this architecture, {machine}")
     arch, nr_socket = ARCHES[machine]
     arg0 = 16 + (0 if sys.byteorder == "little" else 4)  # low half of seccomp_data.args[0]
     # (code, k, jump-if-true label, jump-if-false label); None: the next instruction
