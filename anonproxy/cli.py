@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--summary", action="store_true",
                      help="afterwards, list the sites contacted, exits used and what was blocked")
     run.add_argument("--strict", action="store_true",
-                     help="give the program a network where only the proxy is reachable (Linux)")
+                     help="confine the program (Linux): its proxy is its only network and "
+                          "local services need a rule; no unix sockets; anonproxy's files hidden")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
     pac = commands.add_parser("pac", help="print a PAC file that sends a browser through the proxy")

@@ -56,6 +56,7 @@ class Context:
     health: Health = field(init=False)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     admin: Address | None = None  # the dashboard's address: never a destination
+    loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
     _turn: int = 0  # round-robin position: advances once per new pooled connection
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
@@ -153,6 +154,8 @@ class Context:
             raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
         if any(tor.control == (dest.host, dest.port) for tor in self.tors.values()):
             raise Forbidden(f"refusing to forward to a tor control port ({dest})")
+        if (reason := self._local_refusal(dest, dest.host)) is not None:
+            raise Forbidden(reason)
         ip = dest.ip
         if ip is not None and ip.is_link_local and not (
             rule and rule.networks and any(ip in n for n in rule.networks)
@@ -209,10 +212,31 @@ class Context:
             return f"refusing to connect to the proxy itself ({dest})"
         if local and any(tor.control and tor.control[1] == port for tor in self.tors.values()):
             return f"refusing to connect to a tor control port ({dest})"
+        if (reason := self._local_refusal(dest, host, ours=local)) is not None:
+            return reason
         ip = ipaddress.ip_address(host)
         if ip.is_link_local and dest.ip != ip:
             return f"refusing {dest}: it resolved to link-local {host} (cloud metadata lives there)"
         return None
+
+    def _local_refusal(self, dest: Address, reached: str, ours: bool = False) -> str | None:
+        """Unless loopback is allowed: why `reached` (the host `dest` names, or the peer it
+        connected to; `ours`: that peer is loopback or our own address) must not be used — it
+        is this machine (loopback, ::ffff:127.x, 0.0.0.0, ::, localhost) and no rule that lets
+        traffic through names it in its cidrs. None when it may be used."""
+        if self.loopback_allowed:
+            return None
+        host = plain_ip(reached)
+        if not (ours or is_loopback_host(host) or is_unspecified_host(host)):
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:  # localhost, *.localhost
+            ip = ipaddress.ip_address("127.0.0.1")
+        if any(ip in net for r in self.rules if r.exit != BLOCK for net in r.networks or ()):
+            return None
+        return (f"refusing {dest}: {ip} is this machine, and only a rule whose cidrs name it "
+                "lets a program under exec --strict reach it")
 
     def shares_upstreams(self, name: str) -> bool:
         """Whether a connection through this exit may carry a later request too: not for a Tor
