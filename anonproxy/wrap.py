@@ -128,14 +128,16 @@ async def _run(command: list[str], env: dict[str, str]) -> int:
 def hidden_directories() -> list[str]:
     """Where anonproxy keeps state a confined program must not read: the runtime directory
     (here and wherever else `serve` may have been started: XDG_RUNTIME_DIR unset), tor's
-    cache, and the data directory (keys)."""
+    cache, the data directory (keys) and the user's profiles (hop and auth passwords)."""
     from .admin.control import runtime_dir
+    from .profiles import user_profile_dir
     from .tor import cache_dir
 
     home = os.path.expanduser("~")
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
     found = [runtime_dir(), os.path.join(home, ".cache", "anonproxy"), cache_dir(),
-             os.path.join(data, "anonproxy"), os.path.join(home, ".local", "share", "anonproxy")]
+             os.path.join(data, "anonproxy"), os.path.join(home, ".local", "share", "anonproxy"),
+             user_profile_dir()]
     if os.path.isdir(f"/run/user/{os.getuid()}"):
         found.append(f"/run/user/{os.getuid()}/anonproxy")
     return list(dict.fromkeys(os.path.abspath(d) for d in found))

@@ -100,6 +100,19 @@ def test_strict_program_cannot_read_the_main_proxy_token(run, main_proxy):
     assert b"No such file" in confined.stderr
 
 
+def test_strict_program_cannot_read_the_owners_profiles(run, tmp_path, monkeypatch):
+    """Profiles in ~/.config/anonproxy hold hop and proxy passwords."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    secret = tmp_path / "config" / "anonproxy" / "uk.toml"
+    secret.parent.mkdir(parents=True)
+    secret.write_text('[exits.uk]\nvia = ["socks5://me:hop-password@127.0.0.9:1080"]\n')
+    read = ["cat", str(secret)]
+    assert b"hop-password" in run(*read, strict=False).stdout  # readable without --strict
+    confined = run(*read)
+    assert b"hop-password" not in confined.stdout + confined.stderr
+    assert b"No such file" in confined.stderr
+
+
 def test_strict_program_cannot_uncover_the_hidden_directories(run, main_proxy):
     _, _, token_file, token = main_proxy
     confined = run("sh", "-c", 'umount "$1"; umount -l "$1"; unshare -r -m umount "$1"; '
