@@ -93,14 +93,23 @@ class Tor:
         self.salt = secrets.token_hex(8)  # keeps our isolation keys apart from other users'
         self._epochs: dict[str, int] = {}  # per-site counters: a new one means new circuits
 
-    def isolation(self, mode: str, site: str, profile: str) -> tuple[str, str]:
+    def isolation(self, mode: str, site: str, profile: str,
+                  client: str | None = None) -> tuple[str, str]:
         """SOCKS credentials that tor (IsolateSOCKSAuth) uses to keep circuits apart: one per
-        site (as Tor Browser does), one per profile, or a fresh one per connection."""
+        destination site (its registrable domain: a proxy sees destinations, not the page that
+        embedded them), one per profile, or a fresh one per connection. `client` (an opaque
+        digest of a SOCKS5 client's own credentials) splits the site and profile keys further,
+        as tor would for that client; it is hashed again with this tor's salt, so tor's control
+        port never shows the same value for it twice across tors."""
         if mode == "connection":
             return f"conn:{secrets.token_hex(8)}", self.salt
+        own = ""
+        if client:
+            own = " client:" + hashlib.sha256(f"{self.salt}:{client}".encode()).hexdigest()[:24]
+        renewed = self._epochs.get("", 0)
         if mode == "profile":
-            return f"profile:{profile}", f"{self.salt}:{self._epochs.get('', 0)}"
-        return f"site:{site}", f"{self.salt}:{self._epochs.get(site, 0)}:{self._epochs.get('', 0)}"
+            return f"profile:{profile}{own}", f"{self.salt}:{renewed}"
+        return f"site:{site}{own}", f"{self.salt}:{self._epochs.get(site, 0)}:{renewed}"
 
     def new_identity_for(self, site: str | None) -> None:
         """New isolation keys: for one site, or (None) for every site and profile."""
