@@ -1,16 +1,22 @@
 """Tor circuit isolation as clients and users see it, on the private Tor network (tests/tornet.py):
 a SOCKS5 client's own credentials split circuits as tor's IsolateSOCKSAuth would; lookups
-through tor use the key of the request they serve. Circuits are read from the managed tor's
-control port (STREAM events carry the circuit id)."""
+through tor use the key of the request they serve; `newnym --site` renews a profile's circuit
+when the exit isolates per profile, and says so (and per connection, that there was nothing to
+renew). Circuits are read from the managed tor's control port (STREAM events carry the
+circuit id)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
 import test_tor
 from helpers import curl
 from test_tor import NAME, _circuit_of_next_stream, _controller_for
+from upstreams import free_port
 
 tor_proxy, origin = test_tor.tor_proxy, test_tor.origin  # the same fixtures as test_tor's
 
@@ -20,6 +26,12 @@ def on_tornet(test):
 
 
 ELSEWHERE = "elsewhere.test"  # another site; unknown to the network's DNS (tor answers NXDOMAIN)
+
+
+def _newnym_site(proxy, site: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "anonproxy", "newnym", "--site", site,
+                           "--listen", f"{proxy.host}:{proxy.port}"], capture_output=True,
+                          check=False, text=True, timeout=30, env={**os.environ})
 
 
 def _socks_fetch(proxy, origin, credentials: str = "", host: str = NAME) -> None:
@@ -156,3 +168,44 @@ def test_tor_lookups_carry_the_clients_own_credentials(tor_proxy, origin, tmp_pa
         controller.close()
     assert alice[NAME] != bob[NAME]
     assert alice_streams == [alice[NAME]]
+
+
+@on_tornet
+def test_new_identity_for_one_site_under_profile_isolation_renews_the_profile_and_says_so(
+        tor_proxy, origin, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    proxy = tor_proxy("tor=/profile", extra=f'admin = "127.0.0.1:{free_port("127.0.0.1")}"\n')
+    controller = _controller_for(tmp_path)
+    try:
+        def circuit(host: str) -> str:
+            return _circuit_of_next_stream(controller,
+                                           lambda: _socks_fetch(proxy, origin, host=host))
+
+        before = circuit(NAME)
+        assert circuit("127.0.0.1") == before  # one circuit for the whole profile
+        out = _newnym_site(proxy, NAME)
+        assert out.returncode == 0, out.stderr
+        after = circuit(NAME)
+        assert after != before
+        assert circuit("127.0.0.1") == after
+        said = ("exit 'tor' isolates per profile: a new identity for one site is a new "
+                "identity for the whole profile 'test'")
+        assert said in out.stdout
+        assert said in proxy.wait_log(said, timeout=10)
+    finally:
+        controller.close()
+
+
+def test_new_identity_for_one_site_under_connection_isolation_says_there_was_nothing_to_renew(
+        start_proxy, tmp_path, monkeypatch):
+    """No tor network needed: the answer depends on the profile (its tor is unreachable)."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    admin, closed = free_port("127.0.0.1"), free_port("127.0.0.1")
+    proxy = start_proxy(f'admin = "127.0.0.1:{admin}"\ndefault = "t"\n[exits.t]\n'
+                        f'tor = {{ control = "127.0.0.1:{closed}", isolation = "connection" }}\n')
+    out = _newnym_site(proxy, "www.example.com")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("exit 't' isolates per connection: every connection already "
+                                  "gets a circuit of its own, so there was nothing to renew for "
+                                  "example.com")
