@@ -112,7 +112,8 @@ class Context:
         and the profile says how: `resolve = "local"` (this machine) or `"tor"` (at a Tor exit)."""
         return (await self._decide(dest))[0]
 
-    async def _decide(self, dest: Address) -> tuple[Decision, bool]:
+    async def _decide(self, dest: Address,
+                      isolation: str | None = None) -> tuple[Decision, bool]:
         """The decision, and whether it took a lookup (then it may change over time)."""
         profile = self.profile
         decision = decide(self.rules, profile.default, dest.host, dest.port,
@@ -120,7 +121,7 @@ class Context:
         looked_up = decision is NEED_ADDRESS
         if looked_up:
             if profile.resolve == "tor":
-                address = await self._resolve_through_tor(dest.host)
+                address = await self._resolve_through_tor(dest.host, isolation)
             else:
                 address = await _resolve_locally(dest.host)
             decision = decide(self.rules, profile.default, dest.host, dest.port,
@@ -134,13 +135,18 @@ class Context:
             decision = Decision(onion, decision.rule, None)
         return decision, looked_up
 
-    async def _resolve_through_tor(self, host: str):
+    async def _resolve_through_tor(self, host: str, isolation: str | None = None):
+        """The address tor's RESOLVE finds for `host`, asked with the isolation key the request
+        it serves would use (its site, profile or connection, and the client's own key), so a
+        lookup never shares a circuit with another site's or client's."""
         for plan in self.plans.values():
             if isinstance(plan, TorExit):
                 tor = self.tors.get(plan.spec)
                 if tor is None or tor.state != "ready":
                     continue
-                hop = Hop("socks5", Address(*tor.socks_address()), f"resolve:{tor.salt}", "")
+                user, password = tor.isolation(plan.isolation, site_of(host), self.loaded.name,
+                                               isolation)
+                hop = Hop("socks5", Address(*tor.socks_address()), user, password)
                 found = await exits.resolve_through_socks(hop, host,
                                                           timeout=self.limits.connect_timeout)
                 return ipaddress.ip_address(found) if found else None
@@ -163,7 +169,7 @@ class Context:
             raise Forbidden(f"refusing link-local {dest} (cloud metadata lives there); a rule "
                             "whose cidrs name it may allow it")
 
-    async def route(self, dest: Address) -> Decision:
+    async def route(self, dest: Address, isolation: str | None = None) -> Decision:
         """The exit for `dest`; raises Forbidden for unsafe destinations (refuse_unsafe) and
         for rules that block.
 
@@ -178,7 +184,7 @@ class Context:
             self._routes_key = key
         known = self._routes.get(dest)
         if known is None:
-            decision, looked_up = await self._decide(dest)
+            decision, looked_up = await self._decide(dest, isolation)
             try:
                 self._refuse(dest, decision)
                 known = (decision, decision)
@@ -272,9 +278,10 @@ class Context:
         return order
 
     async def open(self, name: str, dest: Address, _path: tuple[str, ...] = (),
-                   prefer: tuple[str, ...] = ()) -> Opened:
+                   prefer: tuple[str, ...] = (), isolation: str | None = None) -> Opened:
         """Open a stream to `dest` through exit `name` (pools resolved to a member, those in
-        `prefer` first)."""
+        `prefer` first). `isolation`: the client's own key (a digest of its SOCKS5
+        credentials), which a Tor exit adds to the circuit isolation it asks for."""
         plan = self.plans[name]
         path = (*_path, name)
         timeout = self.limits.connect_timeout
@@ -283,7 +290,7 @@ class Context:
                                              refuse=self.forbidden_peer)
             return Opened(stream, path)
         if isinstance(plan, TorExit):
-            return Opened(await self._open_tor(plan, dest), path)
+            return Opened(await self._open_tor(plan, dest, isolation), path)
         if isinstance(plan, Chain):
             started = time.monotonic()
             try:
@@ -294,9 +301,10 @@ class Context:
                 raise
             self.health.record(name, True, latency_ms=(time.monotonic() - started) * 1000)
             return Opened(stream, path)
-        return await self._open_pool(plan, dest, path, prefer)
+        return await self._open_pool(plan, dest, path, prefer, isolation)
 
-    async def _open_tor(self, plan: TorExit, dest: Address) -> exits.Stream:
+    async def _open_tor(self, plan: TorExit, dest: Address,
+                        isolation: str | None = None) -> exits.Stream:
         tor = self.tors.get(plan.spec)
         if tor is None:
             raise ExitDown(f"{plan.describe()} is not running",
@@ -308,7 +316,8 @@ class Context:
             where = f" (exits in {', '.join(plan.spec.countries)})" if plan.spec.countries else ""
             raise ExitDown(f"exit '{plan.name}': {error}",
                            public=f"exit '{plan.name}': tor{where} is not ready: {state}") from None
-        user, password = tor.isolation(plan.isolation, site_of(dest.host), self.loaded.name)
+        user, password = tor.isolation(plan.isolation, site_of(dest.host), self.loaded.name,
+                                       isolation)
         chain = Chain(plan.name, (Hop("socks5", Address(host, port), user, password),))
         try:
             return await exits.open_chain(chain, dest, timeout=self.limits.connect_timeout)
@@ -321,12 +330,12 @@ class Context:
             ) from None
 
     async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...],
-                         prefer: tuple[str, ...]) -> Opened:
+                         prefer: tuple[str, ...], isolation: str | None = None) -> Opened:
         failures: list[str] = []
         public: list[str] = []
         for member in self._order(plan, dest, prefer):
             try:
-                return await self.open(member, dest, path, prefer)
+                return await self.open(member, dest, path, prefer, isolation)
             except (ExitFailed, StageTimeout, ExitDown) as error:
                 if not _hop_failed(error):
                     raise  # the destination itself failed: another member would not help
@@ -335,7 +344,7 @@ class Context:
         if plan.fallback is not None:
             logs.log.warning("exit '%s' has no usable member; using its fallback '%s'",
                              plan.name, plan.fallback)
-            return await self.open(plan.fallback, dest, path)
+            return await self.open(plan.fallback, dest, path, isolation=isolation)
         states = failures or [self.health.describe(m) for m in plan.members]
         public = public or [f"{m}: {'up' if self.health.is_up(m) else 'down'}" for m in plan.members]
         raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})",

@@ -25,11 +25,11 @@ from .address import Address, AddressError, check_host
 from .config import Admin
 from .context import Context
 from .errors import AuthRequired, NoSuchProfile
-from .exits import Direct
+from .exits import Direct, TorExit
 from .listener import Listener
 from .profiles import LoadedProfile, ProfileError, known_profiles, load_profile, open_geo
 from .remote import newnym_request_file, take_newnym_request
-from .tor import Tor, TorSpec, TorUnavailable, tor_binary
+from .tor import Tor, TorSpec, TorUnavailable, site_renewal_words, tor_binary
 from .upstream import UpstreamPool
 from .workers import forward, reap
 
@@ -188,7 +188,13 @@ class ProxyServer:
                 raise ValueError(f"site: {error}") from None
         self._newnym_children(site)
         await self.new_identity(site)
-        return f"new identity for {site}" if site else "new identity for every site"
+        return self._renewal_words(site) if site else "new identity for every site"
+
+    def _renewal_words(self, site: str) -> str:
+        return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.isolation)
+                                         for ctx in self._all_contexts()
+                                         for plan in ctx.plans.values()
+                                         if isinstance(plan, TorExit)])
 
     def _all_contexts(self) -> list[Context]:
         return [self.ctx, *self._selectable.values()]
@@ -271,7 +277,7 @@ class ProxyServer:
                 await tor.newnym()
             logs.log.info("tor (%s): new identity", tor.spec.label())
         if site is not None:
-            logs.log.info("new identity for %s", site)
+            logs.log.info("%s", self._renewal_words(site))
         for ctx in self._all_contexts():
             ctx.pool.close()
             ctx.pool = UpstreamPool()

@@ -1,12 +1,20 @@
 """One SOCKS5 client connection: handshake (pure parsing in socks5.py), connect, relay.
 
+A client's own SOCKS5 credentials, when the proxy does not use them (`auth` uses both, a
+`selectable` profile's name is the username), join the Tor isolation key as tor's
+IsolateSOCKSAuth would join them, so Tor Browser or torsocks keep their separation through us.
+
 Invariants: the destination is connected only after a complete, valid request; every refusal
-sends the matching reply code before closing; a hostname goes to the exit as a name.
+sends the matching reply code before closing; a hostname goes to the exit as a name; a client's
+credentials are never logged or passed on: only a keyed digest of them leaves this module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Callable
 
@@ -14,6 +22,24 @@ from . import logs, socks5
 from .context import Context
 from .errors import SOCKS_GENERAL_FAILURE, AuthRequired, ProxyError, StageTimeout
 from .relay import relay
+
+_KEY = secrets.token_bytes(32)  # this process's: the digest says nothing about the credentials
+
+
+def own_isolation(credentials: socks5.Credentials, selected: Context, main: Context,
+                  auth_required: bool) -> str | None:
+    """The client's own isolation key from the credentials it sent, or None: not when they are
+    the proxy's own (`auth`); only the password when the username picked a selectable profile."""
+    if auth_required:
+        return None
+    username = credentials.username
+    if selected is not main and selected.loaded.name == username:
+        username = ""
+    if not (username or credentials.password):
+        return None
+    fields = [username.encode(), credentials.password.encode()]
+    message = b"".join(len(f).to_bytes(2, "big") + f for f in fields)
+    return hmac.new(_KEY, message, hashlib.sha256).hexdigest()
 
 
 class _Handshake:
@@ -57,6 +83,7 @@ async def serve_socks5(
     hs = _Handshake(reader, first, deadline)
     t0 = time.monotonic()
     dest, exit_label, status, up, down, problem = "-", "-", "-", 0, 0, None
+    main, isolation = ctx, None
     try:
         methods = await hs.take(socks5.parse_greeting)
         method = socks5.choose_method(methods, auth_required=auth_required)
@@ -73,10 +100,11 @@ async def serve_socks5(
                 status, problem = "refused", error.message
                 return
             writer.write(socks5.userpass_reply(True))
+            isolation = own_isolation(credentials, ctx, main, auth_required)
         request = await hs.take(socks5.parse_request)
         dest = request.dest
-        exit_label = (await ctx.route(dest)).exit
-        opened = await ctx.open(exit_label, dest)
+        exit_label = (await ctx.route(dest, isolation)).exit
+        opened = await ctx.open(exit_label, dest, isolation=isolation)
         exit_label = ">".join(opened.path)
         up_reader, up_writer = opened.stream
         try:

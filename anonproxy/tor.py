@@ -70,6 +70,22 @@ def tor_binary() -> str:
     return found
 
 
+def site_renewal_words(site: str, exits: list[tuple[str, str, str]]) -> str:
+    """What a new identity for one site did, in words, given (profile, exit, isolation) of each
+    Tor exit: a profile key carries every site of its profile, so it was renewed whole; a
+    per-connection exit had nothing to renew."""
+    modes = {mode for _, _, mode in exits}
+    said = [f"new identity for {site}"] if not modes or "site" in modes else []
+    for profile, name, mode in exits:
+        if mode == "profile":
+            said.append(f"exit '{name}' isolates per profile: a new identity for one site is a "
+                        f"new identity for the whole profile '{profile}'")
+        elif mode == "connection":
+            said.append(f"exit '{name}' isolates per connection: every connection already gets "
+                        f"a circuit of its own, so there was nothing to renew for {site}")
+    return "; ".join(dict.fromkeys(said))
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(base) / "anonproxy"
@@ -92,20 +108,33 @@ class Tor:
         self._ready = asyncio.Event()
         self.salt = secrets.token_hex(8)  # keeps our isolation keys apart from other users'
         self._epochs: dict[str, int] = {}  # per-site counters: a new one means new circuits
+        self._site_renewals = 0  # new identities for single sites: renew the profile keys
 
-    def isolation(self, mode: str, site: str, profile: str) -> tuple[str, str]:
+    def isolation(self, mode: str, site: str, profile: str,
+                  client: str | None = None) -> tuple[str, str]:
         """SOCKS credentials that tor (IsolateSOCKSAuth) uses to keep circuits apart: one per
-        site (as Tor Browser does), one per profile, or a fresh one per connection."""
+        destination site (its registrable domain: a proxy sees destinations, not the page that
+        embedded them), one per profile, or a fresh one per connection. `client` (an opaque
+        digest of a SOCKS5 client's own credentials) splits the site and profile keys further,
+        as tor would for that client; it is hashed again with this tor's salt, so tor's control
+        port never shows the same value for it twice across tors."""
         if mode == "connection":
             return f"conn:{secrets.token_hex(8)}", self.salt
+        own = ""
+        if client:
+            own = " client:" + hashlib.sha256(f"{self.salt}:{client}".encode()).hexdigest()[:24]
+        renewed = self._epochs.get("", 0)
         if mode == "profile":
-            return f"profile:{profile}", f"{self.salt}:{self._epochs.get('', 0)}"
-        return f"site:{site}", f"{self.salt}:{self._epochs.get(site, 0)}:{self._epochs.get('', 0)}"
+            return f"profile:{profile}{own}", f"{self.salt}:{renewed}:{self._site_renewals}"
+        return f"site:{site}{own}", f"{self.salt}:{self._epochs.get(site, 0)}:{renewed}"
 
     def new_identity_for(self, site: str | None) -> None:
-        """New isolation keys: for one site, or (None) for every site and profile."""
+        """New isolation keys: for one site, or (None) for every site and profile. A profile
+        key carries every site of its profile, so it is renewed by a new identity for any one
+        site too (that site's old circuit must not carry its next stream)."""
         key = site or ""
         self._epochs[key] = self._epochs.get(key, 0) + 1
+        self._site_renewals += site is not None
 
     # --- readiness as the data path sees it ---------------------------------------------
 
