@@ -66,6 +66,8 @@ class Context:
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
     _routes: dict = field(default_factory=dict, repr=False)
     _routes_key: tuple = ()
+    _owns: tuple = field(default=(), repr=False)  # own_services(), valid while `_owns_key` holds
+    _owns_key: tuple = ()
 
     def __post_init__(self) -> None:
         profile = self.loaded.profile
@@ -161,9 +163,22 @@ class Context:
                 return ipaddress.ip_address(found) if found else None
         return None
 
+    def _own_key(self) -> tuple:
+        """What own_services depends on that can change (cheap to build and compare)."""
+        tors = self.tors
+        if not tors:
+            return (self.listen, self.admin)
+        return (self.listen, self.admin, *((tor.control, tor.socks) for tor in tors.values()))
+
     def own_services(self) -> tuple[tuple[Address, str], ...]:
         """What this proxy serves, each with its kind (own_services.KINDS): never a
         destination. A managed tor's ports count from the moment tor reports them (tor.py)."""
+        key = self._own_key()
+        if key != self._owns_key:
+            self._owns, self._owns_key = self._gather_own(), key
+        return self._owns
+
+    def _gather_own(self) -> tuple[tuple[Address, str], ...]:
         found = [(self.listen, "listener")]
         if self.admin is not None:
             found.append((self.admin, "dashboard"))
@@ -194,8 +209,8 @@ class Context:
 
         Outcomes that needed no lookup are remembered per destination: they depend only on the
         rules, the GeoIP table and the addresses refuse_unsafe checks (own_services), and
-        those addresses are the memo's key."""
-        key = self.own_services()
+        what those addresses come from is the memo's key (also_own is fixed)."""
+        key = self._own_key()
         if key != self._routes_key:
             self._routes.clear()
             self._routes_key = key
