@@ -65,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("-o", "--output", help="write the body to FILE (default: stdout)")
     fetch.add_argument("-i", "--include", action="store_true", help="include the response head")
     fetch.add_argument("-L", "--location", action="store_true",
-                       help="follow redirects, routing each hop again")
+                       help="follow redirects, routing each hop again; Authorization and Cookie "
+                            "given with -H go to the URL's own origin only")
+    fetch.add_argument("--location-trusted", action="store_true",
+                       help="like -L, and Authorization and Cookie follow to other origins too, "
+                            "but never over http after https (stricter than curl)")
     fetch.add_argument("-f", "--fail", action="store_true", help="exit 22 on HTTP status >= 400")
     fetch.add_argument("--max-time", type=float, help="seconds for the whole transfer")
     fetch.add_argument("--exit", help="use this exit instead of the rules' choice")
@@ -77,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--summary", action="store_true",
                      help="afterwards, list the sites contacted, exits used and what was blocked")
     run.add_argument("--strict", action="store_true",
-                     help="give the program a network where only the proxy is reachable (Linux)")
+                     help="confine the program (Linux): its proxy is its only network and "
+                          "local services need a rule; no unix sockets; anonproxy's files hidden")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
     pac = commands.add_parser("pac", help="print a PAC file that sends a browser through the proxy")
@@ -254,8 +259,9 @@ def _fetch(args) -> int:
     loaded = load_profile(args.profile)
     logs.setup(False)
     logs.log.setLevel("WARNING")
-    request = FetchRequest(args.url, method, headers, body, args.location, args.include,
-                           args.fail, args.exit, args.verbose)
+    request = FetchRequest(args.url, method, headers, body, args.location or args.location_trusted,
+                           args.include, args.fail, args.exit, args.verbose,
+                           trusted=args.location_trusted)
 
     async def main() -> int:
         ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),

@@ -26,7 +26,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import exits, logs, own_services
-from .address import Address, plain_ip, special_use, special_use_refusal
+from .address import (
+    Address,
+    is_loopback_host,
+    is_unspecified_host,
+    plain_ip,
+    special_use,
+    special_use_refusal,
+)
 from .config import BLOCK
 from .errors import ExitDown, ExitFailed, Forbidden, StageTimeout
 from .exits import Chain, Direct, Plan, Pool, TorExit
@@ -60,6 +67,7 @@ class Context:
     health: Health = field(init=False)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     admin: Address | None = None  # the dashboard's address: never a destination
+    loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
     also_own: tuple[Address, ...] = ()  # other proxies of this user (fetch): never destinations
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
     _turn: int = 0  # round-robin position: advances once per new pooled connection
@@ -196,6 +204,8 @@ class Context:
         refusal = own_services.before_connect(dest, self.own_services())
         if refusal is not None:
             raise Forbidden(refusal)
+        if (reason := self._local_refusal(dest, dest.host)) is not None:
+            raise Forbidden(reason)
         ip = dest.ip
         if ip is not None and ip.is_link_local and not (
             rule and rule.networks and any(ip in n for n in rule.networks)
@@ -247,10 +257,32 @@ class Context:
         if refusal is not None:
             return refusal
         host = plain_ip(peer[0])
+        local = host == plain_ip(local_host) or is_loopback_host(host)
+        if (reason := self._local_refusal(dest, host, ours=local)) is not None:
+            return reason
         ip = ipaddress.ip_address(host)
         if ip.is_link_local and dest.ip != ip:
             return f"refusing {dest}: it resolved to link-local {host} (cloud metadata lives there)"
         return None
+
+    def _local_refusal(self, dest: Address, reached: str, ours: bool = False) -> str | None:
+        """Unless loopback is allowed: why `reached` (the host `dest` names, or the peer it
+        connected to; `ours`: that peer is loopback or our own address) must not be used — it
+        is this machine (loopback, ::ffff:127.x, 0.0.0.0, ::, localhost) and no rule that lets
+        traffic through names it in its cidrs. None when it may be used."""
+        if self.loopback_allowed:
+            return None
+        host = plain_ip(reached)
+        if not (ours or is_loopback_host(host) or is_unspecified_host(host)):
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:  # localhost, *.localhost
+            ip = ipaddress.ip_address("127.0.0.1")
+        if any(ip in net for r in self.rules if r.exit != BLOCK for net in r.networks or ()):
+            return None
+        return (f"refusing {dest}: {ip} is this machine, and only a rule whose cidrs name it "
+                "lets a program under exec --strict reach it")
 
     def forbidden_via_hop(self, dest: Address, hop_local: bool, bound: Address | None) -> str | None:
         """Why a tunnel to `dest` through a chain must not be used (own_services.through_hop):
@@ -323,11 +355,15 @@ class Context:
     async def _open_tor(self, plan: TorExit, dest: Address) -> exits.Stream:
         tor = self.tors.get(plan.spec)
         if tor is None:
-            raise ExitDown(f"{plan.describe()} is not running")
+            raise ExitDown(f"{plan.describe()} is not running",
+                           public=f"exit '{plan.name}' (tor) is not running")
         try:
             host, port = tor.socks_address()
         except TorUnavailable as error:
-            raise ExitDown(f"exit '{plan.name}': {error}") from None
+            state = f"bootstrapping ({tor.progress}%)" if tor.state == "bootstrapping" else tor.state
+            where = f" (exits in {', '.join(plan.spec.countries)})" if plan.spec.countries else ""
+            raise ExitDown(f"exit '{plan.name}': {error}",
+                           public=f"exit '{plan.name}': tor{where} is not ready: {state}") from None
         user, password = tor.isolation(plan.isolation, site_of(dest.host), self.loaded.name)
         chain = Chain(plan.name, (Hop("socks5", Address(host, port), user, password),))
         try:
@@ -343,6 +379,7 @@ class Context:
     async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...],
                          prefer: tuple[str, ...]) -> Opened:
         failures: list[str] = []
+        public: list[str] = []
         for member in self._order(plan, dest, prefer):
             try:
                 return await self.open(member, dest, path, prefer)
@@ -350,12 +387,15 @@ class Context:
                 if not _hop_failed(error):
                     raise  # the destination itself failed: another member would not help
                 failures.append(f"{member}: {error.message}")
+                public.append(f"{member}: {error.public}")
         if plan.fallback is not None:
             logs.log.warning("exit '%s' has no usable member; using its fallback '%s'",
                              plan.name, plan.fallback)
             return await self.open(plan.fallback, dest, path)
         states = failures or [self.health.describe(m) for m in plan.members]
-        raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})")
+        public = public or [f"{m}: {'up' if self.health.is_up(m) else 'down'}" for m in plan.members]
+        raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})",
+                       public=f"exit '{plan.name}' has no member up ({'; '.join(public)})")
 
 
 def _hop_failed(error: Exception) -> bool:

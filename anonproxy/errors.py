@@ -2,6 +2,11 @@
 
 Every error carries one sentence for the user, the HTTP status for HTTP clients and the reply
 code for SOCKS5 clients, so the I/O code never decides wording or codes itself.
+
+Invariant: an HTTP error body (which a web page can read) carries only `public`, which names the
+exit and the stage but no hop address, hop username or back-end address; `message`, the full
+sentence, goes to the owner only — the log, the dashboard, `anonproxy fetch` and `route`.
+SOCKS5 replies carry a code and no text.
 """
 
 from __future__ import annotations
@@ -24,15 +29,21 @@ class ProxyError(Exception):
     reason = "Bad Gateway"
     socks_reply = SOCKS_GENERAL_FAILURE
 
-    def __init__(self, message: str, *, socks_reply: int | None = None) -> None:
+    def __init__(self, message: str, *, socks_reply: int | None = None,
+                 public: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # the whole story, for the owner
+        self.public = message if public is None else public  # what an HTTP client may read
         if socks_reply is not None:
             self.socks_reply = socks_reply
 
 
 class BadRequest(ProxyError):
     status, reason = 400, "Bad Request"
+
+
+class NotFound(ProxyError):
+    status, reason = 404, "Not Found"
 
 
 class RequestTimeout(BadRequest):
@@ -76,8 +87,8 @@ class ExitFailed(ProxyError):
     status, reason = 502, "Bad Gateway"
 
     def __init__(self, message: str, *, socks_reply: int | None = None,
-                 hop_failed: bool = True) -> None:
-        super().__init__(message, socks_reply=socks_reply)
+                 hop_failed: bool = True, public: str | None = None) -> None:
+        super().__init__(message, socks_reply=socks_reply, public=public)
         self.hop_failed = hop_failed
 
 
@@ -101,8 +112,8 @@ class Overloaded(ProxyError):
 
 
 def http_error_response(error: ProxyError) -> bytes:
-    """A complete, connection-closing HTTP/1.1 response carrying the error's one sentence."""
-    body = (error.message.rstrip(".") + ".\n").encode("utf-8", "replace")
+    """A complete, connection-closing HTTP/1.1 response carrying the error's public sentence."""
+    body = (error.public.rstrip(".") + ".\n").encode("utf-8", "replace")
     challenge = 'Proxy-Authenticate: Basic realm="anonproxy profile"\r\n' if error.status == 407 else ""
     head = (
         f"HTTP/1.1 {error.status} {error.reason}\r\n"

@@ -1,9 +1,10 @@
 """Opening a stream to a destination through an exit: direct, or a chain of proxy hops.
 
-Every failure is translated here into a ProxyError naming the exit, the hop and the stage, so a
-client gets one clear sentence ("exit 'uk' failed at hop 2 (socks5 127.0.0.3:1080): connection
-refused") as a 502/504 or a SOCKS reply code. Pools are chosen in context.py; this module opens
-one concrete exit.
+Every failure is translated here into a ProxyError naming the exit, the hop and the stage: the
+owner's log gets the whole sentence ("exit 'uk' failed at hop 2 (socks5 127.0.0.3:1080):
+connection refused"), an HTTP client the same without hop addresses or a direct exit's source
+address ("exit 'uk' failed at hop 2 (socks5): connection refused") as a 502/504, a SOCKS5 client
+a reply code. Pools are chosen in context.py; this module opens one concrete exit.
 
 Invariants:
 - Through hops, the destination travels as a name (SOCKS5 DOMAINNAME, CONNECT host:port): no
@@ -104,18 +105,31 @@ async def _tcp(host: str, port: int, *, source: str | None = None, limit: int = 
 
 
 def _os_error(error: OSError, source: str | None = None) -> tuple[str, int]:
+    """What went wrong, in words that name no address (asyncio's own texts list the addresses
+    it tried), and the SOCKS5 reply code for it."""
     code = error.errno
     if isinstance(error, socket.gaierror):
         return f"cannot resolve the name ({error.strerror})", SOCKS_HOST_UNREACHABLE
     if code == errno.ECONNREFUSED or "refused" in str(error).lower():
         return "connection refused", SOCKS_CONNECTION_REFUSED
     if code == errno.EADDRNOTAVAIL and source:
-        return f"source address {source} is not available on this machine", SOCKS_NETWORK_UNREACHABLE
+        return "its source address is not available on this machine", SOCKS_NETWORK_UNREACHABLE
     if code in (errno.ENETUNREACH, errno.EADDRNOTAVAIL):
         return "network unreachable", SOCKS_NETWORK_UNREACHABLE
     if code == errno.EHOSTUNREACH:
         return "host unreachable", SOCKS_HOST_UNREACHABLE
-    return (error.strerror or str(error)).lower(), SOCKS_HOST_UNREACHABLE
+    return (error.strerror or "the connection failed").lower(), SOCKS_HOST_UNREACHABLE
+
+
+def _raw(error: OSError) -> str:
+    """The OS's own text when _os_error had no words for it (it may name addresses): owner only."""
+    return f" ({error})" if error.strerror is None and str(error) else ""
+
+
+def _hop(plan: Chain, stage: int, *, public: bool) -> str:
+    """`hop 2 (socks5 127.0.0.3:1080)` for the owner, `hop 2 (socks5)` for a client."""
+    hop = plan.hops[stage - 1]
+    return f"hop {stage} ({hop.kind if public else hop})"
 
 
 async def open_direct(
@@ -127,11 +141,15 @@ async def open_direct(
         async with asyncio.timeout(timeout):
             reader, writer = await _tcp(dest.host, dest.port, source=plan.source)
     except TimeoutError:
-        raise StageTimeout(f"{plan.describe()} timed out connecting to {dest} after {timeout:g} s") from None
+        raise StageTimeout(
+            f"{plan.describe()} timed out connecting to {dest} after {timeout:g} s",
+            public=f"exit '{plan.name}' timed out connecting to {dest} after {timeout:g} s",
+        ) from None
     except OSError as error:
         what, reply = _os_error(error, plan.source)
-        raise ExitFailed(f"{plan.describe()} could not connect to {dest}: {what}",
-                         socks_reply=reply, hop_failed=False) from None
+        raise ExitFailed(f"{plan.describe()} could not connect to {dest}: {what}{_raw(error)}",
+                         socks_reply=reply, hop_failed=False,
+                         public=f"exit '{plan.name}' could not connect to {dest}: {what}") from None
     peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
     reason = refuse(dest, peer[:2], local[0]) if peer and local else None
     if reason is not None:
@@ -170,25 +188,32 @@ async def open_chain(
                 raise
     except TimeoutError:
         raise StageTimeout(
-            f"exit '{plan.name}' timed out at hop {stage} ({plan.hops[stage - 1]}) "
-            f"after {timeout:g} s"
+            f"exit '{plan.name}' timed out at {_hop(plan, stage, public=False)} after {timeout:g} s",
+            public=f"exit '{plan.name}' timed out at {_hop(plan, stage, public=True)} "
+                   f"after {timeout:g} s",
         ) from None
     except HopRefused as error:
-        goal = "the destination" if stage == len(plan.hops) else f"hop {stage + 1}"
+        last = stage == len(plan.hops)
+        goal = "the destination" if last else f"hop {stage + 1}"
         raise ExitFailed(
-            f"exit '{plan.name}' failed at hop {stage} ({plan.hops[stage - 1]}) asking for "
+            f"exit '{plan.name}' failed at {_hop(plan, stage, public=False)} asking for "
             f"{goal} {targets[stage - 1]}: {error.message}",
             socks_reply=error.socks_reply,
-            hop_failed=not (error.about_target and stage == len(plan.hops)),
+            hop_failed=not (error.about_target and last),
+            public=f"exit '{plan.name}' failed at {_hop(plan, stage, public=True)} asking for "
+                   f"{goal}{f' {dest}' if last else ''}: {error.message}",
         ) from None
     except (OSError, asyncio.IncompleteReadError) as error:
         if isinstance(error, OSError):
             what, reply = _os_error(error)
+            raw = _raw(error)
         else:
             what, reply = "it closed the connection during the handshake", SOCKS_HOST_UNREACHABLE
+            raw = ""
         raise ExitFailed(
-            f"exit '{plan.name}' failed at hop {stage} ({plan.hops[stage - 1]}): {what}",
+            f"exit '{plan.name}' failed at {_hop(plan, stage, public=False)}: {what}{raw}",
             socks_reply=reply,
+            public=f"exit '{plan.name}' failed at {_hop(plan, stage, public=True)}: {what}",
         ) from None
     return reader, writer
 

@@ -5,9 +5,15 @@ It speaks HTTP/1.1 itself (llhttp via http1.py) over a stream that Context.open 
 TLS on top for https:// (certificates verified with the system's trust store). Because it is
 the client, the header policy applies inside TLS too. Each redirect (-L) is routed anew.
 
-Invariants: nothing identifies the tool or the user — no User-Agent unless the profile or the
-command line gives one, no cookies kept between runs or hops; failures map to distinct exit
-codes; the body streams to its destination and is never held whole in memory.
+Invariants: nothing identifies the tool or the user — the request carries Host, the framing a
+body needs and what the user gave (-H, the profile's User-Agent), nothing else: no Accept, no
+Connection (the response's own framing ends the exchange, then we close), no User-Agent unless
+the profile or the command line gives one, no cookies kept between runs or hops. Credentials
+given with -H (Authorization, Cookie, Proxy-Authorization) go to the URL's own origin only (scheme,
+host and port, as curl does); with --location-trusted to every origin a redirect leads to, but
+never over http once the request began over https (there curl would send them; we do not).
+Failures map to distinct exit codes; the body streams to its destination and is never held whole
+in memory.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class FetchRequest:
     fail: bool = False
     exit: str | None = None  # force this exit instead of the rules' choice
     verbose: bool = False
+    trusted: bool = False  # --location-trusted: credentials follow redirects to other origins
 
 
 @dataclass
@@ -78,12 +85,38 @@ def _say(request: FetchRequest, line: str) -> None:
         print(f"* {line}", file=sys.stderr)
 
 
+# Request headers that carry the user's identity at a site (curl's list for -L).
+CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def sends_credentials(first: _Target, target: _Target, trusted: bool) -> bool:
+    """Whether the user's credentials go with a request to `target` in a chain of redirects
+    that began at `first`: to the same origin (scheme, host, port) only, or to any with
+    `trusted` — but never over http when the chain began over https."""
+    if first.scheme == "https" and target.scheme == "http":
+        return False
+    return trusted or (target.scheme, target.dest) == (first.scheme, first.dest)
+
+
+def _headers_for(request: FetchRequest, first: _Target, target: _Target) -> list[tuple[str, str]]:
+    """The -H headers to send to `target`: without credentials where they may not go."""
+    if sends_credentials(first, target, request.trusted):
+        return request.headers
+    kept = [(n, v) for n, v in request.headers if n.strip().lower() not in CREDENTIALS]
+    if len(kept) < len(request.headers):
+        _say(request, f"not sending Authorization/Cookie to {target.scheme}://"
+                      f"{target.authority.decode()} (another origin, or http after https)")
+    return kept
+
+
 async def fetch(ctx: Context, request: FetchRequest, out: BinaryIO, progress=None) -> int:
     """Fetch `request.url` into `out`. Returns the final HTTP status; raises FetchFailed."""
     url, method, body = request.url, request.method.upper(), request.body
+    first = _target(url)
     for _ in range(MAX_REDIRECTS + 1):
         target = _target(url)
-        status, location = await _one(ctx, request, target, method, body, out, progress)
+        headers = _headers_for(request, first, target)
+        status, location = await _one(ctx, request, target, method, body, headers, out, progress)
         if not (request.follow and status in REDIRECTS and location):
             return status
         url = urljoin(url, location)
@@ -94,7 +127,7 @@ async def fetch(ctx: Context, request: FetchRequest, out: BinaryIO, progress=Non
 
 
 async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str, body,
-               out: BinaryIO, progress) -> tuple[int, str | None]:
+               headers: list[tuple[str, str]], out: BinaryIO, progress) -> tuple[int, str | None]:
     dest = target.dest
     try:
         if request.exit is not None:  # forced: the rules' choice is skipped, the safety is not
@@ -124,7 +157,8 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
                 await writer.start_tls(ssl.create_default_context(), server_hostname=dest.host)
             except (ssl.SSLError, OSError) as error:
                 raise FetchFailed(NETWORK, f"TLS with {dest.host} failed: {error}") from None
-        return await _exchange(ctx, request, target, method, body, reader, writer, out, progress)
+        return await _exchange(ctx, request, target, method, body, headers, reader, writer, out,
+                               progress)
     except (OSError, asyncio.IncompleteReadError) as error:
         raise FetchFailed(NETWORK, f"{dest}: {error or type(error).__name__}") from None
     except ProxyError as error:
@@ -133,30 +167,30 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
         writer.close()
 
 
-def _request_head(ctx: Context, request: FetchRequest, target: _Target, method: str,
+def _request_head(ctx: Context, given: list[tuple[str, str]], target: _Target, method: str,
                   length: int | None) -> bytes:
-    headers = [(b"Host", target.authority), (b"Accept", b"*/*")]
-    given = {n.lower() for n, _ in request.headers}
-    headers = [(n, v) for n, v in headers if n.decode().lower() not in given]
-    headers += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers]
+    """Host, what the user gave, and Content-Length for a body: nothing of our own."""
+    headers = [(b"Host", target.authority)]  # (a Host given with -H is replaced by sanitizing)
+    headers += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in given]
     if length is not None:
         headers.append((b"Content-Length", str(length).encode()))
     origin = f"{target.scheme}://{target.authority.decode()}"
     clean = sanitize_request(headers, ctx.policy, target_origin=origin, host=target.authority)
     if ctx.policy.user_agent_replace is not None and b"user-agent" not in {n.lower() for n, _ in clean}:
         clean.append((b"User-Agent", ctx.policy.user_agent_replace))
-    clean.append((b"Connection", b"close"))
     return render_request_head(method.encode(), target.path, clean)
 
 
 async def _exchange(ctx: Context, request: FetchRequest, target: _Target, method: str, body,
-                    reader, writer, out: BinaryIO, progress) -> tuple[int, str | None]:
+                    headers: list[tuple[str, str]], reader, writer, out: BinaryIO,
+                    progress) -> tuple[int, str | None]:
+    """One request and its response, which ends where its framing says (the caller closes)."""
     length = len(body) if isinstance(body, bytes) else None
     if body is not None and length is None:
         body.seek(0, 2)
         length = body.tell()
         body.seek(0)
-    writer.write(_request_head(ctx, request, target, method, length))
+    writer.write(_request_head(ctx, headers, target, method, length))
     if isinstance(body, bytes):
         writer.write(body)
     elif body is not None:

@@ -4,8 +4,9 @@ Invariants:
 - Nothing is ever added upstream except a Host header when the request had none (HTTP/1.0).
 - Hop-by-hop headers (and every name the Connection header lists) never cross the proxy; the
   WebSocket upgrade pair is the one exception, and only on a WebSocket handshake.
-- Headers that carry a client address or identity (X-Forwarded-For, Forwarded, Via, From, ...)
-  are always dropped, whatever the policy.
+- Headers that carry a client address or identity (X-Forwarded-For, Forwarded, Via, From, ...:
+  the IDENTIFYING_HEADERS table) are always dropped, whatever the policy, in any case and with
+  `_` in place of `-` (X_Forwarded_For).
 - What is kept keeps its order, its name's case and its value byte for byte.
 - Framing headers (Content-Length, Transfer-Encoding) are left to the HTTP layer, which re-frames
   the body exactly as they say.
@@ -36,26 +37,73 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-IDENTIFYING = frozenset(
-    {
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-forwarded-port",
-        b"x-forwarded-server",
-        b"forwarded",
-        b"via",
-        b"x-real-ip",
-        b"client-ip",
-        b"true-client-ip",
-        b"cf-connecting-ip",
-        b"x-client-ip",
-        b"x-originating-ip",
-        b"x-cluster-client-ip",
-        b"from",
-        b"x-proxyuser-ip",
-    }
+@dataclass(frozen=True, slots=True)
+class Identifying:
+    """A request header that carries the client's address or identity, and who sets or trusts
+    it (why it is on the list)."""
+
+    name: str
+    source: str
+
+
+# One table: every entry is dropped from every request, whatever the profile says.
+IDENTIFYING_HEADERS: tuple[Identifying, ...] = (
+    Identifying("Forwarded", "RFC 7239"),
+    Identifying("Via", "RFC 9110 section 7.6.3"),
+    Identifying("From", "RFC 9110 section 10.1.2 (the user's e-mail address)"),
+    Identifying("X-Forwarded-For", "Squid, then every proxy and load balancer"),
+    Identifying("X-Forwarded-Host", "Apache mod_proxy, nginx, AWS ELB"),
+    Identifying("X-Forwarded-Proto", "AWS ELB, Heroku, nginx"),
+    Identifying("X-Forwarded-Port", "AWS ELB"),
+    Identifying("X-Forwarded-Server", "Apache mod_proxy"),
+    Identifying("X-Forwarded", "client-IP libraries (request-ip)"),
+    Identifying("Forwarded-For", "client-IP libraries (request-ip)"),
+    Identifying("X-Original-Forwarded-For", "Kubernetes ingress-nginx (the X-Forwarded-For it got)"),
+    Identifying("X-Real-IP", "nginx realip module"),
+    Identifying("Client-IP", "older proxies; PHP applications read HTTP_CLIENT_IP"),
+    Identifying("X-Client-IP", "Azure App Service; client-IP libraries (request-ip)"),
+    Identifying("True-Client-IP", "Akamai, Cloudflare Enterprise"),
+    Identifying("Akamai-Client-IP", "named beside Akamai's True-Client-IP in client-IP lists"),
+    Identifying("CF-Connecting-IP", "Cloudflare"),
+    Identifying("Fastly-Client-IP", "Fastly"),
+    Identifying("X-Envoy-External-Address", "Envoy"),
+    Identifying("X-Azure-ClientIP", "Azure Front Door"),
+    Identifying("X-Appengine-User-IP", "Google App Engine"),
+    Identifying("X-ProxyUser-Ip", "Google (requests its proxies make for a user)"),
+    Identifying("X-Cluster-Client-IP", "Rackspace and Riverbed (Zeus) load balancers"),
+    Identifying("WL-Proxy-Client-IP", "Oracle WebLogic proxy plug-in"),
+    Identifying("Proxy-Client-IP", "Oracle WebLogic and Apache proxy plug-ins"),
+    Identifying("X-Originating-IP", "Microsoft Outlook.com and Exchange"),
+    Identifying("X-Remote-Addr", "applications that take it for REMOTE_ADDR"),
+    Identifying("X-Remote-IP", "applications that take it for REMOTE_ADDR"),
+    Identifying("X-Authenticated-User", "Blue Coat ProxySG, Cisco WSA (the user a corporate "
+                                        "proxy authenticated)"),
+    Identifying("X-UIDH", "Verizon Wireless (a per-subscriber tracking ID)"),
+    Identifying("X-MSISDN", "mobile carriers (the subscriber's phone number)"),
 )
+
+# The table's names as compared: case-folded (what the table says).
+IDENTIFYING = frozenset(h.name.lower().encode("ascii") for h in IDENTIFYING_HEADERS)
+
+
+def _separator_variants(name: bytes) -> set[bytes]:
+    """`name` with each `-` as `-` or `_` (many servers, CGI and PHP among them, read
+    X_Forwarded_For as X-Forwarded-For)."""
+    variants = {b""}
+    for part in name.split(b"-"):
+        variants = {v + sep + part for v in variants for sep in ((b"-", b"_") if v else (b"",))}
+    return variants
+
+
+# Every spelling sanitize_request drops, computed once so the per-header test is one set lookup
+# of the lower-cased name (equal to mapping `_` to `-` first, without the per-header copy).
+_IDENTIFYING_SPELLINGS = frozenset(v for n in IDENTIFYING for v in _separator_variants(n))
+
+
+def is_identifying(name: bytes) -> bool:
+    """Whether a header name is on the table, compared case-folded with `_` taken as `-`."""
+    return name.lower() in _IDENTIFYING_SPELLINGS
+
 
 # Client hints that say little (brand, mobile, platform) versus those that fingerprint.
 LOW_ENTROPY_HINTS = frozenset({b"sec-ch-ua", b"sec-ch-ua-mobile", b"sec-ch-ua-platform"})
@@ -171,7 +219,7 @@ def sanitize_request(
     have_host = False
     for name, value in headers:
         lname = name.lower()
-        if lname in IDENTIFYING or (lname in listed and lname not in HOP_BY_HOP):
+        if lname in _IDENTIFYING_SPELLINGS or (lname in listed and lname not in HOP_BY_HOP):
             continue
         if lname in HOP_BY_HOP:
             if websocket and lname == b"upgrade":

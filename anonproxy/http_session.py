@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable
 
 from . import logs
-from .address import Address, AddressError, check_host, parse_authority
+from .address import Address, AddressError, check_host, parse_authority, plain_ip
 from .client import ClientConn, ClientGone, Trace
 from .context import Context
 from .errors import (
     BadRequest,
     BadUpstreamResponse,
+    NotFound,
     NotImplementedByProxy,
     ProxyError,
     http_error_response,
@@ -35,7 +36,7 @@ from .errors import (
 from .exchange import StaleUpstream, exchange
 from .headers import proxy_credentials, sanitize_request
 from .http1 import RequestHead, Tunnel, parse_absolute_url, render_request_head
-from .pac import render_pac
+from .pac import pac_address, render_pac
 from .relay import relay
 
 CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
@@ -142,13 +143,12 @@ async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
     if head.target.split(b"?", 1)[0] != b"/proxy.pac":
         raise BadRequest("this is a proxy: send requests in absolute form (configure it as your "
                          "proxy, or use /proxy.pac)")
-    where = client.ctx.listen
-    for name, value in head.headers:  # the address the client reached us by, if it is one
-        if name.lower() == b"host":
-            try:
-                where = parse_authority(value.decode("ascii"), client.ctx.listen.port)
-            except (AddressError, UnicodeDecodeError):
-                pass
+    host = next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"host"), None)
+    sockname = client.writer.get_extra_info("sockname")
+    local = Address(plain_ip(sockname[0]), sockname[1]) if sockname else None
+    where = pac_address(host, client.ctx.listen, local)
+    if where is None:  # a name that merely resolves here (DNS rebinding), or none at all
+        raise NotFound("the PAC file is served only at the proxy's own address")
     body = render_pac(where).encode()
     await client.send(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ns-proxy-autoconfig\r\n"

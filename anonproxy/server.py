@@ -40,9 +40,11 @@ class ProxyServer:
     def __init__(self, loaded: LoadedProfile, listen: Address | None = None,
                  profile_ref: str | None = None,
                  credentials: tuple[str, str] | None = None,
-                 admin: Admin | None = None) -> None:
+                 admin: Admin | None = None, loopback_allowed: bool = True) -> None:
         """`profile_ref` (a name or path) is what reloads re-read; without it, no reloads.
-        `admin`: the dashboard's settings (started by start_admin)."""
+        `admin`: the dashboard's settings (started by start_admin). `loopback_allowed=False`
+        (exec --strict): this machine's addresses only where a rule's cidrs name them."""
+        self.loopback_allowed = loopback_allowed
         self.listen = listen or loaded.profile.listen_address
         self.profile_ref = profile_ref
         self.admin = admin
@@ -73,14 +75,15 @@ class ProxyServer:
     def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
         """The main profile's context and those a client may select by proxy username."""
         main = Context(loaded, self.listen, geo=open_geo(loaded), tors=self.tors,
-                       admin=self.admin_address)
+                       admin=self.admin_address, loopback_allowed=self.loopback_allowed)
         selectable = {}
         for ref in loaded.profile.selectable:
             if ref.endswith(".toml") and not Path(ref).is_absolute():
                 ref = str(loaded.path.parent / ref)
             other = load_profile(ref)
             selectable[other.name] = Context(other, self.listen, geo=open_geo(other),
-                                             tors=self.tors, admin=self.admin_address)
+                                             tors=self.tors, admin=self.admin_address,
+                                             loopback_allowed=self.loopback_allowed)
         specs = {spec for ctx in (main, *selectable.values()) for spec in ctx.tor_specs()}
         if any(spec.managed for spec in specs):
             tor_binary()  # no tor program: say so now, with what to do instead

@@ -8,7 +8,10 @@ SIGHUP are passed on; the program's exit code is ours.
 
 `--strict` (Linux): the program runs in a network namespace of its own whose only reachable
 address is the proxy's listening socket (created inside that namespace and handed to us), so a
-program that ignores proxy variables fails instead of leaking.
+program that ignores proxy variables fails instead of leaking; confine.py keeps it from unix
+sockets named by paths and hides anonproxy's own directories (tokens, pid files, tor's data,
+keys) from it; and its proxy refuses this machine's own addresses (the main proxy, its
+dashboard, tor's ports, any local service) unless a rule's cidrs name them.
 """
 
 from __future__ import annotations
@@ -76,10 +79,11 @@ async def run_wrapped(loaded: LoadedProfile, argv: list[str], *, summary: bool,
     from .server import ProxyServer
 
     user, password = "run-" + secrets.token_hex(4), secrets.token_hex(16)
-    jail = _Jail() if strict else None
+    jail = _Jail(hidden_directories()) if strict else None
     record = Summary()
     try:
-        server = ProxyServer(loaded, Address("127.0.0.1", 0), credentials=(user, password))
+        server = ProxyServer(loaded, Address("127.0.0.1", 0), credentials=(user, password),
+                             loopback_allowed=not strict)
         address = await server.start(sock=jail.listener if jail else None)
         if summary:
             logs.observers.append(record.observe)
@@ -121,21 +125,46 @@ async def _run(command: list[str], env: dict[str, str]) -> int:
     return code if code >= 0 else 128 - code
 
 
+def hidden_directories() -> list[str]:
+    """Where anonproxy keeps state a confined program must not read: the runtime directory
+    (here and wherever else `serve` may have been started: XDG_RUNTIME_DIR unset), tor's
+    cache, the data directory (keys) and the user's profiles (hop and auth passwords)."""
+    from .admin.control import runtime_dir
+    from .profiles import user_profile_dir
+    from .tor import cache_dir
+
+    home = os.path.expanduser("~")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+    found = [runtime_dir(), os.path.join(home, ".cache", "anonproxy"), cache_dir(),
+             os.path.join(data, "anonproxy"), os.path.join(home, ".local", "share", "anonproxy"),
+             user_profile_dir()]
+    if os.path.isdir(f"/run/user/{os.getuid()}"):
+        found.append(f"/run/user/{os.getuid()}/anonproxy")
+    return list(dict.fromkeys(os.path.abspath(d) for d in found))
+
+
 class _Jail:
-    """A network namespace holding only a loopback interface and our listening socket.
+    """Namespaces holding only a loopback interface and our listening socket, with anonproxy's
+    own directories hidden; the program runs in them under confine.py's seccomp filter.
 
-    A helper process enters a new network namespace (unprivileged, through a user namespace,
-    where the system allows it), brings loopback up, opens the proxy's listening socket there
-    and passes it to us; the program is later started inside that same namespace. Our proxy
-    accepts on that socket but connects out from our own namespace."""
+    A helper process (confine.py) enters new user, network and mount namespaces (unprivileged,
+    where the system allows it), brings loopback up, mounts an empty tmpfs over each hidden
+    directory, opens the proxy's listening socket there and passes it to us; the program is
+    later started inside those same namespaces. Our proxy accepts on that socket but connects
+    out from our own namespace."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: list[str]) -> None:
         if sys.platform != "linux":
             raise StrictUnavailable("--strict needs Linux network namespaces")
+        for directory in hidden:  # made now, so that nothing written there later is visible
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError:
+                pass  # not ours to create: then `serve` cannot write there either
         ours, theirs = socket.socketpair()
         self._helper = subprocess.Popen(
-            ["unshare", "--net", "--user", "--map-root-user", sys.executable, "-c", _HELPER,
-             str(theirs.fileno())],
+            ["unshare", "--net", "--user", "--mount", "--map-root-user", *_CONFINE, "helper",
+             str(theirs.fileno()), *hidden],
             pass_fds=(theirs.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         theirs.close()
         try:
@@ -146,15 +175,17 @@ class _Jail:
         if not fds:
             error = self._helper.communicate(timeout=10)[1].decode(errors="replace").strip()
             raise StrictUnavailable(
-                "this system does not allow a private network namespace"
-                + (f" ({error.splitlines()[-1]})" if error else ""))
+                "this system does not allow a confined namespace for the program"
+                + (f" ({error.splitlines()[-1].removeprefix('anonproxy: exec --strict: ')})"
+                   if error else ""))
         self.listener = socket.socket(fileno=fds[0])
 
     def wrap(self, argv: list[str]) -> list[str]:
-        """The command line that runs `argv` inside the helper's namespaces (nsenter execs it,
-        so signals and the exit code are the program's own)."""
-        return ["nsenter", f"--target={self._helper.pid}", "--user", "--net",
-                "--preserve-credentials", "--", *argv]
+        """The command line that runs `argv` inside the helper's namespaces, confined, in our
+        working directory (nsenter and confine.py exec it, so signals and the exit code are
+        the program's own)."""
+        return ["nsenter", f"--target={self._helper.pid}", "--user", "--net", "--mount",
+                "--preserve-credentials", "--", *_CONFINE, "run", os.getcwd(), "--", *argv]
 
     def close(self) -> None:
         self.listener.close()
@@ -162,13 +193,5 @@ class _Jail:
         self._helper.wait()
 
 
-# Runs inside the new namespaces: loopback up, listen, hand the socket over, stay alive.
-_HELPER = """
-import socket, subprocess, sys, time
-subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
-channel = socket.socket(fileno=int(sys.argv[1]))
-socket.send_fds(channel, [b"L"], [listener.fileno()])
-while True:
-    time.sleep(3600)
-"""
+# confine.py as a program (-P: nothing from the working directory shadows its imports)
+_CONFINE = [sys.executable, "-P", "-m", "anonproxy.confine"]

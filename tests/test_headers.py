@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from anonproxy.headers import HeaderPolicy, sanitize_request, sanitize_response
+from anonproxy.headers import (
+    IDENTIFYING_HEADERS,
+    HeaderPolicy,
+    is_identifying,
+    sanitize_request,
+    sanitize_response,
+)
 
 ORIGIN, HOST = "http://site.example", b"site.example"
 
@@ -22,6 +28,43 @@ def clean(headers, policy=HeaderPolicy()):
 ])
 def test_identifying_and_hop_by_hop_headers_are_dropped(name):
     assert clean([(b"Host", HOST), (name, b"v")]) == [(b"Host", HOST)]
+
+
+# The names issue 13 added, each a real-world carrier of the client's address or identity.
+ADDED = [
+    "X-Original-Forwarded-For", "X-Forwarded", "Forwarded-For", "WL-Proxy-Client-IP",
+    "Proxy-Client-IP", "Fastly-Client-IP", "X-Envoy-External-Address", "Akamai-Client-IP",
+    "X-Azure-ClientIP", "X-Appengine-User-IP", "X-Remote-Addr", "X-Remote-IP", "X-Client-IP",
+    "X-Cluster-Client-IP", "X-UIDH", "X-MSISDN", "X-Authenticated-User",
+]
+
+
+@pytest.mark.parametrize("name", ADDED)
+def test_identifying_table_names_the_added_headers(name):
+    assert name in {h.name for h in IDENTIFYING_HEADERS}
+
+
+def test_identifying_table_gives_a_source_for_each_entry_once():
+    names = [h.name.lower() for h in IDENTIFYING_HEADERS]
+    assert len(names) == len(set(names))
+    assert all(h.source.strip() for h in IDENTIFYING_HEADERS)
+
+
+@pytest.mark.parametrize("entry", IDENTIFYING_HEADERS, ids=lambda h: h.name)
+def test_underscore_variants_of_identifying_headers_are_stripped(entry):
+    canonical = entry.name.encode()
+    for name in (canonical, canonical.lower(), canonical.upper(),
+                 canonical.replace(b"-", b"_"), canonical.lower().replace(b"-", b"_"),
+                 canonical.replace(b"-", b"_", 1)):
+        assert is_identifying(name), name
+        assert clean([(b"Host", HOST), (name, b"203.0.113.7")]) == [(b"Host", HOST)], name
+
+
+@pytest.mark.parametrize("name", [b"X-Forwarded-Fo", b"X-Forwarded-For-Me", b"XForwardedFor",
+                                  b"X--Forwarded-For", b"X.Forwarded.For", b"Accept", b"X_Mine"])
+def test_names_merely_like_identifying_ones_are_kept(name):
+    assert not is_identifying(name)
+    assert clean([(b"Host", HOST), (name, b"v")]) == [(b"Host", HOST), (name, b"v")]
 
 
 def test_names_listed_in_connection_are_dropped_but_never_framing():
@@ -89,3 +132,4 @@ def test_response_hop_by_hop_headers_are_dropped():
                (b"Transfer-Encoding", b"chunked"), (b"Server", b"origin")]
     assert sanitize_response(headers) == [(b"Content-Type", b"text/html"),
                                           (b"Transfer-Encoding", b"chunked"), (b"Server", b"origin")]
+

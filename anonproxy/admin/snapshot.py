@@ -1,7 +1,8 @@
 """The JSON documents the dashboard shows and `/api/` serves, read off the running proxy.
 
 Plain functions over the server's objects; no aiohttp here. Credentials never appear: hops are
-rendered with their password masked, and tor control passwords are not shown at all.
+rendered with their username and password masked (a username is often an account or customer
+id at a paid proxy), and tor control passwords are not shown at all.
 
 "Verified country" is what this machine can check without sending anything anywhere: for a
 proxy exit, the GeoIP country of its last hop's address (when written as an IP); for a Tor exit,
@@ -55,7 +56,7 @@ def exits(ctx, geo: GeoDB | None) -> list[dict]:
             item.update(kind="direct", source=plan.source)
         elif isinstance(plan, Chain):
             last = plan.hops[-1].address
-            item.update(kind="chain", hops=[hop.masked_url() for hop in plan.hops],
+            item.update(kind="chain", hops=[_masked(hop) for hop in plan.hops],
                         country=plan.country.upper() if plan.country else None,
                         verified_country=_country(geo, last.ip))
             item["country_matches"] = (None if not item["country"] or not item["verified_country"]
@@ -97,6 +98,11 @@ async def tors(server) -> list[dict]:
                                       if c["exit_country"]}),
         })
     return found
+
+
+def _masked(hop) -> str:
+    """A hop as kind://host:port, with `***:***@` where it has credentials."""
+    return f"{hop.kind}://{'***:***@' if hop.username is not None else ''}{hop.address}"
 
 
 def _member(ctx, name: str) -> dict:
