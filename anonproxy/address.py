@@ -2,7 +2,8 @@
 
 Invariants: a parsed host is either a valid IP literal (IPv6 without brackets) or a DNS name made
 of letters, digits, '-', '_' and '.', at most 253 characters; ports are 1..65535. Nothing here
-resolves a name.
+resolves a name. Special-use names (`special_use`: .onion, .exit, .i2p, .local, .invalid, .alt)
+are recognised from the name alone, so callers can decide them before any lookup.
 """
 
 from __future__ import annotations
@@ -146,3 +147,54 @@ def targets_listener(dest: Address, listen: Address) -> bool:
     # (0.0.0.0 and :: as a destination reach this machine, like loopback)
     local = is_loopback_host(dest.host) or is_unspecified_host(dest.host)
     return local and (is_loopback_host(listen.host) or is_unspecified_host(listen.host))
+
+
+# Top-level labels of names that must never reach a resolver (RFC 6761, 6762, 7686, 9476; and
+# the .exit and .i2p pseudo-domains of Tor and I2P): what each one is, for the refusal.
+SPECIAL_USE = {
+    "onion": "is an onion service: only a Tor exit can reach it",
+    "exit": "is a Tor '.exit' name (leave through a chosen relay): tor refuses those by default, "
+            "and this proxy neither resolves them nor sends them on",
+    "i2p": "is an I2P name: only an I2P router can reach it, and this proxy is not one (point the "
+           "client at your I2P router instead)",
+    "local": "is a multicast DNS name of the local network (.local): this proxy neither resolves "
+             "it nor sends it on",
+    "invalid": "is under .invalid, which by definition names nothing (RFC 6761): nothing was "
+               "resolved or sent",
+    "alt": "is under .alt, a namespace outside DNS (RFC 9476): this proxy neither resolves it "
+           "nor sends it on",
+}
+
+
+def special_use(host: str) -> str | None:
+    """The special-use top-level label of a normalised host ("onion", "exit", "i2p", "local",
+    "invalid", "alt"), or None. A bare label ("onion") counts too."""
+    label = host[host.rfind(".") + 1:]
+    return label if label in SPECIAL_USE else None
+
+
+def special_use_refusal(host: str, tor_exit: bool = False) -> str | None:
+    """Why `host` may not be sent on, in one sentence, or None: names under a special-use label
+    are refused, except a .onion name when a Tor exit will carry it (`tor_exit`)."""
+    label = special_use(host)
+    if label is None:
+        return None
+    if host == label:
+        return f"'{host}' alone names no host: nothing was resolved or sent"
+    if label == "onion":
+        return None if tor_exit else f"{host} {SPECIAL_USE[label]}, and this profile has none"
+    return f"{host} {SPECIAL_USE[label]}"
+
+
+def reaches(peer: tuple[str, int], local_host: str, own: Address) -> bool:
+    """Whether a connection whose remote end is `peer` (and whose own end is `local_host`)
+    reached the socket listening on `own`: same port, and the same address, or any address of
+    this machine for a wildcard listener, or any loopback address for one named `localhost`."""
+    host, port = plain_ip(peer[0]), peer[1]
+    if port != own.port:
+        return False
+    if host == own.host:
+        return True
+    if is_unspecified_host(own.host):
+        return host == plain_ip(local_host) or is_loopback_host(host)
+    return own.ip is None and is_loopback_host(own.host) and is_loopback_host(host)

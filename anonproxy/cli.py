@@ -19,6 +19,7 @@ from .profiles import LoadedProfile, ProfileError, load_profile
 from .tor import TorUnavailable
 
 EXIT_USAGE = 2
+EXIT_REFUSED = 3  # as fetch's: the destination is refused
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,8 +165,10 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     from urllib.parse import urlsplit
 
     from .context import Context
+    from .errors import Forbidden
     from .explain import explain_route
     from .profiles import open_geo
+    from .remote import announced_services
 
     try:
         if "://" in url:
@@ -180,8 +183,16 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     except (AddressError, ValueError) as error:
         print(f"anonproxy: route {url}: {error}", file=sys.stderr)
         return EXIT_USAGE
-    ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
-    decision = asyncio.run(ctx.decide(dest))
+    admin = loaded.profile.admin
+    ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
+                  admin=admin.address if admin is not None else None,
+                  also_own=announced_services())
+    try:  # refused as the proxy would: special-use names, loops, link-local addresses
+        decision = asyncio.run(ctx.decide(dest))
+        ctx.refuse_unsafe(dest, decision.rule)
+    except Forbidden as error:
+        print(f"anonproxy: route {url}: {error.message}", file=sys.stderr)
+        return EXIT_REFUSED
     print("\n".join(explain_route(ctx.plans, decision, dest, scheme, ctx.policy,
                                   loaded.profile.resolve)))
     return 0
@@ -224,6 +235,7 @@ def _fetch(args) -> int:
     from .fetch import NETWORK, OK, FetchFailed, FetchRequest, fetch
     from .progress import Progress
     from .profiles import open_geo
+    from .remote import announced_services
     from .tor import Tor
 
     headers = []
@@ -252,7 +264,8 @@ def _fetch(args) -> int:
                            trusted=args.location_trusted)
 
     async def main() -> int:
-        ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
+        ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
+                      also_own=announced_services())
         async with asyncio.TaskGroup() as tasks:
             tors = [Tor(spec) for spec in ctx.tor_specs()]
             runs = [tasks.create_task(tor.run()) for tor in tors]

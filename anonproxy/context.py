@@ -8,8 +8,12 @@ or through a tor with the isolation credentials the exit asks for.
 
 Invariants: a pool whose members are all down fails closed (503) unless the profile names a
 `fallback` for it in plain words; a rule that says `block` refuses with the rule's number and
-text; `.onion` names only ever go to a Tor exit; nothing here resolves a destination name
-unless the profile's `resolve` says how.
+text; nothing here resolves a destination name unless the profile's `resolve` says how, and
+never a special-use one (address.special_use): those are decided first, from the name alone —
+`.onion` only ever goes to a Tor exit, the others are refused. The proxy never reaches its own
+services (`own_services`: listener, dashboard, its tors' ports, and for `fetch` what running
+proxies announced): refused by name before connecting, by the peer address after a direct
+connect, and by port through a hop that runs on this machine (which resolves the name itself).
 """
 
 from __future__ import annotations
@@ -21,8 +25,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import exits, logs
-from .address import Address, is_loopback_host, is_unspecified_host, plain_ip, targets_listener
+from . import exits, logs, own_services
+from .address import (
+    Address,
+    is_loopback_host,
+    is_unspecified_host,
+    plain_ip,
+    special_use,
+    special_use_refusal,
+)
 from .config import BLOCK
 from .errors import ExitDown, ExitFailed, Forbidden, StageTimeout
 from .exits import Chain, Direct, Plan, Pool, TorExit
@@ -57,11 +68,14 @@ class Context:
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     admin: Address | None = None  # the dashboard's address: never a destination
     loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
+    also_own: tuple[Address, ...] = ()  # other proxies of this user (fetch): never destinations
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
     _turn: int = 0  # round-robin position: advances once per new pooled connection
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
     _routes: dict = field(default_factory=dict, repr=False)
     _routes_key: tuple = ()
+    _owns: tuple = field(default=(), repr=False)  # own_services(), valid while `_owns_key` holds
+    _owns_key: tuple = ()
 
     def __post_init__(self) -> None:
         profile = self.loaded.profile
@@ -116,6 +130,8 @@ class Context:
                       isolation: str | None = None) -> tuple[Decision, bool]:
         """The decision, and whether it took a lookup (then it may change over time)."""
         profile = self.profile
+        if special_use(dest.host) is not None:
+            return self._decide_special(dest), False
         decision = decide(self.rules, profile.default, dest.host, dest.port,
                           country_of=self.country_of, may_resolve=profile.resolve != "never")
         looked_up = decision is NEED_ADDRESS
@@ -127,13 +143,22 @@ class Context:
             decision = decide(self.rules, profile.default, dest.host, dest.port,
                               country_of=self.country_of, address=address)
         assert isinstance(decision, Decision)
-        if dest.host.endswith(".onion") and not isinstance(self.plans.get(decision.exit), TorExit):
-            onion = next((n for n, p in self.plans.items() if isinstance(p, TorExit)), None)
-            if onion is None:
-                raise Forbidden(f"{dest.host} is an onion service: only a Tor exit can reach it, "
-                                "and this profile has none")
-            decision = Decision(onion, decision.rule, None)
         return decision, looked_up
+
+    def _decide_special(self, dest: Address) -> Decision:
+        """A special-use name, from the name alone: rules that need an address do not match it.
+        A .onion name goes to the rules' exit if that is a Tor exit (or block), else to the
+        profile's first Tor exit; anything else is Forbidden."""
+        tor = next((n for n, p in self.plans.items() if isinstance(p, TorExit)), None)
+        refusal = special_use_refusal(dest.host, tor_exit=tor is not None)
+        if refusal is not None:
+            raise Forbidden(refusal)
+        decision = decide(self.rules, self.profile.default, dest.host, dest.port,
+                          country_of=self.country_of)
+        assert isinstance(decision, Decision)
+        if decision.exit != BLOCK and not isinstance(self.plans.get(decision.exit), TorExit):
+            decision = Decision(tor, decision.rule, None)
+        return decision
 
     async def _resolve_through_tor(self, host: str, isolation: str | None = None):
         """The address tor's RESOLVE finds for `host`, asked with the isolation key the request
@@ -152,14 +177,39 @@ class Context:
                 return ipaddress.ip_address(found) if found else None
         return None
 
+    def _own_key(self) -> tuple:
+        """What own_services depends on that can change (cheap to build and compare)."""
+        tors = self.tors
+        if not tors:
+            return (self.listen, self.admin)
+        return (self.listen, self.admin, *((tor.control, tor.socks) for tor in tors.values()))
+
+    def own_services(self) -> tuple[tuple[Address, str], ...]:
+        """What this proxy serves, each with its kind (own_services.KINDS): never a
+        destination. A managed tor's ports count from the moment tor reports them (tor.py)."""
+        key = self._own_key()
+        if key != self._owns_key:
+            self._owns, self._owns_key = self._gather_own(), key
+        return self._owns
+
+    def _gather_own(self) -> tuple[tuple[Address, str], ...]:
+        found = [(self.listen, "listener")]
+        if self.admin is not None:
+            found.append((self.admin, "dashboard"))
+        for tor in self.tors.values():
+            if tor.control is not None:
+                found.append((Address(*tor.control), "tor control"))
+            if tor.socks is not None:
+                found.append((Address(*tor.socks), "tor socks"))
+        found += [(address, "other") for address in self.also_own]
+        return tuple(found)
+
     def refuse_unsafe(self, dest: Address, rule: CompiledRule | None = None) -> None:
-        """Forbidden for loops, for our tors' control ports, and for link-local (cloud
-        metadata) addresses unless `rule`'s cidrs name them — whatever exit is chosen."""
-        if targets_listener(dest, self.listen) or (
-                self.admin is not None and targets_listener(dest, self.admin)):
-            raise Forbidden(f"refusing to forward to the proxy's own address {dest}")
-        if any(tor.control == (dest.host, dest.port) for tor in self.tors.values()):
-            raise Forbidden(f"refusing to forward to a tor control port ({dest})")
+        """Forbidden for loops (our own services, by any local spelling), and for link-local
+        (cloud metadata) addresses unless `rule`'s cidrs name them — whatever exit is chosen."""
+        refusal = own_services.before_connect(dest, self.own_services())
+        if refusal is not None:
+            raise Forbidden(refusal)
         if (reason := self._local_refusal(dest, dest.host)) is not None:
             raise Forbidden(reason)
         ip = dest.ip
@@ -174,11 +224,9 @@ class Context:
         for rules that block.
 
         Outcomes that needed no lookup are remembered per destination: they depend only on the
-        rules, the GeoIP table and the addresses refuse_unsafe checks (our listener, the
-        dashboard, our tors' control ports), and those addresses are the memo's key."""
-        tors = self.tors
-        key = (self.listen, self.admin, *(tor.control for tor in tors.values())) if tors else \
-            (self.listen, self.admin)
+        rules, the GeoIP table and the addresses refuse_unsafe checks (own_services), and
+        what those addresses come from is the memo's key (also_own is fixed)."""
+        key = self._own_key()
         if key != self._routes_key:
             self._routes.clear()
             self._routes_key = key
@@ -190,7 +238,7 @@ class Context:
                 known = (decision, decision)
             except Forbidden as refusal:
                 known = (decision, refusal)
-            if not looked_up and not dest.host.endswith(".onion"):
+            if not looked_up:
                 if len(self._routes) >= 4096:
                     self._routes.clear()
                 self._routes[dest] = known
@@ -209,15 +257,13 @@ class Context:
 
     def forbidden_peer(self, dest: Address, peer: tuple[str, int], local_host: str) -> str | None:
         """Why a direct connection to `dest` must not be used, now that we know what it
-        reached (a name can resolve anywhere): our own listener, a tor control port, or a
-        link-local address the destination did not name itself. None when it is fine."""
-        host, port = plain_ip(peer[0]), peer[1]
+        reached (a name can resolve anywhere): one of our own services, or a link-local
+        address the destination did not name itself. None when it is fine."""
+        refusal = own_services.after_connect(dest, peer, local_host, self.own_services())
+        if refusal is not None:
+            return refusal
+        host = plain_ip(peer[0])
         local = host == plain_ip(local_host) or is_loopback_host(host)
-        if port == self.listen.port and (host == self.listen.host or (
-                local and is_unspecified_host(self.listen.host))):
-            return f"refusing to connect to the proxy itself ({dest})"
-        if local and any(tor.control and tor.control[1] == port for tor in self.tors.values()):
-            return f"refusing to connect to a tor control port ({dest})"
         if (reason := self._local_refusal(dest, host, ours=local)) is not None:
             return reason
         ip = ipaddress.ip_address(host)
@@ -243,6 +289,11 @@ class Context:
             return None
         return (f"refusing {dest}: {ip} is this machine, and only a rule whose cidrs name it "
                 "lets a program under exec --strict reach it")
+
+    def forbidden_via_hop(self, dest: Address, hop_local: bool, bound: Address | None) -> str | None:
+        """Why a tunnel to `dest` through a chain must not be used (own_services.through_hop):
+        `hop_local`, its last hop runs on this machine; `bound`, the hop's SOCKS5 BND.ADDR."""
+        return own_services.through_hop(dest, hop_local, bound, self.own_services())
 
     def shares_upstreams(self, name: str) -> bool:
         """Whether a connection through this exit may carry a later request too: not for a Tor
@@ -285,6 +336,10 @@ class Context:
         plan = self.plans[name]
         path = (*_path, name)
         timeout = self.limits.connect_timeout
+        if not isinstance(plan, Pool) and special_use(dest.host) is not None:
+            refusal = special_use_refusal(dest.host, tor_exit=isinstance(plan, TorExit))
+            if refusal is not None:  # route() decided this already; an exit forced by fetch
+                raise Forbidden(refusal)
         if isinstance(plan, Direct):
             stream = await exits.open_direct(plan, dest, timeout=timeout,
                                              refuse=self.forbidden_peer)
@@ -294,7 +349,8 @@ class Context:
         if isinstance(plan, Chain):
             started = time.monotonic()
             try:
-                stream = await exits.open_chain(plan, dest, timeout=timeout)
+                stream = await exits.open_chain(plan, dest, timeout=timeout,
+                                                refuse=self.forbidden_via_hop)
             except (ExitFailed, StageTimeout) as error:
                 if _hop_failed(error):
                     self.health.record(name, False, error.message)

@@ -9,8 +9,10 @@ a reply code. Pools are chosen in context.py; this module opens one concrete exi
 Invariants:
 - Through hops, the destination travels as a name (SOCKS5 DOMAINNAME, CONNECT host:port): no
   local DNS lookup of a destination ever happens for an exit other than direct.
-- A connection whose peer turns out to be the proxy's own listener is closed before a byte is
-  sent (no loops, even through a name that resolves to ourselves).
+- A connection whose peer turns out to be one of the proxy's own services is closed before a
+  byte is sent (no loops, even through a name that resolves to ourselves); through hops, the
+  caller's `refuse` sees whether the last hop runs on this machine before anything is asked of
+  it, and the SOCKS5 hop's bound address after.
 - A source address is honoured or the connection fails, never silently dropped.
 """
 
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import hops
-from .address import Address
+from .address import Address, is_loopback_host, is_unspecified_host, plain_ip
 from .errors import (
     SOCKS_CONNECTION_REFUSED,
     SOCKS_HOST_UNREACHABLE,
@@ -156,8 +158,15 @@ async def open_direct(
     return reader, writer
 
 
-async def open_chain(plan: Chain, dest: Address, *, timeout: float) -> Stream:
-    """Connect to the first hop, ask each hop for the next, the last one for `dest`."""
+async def open_chain(
+    plan: Chain, dest: Address, *, timeout: float,
+    refuse: Callable[[Address, bool, Address | None], str | None] | None = None,
+) -> Stream:
+    """Connect to the first hop, ask each hop for the next, the last one for `dest`.
+
+    `refuse(dest, hop_local, bound)` may veto (a reason): first with whether the last hop runs
+    on this machine (the first hop's peer is a local address and every later hop is named by
+    a loopback address), before anything is asked; then with the last hop's bound address."""
     targets = [h.address for h in plan.hops[1:]] + [dest]
     stage = 1
     try:
@@ -165,8 +174,15 @@ async def open_chain(plan: Chain, dest: Address, *, timeout: float) -> Stream:
             first = plan.hops[0].address
             reader, writer = await _tcp(first.host, first.port)
             try:
-                for stage, (hop, target) in enumerate(zip(plan.hops, targets, strict=True), start=1):
-                    await _handshake(reader, writer, hop, target)
+                reason = refuse(dest, _last_hop_local(plan, writer), None) if refuse else None
+                if reason is None:
+                    bound = None
+                    for stage, (hop, target) in enumerate(zip(plan.hops, targets, strict=True),
+                                                          start=1):
+                        bound = await _handshake(reader, writer, hop, target)
+                    reason = refuse(dest, False, bound) if refuse else None
+                if reason is not None:
+                    raise Forbidden(reason)
             except BaseException:
                 writer.transport.abort()
                 raise
@@ -200,6 +216,19 @@ async def open_chain(plan: Chain, dest: Address, *, timeout: float) -> Stream:
             public=f"exit '{plan.name}' failed at {_hop(plan, stage, public=True)}: {what}",
         ) from None
     return reader, writer
+
+
+def _last_hop_local(plan: Chain, writer: asyncio.StreamWriter) -> bool:
+    """Whether the chain's last hop runs on this machine: the first hop's peer is loopback or
+    our own address, and every later hop is named by a loopback (or wildcard) address."""
+    peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+    if not peer or not local:
+        return False
+    host = plain_ip(peer[0])
+    if not (is_loopback_host(host) or host == plain_ip(local[0])):
+        return False
+    return all(is_loopback_host(h.address.host) or is_unspecified_host(h.address.host)
+               for h in plan.hops[1:])
 
 
 async def probe_chain(plan: Chain, *, timeout: float) -> None:
@@ -253,13 +282,14 @@ async def _socks5_reply(reader: asyncio.StreamReader) -> Address:
     return parsed[0]
 
 
-async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop, target: Address) -> None:
-    """Ask `hop` for a tunnel to `target`, reading exactly the reply (later bytes stay queued)."""
+async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop,
+                     target: Address) -> Address | None:
+    """Ask `hop` for a tunnel to `target`, reading exactly the reply (later bytes stay queued).
+    The address a SOCKS5 hop says it connected from (None from an HTTP hop)."""
     if hop.kind == "socks5":
         await _socks5_authenticate(reader, writer, hop)
         writer.write(hops.socks5_connect(target))
-        await _socks5_reply(reader)
-        return
+        return await _socks5_reply(reader)
     writer.write(hops.http_connect(hop, target))
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -269,6 +299,7 @@ async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop, target: Add
     if not events or not isinstance(events[0], ResponseHead):
         raise HopRefused("it sent a malformed reply to CONNECT")
     hops.http_connect_status(events[0].status, events[0].reason)
+    return None
 
 
 async def resolve_through_socks(hop: Hop, name: str, *, timeout: float) -> str | None:

@@ -46,7 +46,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         from .workers import WorkersUnavailable
 
         try:
-            sock, children = _start_workers(loaded, profile_ref, listen, workers)
+            sock, children, admin = _start_workers(loaded, profile_ref, listen, workers, admin)
         except WorkersUnavailable as error:
             print(f"anonproxy: --workers {workers}: {error}", file=sys.stderr)
             return EXIT_USAGE
@@ -116,9 +116,11 @@ def _admin_override(text: str, configured, listen: Address):
     return admin
 
 
-def _start_workers(loaded, profile_ref: str, listen, workers: int):
-    """The first worker's SO_REUSEPORT socket, and the other workers, forked now (before any
-    event loop) each with a socket of its own on the same address."""
+def _start_workers(loaded, profile_ref: str, listen, workers: int, admin):
+    """The first worker's SO_REUSEPORT socket, the other workers, forked now (before any
+    event loop) each with a socket of its own on the same address, and the dashboard's
+    settings with its port fixed: every worker refuses the dashboard as a destination, so
+    each must know its address before the fork (port 0 is chosen here, see _pin_admin)."""
     from .server import ProxyServer
     from .workers import WorkersUnavailable, fork_workers, reuseport_socket
 
@@ -128,14 +130,18 @@ def _start_workers(loaded, profile_ref: str, listen, workers: int):
         raise WorkersUnavailable("a managed tor exit would start one tor per worker; use a tor "
                                  'you run (tor = { control = "HOST:PORT" }) or one worker')
     wanted = listen or loaded.profile.listen_address
+    admin, _held = _pin_admin(admin)
     sock = reuseport_socket(wanted)
     bound = Address(wanted.host, sock.getsockname()[1])
 
     def run(worker_sock, ready) -> int:
         sock.close()
+        if _held is not None:
+            _held.close()
 
         async def worker() -> None:
-            server = ProxyServer(loaded, bound, profile_ref=profile_ref)
+            # the dashboard's address only, so that it is refused; the first process serves it
+            server = ProxyServer(loaded, bound, profile_ref=profile_ref, admin=admin)
             server.stop_on_signals()
             await server.start(sock=worker_sock)
             ready()
@@ -144,7 +150,32 @@ def _start_workers(loaded, profile_ref: str, listen, workers: int):
         run_loop(worker)
         return 0
 
-    return sock, fork_workers(workers - 1, bound, run)
+    return sock, fork_workers(workers - 1, bound, run), admin
+
+
+_HELD: list = []  # sockets holding a dashboard port chosen before the fork, for our lifetime
+
+
+def _pin_admin(admin):
+    """The dashboard settings with port 0 (any free port) replaced by a port chosen now, held
+    by a bound socket that is not listening (SO_REUSEADDR on both sides lets the dashboard bind
+    it later; a process that takes the port in between makes the dashboard fail to start, and
+    serve says so); and that socket (None when the port was fixed already)."""
+    import socket
+
+    if admin is None or admin.address.port != 0:
+        return admin, None
+    host = admin.address.host
+    held = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind((host, 0))
+    except OSError:
+        held.close()
+        raise
+    _HELD.append(held)
+    chosen = Address(host, held.getsockname()[1])
+    return admin.model_copy(update={"listen": chosen.authority()}), held
 
 
 def run_loop(main) -> None:

@@ -174,3 +174,27 @@ def take_newnym_request(listen: Address) -> str | None:
             continue
         return site
     return None
+
+
+def announced_services() -> tuple[Address, ...]:
+    """The listen and dashboard addresses that running `serve` processes of this user left in
+    the runtime directory (pid files of live processes, and the dashboard file beside each):
+    `fetch` and `route`, which run without that server, refuse them as destinations too."""
+    found: list[Address] = []
+    try:
+        pidfiles = sorted(runtime_dir().glob("serve-*.pid"))
+    except OSError:
+        return ()
+    for path in pidfiles:
+        host, _, port = path.stem.removeprefix("serve-").rpartition("-")
+        try:
+            os.kill(int(path.read_text().strip()), 0)  # still running
+            listen = Address(check_host(host), int(port))
+        except (OSError, ValueError):  # gone, not ours, or not a name we wrote
+            continue
+        found.append(listen)
+        try:
+            found.append(parse_authority(adminfile_for(listen).read_text().strip()))
+        except (OSError, ValueError):
+            pass
+    return tuple(found)

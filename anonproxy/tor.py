@@ -14,7 +14,8 @@ and its timeout only works in the main thread, while ours reads tor's own progre
 asynchronously and can be stopped.
 
 Invariants: a tor exit that is not ready (starting, bootstrapping, restarting, dead) fails
-closed with a message saying so; a managed tor dies with us (tor watches our control
+closed with a message saying so; a managed tor's SOCKS and control ports are known (`socks`,
+`control`: never destinations) from tor's own "Opened ... listener" lines, before bootstrap; a managed tor dies with us (tor watches our control
 connection, `__OwningControllerProcess`); the exit relay actually used is checked against the
 requested countries (tor's own GeoIP) and a circuit outside them is closed and reported.
 """
@@ -34,6 +35,7 @@ from pathlib import Path
 from . import logs
 
 BOOTSTRAP = re.compile(rb"Bootstrapped (\d+)%(?: \([^)]*\))?: ?(.*)")
+LISTENER = re.compile(rb"Opened (Socks|Control) listener connection \(ready\) on (\S+)")
 
 
 class TorUnavailable(Exception):
@@ -207,6 +209,7 @@ class Tor:
         torrc.write_text("\n".join(lines) + "\n")
         (data / "control.port").unlink(missing_ok=True)
         self.state, self.progress, self.summary, self.error = "starting", 0, "", None
+        self.socks = self.control = None  # learnt again from this run's listener lines
         self._process = await asyncio.create_subprocess_exec(
             binary, "--defaults-torrc", os.devnull, "-f", str(torrc),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -230,6 +233,16 @@ class Tor:
             raise TorUnavailable(f"tor exited with code {code}")
 
     def _on_line(self, line: bytes) -> None:
+        opened = LISTENER.search(line)
+        if opened:  # the port is live now, long before bootstrap ends: never a destination
+            host, _, port = opened.group(2).decode("ascii", "replace").rpartition(":")
+            if port.isdigit():
+                where = (host.strip("[]"), int(port))
+                if opened.group(1) == b"Socks":
+                    self.socks = where
+                else:
+                    self.control = where
+            return
         match = BOOTSTRAP.search(line)
         if match:
             percent = int(match.group(1))
@@ -243,6 +256,10 @@ class Tor:
     async def _attach_system(self) -> None:
         host, _, port = self.spec.control.rpartition(":")
         self.state = "starting"
+        self.control = (host.strip("[]"), int(port))  # refused as a destination from now on
+        if self.spec.socks:
+            shost, _, sport = self.spec.socks.rpartition(":")
+            self.socks = (shost.strip("[]"), int(sport))
         await asyncio.to_thread(self._connect, host.strip("[]"), int(port), self.spec.password)
         self.state = "ready"
         self.progress = 100
