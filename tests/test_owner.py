@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,6 @@ from helpers import curl
 from upstreams import free_port
 
 from anonproxy.address import Address
-from anonproxy.admin.login import Logins
-from anonproxy.profiles import ProfileError, listen_problems, parse_profile
 
 OTHER = "anonproxy-other"
 ROUTES = [
@@ -78,9 +77,15 @@ def _profile(admin_port: int, extra: str = "") -> str:
     return f'admin = "127.0.0.1:{admin_port}"\ndefault = "direct"\n{extra}[exits.direct]\n'
 
 
-def _login_url(proxy) -> str:
+def _login_url(proxy, timeout: float = 10) -> str:
     """The one-time login URL `serve` prints after its listening line."""
-    line = proxy.process.stdout.readline()
+    lines: list[str] = []  # (the line may already sit in the pipe's buffer: no select)
+    reader = threading.Thread(target=lambda: lines.append(proxy.process.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert lines, "serve printed no login URL after its listening line"
+    line = lines[0]
     assert line.startswith("anonproxy dashboard: http://"), line
     return line.split(": ", 1)[1].strip()
 
@@ -102,6 +107,26 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+def _serve_refused(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run serve expecting it to refuse: its exit and stderr; fails the test if it starts."""
+    with tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "anonproxy", "serve", "--profile", str(profile), *args],
+            stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            line = process.stdout.readline()  # "" when it exits without listening
+            assert not line.startswith("anonproxy listening on"), f"serve started: {line}"
+            code = process.wait(30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+        err.seek(0)
+        return subprocess.CompletedProcess(process.args, code, "", err.read())
+
+
 # -- another local account ---------------------------------------------------------------------
 
 def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, start_proxy,
@@ -114,8 +139,7 @@ def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, star
     owner = _owner(token)
     site = f"127.0.0.1:{origin.port}"
     assert owner.get(base + "/api/connections", timeout=10).json()[0]["site"] == site
-    login = _login_url(proxy)  # a valid login token exists too: not guessable, not shown
-
+    bodies = []
     for method, path in ROUTES:
         out = as_other(other_user, "/usr/bin/curl", "-s", "--noproxy", "*", "--max-time", "5",
                        "-X", method, "-H", "Content-Type: application/json",
@@ -123,8 +147,11 @@ def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, star
                        "-w", "\n%{http_code}", base + path)
         body, _, code = out.stdout.decode().rpartition("\n")
         assert code in ("401", "403"), (method, path, code, body)
-        for secret in (token, login.rsplit("=", 1)[1], site, "connections_total", "\"exit\""):
+        for secret in (token, site, "connections_total", '"exit"'):
             assert secret not in body, (method, path, body)
+        bodies.append(body)
+    login = _login_url(proxy)  # a valid login token exists too: never shown to anyone else
+    assert not [b for b in bodies if login.rsplit("=", 1)[1] in b]
     for attempt in (f"{base}/login?token=guess", f"{base}/login"):
         out = as_other(other_user, "/usr/bin/curl", "-s", "--noproxy", "*", "-i",
                        *(["--data", "token=guess"] if attempt.endswith("/login") else []),
@@ -178,10 +205,7 @@ def test_a_runtime_dir_owned_by_another_user_is_refused(other_user, run_dir, tmp
     folder.mkdir(mode=0o700)
     os.chown(folder, *other_user)
     (tmp_path / "p.toml").write_text(_profile(free_port("127.0.0.1")))
-    out = subprocess.run([sys.executable, "-m", "anonproxy", "serve", "--profile",
-                          str(tmp_path / "p.toml"), "--listen", "127.0.0.1:0"],
-                         capture_output=True, text=True, timeout=30, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = _serve_refused(tmp_path / "p.toml", "--listen", "127.0.0.1:0")
     assert out.returncode == 2, out.stderr
     assert f"belongs to uid {other_user[0]}, not to you" in out.stderr
     assert "Traceback" not in out.stderr and list(folder.iterdir()) == []
@@ -220,6 +244,8 @@ def test_a_login_link_works_once(run_dir, start_proxy):
 
 
 def test_a_login_token_expires():
+    from anonproxy.admin.login import Logins
+
     now = [1000.0]
     logins = Logins(login_ttl=600, clock=lambda: now[0])
     token, late = logins.new_login_token(), logins.new_login_token()
@@ -292,6 +318,8 @@ def test_cross_site_post_with_the_session_cookie_is_refused(run_dir, start_proxy
 ])
 def test_listen_problems_refuse_beyond_loopback_without_allow_or_auth(host, allow, auth,
                                                                       refused):
+    from anonproxy.profiles import listen_problems
+
     problems = listen_problems(Address(host, 0), allow, auth)
     assert bool(problems) == refused
     if refused:
@@ -303,12 +331,10 @@ def test_listen_problems_refuse_beyond_loopback_without_allow_or_auth(host, allo
     ["--listen", "[::]:0"],
     ["--workers", "2", "--listen", "0.0.0.0:0"],
 ])
-def test_serve_listen_beyond_loopback_needs_allow_or_auth(tmp_path, args):
+def test_serve_listen_beyond_loopback_needs_allow_or_auth(tmp_path, monkeypatch, args):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     (tmp_path / "p.toml").write_text('default = "direct"\n[exits.direct]\n')
-    out = subprocess.run([sys.executable, "-m", "anonproxy", "serve", "--profile",
-                          str(tmp_path / "p.toml"), *args], capture_output=True, text=True,
-                         timeout=30, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
-                                                    "XDG_RUNTIME_DIR": str(tmp_path / "run")})
+    out = _serve_refused(tmp_path / "p.toml", *args)
     assert out.returncode == 2, out.stderr
     assert f"--listen {args[-1]}" in out.stderr and "open proxy" in out.stderr
     assert "allow = " in out.stderr and "Traceback" not in out.stderr
@@ -343,7 +369,7 @@ def test_a_reload_that_would_open_the_listener_is_refused(run_dir, start_proxy, 
 
 
 def test_every_proxy_server_start_asks_the_listen_check(tmp_path):
-    from anonproxy.profiles import LoadedProfile
+    from anonproxy.profiles import LoadedProfile, ProfileError, parse_profile
     from anonproxy.server import ProxyServer
 
     profile = parse_profile({"default": "direct", "exits": {"direct": {}}}, "p")
