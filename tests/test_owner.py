@@ -19,13 +19,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import ROOT
-from helpers import curl
+from helpers import curl, dashboard_login_url
 from upstreams import free_port
 
 from anonproxy.address import Address
@@ -75,19 +74,6 @@ def as_other(user: tuple[int, int], *argv: str) -> subprocess.CompletedProcess:
 
 def _profile(admin_port: int, extra: str = "") -> str:
     return f'admin = "127.0.0.1:{admin_port}"\ndefault = "direct"\n{extra}[exits.direct]\n'
-
-
-def _login_url(proxy, timeout: float = 10) -> str:
-    """The one-time login URL `serve` prints after its listening line."""
-    lines: list[str] = []  # (the line may already sit in the pipe's buffer: no select)
-    reader = threading.Thread(target=lambda: lines.append(proxy.process.stdout.readline()),
-                              daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines, "serve printed no login URL after its listening line"
-    line = lines[0]
-    assert line.startswith("anonproxy dashboard: http://"), line
-    return line.split(": ", 1)[1].strip()
 
 
 def _token(run: Path, admin_port: int) -> str:
@@ -150,7 +136,7 @@ def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, star
         for secret in (token, site, "connections_total", '"exit"'):
             assert secret not in body, (method, path, body)
         bodies.append(body)
-    login = _login_url(proxy)  # a valid login token exists too: never shown to anyone else
+    login = dashboard_login_url(proxy)  # a valid login token exists too: never shown to anyone else
     assert not [b for b in bodies if login.rsplit("=", 1)[1] in b]
     for attempt in (f"{base}/login?token=guess", f"{base}/login"):
         out = as_other(other_user, "/usr/bin/curl", "-s", "--noproxy", "*", "-i",
@@ -216,7 +202,7 @@ def test_a_runtime_dir_owned_by_another_user_is_refused(other_user, run_dir, tmp
 def test_owner_logs_in_with_the_one_time_url_and_the_page_carries_no_token(run_dir, start_proxy):
     admin_port = free_port("127.0.0.1")
     proxy = start_proxy(_profile(admin_port))
-    url = _login_url(proxy)
+    url = dashboard_login_url(proxy)
     browser = requests.Session()
     browser.trust_env = False
     bare = browser.get(f"http://127.0.0.1:{admin_port}/", timeout=10)
@@ -236,7 +222,7 @@ def test_owner_logs_in_with_the_one_time_url_and_the_page_carries_no_token(run_d
 def test_a_login_link_works_once(run_dir, start_proxy):
     admin_port = free_port("127.0.0.1")
     proxy = start_proxy(_profile(admin_port))
-    url = _login_url(proxy)
+    url = dashboard_login_url(proxy)
     assert requests.get(url, allow_redirects=False, timeout=10).status_code == 303
     again = requests.get(url, allow_redirects=False, timeout=10)
     assert again.status_code == 403 and "Set-Cookie" not in again.headers
@@ -292,7 +278,7 @@ def test_cross_site_post_with_the_session_cookie_is_refused(run_dir, start_proxy
     base = f"http://127.0.0.1:{admin_port}"
     browser = requests.Session()
     browser.trust_env = False
-    browser.get(_login_url(proxy), timeout=10)
+    browser.get(dashboard_login_url(proxy), timeout=10)
     plain = browser.post(base + "/api/reload", timeout=30)  # what a cross-site form can send
     assert plain.status_code == 403 and "X-Anonproxy-Request" in plain.json()["error"]
     foreign = browser.post(base + "/api/reload", timeout=30, headers={

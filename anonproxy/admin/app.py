@@ -134,6 +134,8 @@ class AdminApp:
                                "dashboard` gives, or send the X-Anonproxy-Token header")
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("Origin")
+            if request.path == "/login" and origin == "null":
+                origin = None  # a form post under no-referrer; only the owner's token logs in
             if origin is not None and origin != f"http://{request.headers['Host']}":
                 return _error(403, f"cross-origin request from {origin[:100]} refused")
             if request.path.startswith("/api/") and not by_token \
