@@ -35,6 +35,7 @@ ROUTES = [
     ("GET", "/api/connections"), ("GET", "/api/tor"), ("GET", "/api/state"),
     ("GET", "/api/events"), ("POST", "/api/reload"), ("POST", "/api/profile"),
     ("POST", "/api/newnym"), ("DELETE", "/api/connections"), ("POST", "/api/login-token"),
+    ("GET", "/%61pi/state"), ("GET", "//api/state"), ("GET", "/api/state/"),  # other spellings
 ]
 
 
@@ -127,7 +128,8 @@ def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, star
     assert owner.get(base + "/api/connections", timeout=10).json()[0]["site"] == site
     bodies = []
     for method, path in ROUTES:
-        out = as_other(other_user, "/usr/bin/curl", "-s", "--noproxy", "*", "--max-time", "5",
+        out = as_other(other_user, "/usr/bin/curl", "-s", "--path-as-is", "--noproxy", "*",
+                       "--max-time", "5",
                        "-X", method, "-H", "Content-Type: application/json",
                        *(["--data", '{"profile": "direct"}'] if method != "GET" else []),
                        "-w", "\n%{http_code}", base + path)

@@ -12,10 +12,10 @@ Guards, in order, on every request:
 1. Host must name the admin address (or, on loopback, localhost/127.0.0.1/[::1] with its port):
    a DNS-rebinding page cannot make the browser talk to us under another name.
 2. When a password is set: HTTP Basic, compared in constant time.
-3. Every `/api/` route, reads and the event stream included, and the page's data view need
-   proof of being the owner: the session cookie (HttpOnly, SameSite=Strict, set by /login) or
-   the per-run API token in `X-Anonproxy-Token` (the CLI reads it from the runtime directory,
-   which only the owner can read). Anything else gets 401 and one sentence.
+3. Every route but the login form and /static/ (so every `/api/` route, reads and the event
+   stream included, and the page's data) needs proof of being the owner: the session cookie
+   (HttpOnly, SameSite=Strict, set by /login) or the per-run API token in `X-Anonproxy-Token`
+   (the CLI reads it from the runtime directory, which only the owner can read); else 401.
 4. Anything but GET/HEAD must carry an Origin, if any, that is ours; when it is authenticated
    by the cookie alone it must also carry `X-Anonproxy-Request: 1`, which the page's script
    sets and a cross-site form cannot.
@@ -129,7 +129,8 @@ class AdminApp:
             return response
         by_token = self.logins.api_token_ok(request.headers.get("X-Anonproxy-Token"))
         owner = by_token or self.logins.session_ok(request.cookies.get(self.cookie))
-        if request.path.startswith("/api/") and not owner:
+        public = request.path in ("/", "/login") or request.path.startswith("/static/")
+        if not owner and not public:  # everything not listed as public needs the owner
             return _error(401, "this dashboard needs a login: open the link `anonproxy "
                                "dashboard` gives, or send the X-Anonproxy-Token header")
         if request.method not in ("GET", "HEAD"):
@@ -138,7 +139,7 @@ class AdminApp:
                 origin = None  # a form post under no-referrer; only the owner's token logs in
             if origin is not None and origin != f"http://{request.headers['Host']}":
                 return _error(403, f"cross-origin request from {origin[:100]} refused")
-            if request.path.startswith("/api/") and not by_token \
+            if request.path != "/login" and not by_token \
                     and request.headers.get("X-Anonproxy-Request") != "1":
                 return _error(403, "a change through the session cookie needs the "
                                    "X-Anonproxy-Request header the dashboard page sends")

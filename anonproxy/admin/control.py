@@ -92,6 +92,7 @@ def write_private(path: Path, text: str) -> None:
     name, then rename). Raises OSError or RuntimeDirError."""
     prepare_runtime_dir()
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)  # left by a crash of an earlier process with our pid
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
