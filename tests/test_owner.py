@@ -183,9 +183,19 @@ def test_a_world_readable_runtime_dir_is_tightened(run_dir, start_proxy):
     folder = run_dir / "anonproxy"
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
+    old = folder / "serve-127.0.0.1-9.pid"  # as an older version left it
+    old.write_text("1\n")
+    old.chmod(0o644)
     proxy = start_proxy(_profile(free_port("127.0.0.1")))
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(old).st_mode) == 0o600
     assert "was mode 0755; made it 0700" in proxy.log()
+
+
+def test_dashboard_command_without_a_running_proxy_says_so(run_dir):
+    out = _cli("dashboard", "--print", "--listen", f"127.0.0.1:{free_port('127.0.0.1')}")
+    assert out.returncode == 1 and "has no dashboard" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
 
 
 def test_a_runtime_dir_owned_by_another_user_is_refused(other_user, run_dir, tmp_path):

@@ -70,9 +70,19 @@ def prepare_runtime_dir() -> str | None:
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(path, 0o700)
         if not created:
-            return (f"{path} was mode {stat.S_IMODE(info.st_mode):04o}; made it 0700 so only "
-                    "you can read the files in it")
+            _tighten_files(path)
+            return (f"{path} was mode {stat.S_IMODE(info.st_mode):04o}; made it 0700 (and "
+                    "its files 0600) so only you can read them")
     return None
+
+
+def _tighten_files(path: Path) -> None:
+    """Files an older version left readable by others in a directory we just tightened."""
+    for entry in os.scandir(path):
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() \
+                and stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(entry.path, 0o600, follow_symlinks=False)
 
 
 def _checked_dir() -> Path | None:
