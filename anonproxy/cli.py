@@ -1,5 +1,5 @@
 """Command line (argparse): serve, check, route, schema, geoip, fetch, exec, pac, and the
-commands that steer a running proxy (status, reload, newnym: remote.py).
+commands that steer a running proxy (status, reload, newnym, dashboard: remote.py).
 
 Invariants: a bad profile or argument ends with one message naming the file, key and value and
 exit code 2, never a traceback; `serve` says loudly when traffic leaves with the user's own
@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the proxy")
     serve.add_argument("--profile", default="default", help=profile_help)
     serve.add_argument("--listen", metavar="HOST:PORT",
-                       help="override the profile's listen address (port 0: any free port)")
+                       help="override the profile's listen address (port 0: any free port); "
+                            "beyond loopback only if the profile has allow and/or auth")
     serve.add_argument("--admin", metavar="HOST:PORT|off",
                        help="the dashboard's address (default: the profile's admin key)")
     serve.add_argument("--workers", type=int, metavar="N",
@@ -92,7 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     reload = commands.add_parser("reload", help="make a running proxy re-read its profile")
     newnym = commands.add_parser("newnym", help="new Tor identity: new circuits for new streams")
     newnym.add_argument("--site", help="only this site (registrable domain) gets new circuits")
-    for command in (status, reload, newnym):
+    dashboard = commands.add_parser(
+        "dashboard", help="open a running proxy's dashboard, logged in (a one-time link)",
+        description="Ask the running proxy's dashboard (with the token only you can read in "
+                    "the runtime directory) for a one-time login link, and open it in the "
+                    "browser.")
+    dashboard.add_argument("--print", action="store_true", dest="print_only",
+                           help="print the link instead of opening a browser")
+    for command in (status, reload, newnym, dashboard):
         command.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT",
                              help="the running proxy's listen address (default 127.0.0.1:8118)")
         command.add_argument("--admin", metavar="HOST:PORT",
@@ -118,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "geoip":
             return _geoip(args.action, args.address, args.db)
-        if args.command in ("status", "reload", "newnym"):
+        if args.command in ("status", "reload", "newnym", "dashboard"):
             from . import remote
 
             admin, password = remote.admin_of(args.admin, args.listen)
+            if args.command == "dashboard":
+                return remote.dashboard(admin, password, args.listen, args.print_only)
             if args.command == "status":
                 return remote.status(admin, password, args.listen)
             if args.command == "reload":

@@ -1,5 +1,10 @@
 """The serve command: the profile with --listen, --admin and --workers applied, the proxy and
-its dashboard started, the pid and dashboard files written for status/reload/newnym.
+its dashboard started, the pid and dashboard files written for status/reload/newnym, and a
+one-time login URL for the dashboard printed.
+
+Invariants: --listen is checked as the profile's `listen` key is (profiles.listen_problems)
+before anything is bound or forked; the runtime directory is checked (ours, 0700) before
+anything is written there, and one that belongs to someone else stops serve.
 
 Exit codes: 0 after a clean stop, 1 when an address cannot be bound, 2 for a bad argument.
 """
@@ -12,7 +17,7 @@ import sys
 
 from .address import Address, AddressError, parse_authority
 from .config import Admin
-from .profiles import admin_problems, load_profile
+from .profiles import admin_problems, listen_problems, load_profile
 
 EXIT_USAGE = 2
 
@@ -20,6 +25,8 @@ EXIT_USAGE = 2
 def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
           workers: int | None, verbose: bool) -> int:
     from . import logs
+    from .admin.control import RuntimeDirError, prepare_runtime_dir, write_private
+    from .admin.login import LOGIN_TTL
     from .explain import summarize
     from .remote import adminfile_for, pidfile_for
     from .server import ProxyServer
@@ -32,6 +39,9 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         if listen_text:
             option = f"--listen {listen_text}"
             listen = parse_authority(listen_text, listening=True)
+            problems = listen_problems(listen, loaded.profile.allow, loaded.profile.auth)
+            if problems:
+                raise AddressError(f"{'; '.join(problems)} ({loaded.path} has neither)")
         if admin_text:
             option = f"--admin {admin_text}"
             admin = _admin_override(admin_text, admin, listen or loaded.profile.listen_address)
@@ -39,6 +49,16 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         print(f"anonproxy: {option}: {error}", file=sys.stderr)
         return EXIT_USAGE
     logs.setup(verbose)
+    try:
+        note = prepare_runtime_dir()
+    except RuntimeDirError as error:
+        print(f"anonproxy: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        note = (f"cannot create the runtime directory ({error.strerror}); status, reload, "
+                "newnym and dashboard will not find this proxy")
+    if note:
+        logs.log.warning("%s", note)
     exit_code = 0
     workers = loaded.profile.workers if workers is None else workers
     sock, children = None, []
@@ -79,19 +99,23 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         server.warn_if_direct()
         pidfile, adminfile = pidfile_for(address), adminfile_for(address)
         try:
-            pidfile.parent.mkdir(parents=True, exist_ok=True)
-            pidfile.write_text(f"{os.getpid()}\n")
+            write_private(pidfile, f"{os.getpid()}\n")
             if dashboard is not None:
-                adminfile.write_text(f"{dashboard.authority(0)}\n")
+                write_private(adminfile, f"{dashboard.authority(0)}\n")
             else:  # one left by a proxy that was killed on this address must not mislead
                 adminfile.unlink(missing_ok=True)
-        except OSError:
+        except (OSError, RuntimeDirError):
             pidfile = None
         logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
                       f", {len(children) + 1} workers" if children else "")
-        if dashboard is not None:
-            logs.log.info("dashboard on http://%s/", dashboard.authority(0))
+        login = server.login_url()
+        if login is not None:
+            logs.log.info("dashboard on http://%s/; log in (this link works once, for %.0f "
+                          "minutes; `anonproxy dashboard` makes new ones) with %s",
+                          dashboard.authority(0), LOGIN_TTL / 60, login)
         print(f"anonproxy listening on {address}", flush=True)
+        if login is not None:
+            print(f"anonproxy dashboard: {login}", flush=True)
         try:
             await server.serve_until_signalled()
         finally:

@@ -6,7 +6,11 @@ file, the key path, the offending value and a hint: a user never sees a tracebac
 profile.
 
 Invariants enforced here: every exit a profile names exists; pools do not refer to each other
-in a cycle; listening beyond loopback needs an explicit client allow-list.
+in a cycle; listening beyond loopback needs a client allow-list and/or credentials. That last
+check is `listen_problems`, the one function every way an address reaches the listener goes
+through: the profile's `listen` (here), `serve --listen` and `--workers` (launch.py), a
+reload or profile switch and every ProxyServer start, `exec` included (server.py). No
+environment variable sets the listen address.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .address import Address, is_loopback_host
+from .address import Address, is_loopback_host, is_unspecified_host
 from .config import BLOCK, Admin, InvalidProfile, Profile, validate_profile
 from .geo import GeoDB, GeoError
 
@@ -68,13 +72,8 @@ def _references(profile: Profile) -> list[str]:
             break
     if profile.resolve == "tor" and not any(e.tor for e in profile.exits.values()):
         problems.append('resolve = "tor": this profile has no Tor exit to resolve through')
-    host = profile.listen_address.host
-    if not is_loopback_host(host) and not profile.allow and profile.auth is None:
-        problems.append(
-            f'listen = "{profile.listen}": listening on {host} exposes the proxy beyond this '
-            'machine; add allow = ["CIDR", ...] naming the clients that may connect, and/or '
-            'auth = { username = "...", password = "..." }'
-        )
+    problems += [f'listen = "{profile.listen}": {p}'
+                 for p in listen_problems(profile.listen_address, profile.allow, profile.auth)]
     if profile.workers > 1 and profile.uses_managed_tor:
         problems.append(f"workers = {profile.workers}: a managed tor exit would start one tor "
                         'per worker; use a tor you run (tor = { control = "HOST:PORT" }) or '
@@ -86,6 +85,19 @@ def _references(profile: Profile) -> list[str]:
         problems.append("auth: proxy usernames already select profiles (selectable); use one "
                         "or the other")
     return problems
+
+
+def listen_problems(address: Address, allow: list, auth: object | None) -> list[str]:
+    """What is wrong with listening on `address` given the profile's client allow-list and
+    credentials (`auth`: the profile's, or those `exec` made): beyond loopback (a wildcard
+    such as 0.0.0.0 or ::, or an interface's address) the proxy would be open to the network
+    unless it has `allow` and/or `auth`."""
+    if is_loopback_host(address.host) or allow or auth is not None:
+        return []
+    where = "every interface" if is_unspecified_host(address.host) else address.host
+    return [(f"listening on {where} exposes the proxy beyond this machine (an open proxy); "
+             'add allow = ["CIDR", ...] naming the clients that may connect, and/or '
+             'auth = { username = "...", password = "..." } to the profile')]
 
 
 def admin_problems(admin: Admin, listen: Address) -> list[str]:

@@ -1,11 +1,12 @@
-"""Commands that steer a running proxy: `status`, `reload`, `newnym`.
+"""Commands that steer a running proxy: `status`, `reload`, `newnym`, `dashboard`.
 
 The proxy is named by its listen address (or its dashboard's, with --admin). `serve` leaves
-beside its pid file the address of its dashboard, and the dashboard's token in a file only its
-user can read. These commands go through the dashboard API when the proxy has one, and
-otherwise, for reload and newnym, by signal to the pid in the pid file (SIGHUP: reload;
-SIGUSR1: new identity, for the site left in a request file if any). A dashboard password is
-taken from ANONPROXY_ADMIN_PASSWORD.
+beside its pid file the address of its dashboard, and the dashboard's API token, in the
+runtime directory only its user can read (admin/control.py owns it). These commands go through
+the dashboard API with that token when the proxy has one, and otherwise, for reload and
+newnym, by signal to the pid in the pid file (SIGHUP: reload; SIGUSR1: new identity, for the
+site left in a request file if any). `dashboard` asks the API for a one-time login URL and
+opens it in the browser. A dashboard password is taken from ANONPROXY_ADMIN_PASSWORD.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import time
 from pathlib import Path
 
 from .address import Address, AddressError, check_host, parse_authority
-from .admin.control import ControlError, call, runtime_dir
+from .admin.control import (
+    ControlError,
+    RuntimeDirError,
+    call,
+    login_url,
+    read_private,
+    runtime_dir,
+    write_private,
+)
 
 EXIT_USAGE = 2
 
@@ -36,9 +45,8 @@ def admin_of(admin_text: str | None, listen_text: str) -> tuple[Address | None, 
     password = os.environ.get("ANONPROXY_ADMIN_PASSWORD") or None
     if admin_text is not None:
         return parse_authority(admin_text), password
-    try:
-        announced = adminfile_for(parse_authority(listen_text)).read_text().strip()
-    except OSError:
+    announced = read_private(adminfile_for(parse_authority(listen_text)))
+    if not announced:
         return None, password
     return parse_authority(announced), password
 
@@ -112,8 +120,11 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
         except AddressError as error:
             print(f"anonproxy: newnym: --listen {listen_text}: {error}", file=sys.stderr)
             return EXIT_USAGE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(site + "\n")
+        try:
+            write_private(path, site + "\n")
+        except (OSError, RuntimeDirError) as error:
+            print(f"anonproxy: newnym: cannot leave the site in {path}: {error}", file=sys.stderr)
+            return 1
     what = f"give {site} new circuits" if site else "make a new identity (all sites)"
     return _signal(listen_text, signal.SIGUSR1, what)
 
@@ -142,7 +153,7 @@ def _signal(listen_text: str, sig: signal.Signals, what: str) -> int:
         return EXIT_USAGE
     path = pidfile_for(listen)
     try:
-        pid = int(path.read_text().strip())
+        pid = int(read_private(path) or "")
         os.kill(pid, sig)
     except (OSError, ValueError):
         print(f"anonproxy: no running proxy on {listen} (no usable {path}), and no dashboard "
@@ -159,20 +170,17 @@ def _duration(seconds: float) -> str:
 
 def newnym_request_file(listen: Address, pid: int | None = None) -> Path:
     """Where `anonproxy newnym --site` leaves the site (and the first worker, for the others)."""
-    from .tor import cache_dir
-
-    return cache_dir() / (f"newnym-{listen.host}-{listen.port}" + (f".{pid}" if pid else ""))
+    return runtime_dir() / (f"newnym-{listen.host}-{listen.port}" + (f".{pid}" if pid else ""))
 
 
 def take_newnym_request(listen: Address) -> str | None:
     """The site left for this process (read once), or None for everything."""
     for path in (newnym_request_file(listen, os.getpid()), newnym_request_file(listen)):
-        try:
-            site = path.read_text().strip() or None
-            path.unlink()
-        except OSError:
+        text = read_private(path)
+        if text is None:
             continue
-        return site
+        path.unlink(missing_ok=True)
+        return text or None
     return None
 
 
@@ -198,3 +206,32 @@ def announced_services() -> tuple[Address, ...]:
         except (OSError, ValueError):
             pass
     return tuple(found)
+
+
+def dashboard(admin: Address | None, password: str | None, listen_text: str,
+              print_only: bool) -> int:
+    """Ask the running dashboard for a one-time login URL and open it (or print it)."""
+    if admin is None:
+        print(f"anonproxy: dashboard: the proxy on {listen_text} has no dashboard (or is not "
+              "running); give its profile admin = \"127.0.0.1:8119\", or name one with --admin",
+              file=sys.stderr)
+        return 1
+    try:
+        answer = call(admin, "POST", "/api/login-token", {}, password=password)
+    except ControlError as error:
+        print(f"anonproxy: dashboard: {error}", file=sys.stderr)
+        return 1
+    url = login_url(admin, answer["token"])
+    if not print_only:
+        import webbrowser
+
+        try:
+            opened = webbrowser.open(url)
+        except webbrowser.Error:
+            opened = False
+        if opened:
+            print(f"opened the dashboard on http://{admin.authority(0)}/ in your browser "
+                  f"(the login link works once, for {answer['expires_in']} s)")
+            return 0
+    print(url)
+    return 0

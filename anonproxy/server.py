@@ -6,6 +6,8 @@ Invariants:
 - A reload or profile switch that fails keeps the running profile and says why; connections in
   flight keep the profile they started with.
 - Credentials, when the proxy requires them, are compared in constant time.
+- It never listens beyond loopback without an allow-list or credentials: start() and every
+  reload or switch ask profiles.listen_problems about the address actually bound.
 - SIGINT/SIGTERM: stop accepting, drain (listener.py), stop tors and the dashboard, return;
   other worker processes get the same signals (workers.py).
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import secrets
 import signal
 import socket
 import time
@@ -27,7 +28,14 @@ from .context import Context
 from .errors import AuthRequired, NoSuchProfile
 from .exits import Direct, TorExit
 from .listener import Listener
-from .profiles import LoadedProfile, ProfileError, known_profiles, load_profile, open_geo
+from .profiles import (
+    LoadedProfile,
+    ProfileError,
+    known_profiles,
+    listen_problems,
+    load_profile,
+    open_geo,
+)
 from .remote import newnym_request_file, take_newnym_request
 from .tor import Tor, TorSpec, TorUnavailable, site_renewal_words, tor_binary
 from .upstream import UpstreamPool
@@ -114,7 +122,13 @@ class ProxyServer:
         return self.ctx.limits
 
     async def start(self, sock: socket.socket | None = None) -> Address:
-        """Listen on the profile's (or given) address, or accept on a socket made elsewhere."""
+        """Listen on the profile's (or given) address, or accept on a socket made elsewhere.
+        Raises ProfileError for an address beyond loopback without allow or credentials."""
+        host = sock.getsockname()[0] if sock is not None else self.listen.host
+        problems = listen_problems(Address(host, self.listen.port), self.ctx.profile.allow,
+                                   self._credentials)
+        if problems:
+            raise ProfileError(f"{self.ctx.loaded.path}: {'; '.join(problems)}")
         bound = await self.listener.start(self.listen, sock)
         if bound != self.listen:  # a socket made elsewhere, or an ephemeral port: the real one
             self.listen = bound
@@ -129,17 +143,25 @@ class ProxyServer:
         from .admin.activity import Activity
         from .admin.app import AdminApp
         from .admin.control import write_token
+        from .admin.login import Logins
 
         self.activity = Activity()
-        app = AdminApp(self, self.admin_address, secrets.token_urlsafe(24), self.admin.password,
-                       self.activity)
+        app = AdminApp(self, self.admin_address, Logins(), self.admin.password, self.activity)
         self.admin_address = await app.start()
         self._admin_app = app
         for ctx in self._all_contexts():
             ctx.admin = self.admin_address
         logs.observers.append(self.activity.observe)
-        self.token_path = write_token(self.admin_address, app.token)
+        self.token_path = write_token(self.admin_address, app.logins.api_token)
         return self.admin_address
+
+    def login_url(self) -> str | None:
+        """A one-time URL that logs a browser into the dashboard (None without one)."""
+        if self._admin_app is None:
+            return None
+        from .admin.control import login_url
+
+        return login_url(self.admin_address, self._admin_app.logins.new_login_token())
 
     async def _stop_admin(self) -> None:
         app, self._admin_app = self._admin_app, None
@@ -239,11 +261,15 @@ class ProxyServer:
         self._newnym_children(site)
 
     def _newnym_children(self, site: str | None) -> None:
+        from .admin.control import RuntimeDirError, write_private
+
         for pid in self.children:
             if site is not None:
-                path = newnym_request_file(self.listen, pid)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(site + "\n")
+                try:
+                    write_private(newnym_request_file(self.listen, pid), site + "\n")
+                except (OSError, RuntimeDirError) as error:
+                    logs.log.error("cannot pass the site to worker %d (%s); it renews "
+                                   "every site", pid, error)
         forward(self.children, signal.SIGUSR1)
 
     def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
@@ -331,6 +357,12 @@ class ProxyServer:
             return "this proxy was started without a profile to re-read"
         try:
             loaded = load_profile(ref or self.profile_ref)
+            credentials = self._credentials if self._fixed_credentials \
+                else _profile_credentials(loaded)
+            problems = listen_problems(self.listen, loaded.profile.allow, credentials)
+            if problems:  # the bound address stays; the profile must still guard it
+                raise ProfileError(f"{loaded.path}: the proxy stays on {self.listen} until it "
+                                   f"restarts; {'; '.join(problems)}")
             main, selectable = self._contexts(loaded)
         except (ProfileError, TorUnavailable) as error:
             logs.log.error("reload failed, keeping the running profile: %s", error)

@@ -3,13 +3,11 @@ tasks from its dashboard API), and raw-socket clients for the hardening and faul
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
 import threading
 import time
-import urllib.request
 
 import h11
 from helpers import recv_until
@@ -65,10 +63,13 @@ def http_connect(proxy, host: str, port: int) -> socket.socket:
 
 
 def connections_now(admin_port: int) -> int:
-    """The proxy's own count of connection tasks (the dashboard API's status)."""
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-            f"http://127.0.0.1:{admin_port}/api/status", timeout=10) as response:
-        return json.load(response)["connections_now"]
+    """The proxy's own count of connection tasks (the dashboard API's status, asked with the
+    token the proxy left in the runtime directory, as the CLI does)."""
+    from anonproxy.address import Address
+    from anonproxy.admin.control import call
+
+    return call(Address("127.0.0.1", admin_port), "GET", "/api/status",
+                timeout=10)["connections_now"]
 
 
 def settle_tasks(admin_port: int, timeout: float = 15) -> int:

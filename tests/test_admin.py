@@ -17,25 +17,28 @@ from conftest import ROOT
 from helpers import curl
 from upstreams import free_port, microsocks
 
+from anonproxy.admin.control import runtime_dir
+
 SECRET_PATH = "/echo?private-path=s3cret-query"
 
 
 class Admin:
-    """A client for one dashboard: a requests session that never uses environment proxies."""
+    """A client for one dashboard, as its owner: a requests session that never uses environment
+    proxies and sends the per-run token `serve` left in the runtime directory (as the CLI
+    does) on every request."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: bool = True) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.port = port
         self.session = requests.Session()
         self.session.trust_env = False
-        self._token: str | None = None
+        if token:
+            self.session.headers["X-Anonproxy-Token"] = self.token
 
     @property
     def token(self) -> str:
-        if self._token is None:  # what the page carries
-            page = self.get("/").text
-            self._token = page.split('name="anonproxy-token" content="')[1].split('"')[0]
-        return self._token
+        path = runtime_dir() / f"admin-127.0.0.1-{self.port}.token"
+        return path.read_text().strip()
 
     def get(self, path: str, **kw) -> requests.Response:
         return self.session.get(self.base + path, timeout=10, **kw)
@@ -48,8 +51,8 @@ class Admin:
     def send(self, method: str, path: str, body: dict | None = None, token: bool = True,
              **kw) -> requests.Response:
         headers = kw.pop("headers", {})
-        if token:
-            headers["X-Anonproxy-Token"] = self.token
+        if not token:
+            headers["X-Anonproxy-Token"] = None  # requests drops a header set to None
         return self.session.request(method, self.base + path, json=body or {},
                                     headers=headers, timeout=30, **kw)
 
@@ -149,11 +152,12 @@ def test_state_changing_requests_need_the_token(dashboard, origin, method, path)
     curl("-x", proxy.url, f"http://127.0.0.1:{origin.port}/echo")
     before = admin.json("/api/status")
     missing = admin.send(method, path, token=False)
-    wrong = admin.send(method, path, token=False, headers={"X-Anonproxy-Token": "guess"})
+    wrong = admin.send(method, path, headers={"X-Anonproxy-Token": "guess"})
     foreign = admin.send(method, path, headers={"Origin": "http://evil.example"})
-    for response in (missing, wrong, foreign):
-        assert response.status_code == 403, response.text
-    assert "token" in missing.json()["error"] and "evil.example" in foreign.json()["error"]
+    for response in (missing, wrong):
+        assert response.status_code == 401, response.text
+        assert "needs a login" in response.json()["error"]
+    assert foreign.status_code == 403 and "evil.example" in foreign.json()["error"]
     after = admin.json("/api/status")
     assert (after["reloads"], after["identities"]) == (before["reloads"], before["identities"])
     assert len(admin.json("/api/connections")) == 1  # not cleared
@@ -234,8 +238,6 @@ def test_concurrent_reloads_each_get_the_outcome_of_their_own_request(dashboard,
     (tmp_path / "broken.toml").write_text('default = "nowhere"\n[exits.direct]\n')
     calls = [("/api/profile", {"profile": "broken"}), ("/api/reload", None)] * 4
     clients = [Admin(admin.port) for _ in calls]
-    for client in clients:
-        assert client.token  # fetched before the race
     barrier = threading.Barrier(len(calls))
     answers: list[requests.Response | None] = [None] * len(calls)
 

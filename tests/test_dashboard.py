@@ -1,8 +1,10 @@
 """The dashboard in a real browser: Playwright drives Debian's headless Chromium (its own
-executable, no browser download) while curl traffic flows through the proxy and a managed tor
-on the private Tor network (tests/tornet.py). The page must show the exits and a rising
-connection count, and clicking reload and new identity must visibly take effect. A screenshot
-is saved to build/screenshots/dashboard.png (the README's picture comes from there)."""
+executable, no browser download). The browser logs in with the one-time link `serve` prints,
+and a context without the session cookie sees only the login form. With curl traffic flowing
+through the proxy and a managed tor on the private Tor network (tests/tornet.py), the page must
+show the exits and a rising connection count, and clicking reload and new identity must
+visibly take effect. A screenshot is saved to build/screenshots/dashboard.png (the README's
+picture comes from there)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ import time
 
 import pytest
 from conftest import ROOT
-from helpers import curl
+from helpers import curl, dashboard_login_url
 from upstreams import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.tor]
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 NAME = "origin.tor.test"  # resolvable only by the test network's exits
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -69,6 +71,45 @@ def _wait_until(condition, timeout: float = 30, what: str = "") -> None:
         time.sleep(0.2)
 
 
+def test_browser_logs_in_with_the_one_time_link_and_without_it_sees_only_the_login_form(
+        start_proxy, browser, origin, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    admin_port = free_port("127.0.0.1")
+    base = f"http://127.0.0.1:{admin_port}/"
+    proxy = start_proxy(f'admin = "127.0.0.1:{admin_port}"\ndefault = "direct"\n'
+                        '[exits.direct]\n')
+    site = f"127.0.0.1:{origin.port}"
+    assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0  # history exists
+    elsewhere = browser.new_context()  # no session cookie
+    stranger = elsewhere.new_page()
+    response = stranger.goto(base)
+    assert response.status == 401
+    stranger.wait_for_selector('form#login input[name="token"]')
+    assert stranger.query_selector("#exits") is None and site not in stranger.content()
+    url = dashboard_login_url(proxy)
+
+    owner = browser.new_context()
+    page = owner.new_page()
+    page.goto(url)
+    page.wait_for_selector(f'#recent tbody tr:has-text("{site}")')
+    assert page.url == base  # redirected: the login token left the address bar
+    assert page.text_content("#profile") == "test"
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
+    [cookie] = owner.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    page.click("#btn-reload")  # the page's own changes pass the cookie and header checks
+    page.wait_for_selector('#message:has-text("reloaded profile test")')
+
+    used = stranger.goto(url)  # the link worked once
+    assert used.status == 403 and "used already" in stranger.content()
+    assert elsewhere.cookies() == []
+    token = (tmp_path / "run" / "anonproxy" / f"admin-127.0.0.1-{admin_port}.token").read_text()
+    stranger.fill('input[name="token"]', token.strip())  # the owner pasting the token
+    stranger.click('button[type="submit"]')
+    stranger.wait_for_selector(f'#recent tbody tr:has-text("{site}")')
+
+
+@pytest.mark.tor
 def test_dashboard_in_chromium_shows_traffic_and_reload_and_new_identity_take_effect(
         start_proxy, tornet, browser, traffic, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -89,7 +130,7 @@ def test_dashboard_in_chromium_shows_traffic_and_reload_and_new_identity_take_ef
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("request", lambda r: None if r.url.startswith(f"http://127.0.0.1:{admin_port}/")
             else problems.append(f"request outside the dashboard: {r.url}"))
-    page.goto(f"http://127.0.0.1:{admin_port}/")
+    page.goto(dashboard_login_url(proxy))
 
     # exits, rules and Tor state are there
     page.wait_for_selector('#exits tr[data-exit="de"]')

@@ -1,17 +1,27 @@
 """The dashboard's web application (the only module that imports aiohttp).
 
-Pages: `/` (one page with overview, exits, rules, recent connections and Tor sections) and its
-static files. API under `/api/`: GET status, exits, rules, connections, tor, state (all at
-once), events (server-sent events, one `tick` per second); POST reload, profile (switch),
-newnym; DELETE connections (clear).
+Pages: `/` (one page with overview, exits, rules, recent connections and Tor sections, or,
+without a session, only a login form) and its static files; `/login` (GET with a one-time
+login token from `serve` or `anonproxy dashboard`, or POST of a token pasted into the form)
+sets the session cookie and redirects to `/`. API under `/api/`: GET status, exits, rules,
+connections, tor, state (all at once), events (server-sent events, one `tick` per second);
+POST reload, profile (switch), newnym, login-token (a fresh one-time login token); DELETE
+connections (clear).
 
 Guards, in order, on every request:
 1. Host must name the admin address (or, on loopback, localhost/127.0.0.1/[::1] with its port):
    a DNS-rebinding page cannot make the browser talk to us under another name.
 2. When a password is set: HTTP Basic, compared in constant time.
-3. Anything but GET/HEAD needs the per-run token in `X-Anonproxy-Token` (the page carries it
-   in a meta tag; a cross-site form cannot set headers), and an Origin, if sent, must be ours.
-Responses are `no-store`, framed by nothing, and the page's CSP allows only its own origin.
+3. Every route but the login form and /static/ (so every `/api/` route, reads and the event
+   stream included, and the page's data) needs proof of being the owner: the session cookie
+   (HttpOnly, SameSite=Strict, set by /login) or the per-run API token in `X-Anonproxy-Token`
+   (the CLI reads it from the runtime directory, which only the owner can read); else 401.
+4. Anything but GET/HEAD must carry an Origin, if any, that is ours; when it is authenticated
+   by the cookie alone it must also carry `X-Anonproxy-Request: 1`, which the page's script
+   sets and a cross-site form cannot.
+Public without a session: the login form, and /static/ (app.js and style.css: code and style,
+no data, no token). Responses are `no-store`, framed by nothing, carry no Server header, and
+the page's CSP allows only its own origin (forms may post only to it).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import html
 import json
 import time
 from importlib import resources
@@ -29,6 +40,7 @@ from ..address import Address, is_loopback_host, is_unspecified_host
 from ..geo import GeoDB, GeoError
 from . import snapshot
 from .activity import Activity
+from .login import Logins
 
 TICK = 1.0  # seconds between live updates
 SECURITY_HEADERS = {
@@ -37,7 +49,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
 }
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 
@@ -45,11 +57,11 @@ STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 class AdminApp:
     """The dashboard for one running ProxyServer: its aiohttp runner and live-update streams."""
 
-    def __init__(self, server, address: Address, token: str, password: str | None,
+    def __init__(self, server, address: Address, logins: Logins, password: str | None,
                  activity: Activity) -> None:
         self.server = server
         self.address = address
-        self.token = token
+        self.logins = logins
         self.password = password
         self.activity = activity
         self._runner: web.AppRunner | None = None
@@ -59,6 +71,8 @@ class AdminApp:
     async def start(self) -> Address:
         app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
         app.router.add_get("/", self._page)
+        app.router.add_get("/login", self._login)
+        app.router.add_post("/login", self._login_form)
         app.router.add_get("/static/{name}", self._static)
         for name, handler in (("status", self._status), ("exits", self._exits),
                               ("rules", self._rules), ("connections", self._connections),
@@ -68,6 +82,7 @@ class AdminApp:
         app.router.add_post("/api/reload", self._reload)
         app.router.add_post("/api/profile", self._switch)
         app.router.add_post("/api/newnym", self._newnym)
+        app.router.add_post("/api/login-token", self._login_token)
         app.router.add_delete("/api/connections", self._clear)
         app.on_response_prepare.append(_security_headers)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -98,6 +113,11 @@ class AdminApp:
             allowed |= {f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
         return host.lower() in allowed
 
+    @property
+    def cookie(self) -> str:
+        """The session cookie's name: one per dashboard port (cookies ignore ports)."""
+        return f"anonproxy-{self.address.port}"
+
     @web.middleware
     async def _guard(self, request: web.Request, handler):
         if not self._host_ok(request.headers.get("Host")):
@@ -107,14 +127,23 @@ class AdminApp:
             response = _error(401, "the dashboard needs its password")
             response.headers["WWW-Authenticate"] = 'Basic realm="anonproxy", charset="UTF-8"'
             return response
+        by_token = self.logins.api_token_ok(request.headers.get("X-Anonproxy-Token"))
+        owner = by_token or self.logins.session_ok(request.cookies.get(self.cookie))
+        public = request.path in ("/", "/login") or request.path.startswith("/static/")
+        if not owner and not public:  # everything not listed as public needs the owner
+            return _error(401, "this dashboard needs a login: open the link `anonproxy "
+                               "dashboard` gives, or send the X-Anonproxy-Token header")
         if request.method not in ("GET", "HEAD"):
-            given = request.headers.get("X-Anonproxy-Token", "")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return _error(403, "missing or wrong X-Anonproxy-Token (the dashboard page "
-                                   "carries it; the CLI reads it from the token file)")
             origin = request.headers.get("Origin")
+            if request.path == "/login" and origin == "null":
+                origin = None  # a form post under no-referrer; only the owner's token logs in
             if origin is not None and origin != f"http://{request.headers['Host']}":
                 return _error(403, f"cross-origin request from {origin[:100]} refused")
+            if request.path != "/login" and not by_token \
+                    and request.headers.get("X-Anonproxy-Request") != "1":
+                return _error(403, "a change through the session cookie needs the "
+                                   "X-Anonproxy-Request header the dashboard page sends")
+        request["owner"] = owner
         return await handler(request)
 
     def _password_ok(self, request: web.Request) -> bool:
@@ -130,8 +159,38 @@ class AdminApp:
     # -- pages --------------------------------------------------------------------------------
 
     async def _page(self, request: web.Request) -> web.Response:
-        html = _asset("index.html").replace("{{TOKEN}}", self.token)
-        return web.Response(text=html, content_type="text/html")
+        if not request["owner"]:
+            return _login_page(401, "")
+        return web.Response(text=_asset("index.html"), content_type="text/html")
+
+    async def _login(self, request: web.Request) -> web.Response:
+        """GET /login?token=ONE-TIME-TOKEN: a session, and the page without the token in the
+        address bar (303)."""
+        token = request.query.get("token")
+        if token is None:
+            return _login_page(200, "")
+        session = self.logins.redeem(token)
+        if session is None:
+            return _login_page(403, "This login link was used already or has expired; run "
+                                    "`anonproxy dashboard` for a new one.")
+        return self._logged_in(session)
+
+    async def _login_form(self, request: web.Request) -> web.Response:
+        """POST /login with the API token (or a login token) pasted into the form."""
+        form = await request.post()
+        given = form.get("token")
+        given = given.strip() if isinstance(given, str) else None
+        if self.logins.api_token_ok(given):
+            return self._logged_in(self.logins.new_session())
+        session = self.logins.redeem(given)
+        if session is None:
+            return _login_page(403, "That is not this dashboard's token.")
+        return self._logged_in(session)
+
+    def _logged_in(self, session: str) -> web.Response:
+        response = web.Response(status=303, headers={"Location": "/"})
+        response.set_cookie(self.cookie, session, path="/", httponly=True, samesite="Strict")
+        return response
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -225,6 +284,10 @@ class AdminApp:
         return web.json_response({"ok": True, "message": done, "identities":
                                   self.server.identities})
 
+    async def _login_token(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "token": self.logins.new_login_token(),
+                                  "expires_in": round(self.logins.login_ttl)})
+
     async def _clear(self, request: web.Request) -> web.Response:
         self.activity.clear()
         return web.json_response({"ok": True, "message": "recent connections cleared"})
@@ -262,6 +325,11 @@ def _outcome(error: str | None, message: str) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"ok": False, "error": message}, status=status)
+
+
+def _login_page(status: int, message: str) -> web.Response:
+    text = _asset("login.html").replace("{{MESSAGE}}", html.escape(message))
+    return web.Response(status=status, text=text, content_type="text/html")
 
 
 def _asset(name: str) -> str:

@@ -1,9 +1,10 @@
 // The dashboard page: reads /api/state, follows /api/events, and sends the actions.
-// Everything it loads comes from this dashboard's own address; state-changing requests carry
-// the per-run token from the page's meta tag.
+// Everything it loads comes from this dashboard's own address. It is authenticated by the
+// session cookie (HttpOnly: this script never sees it); state-changing requests also carry
+// X-Anonproxy-Request, which a cross-site form cannot send. When the session is gone (the
+// proxy restarted), the page reloads and shows the login form.
 "use strict";
 
-const token = document.querySelector('meta[name="anonproxy-token"]').content;
 const COLORS = ["#2f6fde", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c"];
 let series = [];
 
@@ -186,6 +187,7 @@ function drawChart() {
 
 async function refresh() {
   const response = await fetch("/api/state", { headers: { Accept: "application/json" } });
+  if (response.status === 401) { location.reload(); return; }
   if (!response.ok) return;
   const state = await response.json();
   showStatus(state.status);
@@ -204,7 +206,7 @@ async function act(method, path, body) {
   try {
     const response = await fetch(path, {
       method,
-      headers: { "Content-Type": "application/json", "X-Anonproxy-Token": token },
+      headers: { "Content-Type": "application/json", "X-Anonproxy-Request": "1" },
       body: JSON.stringify(body || {}),
     });
     const answer = await response.json();
