@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Proxy
 from helpers import curl, recv_until, socks_connect
+from probes import listening_ports
 from upstreams import free_port, microsocks
 
 from anonproxy.address import (
@@ -224,25 +225,6 @@ def serve(tmp_path):
                 proxy.process.kill()
                 proxy.process.wait()
         proxy.process.stdout.close()
-
-
-def listening_ports(pid: int) -> set[int]:
-    """TCP ports process `pid` listens on, from /proc (not from anything it says)."""
-    inodes = set()
-    for fd in os.scandir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(fd.path)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 def connect_status(proxy: Proxy, target: str) -> bytes:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conftest import ROOT
 from helpers import curl, recv_until
+from probes import socket_inodes
 
 WORKERS = 'workers = 3\ndefault = "direct"\n[exits.direct]\n'
 
@@ -21,18 +22,6 @@ WORKERS = 'workers = 3\ndefault = "direct"\n[exits.direct]\n'
 def _workers(parent: int) -> list[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     return [parent, *map(int, children)]
-
-
-def _sockets_of(pid: int) -> set[str]:
-    found = set()
-    for fd in os.scandir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(fd.path)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            found.add(target[8:-1])
-    return found
 
 
 def _inodes_of_peers(ports: set[int]) -> set[str]:
@@ -58,7 +47,7 @@ def test_workers_share_the_port_and_each_carries_connections(start_proxy, origin
             assert recv_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 200")
             tunnels.append(s)
         held = _inodes_of_peers({s.getsockname()[1] for s in tunnels})
-        carrying = [pid for pid in pids if _sockets_of(pid) & held]
+        carrying = [pid for pid in pids if socket_inodes(pid) & held]
         assert len(carrying) >= 2, "the kernel spread 30 connections over one process only"
         for s in tunnels[:5]:
             s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
