@@ -268,7 +268,10 @@ class Context:
             return reason
         ip = ipaddress.ip_address(host)
         if ip.is_link_local and dest.ip != ip:
-            return f"refusing {dest}: it resolved to link-local {host} (cloud metadata lives there)"
+            # (not which address: a web page reads this sentence, and our resolver's answer
+            # for a name is not its to learn)
+            return f"refusing {dest}: it resolved to a link-local address (cloud metadata " \
+                "lives there)"
         return None
 
     def _local_refusal(self, dest: Address, reached: str, ours: bool = False) -> str | None:

@@ -111,8 +111,10 @@ def test_numeric_spellings_of_loopback_are_caught(proxy, spelling):
 def test_a_name_that_resolves_to_link_local_is_refused_after_connecting():
     loaded = LoadedProfile("t", None, parse_profile({"exits": {"direct": {}}}, "t.toml"))
     ctx = Context(loaded, Address("127.0.0.1", 8118))
-    assert "link-local" in ctx.forbidden_peer(Address("metadata.example", 80),
-                                              ("169.254.169.254", 80), "169.254.1.1")
+    refusal = ctx.forbidden_peer(Address("metadata.example", 80), ("169.254.169.254", 80),
+                                 "169.254.1.1")
+    assert "link-local" in refusal
+    assert "169.254.169.254" not in refusal  # a web page reads it: not what the name resolved to
     assert ctx.forbidden_peer(Address("169.254.169.254", 80), ("169.254.169.254", 80),
                               "169.254.1.1") is None  # named by address: route() decided
     assert "proxy itself" in ctx.forbidden_peer(Address("me.example", 8118),
