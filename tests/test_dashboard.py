@@ -190,6 +190,17 @@ def test_the_cookie_a_page_on_another_port_receives_is_no_pass_to_the_dashboard(
                               headers=replay, timeout=10)
         assert switch.status_code == 401, switch.text
 
+    cookie_only = browser.new_context()  # a browser with the cookie but not the key
+    cookie_only.add_cookies(owner.cookies())
+    shell = cookie_only.new_page()
+    answers = []
+    shell.on("response", lambda r: answers.append(r.status) if "/api/" in r.url else None)
+    shell.goto(base + "/")
+    shell.wait_for_url(base + "/login")  # the shell's script found no key: the login form
+    shell.wait_for_selector('form#login input[name="token"]')
+    assert 200 not in answers and site not in shell.content()
+    cookie_only.close()
+
     page.reload()  # the key is kept (localStorage), and the page gets data, live ticks...
     page.wait_for_selector(f'#recent tbody tr:has-text("{site}")')
     page.wait_for_selector("#live.on")
