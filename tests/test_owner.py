@@ -151,6 +151,39 @@ def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, star
     assert len(owner.get(base + "/api/connections", timeout=10).json()) == 1  # not cleared
 
 
+def test_a_captured_session_cookie_alone_reads_and_steers_nothing(other_user, run_dir,
+                                                                 start_proxy, origin, tmp_path):
+    """Browsers send a cookie to every port of its host: a page another account serves on
+    127.0.0.1:<any port> gets the dashboard's session cookie. With that cookie (and the request
+    header and same Origin that it can forge) the other account reads and steers nothing."""
+    admin_port = free_port("127.0.0.1")
+    proxy = start_proxy(_profile(admin_port))
+    (tmp_path / "blocking.toml").write_text('default = "block"\n[exits.direct]\n')
+    base = f"http://127.0.0.1:{admin_port}"
+    assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0  # history exists
+    site = f"127.0.0.1:{origin.port}"
+    login = requests.get(dashboard_login_url(proxy), allow_redirects=False, timeout=10)
+    assert login.status_code == 303
+    name, value = f"anonproxy-{admin_port}", login.cookies[f"anonproxy-{admin_port}"]
+    for method, path in ROUTES:
+        out = as_other(other_user, "/usr/bin/curl", "-s", "--path-as-is", "--noproxy", "*",
+                       "--max-time", "5", "-X", method, "-H", f"Cookie: {name}={value}",
+                       "-H", "X-Anonproxy-Request: 1", "-H", f"Origin: {base}",
+                       "-H", "Content-Type: application/json",
+                       *(["--data", '{"profile": "blocking"}'] if method != "GET" else []),
+                       "-w", "\n%{http_code}", base + path)
+        body, _, code = out.stdout.decode().rpartition("\n")
+        for secret in (site, "connections_total", '"exit"', '"token"'):
+            assert secret not in body, (method, path, body)
+        if path == "/":
+            assert code == "200" and 'id="exits"' in body  # the page shell: no data in it
+        else:
+            assert code in ("401", "403"), (method, path, code, body)
+    status = _owner(_token(run_dir, admin_port)).get(base + "/api/status", timeout=10).json()
+    assert (status["profile"], status["reloads"], status["identities"]) == ("test", 0, 0)
+    assert "blocking" in status["profiles"]  # the switch it tried was possible
+
+
 def test_other_user_cannot_read_or_list_the_runtime_directory(other_user, run_dir,
                                                               start_proxy):
     admin_port = free_port("127.0.0.1")
@@ -215,20 +248,49 @@ def test_owner_logs_in_with_the_one_time_url_and_the_page_carries_no_token(run_d
     admin_port = free_port("127.0.0.1")
     proxy = start_proxy(_profile(admin_port))
     url = dashboard_login_url(proxy)
+    base = f"http://127.0.0.1:{admin_port}"
     browser = requests.Session()
     browser.trust_env = False
-    bare = browser.get(f"http://127.0.0.1:{admin_port}/", timeout=10)
+    bare = browser.get(base + "/", timeout=10)
     assert bare.status_code == 401 and 'action="/login"' in bare.text
     assert 'id="exits"' not in bare.text
 
     first = browser.get(url, allow_redirects=False, timeout=10)
-    assert first.status_code == 303 and first.headers["Location"] == "/"
+    assert first.status_code == 303 and first.headers["Location"].startswith("/#key=")
+    key = first.headers["Location"].removeprefix("/#key=")
     cookie = first.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-    assert browser.get(f"http://127.0.0.1:{admin_port}/api/state", timeout=10).status_code == 200
-    page = browser.get(f"http://127.0.0.1:{admin_port}/", timeout=10)
+    assert browser.cookies[f"anonproxy-{admin_port}"] not in (key, "")  # two secrets
+    state = browser.get(base + "/api/state", headers={"X-Anonproxy-Session": key}, timeout=10)
+    assert state.status_code == 200
+    page = browser.get(base + "/", timeout=10)  # the shell: the script fetches the data
     assert page.status_code == 200 and 'id="exits"' in page.text
-    assert _token(run_dir, admin_port) not in page.text and "anonproxy-token" not in page.text
+    for secret in (_token(run_dir, admin_port), key, "anonproxy-token", ">test<"):
+        assert secret not in page.text
+
+
+def test_a_page_key_works_only_with_its_own_sessions_cookie(run_dir, start_proxy):
+    admin_port = free_port("127.0.0.1")
+    proxy = start_proxy(_profile(admin_port))
+    base, name = f"http://127.0.0.1:{admin_port}", f"anonproxy-{admin_port}"
+    logins = [requests.get(url, allow_redirects=False, timeout=10) for url in
+              (dashboard_login_url(proxy), _cli_login_url(proxy))]
+    cookies = [login.cookies[name] for login in logins]
+    keys = [login.headers["Location"].removeprefix("/#key=") for login in logins]
+
+    def status(cookie: str, key: str) -> int:
+        return requests.get(base + "/api/status", timeout=10, cookies={name: cookie},
+                            headers={"X-Anonproxy-Session": key}).status_code
+
+    assert [status(c, k) for c, k in zip(cookies, keys)] == [200, 200]
+    assert [status(c, k) for c, k in zip(cookies, reversed(keys))] == [401, 401]
+    assert status(cookies[0], "") == 401 and status(cookies[0], cookies[0]) == 401
+
+
+def _cli_login_url(proxy) -> str:
+    out = _cli("dashboard", "--print", "--listen", f"{proxy.host}:{proxy.port}")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def test_a_login_link_works_once(run_dir, start_proxy):
@@ -249,10 +311,11 @@ def test_a_login_token_expires():
     token, late = logins.new_login_token(), logins.new_login_token()
     now[0] += 599
     session = logins.redeem(token)
-    assert session is not None and logins.session_ok(session)
+    assert session is not None and logins.session_ok(session.cookie, session.page_key)
     now[0] += 2
     assert logins.redeem(late) is None
-    assert not logins.session_ok("guess") and not logins.api_token_ok("guess")
+    assert not logins.session_ok(session.cookie, "guess")
+    assert not logins.session_ok("guess", session.page_key) and not logins.api_token_ok("guess")
 
 
 def test_the_login_form_takes_the_api_token(run_dir, start_proxy):
@@ -290,16 +353,18 @@ def test_cross_site_post_with_the_session_cookie_is_refused(run_dir, start_proxy
     base = f"http://127.0.0.1:{admin_port}"
     browser = requests.Session()
     browser.trust_env = False
-    browser.get(dashboard_login_url(proxy), timeout=10)
+    login = browser.get(dashboard_login_url(proxy), allow_redirects=False, timeout=10)
+    key = login.headers["Location"].removeprefix("/#key=")
     plain = browser.post(base + "/api/reload", timeout=30)  # what a cross-site form can send
-    assert plain.status_code == 403 and "X-Anonproxy-Request" in plain.json()["error"]
+    assert plain.status_code == 401
     foreign = browser.post(base + "/api/reload", timeout=30, headers={
-        "X-Anonproxy-Request": "1", "Origin": "http://evil.example"})
-    assert foreign.status_code == 403
+        "X-Anonproxy-Session": key, "Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and "evil.example" in foreign.json()["error"]
     own = browser.post(base + "/api/reload", timeout=30, headers={
-        "X-Anonproxy-Request": "1", "Origin": base})
+        "X-Anonproxy-Session": key, "Origin": base})
     assert own.status_code == 200, own.text
-    assert browser.get(base + "/api/status", timeout=10).json()["reloads"] == 1
+    status = browser.get(base + "/api/status", headers={"X-Anonproxy-Session": key}, timeout=10)
+    assert status.json()["reloads"] == 1
 
 
 # -- one listen check ------------------------------------------------------------------------------

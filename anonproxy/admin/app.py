@@ -12,16 +12,22 @@ Guards, in order, on every request:
 1. Host must name the admin address (or, on loopback, localhost/127.0.0.1/[::1] with its port):
    a DNS-rebinding page cannot make the browser talk to us under another name.
 2. When a password is set: HTTP Basic, compared in constant time.
-3. Every route but the login form and /static/ (so every `/api/` route, reads and the event
-   stream included, and the page's data) needs proof of being the owner: the session cookie
-   (HttpOnly, SameSite=Strict, set by /login) or the per-run API token in `X-Anonproxy-Token`
-   (the CLI reads it from the runtime directory, which only the owner can read); else 401.
-4. Anything but GET/HEAD must carry an Origin, if any, that is ours; when it is authenticated
-   by the cookie alone it must also carry `X-Anonproxy-Request: 1`, which the page's script
-   sets and a cross-site form cannot.
+3. Every route but the page shell, the login form and /static/ (so every `/api/` route, reads
+   and the event stream included) needs proof of being the owner: the per-run API token in
+   `X-Anonproxy-Token` (the CLI reads it from the runtime directory, which only the owner can
+   read), or, from the browser, the session cookie (HttpOnly, SameSite=Strict, set by /login)
+   together with that session's page key in `X-Anonproxy-Session`; else 401. The cookie alone
+   is not enough: browsers send it to every port of this host, so a page another account
+   serves on 127.0.0.1:<its port> receives it. The page key it cannot have: /login hands it
+   out once, in the fragment of its redirect (`/#key=...`, which goes to no server and into no
+   Referer), and the page keeps it in localStorage, which is per origin, port included.
+4. Anything but GET/HEAD must carry an Origin, if any, that is ours. The page key header is
+   also what a cross-site form cannot send (nor know).
 Public without a session: the login form, and /static/ (app.js and style.css: code and style,
-no data, no token). Responses are `no-store`, framed by nothing, carry no Server header, and
-the page's CSP allows only its own origin (forms may post only to it).
+no data, no token). `/` with a valid cookie is the page shell, which holds no data either (the
+script fetches it with the key); without, the login form. Responses are `no-store`, framed by
+nothing, carry no Server header, and the page's CSP allows only its own origin (forms may
+post only to it).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from ..address import Address, is_loopback_host, is_unspecified_host
 from ..geo import GeoDB, GeoError
 from . import snapshot
 from .activity import Activity
-from .login import Logins
+from .login import Logins, Session
 
 TICK = 1.0  # seconds between live updates
 SECURITY_HEADERS = {
@@ -127,8 +133,9 @@ class AdminApp:
             response = _error(401, "the dashboard needs its password")
             response.headers["WWW-Authenticate"] = 'Basic realm="anonproxy", charset="UTF-8"'
             return response
-        by_token = self.logins.api_token_ok(request.headers.get("X-Anonproxy-Token"))
-        owner = by_token or self.logins.session_ok(request.cookies.get(self.cookie))
+        cookie = request.cookies.get(self.cookie)
+        owner = self.logins.api_token_ok(request.headers.get("X-Anonproxy-Token")) \
+            or self.logins.session_ok(cookie, request.headers.get("X-Anonproxy-Session"))
         public = request.path in ("/", "/login") or request.path.startswith("/static/")
         if not owner and not public:  # everything not listed as public needs the owner
             return _error(401, "this dashboard needs a login: open the link `anonproxy "
@@ -139,11 +146,8 @@ class AdminApp:
                 origin = None  # a form post under no-referrer; only the owner's token logs in
             if origin is not None and origin != f"http://{request.headers['Host']}":
                 return _error(403, f"cross-origin request from {origin[:100]} refused")
-            if request.path != "/login" and not by_token \
-                    and request.headers.get("X-Anonproxy-Request") != "1":
-                return _error(403, "a change through the session cookie needs the "
-                                   "X-Anonproxy-Request header the dashboard page sends")
         request["owner"] = owner
+        request["shell"] = owner or self.logins.cookie_ok(cookie)
         return await handler(request)
 
     def _password_ok(self, request: web.Request) -> bool:
@@ -159,13 +163,14 @@ class AdminApp:
     # -- pages --------------------------------------------------------------------------------
 
     async def _page(self, request: web.Request) -> web.Response:
-        if not request["owner"]:
+        """The page shell (no data: its script fetches that with the page key), or the form."""
+        if not request["shell"]:
             return _login_page(401, "")
         return web.Response(text=_asset("index.html"), content_type="text/html")
 
     async def _login(self, request: web.Request) -> web.Response:
         """GET /login?token=ONE-TIME-TOKEN: a session, and the page without the token in the
-        address bar (303)."""
+        address bar (303 to /#key=PAGE-KEY)."""
         token = request.query.get("token")
         if token is None:
             return _login_page(200, "")
@@ -187,9 +192,12 @@ class AdminApp:
             return _login_page(403, "That is not this dashboard's token.")
         return self._logged_in(session)
 
-    def _logged_in(self, session: str) -> web.Response:
-        response = web.Response(status=303, headers={"Location": "/"})
-        response.set_cookie(self.cookie, session, path="/", httponly=True, samesite="Strict")
+    def _logged_in(self, session: Session) -> web.Response:
+        """The cookie, and the page key in the redirect's fragment: the only time it is sent,
+        to the one browser that spent the login token, for the page's script on this origin."""
+        response = web.Response(status=303, headers={"Location": f"/#key={session.page_key}"})
+        response.set_cookie(self.cookie, session.cookie, path="/", httponly=True,
+                            samesite="Strict")
         return response
 
     async def _static(self, request: web.Request) -> web.Response:

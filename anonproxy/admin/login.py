@@ -2,14 +2,18 @@
 
 The API token (random, per run) is what the CLI reads from the runtime directory and sends in
 `X-Anonproxy-Token`. A login token is what `serve` prints and `anonproxy dashboard` asks for:
-it works once, within LOGIN_TTL seconds, and is traded for a session whose random id the
-browser keeps in an HttpOnly, SameSite=Strict cookie. Sessions live in this process's memory
-only (a restart logs everyone out).
+it works once, within LOGIN_TTL seconds, and is traded for a session of two random secrets:
+its id, which the browser keeps in an HttpOnly, SameSite=Strict cookie, and its page key,
+which the dashboard's script keeps in the origin's localStorage and sends on every API call.
+Both are needed: browsers send a cookie to every port of its host, so a page another account
+serves on the same host but another port gets the cookie; the page key it cannot read (storage
+is per origin, port included) and is handed out only once, in the login's redirect. Sessions
+live in this process's memory only (a restart logs everyone out).
 
 Invariants: every secret comparison is constant-time or a lookup by a SHA-256 digest (so a
 timing difference reveals nothing about a valid secret); a login token is gone once used or
-expired; at most MAX_SESSIONS sessions and MAX_LOGIN_TOKENS unused login tokens are kept
-(the oldest go first). No I/O here.
+expired; a page key is valid only with its own session's cookie; at most MAX_SESSIONS sessions
+and MAX_LOGIN_TOKENS unused login tokens are kept (the oldest go first). No I/O here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 LOGIN_TTL = 600.0  # seconds a login token stays valid
 MAX_SESSIONS = 64
@@ -28,6 +33,15 @@ MAX_LOGIN_TOKENS = 32
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Session:
+    """A browser's session: `cookie` goes into the HttpOnly cookie, `page_key` to the page's
+    script (once, in the login's redirect)."""
+
+    cookie: str
+    page_key: str
 
 
 class Logins:
@@ -39,7 +53,8 @@ class Logins:
         self.login_ttl = login_ttl
         self._clock = clock
         self._login_tokens: OrderedDict[bytes, float] = OrderedDict()  # digest -> expiry
-        self._sessions: OrderedDict[bytes, float] = OrderedDict()  # digest -> created
+        # digest of the cookie -> digest of its page key
+        self._sessions: OrderedDict[bytes, bytes] = OrderedDict()
 
     def api_token_ok(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(),
@@ -54,8 +69,8 @@ class Logins:
             self._login_tokens.popitem(last=False)
         return token
 
-    def redeem(self, login_token: str | None) -> str | None:
-        """A new session id for a valid, unused, unexpired login token (which is then spent),
+    def redeem(self, login_token: str | None) -> Session | None:
+        """A new session for a valid, unused, unexpired login token (which is then spent),
         else None."""
         if not login_token:
             return None
@@ -64,15 +79,24 @@ class Logins:
             return None
         return self.new_session()
 
-    def new_session(self) -> str:
-        session = secrets.token_urlsafe(32)
-        self._sessions[_digest(session)] = self._clock()
+    def new_session(self) -> Session:
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+        self._sessions[_digest(session.cookie)] = _digest(session.page_key)
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
         return session
 
-    def session_ok(self, session: str | None) -> bool:
-        return bool(session) and _digest(session) in self._sessions
+    def cookie_ok(self, cookie: str | None) -> bool:
+        """The cookie names a live session: enough for the page shell, which holds no data,
+        never for the API."""
+        return bool(cookie) and _digest(cookie) in self._sessions
+
+    def session_ok(self, cookie: str | None, page_key: str | None) -> bool:
+        """The cookie names a live session and page_key is that session's key."""
+        if not cookie or not page_key:
+            return False
+        key = self._sessions.get(_digest(cookie))
+        return key is not None and hmac.compare_digest(key, _digest(page_key))
 
     def _forget_expired(self) -> None:
         now = self._clock()

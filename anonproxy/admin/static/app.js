@@ -1,9 +1,22 @@
 // The dashboard page: reads /api/state, follows /api/events, and sends the actions.
-// Everything it loads comes from this dashboard's own address. It is authenticated by the
-// session cookie (HttpOnly: this script never sees it); state-changing requests also carry
-// X-Anonproxy-Request, which a cross-site form cannot send. When the session is gone (the
-// proxy restarted), the page reloads and shows the login form.
+// Everything it loads comes from this dashboard's own address. Every API call carries two
+// proofs: the session cookie (HttpOnly: this script never sees it) and the session's page key
+// in X-Anonproxy-Session. The key arrives once, in the login's redirect (/#key=...); this
+// script takes it out of the address bar before anything else and keeps it in localStorage,
+// which only this origin (scheme, host and port) can read. Browsers send the cookie to every
+// port of the host, so the cookie alone would be a pass for any page served there; the key
+// is not. With no key, or when the API says 401 (the proxy restarted, or a new login), the
+// page goes to the login form: it never shows data it could not prove itself for.
 "use strict";
+
+const KEY = "anonproxy-page-key";
+const fresh = keyFromAddress();  // first thing: the key leaves the address bar
+
+function keyFromAddress() {
+  const match = /^#key=([A-Za-z0-9_-]{16,128})$/.exec(location.hash);
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  return match ? match[1] : null;
+}
 
 const COLORS = ["#2f6fde", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c"];
 let series = [];
@@ -185,10 +198,24 @@ function drawChart() {
   ctx.fillText(bytes(max) + "/s", 4, 12);
 }
 
-async function refresh() {
-  const response = await fetch("/api/state", { headers: { Accept: "application/json" } });
-  if (response.status === 401) { location.reload(); return; }
-  if (!response.ok) return;
+function loggedOut() {
+  localStorage.removeItem(KEY);
+  location.replace("/login");
+}
+
+// fetch with the page key; a 401 (unless the key is only being tried) ends in the login form.
+async function api(path, options = {}, key = localStorage.getItem(KEY), trying = false) {
+  if (!key) { loggedOut(); return null; }
+  const headers = { ...(options.headers || {}), "X-Anonproxy-Session": key };
+  const response = await fetch(path, { ...options, headers, cache: "no-store" });
+  if (response.status === 401 && !trying) { loggedOut(); return null; }
+  return response;
+}
+
+async function refresh(key, trying) {
+  const response = await api("/api/state", { headers: { Accept: "application/json" } },
+                             key, trying);
+  if (!response || !response.ok) return response ? response.status : 401;
   const state = await response.json();
   showStatus(state.status);
   showExits(state.exits, state.status.traffic);
@@ -197,6 +224,7 @@ async function refresh() {
   showTor(state.tor);
   series = state.series.slice(-120);
   drawChart();
+  return 200;
 }
 
 async function act(method, path, body) {
@@ -204,11 +232,12 @@ async function act(method, path, body) {
   message.className = "";
   message.textContent = "…";
   try {
-    const response = await fetch(path, {
+    const response = await api(path, {
       method,
-      headers: { "Content-Type": "application/json", "X-Anonproxy-Request": "1" },
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body || {}),
     });
+    if (!response) return;
     const answer = await response.json();
     message.textContent = answer.ok ? answer.message : answer.error;
     if (!answer.ok) message.className = "error";
@@ -219,19 +248,60 @@ async function act(method, path, body) {
   await refresh();
 }
 
-function follow() {
-  const events = new EventSource("/api/events");
-  events.addEventListener("tick", event => {
-    const data = JSON.parse(event.data);
-    $("live").classList.add("on");
-    showStatus(data.status);
-    if (data.sample) {
-      series.push(data.sample);
-      series = series.slice(-120);
-      drawChart();
+function tick(data) {
+  $("live").classList.add("on");
+  showStatus(data.status);
+  if (data.sample) {
+    series.push(data.sample);
+    series = series.slice(-120);
+    drawChart();
+  }
+}
+
+// Server-sent events read from a fetch (EventSource cannot send the page key): each event is
+// `event:` and `data:` lines ended by a blank line.
+async function readEvents(body, handlers) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer = (buffer + value).replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      let name = "message";
+      const data = [];
+      for (const line of buffer.slice(0, end).split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      buffer = buffer.slice(end + 2);
+      if (handlers[name] && data.length) handlers[name](JSON.parse(data.join("\n")));
     }
-  });
-  events.onerror = () => $("live").classList.remove("on");
+  }
+}
+
+async function follow() {
+  for (;;) {
+    try {
+      const response = await api("/api/events", { headers: { Accept: "text/event-stream" } });
+      if (!response) return;
+      if (response.ok) await readEvents(response.body, { tick });
+    } catch (error) {
+      // the proxy went away or restarted: try again below
+    }
+    $("live").classList.remove("on");
+    await new Promise(resolve => setTimeout(resolve, 3000));
+  }
+}
+
+// A key in the address bar replaces the stored one only once the API accepts it, so a link
+// with a wrong key cannot log this page out.
+async function start() {
+  if (fresh && await refresh(fresh, true) === 200) localStorage.setItem(KEY, fresh);
+  else if (await refresh() === 401) return;
+  follow();
+  setInterval(refresh, 3000);
 }
 
 $("btn-reload").addEventListener("click", () => act("POST", "/api/reload"));
@@ -241,6 +311,4 @@ $("btn-newnym").addEventListener("click",
   () => act("POST", "/api/newnym", { site: $("newnym-site").value.trim() || null }));
 $("btn-clear").addEventListener("click", () => act("DELETE", "/api/connections"));
 
-refresh();
-follow();
-setInterval(refresh, 3000);
+start();
