@@ -91,8 +91,8 @@ def http_connect(proxy, host: str, port: int) -> socket.socket:
 def connections_now(admin_port: int) -> int:
     """The proxy's own count of connection tasks (the dashboard API's status, asked with the
     token the proxy left in the runtime directory, as the CLI does)."""
-    from anonproxy.address import Address
     from anonproxy.admin.control import call
+    from anonproxy.wire.address import Address
 
     return call(Address("127.0.0.1", admin_port), "GET", "/api/status",
                 timeout=10)["connections_now"]

@@ -11,10 +11,10 @@ import subprocess
 import pytest
 from helpers import curl, recv_all
 
-from anonproxy.address import Address, check_host
-from anonproxy.context import Context
-from anonproxy.errors import Forbidden
-from anonproxy.profiles import LoadedProfile, parse_profile
+from anonproxy.config.profiles import LoadedProfile, parse_profile
+from anonproxy.exits.context import Context
+from anonproxy.wire.address import Address, check_host
+from anonproxy.wire.errors import Forbidden
 
 AUTH = '[auth]\nusername = "alice"\npassword = "correct horse"\n'
 

@@ -320,6 +320,6 @@ def test_fetch_never_sends_credentials_on_a_downgrade(profile, tls_origin, origi
     ("https://a.example/x", "http://b.example/y", True, False),
 ])
 def test_which_redirects_carry_credentials(first, then, trusted, sent):
-    from anonproxy.fetch import _target, sends_credentials
+    from anonproxy.cli.fetch import _target, sends_credentials
 
     assert sends_credentials(_target(first), _target(then), trusted) is sent

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from anonproxy.profiles import ProfileError, load_profile
+from anonproxy.config.profiles import ProfileError, load_profile
 
 
 def write(tmp_path, text):
@@ -83,7 +83,7 @@ def test_non_loopback_listen_with_allow_list_is_accepted(tmp_path):
 
 
 def test_listens_on_loopback_by_default_and_never_beyond_without_an_allow_list(tmp_path):
-    from anonproxy.address import is_loopback_host
+    from anonproxy.wire.address import is_loopback_host
 
     assert is_loopback_host(load_profile(write(tmp_path, "")).profile.listen_address.host)
     for listen in ("0.0.0.0:8118", "[::]:8118", "192.0.2.1:8118"):
@@ -92,9 +92,9 @@ def test_listens_on_loopback_by_default_and_never_beyond_without_an_allow_list(t
 
 
 def test_a_profile_using_tor_without_a_tor_program_says_what_to_do(monkeypatch):
-    import anonproxy.tor as tor
-    from anonproxy.profiles import load_profile as load
-    from anonproxy.server import ProxyServer
+    import anonproxy.exits.tor as tor
+    from anonproxy.config.profiles import load_profile as load
+    from anonproxy.runtime.server import ProxyServer
 
     monkeypatch.setattr(tor.shutil, "which", lambda name: None)
     monkeypatch.setattr(tor.os.path, "exists", lambda path: False)
@@ -114,7 +114,7 @@ def test_profile_models_load_no_pydantic_plugins_and_leave_the_environment_as_it
     # plugins would see every profile validated (credentials included); the lookup happens
     # only when a model class is built, so every model must be complete once imported
     code = (
-        "import os, pydantic.plugin._loader as loader, anonproxy.config as c\n"
+        "import os, pydantic.plugin._loader as loader, anonproxy.config.models as c\n"
         "models = [v for v in vars(c).values() if isinstance(v, type)"
         " and issubclass(v, c.BaseModel) and v is not c.BaseModel]\n"
         "assert models and all(m.__pydantic_complete__ for m in models), models\n"

@@ -24,16 +24,16 @@ from helpers import curl, recv_until, socks_connect
 from probes import listening_ports
 from upstreams import free_port, microsocks
 
-from anonproxy.address import (
+from anonproxy.config.profiles import LoadedProfile, parse_profile
+from anonproxy.exits.context import Context
+from anonproxy.wire.address import (
     Address,
     check_host,
     reaches,
     special_use,
     special_use_refusal,
 )
-from anonproxy.context import Context
-from anonproxy.errors import Forbidden
-from anonproxy.profiles import LoadedProfile, parse_profile
+from anonproxy.wire.errors import Forbidden
 
 SPECIAL = ["x.onion", "a.exit", "b.i2p", "c.local", "d.invalid"]
 CONTROL = "control.test"  # a name only the stub knows: it must reach the stub

@@ -8,8 +8,8 @@ import pytest
 from helpers import curl, recv_all
 from upstreams import free_port, microsocks
 
-from anonproxy.address import Address
-from anonproxy.pac import pac_address
+from anonproxy.inbound.pac import pac_address
+from anonproxy.wire.address import Address
 
 A = Address
 
@@ -129,8 +129,8 @@ def test_api_exits_masks_hop_usernames(tmp_path):
     import json
 
     from anonproxy.admin import snapshot
-    from anonproxy.context import Context
-    from anonproxy.profiles import load_profile
+    from anonproxy.config.profiles import load_profile
+    from anonproxy.exits.context import Context
 
     path = tmp_path / "p.toml"
     path.write_text('default = "de"\n[exits.de]\n'

@@ -17,7 +17,6 @@ from probes import connections_now, get, open_fds, settle_fds, settle_tasks
 from upstreams import free_port, microsocks
 
 
-
 def test_an_exit_killed_mid_download_fails_that_download_promptly_only(start_proxy, origin, tmp_path):
     ms = microsocks("127.0.0.2", tmp_path)
     proxy = start_proxy(f'default = "ms"\n[exits.ms]\nvia = ["{ms.url}"]\n')

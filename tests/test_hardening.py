@@ -14,11 +14,18 @@ import time
 
 import pytest
 from helpers import curl, recv_until
-from probes import http_connect, keep_alive_gets, open_fds, rss_kib, socks5_connect, tunnels
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from probes import (
+    http_connect,
+    keep_alive_gets,
+    open_fds,
+    rss_kib,
+    socks5_connect,
+    tunnels,
+)
 
-from anonproxy.profiles import ProfileError, parse_profile
+from anonproxy.config.profiles import ProfileError, parse_profile
 
 # --- broken profiles ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anonproxy.headers import (
+from anonproxy.wire.headers import (
     IDENTIFYING_HEADERS,
     HeaderPolicy,
     is_identifying,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from anonproxy import hops
-from anonproxy.address import Address
-from anonproxy.hops import Hop, HopRefused, HopUrlError, parse_hop
+from anonproxy.wire import hops
+from anonproxy.wire.address import Address
+from anonproxy.wire.hops import Hop, HopRefused, HopUrlError, parse_hop
 
 
 @pytest.mark.parametrize("url, hop", [

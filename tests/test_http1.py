@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anonproxy.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
-from anonproxy.http1 import (
+from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
+from anonproxy.wire.http1 import (
     END,
     Body,
     RequestHead,

@@ -27,7 +27,7 @@ from conftest import ROOT
 from helpers import curl, dashboard_login_url
 from upstreams import free_port
 
-from anonproxy.address import Address
+from anonproxy.wire.address import Address
 
 OTHER = "anonproxy-other"
 ROUTES = [
@@ -381,7 +381,7 @@ def test_cross_site_post_with_the_session_cookie_is_refused(run_dir, start_proxy
 ])
 def test_listen_problems_refuse_beyond_loopback_without_allow_or_auth(host, allow, auth,
                                                                       refused):
-    from anonproxy.profiles import listen_problems
+    from anonproxy.config.profiles import listen_problems
 
     problems = listen_problems(Address(host, 0), allow, auth)
     assert bool(problems) == refused
@@ -432,8 +432,8 @@ def test_a_reload_that_would_open_the_listener_is_refused(run_dir, start_proxy, 
 
 
 def test_every_proxy_server_start_asks_the_listen_check(tmp_path):
-    from anonproxy.profiles import LoadedProfile, ProfileError, parse_profile
-    from anonproxy.server import ProxyServer
+    from anonproxy.config.profiles import LoadedProfile, ProfileError, parse_profile
+    from anonproxy.runtime.server import ProxyServer
 
     profile = parse_profile({"default": "direct", "exits": {"direct": {}}}, "p")
     loaded = LoadedProfile("p", tmp_path / "p.toml", profile)

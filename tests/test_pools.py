@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anonproxy.pools import order_members
+from anonproxy.policy.pools import order_members
 
 MEMBERS = ("a", "b", "c")
 

@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from anonproxy.profiles import parse_profile
-from anonproxy.rules import NEED_ADDRESS, Decision, compile_rules, decide
+from anonproxy.config.profiles import parse_profile
+from anonproxy.policy.rules import NEED_ADDRESS, Decision, compile_rules, decide
 
 PROFILE = {
     "default": "tor",

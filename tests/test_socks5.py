@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anonproxy import socks5
-from anonproxy.address import Address
-from anonproxy.socks5 import ConnectRequest, Credentials, SocksError
+from anonproxy.wire import socks5
+from anonproxy.wire.address import Address
+from anonproxy.wire.socks5 import ConnectRequest, Credentials, SocksError
 
 
 @pytest.mark.parametrize("data, expected", [

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..logs import Record
+from anonproxy.logs import Record
 
 
 @dataclass(slots=True)

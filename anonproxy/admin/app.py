@@ -42,11 +42,11 @@ from importlib import resources
 
 from aiohttp import web
 
-from ..address import Address, is_loopback_host, is_unspecified_host
-from ..geo import GeoDB, GeoError
-from . import snapshot
-from .activity import Activity
-from .login import Logins, Session
+from anonproxy.admin import snapshot
+from anonproxy.admin.activity import Activity
+from anonproxy.admin.login import Logins, Session
+from anonproxy.policy.geo import GeoDB, GeoError
+from anonproxy.wire.address import Address, is_loopback_host, is_unspecified_host
 
 TICK = 1.0  # seconds between live updates
 SECURITY_HEADERS = {

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..address import Address, is_unspecified_host
+from anonproxy.wire.address import Address, is_unspecified_host
 
 
 class ControlError(Exception):
@@ -184,3 +184,19 @@ def call(admin: Address, method: str, path: str, body: dict | None = None,
         reason = getattr(error, "reason", error)
         raise ControlError(f"no dashboard on {admin.authority(0)} ({reason})",
                            unreachable=True) from None
+
+
+def newnym_request_file(listen: Address, pid: int | None = None) -> Path:
+    """Where `anonproxy newnym --site` leaves the site (and the first worker, for the others)."""
+    return runtime_dir() / (f"newnym-{listen.host}-{listen.port}" + (f".{pid}" if pid else ""))
+
+
+def take_newnym_request(listen: Address) -> str | None:
+    """The site left for this process (read once), or None for everything."""
+    for path in (newnym_request_file(listen, os.getpid()), newnym_request_file(listen)):
+        text = read_private(path)
+        if text is None:
+            continue
+        path.unlink(missing_ok=True)
+        return text or None
+    return None

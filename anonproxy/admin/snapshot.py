@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import time
 
-from .. import __version__
-from ..exits import Chain, Direct, Pool, TorExit
-from ..geo import GeoDB
+from anonproxy import __version__
+from anonproxy.exits.connect import Chain, Direct, Pool, TorExit
+from anonproxy.policy.geo import GeoDB
 
 
 def overview(server, activity, profiles: bool = True) -> dict:

@@ -1,0 +1,332 @@
+"""Command line (argparse): serve, check, route, schema, geoip, fetch, exec, pac, and the
+commands that steer a running proxy (status, reload, newnym, dashboard: remote.py).
+
+Invariants: a bad profile or argument ends with one message naming the file, key and value and
+exit code 2, never a traceback; `serve` says loudly when traffic leaves with the user's own
+address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from anonproxy import __version__
+from anonproxy.config.profiles import LoadedProfile, ProfileError, load_profile
+from anonproxy.exits.tor import TorUnavailable
+from anonproxy.wire.address import AddressError, parse_authority
+
+EXIT_USAGE = 2
+EXIT_REFUSED = 3  # as fetch's: the destination is refused
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anonproxy",
+        description="A local privacy proxy: HTTP, HTTPS (CONNECT) and SOCKS5 on one port.",
+    )
+    parser.add_argument("--version", action="version", version=f"anonproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    profile_help = "profile name (shipped or in ~/.config/anonproxy) or path to a .toml"
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--profile", default="default", help=profile_help)
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help="override the profile's listen address (port 0: any free port); "
+                            "beyond loopback only if the profile has allow and/or auth")
+    serve.add_argument("--admin", metavar="HOST:PORT|off",
+                       help="the dashboard's address (default: the profile's admin key)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="processes sharing the port (default: the profile's workers, 1)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    check = commands.add_parser("check", help="validate a profile and summarise it")
+    check.add_argument("profile", help=profile_help)
+
+    route = commands.add_parser("route", help="explain which rule and exit a URL would take")
+    route.add_argument("--profile", default="default", help=profile_help)
+    route.add_argument("url", help="http://host/..., https://host/... or host:port")
+
+    commands.add_parser("schema", help="print the profile format as JSON Schema")
+
+    geoip = commands.add_parser("geoip", help="the GeoIP database: info, or look up an address")
+    geoip.add_argument("action", choices=["info", "lookup"])
+    geoip.add_argument("address", nargs="?", help="an IP address (for lookup)")
+    geoip.add_argument("--db", default="bundled", help='"bundled" or a path to a country .mmdb')
+
+    fetch = commands.add_parser("fetch", help="fetch a URL through the profile's exits (curl-like)")
+    fetch.add_argument("url")
+    fetch.add_argument("--profile", default="default", help=profile_help)
+    fetch.add_argument("-X", "--request", dest="method", help="method (default GET, POST with -d)")
+    fetch.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
+    fetch.add_argument("-d", "--data", "--data-binary", dest="data",
+                       help="request body; @FILE reads a file")
+    fetch.add_argument("-o", "--output", help="write the body to FILE (default: stdout)")
+    fetch.add_argument("-i", "--include", action="store_true", help="include the response head")
+    fetch.add_argument("-L", "--location", action="store_true",
+                       help="follow redirects, routing each hop again; Authorization and Cookie "
+                            "given with -H go to the URL's own origin only")
+    fetch.add_argument("--location-trusted", action="store_true",
+                       help="like -L, and Authorization and Cookie follow to other origins too, "
+                            "but never over http after https (stricter than curl)")
+    fetch.add_argument("-f", "--fail", action="store_true", help="exit 22 on HTTP status >= 400")
+    fetch.add_argument("--max-time", type=float, help="seconds for the whole transfer")
+    fetch.add_argument("--exit", help="use this exit instead of the rules' choice")
+    fetch.add_argument("-v", "--verbose", action="store_true",
+                       help="say which rule, exit and hops each request takes")
+
+    run = commands.add_parser("exec", help="run a program with an ephemeral proxy of its own")
+    run.add_argument("--profile", default="default", help=profile_help)
+    run.add_argument("--summary", action="store_true",
+                     help="afterwards, list the sites contacted, exits used and what was blocked")
+    run.add_argument("--strict", action="store_true",
+                     help="confine the program (Linux): its proxy is its only network and "
+                          "local services need a rule; no unix sockets; anonproxy's files hidden")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+
+    pac = commands.add_parser("pac", help="print a PAC file that sends a browser through the proxy")
+    pac.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT")
+
+    status = commands.add_parser("status", help="a running proxy's profile, exits and traffic")
+    reload = commands.add_parser("reload", help="make a running proxy re-read its profile")
+    newnym = commands.add_parser("newnym", help="new Tor identity: new circuits for new streams")
+    newnym.add_argument("--site", help="only this site (registrable domain) gets new circuits")
+    dashboard = commands.add_parser(
+        "dashboard", help="open a running proxy's dashboard, logged in (a one-time link)",
+        description="Ask the running proxy's dashboard (with the token only you can read in "
+                    "the runtime directory) for a one-time login link, and open it in the "
+                    "browser.")
+    dashboard.add_argument("--print", action="store_true", dest="print_only",
+                           help="print the link instead of opening a browser")
+    for command in (status, reload, newnym, dashboard):
+        command.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT",
+                             help="the running proxy's listen address (default 127.0.0.1:8118)")
+        command.add_argument("--admin", metavar="HOST:PORT",
+                             help="its dashboard's address (default: the one it announced)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return _check(load_profile(args.profile))
+        if args.command == "serve":
+            from anonproxy.cli.serve import serve
+
+            return serve(args.profile, args.listen, args.admin, args.workers, args.verbose)
+        if args.command == "route":
+            return _route(load_profile(args.profile), args.url)
+        if args.command == "schema":
+            from anonproxy.config.models import profile_schema
+
+            print(json.dumps(profile_schema(), indent=2))
+            return 0
+        if args.command == "geoip":
+            return _geoip(args.action, args.address, args.db)
+        if args.command in ("status", "reload", "newnym", "dashboard"):
+            from anonproxy.cli import remote
+
+            admin, password = remote.admin_of(args.admin, args.listen)
+            if args.command == "dashboard":
+                return remote.dashboard(admin, password, args.listen, args.print_only)
+            if args.command == "status":
+                return remote.status(admin, password, args.listen)
+            if args.command == "reload":
+                return remote.reload(admin, password, args.listen, args.admin is not None)
+            return remote.newnym(admin, password, args.listen, args.site,
+                                 args.admin is not None)
+        if args.command == "fetch":
+            return _fetch(args)
+        if args.command == "exec":
+            return _exec(args)
+        if args.command == "pac":
+            from anonproxy.inbound.pac import render_pac
+
+            print(render_pac(parse_authority(args.listen)), end="")
+            return 0
+    except ProfileError as error:
+        print(f"anonproxy: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except TorUnavailable as error:
+        print(f"anonproxy: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except AddressError as error:
+        print(f"anonproxy: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+def _check(loaded: LoadedProfile) -> int:
+    from anonproxy.cli.explain import summarize
+    from anonproxy.config.profiles import open_geo
+    from anonproxy.exits.context import Context
+
+    # a missing or broken GeoIP database is a profile error too
+    ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
+    print("\n".join(summarize(loaded, ctx.plans)))
+    print("ok")
+    return 0
+
+
+def _route(loaded: LoadedProfile, url: str) -> int:
+    from urllib.parse import urlsplit
+
+    from anonproxy.cli.explain import explain_route
+    from anonproxy.cli.remote import announced_services
+    from anonproxy.config.profiles import open_geo
+    from anonproxy.exits.context import Context
+    from anonproxy.wire.errors import Forbidden
+
+    try:
+        if "://" in url:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            default = {"http": 80, "https": 443}.get(scheme)
+            if default is None or not parts.hostname:
+                raise AddressError("give an http:// or https:// URL, or host:port")
+            dest = parse_authority(parts.netloc.rsplit("@", 1)[-1], default)
+        else:
+            scheme, dest = "tunnel", parse_authority(url)
+    except (AddressError, ValueError) as error:
+        print(f"anonproxy: route {url}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    admin = loaded.profile.admin
+    ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
+                  admin=admin.address if admin is not None else None,
+                  also_own=announced_services())
+    try:  # refused as the proxy would: special-use names, loops, link-local addresses
+        decision = asyncio.run(ctx.decide(dest))
+        ctx.refuse_unsafe(dest, decision.rule)
+    except Forbidden as error:
+        print(f"anonproxy: route {url}: {error.message}", file=sys.stderr)
+        return EXIT_REFUSED
+    print("\n".join(explain_route(ctx.plans, decision, dest, scheme, ctx.policy,
+                                  loaded.profile.resolve)))
+    return 0
+
+
+def _geoip(action: str, address: str | None, db: str) -> int:
+    import ipaddress
+    import time
+
+    from anonproxy.policy.geo import GeoDB, GeoError
+
+    try:
+        geo = GeoDB.open(db)
+    except GeoError as error:
+        print(f"anonproxy: geoip --db {db}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if geo is None:
+        print("anonproxy: geoip --db none: no database", file=sys.stderr)
+        return EXIT_USAGE
+    if action == "info":
+        info = geo.info()
+        built = time.strftime("%Y-%m-%d", time.gmtime(int(info["built"])))
+        print(f"path         {info['path']}\ntype         {info['type']}\n"
+              f"description  {info['description']}\nbuilt        {built}\n"
+              f"size         {int(info['size']) / 1e6:.1f} MB\nnodes        {info['nodes']}")
+        return 0
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        print(f"anonproxy: geoip lookup: '{address or ''}' is not an IP address "
+              "(names are never resolved here)", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{ip} {geo.country(ip) or 'unknown'}")
+    return 0
+
+
+def _fetch(args) -> int:
+    from anonproxy import logs
+    from anonproxy.cli.fetch import NETWORK, OK, FetchFailed, FetchRequest, fetch
+    from anonproxy.cli.progress import Progress
+    from anonproxy.cli.remote import announced_services
+    from anonproxy.config.profiles import open_geo
+    from anonproxy.exits.context import Context
+    from anonproxy.exits.tor import Tor
+
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            print(f"anonproxy: fetch -H '{header}': write it as 'Name: value'", file=sys.stderr)
+            return EXIT_USAGE
+        headers.append((name.strip(), value.strip()))
+    body = None
+    if args.data is not None:
+        if args.data.startswith("@"):
+            try:
+                body = open(args.data[1:], "rb")  # noqa: SIM115 - closed below
+            except OSError as error:
+                print(f"anonproxy: fetch -d {args.data}: {error.strerror}", file=sys.stderr)
+                return EXIT_USAGE
+        else:
+            body = args.data.encode()
+    method = args.method or ("POST" if body is not None else "GET")
+    loaded = load_profile(args.profile)
+    logs.setup(False)
+    logs.log.setLevel("WARNING")
+    request = FetchRequest(args.url, method, headers, body, args.location or args.location_trusted,
+                           args.include, args.fail, args.exit, args.verbose,
+                           trusted=args.location_trusted)
+
+    async def main() -> int:
+        ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
+                      also_own=announced_services())
+        async with asyncio.TaskGroup() as tasks:
+            tors = [Tor(spec) for spec in ctx.tor_specs()]
+            runs = [tasks.create_task(tor.run()) for tor in tors]
+            ctx.tors.update({tor.spec: tor for tor in tors})
+            try:
+                for tor in tors:  # a one-shot fetch waits for its tor to be ready
+                    await tor.wait_ready(args.max_time or 300)
+                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+                progress = Progress.for_terminal(args.output) if args.output else None
+                try:
+                    async with asyncio.timeout(args.max_time):
+                        await fetch(ctx, request, out, progress)
+                finally:
+                    if progress is not None:
+                        progress.close()
+                    if args.output:
+                        out.close()
+                return OK  # (--fail on status >= 400 already raised FetchFailed)
+            except FetchFailed as error:
+                print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
+                return error.code
+            except TimeoutError:
+                print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
+                return NETWORK
+            finally:
+                for run in runs:
+                    run.cancel()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+
+
+def _exec(args) -> int:
+    from anonproxy import logs
+    from anonproxy.cli.wrap import StrictUnavailable, run_wrapped
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("anonproxy: exec: give a command after --", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load_profile(args.profile)
+    logs.setup(False)
+    logs.log.setLevel("WARNING")
+    try:
+        return asyncio.run(run_wrapped(loaded, argv, summary=args.summary, strict=args.strict))
+    except StrictUnavailable as error:
+        print(f"anonproxy: exec --strict: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+

@@ -1,0 +1,222 @@
+"""Commands that steer a running proxy: `status`, `reload`, `newnym`, `dashboard`.
+
+The proxy is named by its listen address (or its dashboard's, with --admin). `serve` leaves
+beside its pid file the address of its dashboard, and the dashboard's API token, in the
+runtime directory only its user can read (admin/control.py owns it). These commands go through
+the dashboard API with that token when the proxy has one, and otherwise, for reload and
+newnym, by signal to the pid in the pid file (SIGHUP: reload; SIGUSR1: new identity, for the
+site left in a request file if any). `dashboard` asks the API for a one-time login URL and
+opens it in the browser. A dashboard password is taken from ANONPROXY_ADMIN_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from anonproxy.admin.control import (
+    ControlError,
+    RuntimeDirError,
+    call,
+    login_url,
+    newnym_request_file,
+    read_private,
+    runtime_dir,
+    write_private,
+)
+from anonproxy.wire.address import Address, AddressError, check_host, parse_authority
+
+EXIT_USAGE = 2
+
+
+def pidfile_for(listen: Address) -> Path:
+    return runtime_dir() / f"serve-{listen.host}-{listen.port}.pid"
+
+
+def adminfile_for(listen: Address) -> Path:
+    return pidfile_for(listen).with_suffix(".admin")
+
+
+def admin_of(admin_text: str | None, listen_text: str) -> tuple[Address | None, str | None]:
+    """The dashboard to talk to: --admin, else the one the proxy on --listen announced (None
+    when it has none); and the password from the environment. Raises AddressError."""
+    password = os.environ.get("ANONPROXY_ADMIN_PASSWORD") or None
+    if admin_text is not None:
+        return parse_authority(admin_text), password
+    announced = read_private(adminfile_for(parse_authority(listen_text)))
+    if not announced:
+        return None, password
+    return parse_authority(announced), password
+
+
+def status(admin: Address | None, password: str | None, listen_text: str) -> int:
+    if admin is None:
+        print(f"anonproxy: status: the proxy on {listen_text} has no dashboard (or is not "
+              "running); give its profile admin = \"127.0.0.1:8119\", or name one with --admin",
+              file=sys.stderr)
+        return 1
+    try:
+        state = call(admin, "GET", "/api/status", password=password)
+        exits = call(admin, "GET", "/api/exits", password=password)
+        tors = call(admin, "GET", "/api/tor", password=password)
+    except ControlError as error:
+        print(f"anonproxy: status: {error}", file=sys.stderr)
+        return 1
+    print(f"profile      {state['profile']} ({state['profile_path']})")
+    print(f"listening    {state['listen']}    dashboard http://{admin.authority(0)}/")
+    print(f"uptime       {_duration(state['uptime_s'])}")
+    print(f"connections  {state['connections_now']} open, {state['connections_total']} since start")
+    for item in exits:
+        line = f"exit {item['name']:<12} {item['kind']:<7}"
+        if item["kind"] == "chain":
+            line += " " + " -> ".join(item["hops"])
+        elif item["kind"] == "pool":
+            line += " " + ", ".join(f"{m['name']} ({'up' if m['up'] else 'DOWN'})"
+                                    for m in item["members"])
+        elif item["kind"] == "tor":
+            line += f" {item['tor']}: {item['state']}"
+        if "health" in item:
+            line += "  up" if item["health"]["up"] else f"  DOWN ({item['health']['last_error']})"
+        traffic = state["traffic"].get(item["name"])
+        if traffic:
+            line += f"  {traffic['connections']} conns, {traffic['up']} B up, {traffic['down']} B down"
+        print(line)
+    for tor in tors:
+        countries = f", exits seen in {', '.join(tor['exit_countries'])}" if tor["exit_countries"] else ""
+        print(f"tor          {tor['label']}: {tor['state']} {tor['progress']}% "
+              f"{len(tor['circuits'])} circuits{countries}")
+    return 0
+
+
+def reload(admin: Address | None, password: str | None, listen_text: str,
+           explicit: bool = False) -> int:
+    """`explicit`: the dashboard was named with --admin (no falling back to signals)."""
+    if admin is not None:
+        code = _act(admin, password, "reload", "/api/reload", {}, explicit)
+        if code is not None:
+            return code
+    return _signal(listen_text, signal.SIGHUP, "re-read its profile")
+
+
+def newnym(admin: Address | None, password: str | None, listen_text: str,
+           site: str | None, explicit: bool = False) -> int:
+    if site:
+        from anonproxy.policy.sites import site_of
+
+        try:
+            site = site_of(check_host(site))
+        except AddressError as error:
+            print(f"anonproxy: newnym: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    if admin is not None:
+        code = _act(admin, password, "newnym", "/api/newnym", {"site": site}, explicit)
+        if code is not None:
+            return code
+    if site:
+        try:
+            path = newnym_request_file(parse_authority(listen_text))
+        except AddressError as error:
+            print(f"anonproxy: newnym: --listen {listen_text}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            write_private(path, site + "\n")
+        except (OSError, RuntimeDirError) as error:
+            print(f"anonproxy: newnym: cannot leave the site in {path}: {error}", file=sys.stderr)
+            return 1
+    what = f"give {site} new circuits" if site else "make a new identity (all sites)"
+    return _signal(listen_text, signal.SIGUSR1, what)
+
+
+def _act(admin: Address, password: str | None, command: str, path: str, body: dict,
+         explicit: bool) -> int | None:
+    """One action through the dashboard API: its message, or its error and exit code 1. None
+    when the dashboard a proxy announced does not answer (one killed without cleaning up):
+    the caller falls back to signals."""
+    try:
+        answer = call(admin, "POST", path, body, password=password)
+    except ControlError as error:
+        if error.unreachable and not explicit:
+            return None
+        print(f"anonproxy: {command}: {error}", file=sys.stderr)
+        return 1
+    print(answer["message"])
+    return 0
+
+
+def _signal(listen_text: str, sig: signal.Signals, what: str) -> int:
+    try:
+        listen = parse_authority(listen_text)
+    except AddressError as error:
+        print(f"anonproxy: --listen {listen_text}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    path = pidfile_for(listen)
+    try:
+        pid = int(read_private(path) or "")
+        os.kill(pid, sig)
+    except (OSError, ValueError):
+        print(f"anonproxy: no running proxy on {listen} (no usable {path}), and no dashboard "
+              "to ask", file=sys.stderr)
+        return 1
+    print(f"asked the proxy on {listen} (pid {pid}) to {what}; its log says how it went")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else \
+        f"{seconds / 86400:.1f} days"
+
+
+def announced_services() -> tuple[Address, ...]:
+    """The listen and dashboard addresses that running `serve` processes of this user left in
+    the runtime directory (pid files of live processes, and the dashboard file beside each):
+    `fetch` and `route`, which run without that server, refuse them as destinations too."""
+    found: list[Address] = []
+    try:
+        pidfiles = sorted(runtime_dir().glob("serve-*.pid"))
+    except OSError:
+        return ()
+    for path in pidfiles:
+        host, _, port = path.stem.removeprefix("serve-").rpartition("-")
+        try:
+            os.kill(int(path.read_text().strip()), 0)  # still running
+            listen = Address(check_host(host), int(port))
+        except (OSError, ValueError):  # gone, not ours, or not a name we wrote
+            continue
+        found.append(listen)
+        try:
+            found.append(parse_authority(adminfile_for(listen).read_text().strip()))
+        except (OSError, ValueError):
+            pass
+    return tuple(found)
+
+
+def dashboard(admin: Address | None, password: str | None, listen_text: str,
+              print_only: bool) -> int:
+    """Ask the running dashboard for a one-time login URL and open it (or print it)."""
+    if admin is None:
+        print(f"anonproxy: dashboard: the proxy on {listen_text} has no dashboard (or is not "
+              "running); give its profile admin = \"127.0.0.1:8119\", or name one with --admin",
+              file=sys.stderr)
+        return 1
+    try:
+        answer = call(admin, "POST", "/api/login-token", {}, password=password)
+    except ControlError as error:
+        print(f"anonproxy: dashboard: {error}", file=sys.stderr)
+        return 1
+    url = login_url(admin, answer["token"])
+    if not print_only:
+        import webbrowser
+
+        try:
+            opened = webbrowser.open(url)
+        except webbrowser.Error:
+            opened = False
+        if opened:
+            print(f"opened the dashboard on http://{admin.authority(0)}/ in your browser "
+                  f"(the login link works once, for {answer['expires_in']} s)")
+            return 0
+    print(url)
+    return 0

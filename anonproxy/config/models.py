@@ -1,0 +1,339 @@
+"""The profile format: what a user may write in a profile, as frozen pydantic models.
+
+This is the only module that imports pydantic. Every key is checked here on its own (types,
+ranges, hop URLs, domain patterns); checks across keys and the loading of files are in
+profiles.py.
+
+Invariant: no field is accepted that the proxy would silently ignore (unknown keys are errors).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from anonproxy.policy.rules import domain_pattern_problem
+from anonproxy.wire.address import Address, AddressError, parse_authority
+from anonproxy.wire.headers import HeaderPolicy
+from anonproxy.wire.hops import Hop, HopUrlError, parse_hop
+
+# No pydantic plugins: they would see every profile validated, credentials included, and
+# finding them means reading the entry points of every installed package (about 100 ms of
+# each command's start here). pydantic looks when a model class is built, so the setting holds
+# while this module defines them and the environment is put back afterwards (the programs
+# `wrap` runs inherit it).
+_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+_plugins_setting = os.environ.get(_PLUGINS)
+os.environ[_PLUGINS] = "__all__"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Replace(_Strict):
+    replace: Annotated[str, Field(min_length=1, max_length=1024)]
+
+    @field_validator("replace")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or not value.isascii():
+            raise ValueError("must be printable ASCII without control characters")
+        return value
+
+
+def _choice_or_replace(*choices: str):
+    """A header policy: one of `choices`, or { replace = "value" }; one clear error otherwise."""
+    words = " | ".join(choices)
+
+    def check(value: Any) -> str | Replace:
+        if isinstance(value, str) and value in choices:
+            return value
+        if isinstance(value, dict) and set(value) == {"replace"}:
+            try:
+                return Replace.model_validate(value)
+            except ValidationError as error:
+                reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"replace value {reason}") from None
+        raise ValueError(f'use {words} or {{ replace = "..." }}')
+
+    schema = {"anyOf": [{"enum": list(choices)}, Replace.model_json_schema()]}
+    return Annotated[str | Replace, PlainValidator(check), WithJsonSchema(schema)]
+
+
+def _parsed(parse, what: str, json_format: str):
+    """A field given as a string and kept parsed (IP address or network), with a plain error."""
+
+    def check(value: Any):
+        if not isinstance(value, str):  # ipaddress would take 5 or true as an address
+            raise ValueError(f"not {what} (write it as a string)")
+        try:
+            return parse(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"not {what}") from None
+
+    return Annotated[Any, PlainValidator(check), PlainSerializer(str),
+                     WithJsonSchema({"type": "string", "format": json_format})]
+
+
+IPAddress = _parsed(ipaddress.ip_address, "an IP address", "ip-address")
+IPNetwork = _parsed(lambda v: ipaddress.ip_network(v, strict=False), "an IP network (CIDR)", "cidr")
+
+
+class Headers(_Strict):
+    user_agent: _choice_or_replace("keep", "strip") = "keep"
+    accept_language: _choice_or_replace("keep") = "keep"
+    referer: Literal["keep", "strip", "origin-only", "same-origin-only"] = "origin-only"
+    cookie: Literal["keep", "strip"] = "keep"
+    client_hints: Literal["keep", "strip-high-entropy", "strip-all"] = "strip-high-entropy"
+
+    def policy(self) -> HeaderPolicy:
+        ua, al = self.user_agent, self.accept_language
+        return HeaderPolicy(
+            user_agent=ua if isinstance(ua, str) else "keep",
+            user_agent_replace=ua.replace.encode("ascii") if isinstance(ua, Replace) else None,
+            accept_language_replace=al.replace.encode("ascii") if isinstance(al, Replace) else None,
+            referer=self.referer,
+            cookie=self.cookie,
+            client_hints=self.client_hints,
+        )
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class Health(_Strict):
+    """Probing of pool members: through the member's hops, every `interval` seconds."""
+
+    interval: Annotated[float, Field(ge=1, le=86400)] = 30.0
+    timeout: PositiveSeconds = 5.0
+    rise: Annotated[int, Field(ge=1, le=100)] = 2  # successes before a down member is up again
+    fall: Annotated[int, Field(ge=1, le=100)] = 2  # failures before an up member is down
+
+
+class Limits(_Strict):
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 65536
+    max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
+    header_timeout: PositiveSeconds = 10.0
+    idle_timeout: PositiveSeconds = 300.0
+    connect_timeout: PositiveSeconds = 10.0
+    response_timeout: PositiveSeconds = 60.0
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+    drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
+
+
+def _check_hop(value: Any) -> Hop:
+    if not isinstance(value, str):
+        raise ValueError("a hop is a URL string such as socks5://127.0.0.1:1080")
+    try:
+        return parse_hop(value)
+    except HopUrlError as error:
+        raise ValueError(str(error)) from None
+
+
+HopUrl = Annotated[Any, PlainValidator(_check_hop), PlainSerializer(lambda h: h.masked_url()),
+                   WithJsonSchema({"type": "string", "pattern": "^(socks5h?|http)://"})]
+Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
+ExitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+BLOCK = "block"
+
+
+class TorSettings(_Strict):
+    """A Tor exit: a tor we start and own ("managed") or one the user runs (its control port)."""
+
+    control: str = "managed"
+    socks: str | None = None  # a system tor's SOCKS HOST:PORT (default: asked from tor)
+    password: str | None = None  # a system tor's control password (default: cookie)
+    countries: list[Country] = []  # exit only through relays in these countries (strict)
+    isolation: Literal["site", "profile", "connection"] = "site"
+    torrc: str | None = None  # managed: a file of extra torrc lines (bridges, a test network)
+
+    @field_validator("control", "socks")
+    @classmethod
+    def _address(cls, value: str | None, info) -> str | None:
+        if value is None or (info.field_name == "control" and value == "managed"):
+            return value
+        try:
+            parse_authority(value)
+        except AddressError as error:
+            hint = '"managed" or ' if info.field_name == "control" else ""
+            raise ValueError(f"{error}; write {hint}HOST:PORT") from None
+        return value
+
+    @field_validator("countries")
+    @classmethod
+    def _lower(cls, codes: list[str]) -> list[str]:
+        return sorted({c.lower() for c in codes})
+
+    @model_validator(mode="after")
+    def _managed_only(self) -> "TorSettings":
+        if self.control != "managed" and (self.countries or self.torrc):
+            raise ValueError("countries and torrc need control = \"managed\" (a system tor's "
+                             "exit countries are its own configuration)")
+        if self.control == "managed" and (self.socks or self.password):
+            raise ValueError("socks and password are for a system tor (control = \"HOST:PORT\")")
+        return self
+
+
+class Exit(_Strict):
+    """One exit. Its kind follows from its keys: `via` (a chain of proxy hops, first hop first),
+    `pool` (other exits), `tor`, or none of these (direct, optionally from `source`)."""
+
+    source: IPAddress | None = None
+    tor: TorSettings | None = None
+    via: Annotated[list[HopUrl], Field(min_length=1)] | None = None
+    country: Country | None = None
+    pool: Annotated[list[ExitName], Field(min_length=1)] | None = None
+    strategy: Literal["failover", "round-robin", "sticky"] = "failover"
+    fallback: ExitName | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Exit":
+        kinds = [k for k in ("via", "pool", "tor") if getattr(self, k) is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"an exit has one of via, pool or tor, not {' and '.join(kinds)}")
+        if self.source is not None and kinds:
+            raise ValueError("source applies to a direct exit only (no via, pool or tor)")
+        if self.pool is None and ("strategy" in self.model_fields_set or self.fallback):
+            raise ValueError("strategy and fallback apply to pools only")
+        return self
+
+
+class Rule(_Strict):
+    """First match wins; every matcher given must hold."""
+
+    domains: Annotated[list[str], Field(min_length=1)] | None = None
+    cidrs: Annotated[list[IPNetwork], Field(min_length=1)] | None = None
+    ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]], Field(min_length=1)] | None = None
+    countries: Annotated[list[Country], Field(min_length=1)] | None = None
+    exit: ExitName
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, patterns: list[str] | None) -> list[str] | None:
+        for pattern in patterns or ():
+            problem = domain_pattern_problem(pattern)
+            if problem:
+                raise ValueError(f"'{pattern}': {problem}")
+        return patterns
+
+    @field_validator("countries")
+    @classmethod
+    def _upper(cls, codes: list[str] | None) -> list[str] | None:
+        return None if codes is None else [c.upper() for c in codes]
+
+    @model_validator(mode="after")
+    def _some_matcher(self) -> "Rule":
+        if not (self.domains or self.cidrs or self.ports or self.countries):
+            raise ValueError("a rule needs at least one of domains, cidrs, ports, countries")
+        return self
+
+
+class Auth(_Strict):
+    """Credentials every client must give: HTTP Basic (Proxy-Authorization) or SOCKS5
+    username/password."""
+
+    username: Annotated[str, Field(min_length=1, max_length=255)]
+    password: Annotated[str, Field(min_length=8, max_length=255)]
+
+
+def _listen_address(value: str) -> str:
+    try:
+        parse_authority(value, listening=True)
+    except AddressError as error:
+        raise ValueError(f"{error}; write it as HOST:PORT, e.g. 127.0.0.1:8118") from None
+    return value
+
+
+class Admin(_Strict):
+    """The local dashboard and control API: `admin = "127.0.0.1:8119"`, or a table with a
+    password (needed when it listens beyond loopback)."""
+
+    listen: str
+    password: Annotated[str, Field(min_length=8, max_length=255)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"listen": value}
+        if not isinstance(value, dict):
+            raise ValueError('write it as "HOST:PORT" or { listen = "HOST:PORT", password = "..." }')
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _listen_address(value)
+
+    @property
+    def address(self) -> Address:
+        return parse_authority(self.listen, listening=True)
+
+
+class Profile(_Strict):
+    listen: str = "127.0.0.1:8118"
+    admin: Admin | None = None  # the dashboard; off when absent
+    workers: Annotated[int, Field(ge=1, le=64)] = 1  # processes sharing the port (SO_REUSEPORT)
+    allow: list[IPNetwork] = []
+    auth: Auth | None = None
+    default: ExitName = "direct"
+    geoip: str = "bundled"
+    resolve: Literal["never", "local", "tor"] = "never"
+    exits: dict[ExitName, Exit] = {"direct": Exit()}
+    rules: list[Rule] = []
+    selectable: list[Annotated[str, Field(min_length=1)]] = []  # profiles a proxy username may pick
+    headers: Headers = Headers()
+    limits: Limits = Limits()
+    health: Health = Health()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _listen_address(value)
+
+    @property
+    def uses_managed_tor(self) -> bool:
+        return any(e.tor is not None and e.tor.control == "managed" for e in self.exits.values())
+
+    @property
+    def listen_address(self) -> Address:
+        return parse_authority(self.listen, listening=True)
+
+
+if _plugins_setting is None:
+    del os.environ[_PLUGINS]
+else:
+    os.environ[_PLUGINS] = _plugins_setting
+
+
+class InvalidProfile(Exception):
+    """The keys of a profile that do not validate, as plain dicts (loc, type, msg, input)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid keys")
+        self.errors = errors
+
+
+def validate_profile(data: dict[str, Any]) -> Profile:
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as error:
+        raise InvalidProfile(error.errors()) from None
+
+
+def profile_schema() -> dict[str, Any]:
+    return Profile.model_json_schema()

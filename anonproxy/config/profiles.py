@@ -1,0 +1,219 @@
+"""Profiles as files: finding them by name, loading and checking them.
+
+`load_profile(ref)` takes a profile name (a file in the user's profile folder or the shipped
+`rules/`) or a path, and returns a LoadedProfile or raises ProfileError whose message names the
+file, the key path, the offending value and a hint: a user never sees a traceback for a bad
+profile.
+
+Invariants enforced here: every exit a profile names exists; pools do not refer to each other
+in a cycle; listening beyond loopback needs a client allow-list and/or credentials. That last
+check is `listen_problems`, the one function every way an address reaches the listener goes
+through: the profile's `listen` (here), `serve --listen` and `--workers` (launch.py), a
+reload or profile switch and every ProxyServer start, `exec` included (server.py). No
+environment variable sets the listen address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anonproxy.config.models import (
+    BLOCK,
+    Admin,
+    InvalidProfile,
+    Profile,
+    validate_profile,
+)
+from anonproxy.policy.geo import GeoDB, GeoError
+from anonproxy.wire.address import Address, is_loopback_host, is_unspecified_host
+
+# Installed, the shipped profiles are package data (anonproxy/rules); in a source checkout (or an
+# editable install) they are the repository's rules/ folder.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "rules"
+if not SHIPPED_DIR.is_dir():
+    SHIPPED_DIR = Path(__file__).resolve().parents[2] / "rules"
+
+
+def user_profile_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "anonproxy"
+
+
+class ProfileError(Exception):
+    """A profile that cannot be used; `str()` is the complete message for the user."""
+
+
+def _references(profile: Profile) -> list[str]:
+    """Problems no single key shows: names that point nowhere, pool cycles, open listeners."""
+    problems: list[str] = []
+    known = set(profile.exits)
+    names = ", ".join(sorted(known)) or "none"
+
+    def ref(key: str, name: str, *, block_ok: bool) -> None:
+        if name == BLOCK and block_ok:
+            return
+        if name not in known:
+            hint = " ('block' is only for rules)" if name == BLOCK else ""
+            problems.append(f'{key} = "{name}": no exit by that name{hint}; defined: {names}')
+
+    if BLOCK in known:
+        problems.append(f'exits.{BLOCK}: "block" is reserved for rules that refuse a destination')
+    ref("default", profile.default, block_ok=True)
+    for i, rule in enumerate(profile.rules):
+        ref(f"rules[{i}].exit", rule.exit, block_ok=True)
+    for name, exit_ in profile.exits.items():
+        for j, member in enumerate(exit_.pool or []):
+            ref(f"exits.{name}.pool[{j}]", member, block_ok=False)
+        if exit_.fallback is not None:
+            ref(f"exits.{name}.fallback", exit_.fallback, block_ok=False)
+    for name in profile.exits:
+        cycle = _cycle(profile, name, [])
+        if cycle and cycle[0] == name:
+            problems.append(f"exits.{name}: pools refer to each other in a cycle: {' -> '.join(cycle)}")
+            break
+    if profile.resolve == "tor" and not any(e.tor for e in profile.exits.values()):
+        problems.append('resolve = "tor": this profile has no Tor exit to resolve through')
+    problems += [f'listen = "{profile.listen}": {p}'
+                 for p in listen_problems(profile.listen_address, profile.allow, profile.auth)]
+    if profile.workers > 1 and profile.uses_managed_tor:
+        problems.append(f"workers = {profile.workers}: a managed tor exit would start one tor "
+                        'per worker; use a tor you run (tor = { control = "HOST:PORT" }) or '
+                        "workers = 1")
+    if profile.admin is not None:
+        problems += [f'admin.listen = "{profile.admin.listen}": {p}'
+                     for p in admin_problems(profile.admin, profile.listen_address)]
+    if profile.auth is not None and profile.selectable:
+        problems.append("auth: proxy usernames already select profiles (selectable); use one "
+                        "or the other")
+    return problems
+
+
+def listen_problems(address: Address, allow: list, auth: object | None) -> list[str]:
+    """What is wrong with listening on `address` given the profile's client allow-list and
+    credentials (`auth`: the profile's, or those `exec` made): beyond loopback (a wildcard
+    such as 0.0.0.0 or ::, or an interface's address) the proxy would be open to the network
+    unless it has `allow` and/or `auth`."""
+    if is_loopback_host(address.host) or allow or auth is not None:
+        return []
+    where = "every interface" if is_unspecified_host(address.host) else address.host
+    return [(f"listening on {where} exposes the proxy beyond this machine (an open proxy); "
+             'add allow = ["CIDR", ...] naming the clients that may connect, and/or '
+             'auth = { username = "...", password = "..." } to the profile')]
+
+
+def admin_problems(admin: Admin, listen: Address) -> list[str]:
+    """What is wrong with a dashboard address next to the proxy's `listen` (the profile check
+    and `serve --admin` both ask)."""
+    where, problems = admin.address, []
+    if not is_loopback_host(where.host) and admin.password is None:
+        problems.append('a dashboard beyond loopback can steer the proxy; add password = "..." '
+                        '(at least 8 characters) or listen on 127.0.0.1')
+    if where.port != 0 and (where.host, where.port) == (listen.host, listen.port):
+        problems.append("the same address as listen")
+    return problems
+
+
+def _cycle(profile: Profile, name: str, path: list[str]) -> list[str] | None:
+    if name in path:
+        return path[path.index(name):] + [name]
+    exit_ = profile.exits.get(name)
+    if exit_ is None:
+        return None
+    for nxt in [*(exit_.pool or []), *([exit_.fallback] if exit_.fallback else [])]:
+        found = _cycle(profile, nxt, [*path, name])
+        if found:
+            return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedProfile:
+    name: str
+    path: Path
+    profile: Profile
+
+
+def resolve_ref(ref: str) -> Path:
+    """A profile name -> its file (user folder first, then shipped); a path -> itself."""
+    if "/" in ref or ref.endswith(".toml") or os.sep in ref:
+        return Path(ref)
+    for folder in (user_profile_dir(), SHIPPED_DIR):
+        candidate = folder / f"{ref}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in (user_profile_dir(), SHIPPED_DIR) for p in d.glob("*.toml")})
+    raise ProfileError(f"no profile named '{ref}' (known: {', '.join(known) or 'none'})")
+
+
+def known_profiles(beside: Path | None = None) -> dict[str, str]:
+    """Profiles by name -> a reference load_profile takes: shipped ones, the user's (which win
+    over shipped ones of the same name, as resolve_ref does), and the files in `beside`."""
+    found = {p.stem: p.stem for d in (SHIPPED_DIR, user_profile_dir()) for p in d.glob("*.toml")}
+    if beside is not None and beside not in (SHIPPED_DIR, user_profile_dir()):
+        found.update({p.stem: str(p) for p in beside.glob("*.toml")})
+    return found
+
+
+def load_profile(ref: str) -> LoadedProfile:
+    path = resolve_ref(ref)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProfileError(f"{path}: cannot read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ProfileError(f"{path}: not valid TOML: {error}") from None
+    return LoadedProfile(path.stem, path, parse_profile(data, str(path)))
+
+
+def parse_profile(data: dict[str, Any], source: str) -> Profile:
+    try:
+        profile = validate_profile(data)
+    except InvalidProfile as error:
+        raise ProfileError("\n".join(_describe(e, source) for e in error.errors)) from None
+    problems = _references(profile)
+    if problems:
+        raise ProfileError("\n".join(f"{source}: {p}" for p in problems))
+    return profile
+
+
+def _describe(error: Any, source: str) -> str:
+    loc = error["loc"]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    key = key or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{source}: {key}: unknown key (check its spelling against the README's profile reference)"
+    if error["type"] == "missing":
+        return f"{source}: {key}: required key is missing"
+    shown = _short(value) if loc else ""
+    return f"{source}: {key}{' = ' + shown if shown else ''}: {message}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return ""
+    # strings as JSON: quoted, with control characters escaped so the error stays one line
+    text = repr(value) if not isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def open_geo(loaded: LoadedProfile) -> GeoDB | None:
+    """The GeoIP database, opened only when a rule asks for countries."""
+    profile = loaded.profile
+    if not any(rule.countries for rule in profile.rules):
+        return None
+    try:
+        geo = GeoDB.open(profile.geoip)
+    except GeoError as error:
+        raise ProfileError(f'{loaded.path}: geoip = "{profile.geoip}": {error}') from None
+    if geo is None:
+        raise ProfileError(f'{loaded.path}: geoip = "none", but rules match on countries')
+    return geo

@@ -1,0 +1,433 @@
+"""What every connection of a running proxy shares: the profile compiled for use, the exits'
+health, the GeoIP database and the reusable upstream connections.
+
+`route()` decides an exit for a destination (rules.decide, plus a lookup only when a rule
+needs an address and the profile says `resolve = "local"` or `"tor"`); `open()` opens a stream
+through an exit, choosing pool members by strategy and health and failing over between them,
+or through a tor with the isolation credentials the exit asks for.
+
+Invariants: a pool whose members are all down fails closed (503) unless the profile names a
+`fallback` for it in plain words; a rule that says `block` refuses with the rule's number and
+text; nothing here resolves a destination name unless the profile's `resolve` says how, and
+never a special-use one (address.special_use): those are decided first, from the name alone —
+`.onion` only ever goes to a Tor exit, the others are refused. The proxy never reaches its own
+services (`own_services`: listener, dashboard, its tors' ports, and for `fetch` what running
+proxies announced): refused by name before connecting, by the peer address after a direct
+connect, and by port through a hop that runs on this machine (which resolves the name itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from anonproxy import logs
+from anonproxy.config.models import BLOCK
+from anonproxy.config.profiles import LoadedProfile
+from anonproxy.exits import connect
+from anonproxy.exits.connect import Chain, Direct, Plan, Pool, TorExit
+from anonproxy.exits.health import Health
+from anonproxy.exits.tor import Tor, TorSpec, TorUnavailable
+from anonproxy.policy import own_services
+from anonproxy.policy.geo import GeoDB
+from anonproxy.policy.pools import order_members
+from anonproxy.policy.rules import (
+    NEED_ADDRESS,
+    CompiledRule,
+    Decision,
+    compile_rules,
+    decide,
+)
+from anonproxy.policy.sites import site_of
+from anonproxy.transport.upstream import UpstreamPool
+from anonproxy.wire.address import (
+    Address,
+    is_loopback_host,
+    is_unspecified_host,
+    plain_ip,
+    special_use,
+    special_use_refusal,
+)
+from anonproxy.wire.errors import ExitDown, ExitFailed, Forbidden, StageTimeout
+from anonproxy.wire.headers import HeaderPolicy
+from anonproxy.wire.hops import Hop
+
+
+@dataclass
+class Opened:
+    stream: connect.Stream
+    path: tuple[str, ...]  # exit names from the routed one to the concrete one used
+
+
+@dataclass
+class Context:
+    loaded: LoadedProfile
+    listen: Address
+    geo: GeoDB | None = None
+    tors: dict[TorSpec, Tor] = field(default_factory=dict)  # shared by every context
+    policy: HeaderPolicy = field(init=False)
+    plans: dict[str, Plan] = field(init=False)
+    rules: tuple[CompiledRule, ...] = field(init=False)
+    health: Health = field(init=False)
+    pool: UpstreamPool = field(default_factory=UpstreamPool)
+    admin: Address | None = None  # the dashboard's address: never a destination
+    loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
+    also_own: tuple[Address, ...] = ()  # other proxies of this user (fetch): never destinations
+    hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
+    _turn: int = 0  # round-robin position: advances once per new pooled connection
+    # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
+    _routes: dict = field(default_factory=dict, repr=False)
+    _routes_key: tuple = ()
+    _owns: tuple = field(default=(), repr=False)  # own_services(), valid while `_owns_key` holds
+    _owns_key: tuple = ()
+
+    def __post_init__(self) -> None:
+        profile = self.loaded.profile
+        self.policy = profile.headers.policy()
+        self.plans = {name: connect.plan_from_config(name, e) for name, e in profile.exits.items()}
+        self.rules = compile_rules(profile.rules)
+        self.health = Health(profile.health.rise, profile.health.fall)
+
+    @property
+    def limits(self):
+        return self.loaded.profile.limits
+
+    def carry_hits(self, previous: Context) -> None:
+        """After a reload of the same profile: rules left as they were (same text and exit)
+        keep their hit counts, and so does the default if it still names the same exit."""
+        kept: dict[tuple[str, str], int] = {}
+        for rule in previous.rules:
+            kept.setdefault((rule.text, rule.exit), previous.hits[rule.number])
+        for rule in self.rules:
+            count = kept.pop((rule.text, rule.exit), 0)
+            if count:
+                self.hits[rule.number] = count
+        if self.profile.default == previous.profile.default and previous.hits[0]:
+            self.hits[0] = previous.hits[0]
+
+    @property
+    def profile(self):
+        return self.loaded.profile
+
+    def probed_members(self) -> list[str]:
+        """Chain exits that some pool draws on: these get health probes."""
+        members = {m for p in self.plans.values() if isinstance(p, Pool) for m in p.members}
+        return sorted(m for m in members if isinstance(self.plans.get(m), Chain))
+
+    async def probe(self, name: str, timeout: float) -> None:
+        plan = self.plans[name]
+        assert isinstance(plan, Chain)
+        await connect.probe_chain(plan, timeout=timeout)
+
+    def country_of(self, ip) -> str | None:
+        return self.geo.country(ip) if self.geo is not None else None
+
+    def tor_specs(self) -> set[TorSpec]:
+        return {p.spec for p in self.plans.values() if isinstance(p, TorExit)}
+
+    async def decide(self, dest: Address) -> Decision:
+        """The rule decision for `dest`. A name is looked up only when a rule needs an address
+        and the profile says how: `resolve = "local"` (this machine) or `"tor"` (at a Tor exit)."""
+        return (await self._decide(dest))[0]
+
+    async def _decide(self, dest: Address,
+                      isolation: str | None = None) -> tuple[Decision, bool]:
+        """The decision, and whether it took a lookup (then it may change over time)."""
+        profile = self.profile
+        if special_use(dest.host) is not None:
+            return self._decide_special(dest), False
+        decision = decide(self.rules, profile.default, dest.host, dest.port,
+                          country_of=self.country_of, may_resolve=profile.resolve != "never")
+        looked_up = decision is NEED_ADDRESS
+        if looked_up:
+            if profile.resolve == "tor":
+                address = await self._resolve_through_tor(dest.host, isolation)
+            else:
+                address = await _resolve_locally(dest.host)
+            decision = decide(self.rules, profile.default, dest.host, dest.port,
+                              country_of=self.country_of, address=address)
+        assert isinstance(decision, Decision)
+        return decision, looked_up
+
+    def _decide_special(self, dest: Address) -> Decision:
+        """A special-use name, from the name alone: rules that need an address do not match it.
+        A .onion name goes to the rules' exit if that is a Tor exit (or block), else to the
+        profile's first Tor exit; anything else is Forbidden."""
+        tor = next((n for n, p in self.plans.items() if isinstance(p, TorExit)), None)
+        refusal = special_use_refusal(dest.host, tor_exit=tor is not None)
+        if refusal is not None:
+            raise Forbidden(refusal)
+        decision = decide(self.rules, self.profile.default, dest.host, dest.port,
+                          country_of=self.country_of)
+        assert isinstance(decision, Decision)
+        if decision.exit != BLOCK and not isinstance(self.plans.get(decision.exit), TorExit):
+            decision = Decision(tor, decision.rule, None)
+        return decision
+
+    async def _resolve_through_tor(self, host: str, isolation: str | None = None):
+        """The address tor's RESOLVE finds for `host`, asked with the isolation key the request
+        it serves would use (its site, profile or connection, and the client's own key), so a
+        lookup never shares a circuit with another site's or client's."""
+        for plan in self.plans.values():
+            if isinstance(plan, TorExit):
+                tor = self.tors.get(plan.spec)
+                if tor is None or tor.state != "ready":
+                    continue
+                user, password = tor.isolation(plan.isolation, site_of(host), self.loaded.name,
+                                               isolation)
+                hop = Hop("socks5", Address(*tor.socks_address()), user, password)
+                found = await connect.resolve_through_socks(hop, host,
+                                                          timeout=self.limits.connect_timeout)
+                return ipaddress.ip_address(found) if found else None
+        return None
+
+    def _own_key(self) -> tuple:
+        """What own_services depends on that can change (cheap to build and compare)."""
+        tors = self.tors
+        if not tors:
+            return (self.listen, self.admin)
+        return (self.listen, self.admin, *((tor.control, tor.socks) for tor in tors.values()))
+
+    def own_services(self) -> tuple[tuple[Address, str], ...]:
+        """What this proxy serves, each with its kind (own_services.KINDS): never a
+        destination. A managed tor's ports count from the moment tor reports them (tor.py)."""
+        key = self._own_key()
+        if key != self._owns_key:
+            self._owns, self._owns_key = self._gather_own(), key
+        return self._owns
+
+    def _gather_own(self) -> tuple[tuple[Address, str], ...]:
+        found = [(self.listen, "listener")]
+        if self.admin is not None:
+            found.append((self.admin, "dashboard"))
+        for tor in self.tors.values():
+            if tor.control is not None:
+                found.append((Address(*tor.control), "tor control"))
+            if tor.socks is not None:
+                found.append((Address(*tor.socks), "tor socks"))
+        found += [(address, "other") for address in self.also_own]
+        return tuple(found)
+
+    def refuse_unsafe(self, dest: Address, rule: CompiledRule | None = None) -> None:
+        """Forbidden for loops (our own services, by any local spelling), and for link-local
+        (cloud metadata) addresses unless `rule`'s cidrs name them — whatever exit is chosen."""
+        refusal = own_services.before_connect(dest, self.own_services())
+        if refusal is not None:
+            raise Forbidden(refusal)
+        if (reason := self._local_refusal(dest, dest.host)) is not None:
+            raise Forbidden(reason)
+        ip = dest.ip
+        if ip is not None and ip.is_link_local and not (
+            rule and rule.networks and any(ip in n for n in rule.networks)
+        ):
+            raise Forbidden(f"refusing link-local {dest} (cloud metadata lives there); a rule "
+                            "whose cidrs name it may allow it")
+
+    async def route(self, dest: Address, isolation: str | None = None) -> Decision:
+        """The exit for `dest`; raises Forbidden for unsafe destinations (refuse_unsafe) and
+        for rules that block.
+
+        Outcomes that needed no lookup are remembered per destination: they depend only on the
+        rules, the GeoIP table and the addresses refuse_unsafe checks (own_services), and
+        what those addresses come from is the memo's key (also_own is fixed)."""
+        key = self._own_key()
+        if key != self._routes_key:
+            self._routes.clear()
+            self._routes_key = key
+        known = self._routes.get(dest)
+        if known is None:
+            decision, looked_up = await self._decide(dest, isolation)
+            try:
+                self._refuse(dest, decision)
+                known = (decision, decision)
+            except Forbidden as refusal:
+                known = (decision, refusal)
+            if not looked_up:
+                if len(self._routes) >= 4096:
+                    self._routes.clear()
+                self._routes[dest] = known
+        decision, outcome = known
+        self.hits[decision.rule.number if decision.rule else 0] += 1
+        if outcome is not decision:
+            raise Forbidden(outcome.message)
+        return decision
+
+    def _refuse(self, dest: Address, decision: Decision) -> None:
+        self.refuse_unsafe(dest, decision.rule)
+        if decision.exit == BLOCK:
+            where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \
+                "the profile's default"
+            raise Forbidden(f"{dest.host} is blocked by {where}")
+
+    def forbidden_peer(self, dest: Address, peer: tuple[str, int], local_host: str) -> str | None:
+        """Why a direct connection to `dest` must not be used, now that we know what it
+        reached (a name can resolve anywhere): one of our own services, or a link-local
+        address the destination did not name itself. None when it is fine."""
+        refusal = own_services.after_connect(dest, peer, local_host, self.own_services())
+        if refusal is not None:
+            return refusal
+        host = plain_ip(peer[0])
+        local = host == plain_ip(local_host) or is_loopback_host(host)
+        if (reason := self._local_refusal(dest, host, ours=local)) is not None:
+            return reason
+        ip = ipaddress.ip_address(host)
+        if ip.is_link_local and dest.ip != ip:
+            # (not which address: a web page reads this sentence, and our resolver's answer
+            # for a name is not its to learn)
+            return f"refusing {dest}: it resolved to a link-local address (cloud metadata " \
+                "lives there)"
+        return None
+
+    def _local_refusal(self, dest: Address, reached: str, ours: bool = False) -> str | None:
+        """Unless loopback is allowed: why `reached` (the host `dest` names, or the peer it
+        connected to; `ours`: that peer is loopback or our own address) must not be used — it
+        is this machine (loopback, ::ffff:127.x, 0.0.0.0, ::, localhost) and no rule that lets
+        traffic through names it in its cidrs. None when it may be used."""
+        if self.loopback_allowed:
+            return None
+        host = plain_ip(reached)
+        if not (ours or is_loopback_host(host) or is_unspecified_host(host)):
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:  # localhost, *.localhost
+            ip = ipaddress.ip_address("127.0.0.1")
+        if any(ip in net for r in self.rules if r.exit != BLOCK for net in r.networks or ()):
+            return None
+        return (f"refusing {dest}: {ip} is this machine, and only a rule whose cidrs name it "
+                "lets a program under exec --strict reach it")
+
+    def forbidden_via_hop(self, dest: Address, hop_local: bool, bound: Address | None) -> str | None:
+        """Why a tunnel to `dest` through a chain must not be used (own_services.through_hop):
+        `hop_local`, its last hop runs on this machine; `bound`, the hop's SOCKS5 BND.ADDR."""
+        return own_services.through_hop(dest, hop_local, bound, self.own_services())
+
+    def shares_upstreams(self, name: str) -> bool:
+        """Whether a connection through this exit may carry a later request too: not for a Tor
+        exit that isolates every connection (a reused connection would share its circuit)."""
+        plan = self.plans.get(name)
+        return not (isinstance(plan, TorExit) and plan.isolation == "connection")
+
+    def choose_path(self, name: str, dest: Address) -> tuple[str, ...]:
+        """The exit names a request to `dest` goes through, each pool resolved to the member
+        its strategy picks now (a round-robin pool moves on one step). Reusable connections
+        are kept under this path, and `open(..., prefer=path)` tries it first."""
+        path = (name,)
+        plan = self.plans[name]
+        while isinstance(plan, Pool):
+            order = self._order(plan, dest)
+            if not order:
+                break
+            path += (order[0],)
+            plan = self.plans[order[0]]
+        return path
+
+    def _order(self, plan: Pool, dest: Address, prefer: tuple[str, ...] = ()) -> list[str]:
+        """Members to try, by strategy and health; a member named in `prefer` goes first
+        (and then a round-robin pool does not move on again)."""
+        chosen = next((m for m in plan.members if m in prefer), None)
+        order = order_members(plan.members, plan.strategy, self.health.is_up,
+                              turn=self._turn, site=site_of(dest.host))
+        if chosen is None:
+            self._turn += plan.strategy == "round-robin"
+        elif chosen in order:
+            order.remove(chosen)
+            order.insert(0, chosen)
+        return order
+
+    async def open(self, name: str, dest: Address, _path: tuple[str, ...] = (),
+                   prefer: tuple[str, ...] = (), isolation: str | None = None) -> Opened:
+        """Open a stream to `dest` through exit `name` (pools resolved to a member, those in
+        `prefer` first). `isolation`: the client's own key (a digest of its SOCKS5
+        credentials), which a Tor exit adds to the circuit isolation it asks for."""
+        plan = self.plans[name]
+        path = (*_path, name)
+        timeout = self.limits.connect_timeout
+        if not isinstance(plan, Pool) and special_use(dest.host) is not None:
+            refusal = special_use_refusal(dest.host, tor_exit=isinstance(plan, TorExit))
+            if refusal is not None:  # route() decided this already; an exit forced by fetch
+                raise Forbidden(refusal)
+        if isinstance(plan, Direct):
+            stream = await connect.open_direct(plan, dest, timeout=timeout,
+                                             refuse=self.forbidden_peer)
+            return Opened(stream, path)
+        if isinstance(plan, TorExit):
+            return Opened(await self._open_tor(plan, dest, isolation), path)
+        if isinstance(plan, Chain):
+            started = time.monotonic()
+            try:
+                stream = await connect.open_chain(plan, dest, timeout=timeout,
+                                                refuse=self.forbidden_via_hop)
+            except (ExitFailed, StageTimeout) as error:
+                if _hop_failed(error):
+                    self.health.record(name, False, error.message)
+                raise
+            self.health.record(name, True, latency_ms=(time.monotonic() - started) * 1000)
+            return Opened(stream, path)
+        return await self._open_pool(plan, dest, path, prefer, isolation)
+
+    async def _open_tor(self, plan: TorExit, dest: Address,
+                        isolation: str | None = None) -> connect.Stream:
+        tor = self.tors.get(plan.spec)
+        if tor is None:
+            raise ExitDown(f"{plan.describe()} is not running",
+                           public=f"exit '{plan.name}' (tor) is not running")
+        try:
+            host, port = tor.socks_address()
+        except TorUnavailable as error:
+            state = f"bootstrapping ({tor.progress}%)" if tor.state == "bootstrapping" else tor.state
+            where = f" (exits in {', '.join(plan.spec.countries)})" if plan.spec.countries else ""
+            raise ExitDown(f"exit '{plan.name}': {error}",
+                           public=f"exit '{plan.name}': tor{where} is not ready: {state}") from None
+        user, password = tor.isolation(plan.isolation, site_of(dest.host), self.loaded.name,
+                                       isolation)
+        chain = Chain(plan.name, (Hop("socks5", Address(host, port), user, password),))
+        try:
+            return await connect.open_chain(chain, dest, timeout=self.limits.connect_timeout)
+        except StageTimeout:
+            where = f" through an exit in {', '.join(plan.spec.countries).upper()}" \
+                if plan.spec.countries else ""
+            raise StageTimeout(
+                f"exit '{plan.name}': tor found no circuit to {dest}{where} within "
+                f"{self.limits.connect_timeout:g} s (failing closed)"
+            ) from None
+
+    async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...],
+                         prefer: tuple[str, ...], isolation: str | None = None) -> Opened:
+        failures: list[str] = []
+        public: list[str] = []
+        for member in self._order(plan, dest, prefer):
+            try:
+                return await self.open(member, dest, path, prefer, isolation)
+            except (ExitFailed, StageTimeout, ExitDown) as error:
+                if not _hop_failed(error):
+                    raise  # the destination itself failed: another member would not help
+                failures.append(f"{member}: {error.message}")
+                public.append(f"{member}: {error.public}")
+        if plan.fallback is not None:
+            logs.log.warning("exit '%s' has no usable member; using its fallback '%s'",
+                             plan.name, plan.fallback)
+            return await self.open(plan.fallback, dest, path, isolation=isolation)
+        states = failures or [self.health.describe(m) for m in plan.members]
+        public = public or [f"{m}: {'up' if self.health.is_up(m) else 'down'}" for m in plan.members]
+        raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})",
+                       public=f"exit '{plan.name}' has no member up ({'; '.join(public)})")
+
+
+def _hop_failed(error: Exception) -> bool:
+    """True when an exit itself failed (a hop), not the destination behind it."""
+    return getattr(error, "hop_failed", True)
+
+
+async def _resolve_locally(host: str):
+    """A local DNS lookup, only ever for `resolve = "local"` profiles."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return ipaddress.ip_address(infos[0][4][0]) if infos else None

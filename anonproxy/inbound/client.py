@@ -1,0 +1,137 @@
+"""The client side of one HTTP connection: requests parsed as they arrive, and writes back.
+
+Invariants: a request head must arrive within `header_timeout` of its first byte (else 408);
+between requests a connection may idle for `idle_timeout`; a client that stops reading for
+`idle_timeout` is cut off; the bytes read are bounded by one read size plus the parser's own
+limits. The hot path (heads, writes back) uses the connection's one Deadline, not a timeout
+object per read; body and tunnel reads, which may run in another task, use asyncio.timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+from anonproxy.exits.context import Context
+from anonproxy.transport.deadline import Deadline
+from anonproxy.wire.errors import BadRequest, RequestTimeout
+from anonproxy.wire.http1 import END, Event, RequestHead, RequestParser
+
+READ_SIZE = 1 << 16
+
+
+class ClientGone(Exception):
+    """The client closed or reset its connection."""
+
+
+class ClientConn:
+    """The client side: a reader fed through the request parser, and the writer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 select: Callable[[tuple[str, str] | None], Context], ctx: Context):
+        self.reader, self.writer, self.select = reader, writer, select
+        self.ctx = ctx  # the profile of the request at hand (credentials may pick another)
+        limits = self.ctx.limits
+        self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
+        self.pending: deque[Event] = deque()
+        self.idle = True  # waiting between requests: safe to close on shutdown
+        self.deadline = Deadline()  # for the connection's own task
+
+    def feed(self, data: bytes) -> None:
+        self.pending.extend(self.parser.feed(data))
+
+    async def next_head(self, started: float | None) -> RequestHead | None:
+        """The next request head, or None when the client is done (or idle too long)."""
+        limits = self.ctx.limits
+        while True:
+            while self.pending and self.pending[0] is END:  # the end of a bodiless request
+                self.pending.popleft()
+            if self.pending:
+                break
+            if started is None:
+                self.idle = True
+                timeout = limits.idle_timeout
+            else:
+                timeout = started + limits.header_timeout - time.monotonic()
+            deadline = self.deadline
+            deadline.arm(max(timeout, 0))
+            try:
+                data = await self.reader.read(READ_SIZE)
+            except asyncio.CancelledError:
+                if not deadline.expired():
+                    raise
+                if started is None:
+                    return None
+                raise RequestTimeout(
+                    f"the request head did not arrive within {limits.header_timeout:g} s"
+                ) from None
+            except OSError:
+                return None
+            finally:
+                deadline.disarm()
+            if not data:
+                return None
+            if started is None:
+                started = time.monotonic()
+                self.idle = False
+            self.feed(data)
+        self.idle = False
+        event = self.pending.popleft()
+        if not isinstance(event, RequestHead):
+            raise BadRequest("unexpected data between requests")
+        return event
+
+    async def next_event(self) -> Event:
+        """The next body piece, end of message, or tunnel start of the current request."""
+        while not self.pending:
+            try:
+                async with asyncio.timeout(self.ctx.limits.idle_timeout):
+                    data = await self.reader.read(READ_SIZE)
+            except (OSError, TimeoutError):
+                raise ClientGone() from None
+            if not data:
+                raise ClientGone()
+            self.feed(data)
+        return self.pending.popleft()
+
+    async def send(self, data: bytes) -> None:
+        """Write to the client; one that stops reading for `idle_timeout` is cut off."""
+        if not self.write(data):
+            await self.drained()
+
+    def write(self, data: bytes) -> bool:
+        """Write to the client; True when it all went out at once (the usual case), else the
+        caller must await `drained()`."""
+        writer = self.writer
+        writer.write(data)
+        return writer.transport.get_write_buffer_size() == 0 and not writer.is_closing()
+
+    async def drained(self) -> None:
+        """Wait until the client took what was written; one that stops reading for
+        `idle_timeout` is cut off (ClientGone)."""
+        writer = self.writer
+        deadline = self.deadline
+        deadline.arm(self.ctx.limits.idle_timeout)
+        try:
+            await writer.drain()
+        except asyncio.CancelledError:
+            if not deadline.expired():
+                raise
+            writer.transport.abort()
+            raise ClientGone() from None
+        except OSError:
+            writer.transport.abort()
+            raise ClientGone() from None
+        finally:
+            deadline.disarm()
+
+
+class Trace:
+    """What one request's log line says: the exit path used and the body bytes each way."""
+
+    __slots__ = ("exit", "up", "down")
+
+    def __init__(self) -> None:
+        self.exit, self.up, self.down = "-", 0, 0

@@ -1,0 +1,221 @@
+"""One HTTP client connection: absolute-form requests, CONNECT tunnels and WebSocket upgrades.
+
+Flow per request: parse the head (llhttp) -> refuse loops -> sanitize headers -> pick the exit ->
+reuse or open an upstream connection -> send the head, stream the body (re-framed exactly as the
+client framed it) while streaming the response back.
+
+Invariants:
+- A request is sent upstream only after its whole head parsed cleanly; a malformed one gets a
+  400 and the connection closes.
+- Bodies stream with backpressure both ways; nothing is buffered whole.
+- Once a response head has gone to the client, a failure aborts the client connection (so a
+  truncated body is never mistaken for a complete one).
+- Upstream connections are reused only after a complete exchange that both sides allow to be
+  kept alive; a request is retried once on a fresh connection only when a reused one was found
+  closed before it answered and the request had no body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from anonproxy import logs
+from anonproxy.exits.context import Context
+from anonproxy.inbound.client import ClientConn, ClientGone, Trace
+from anonproxy.inbound.pac import pac_address, render_pac
+from anonproxy.transport.exchange import StaleUpstream, exchange
+from anonproxy.transport.relay import relay
+from anonproxy.wire.address import (
+    Address,
+    AddressError,
+    check_host,
+    parse_authority,
+    plain_ip,
+)
+from anonproxy.wire.errors import (
+    BadRequest,
+    BadUpstreamResponse,
+    NotFound,
+    NotImplementedByProxy,
+    ProxyError,
+    http_error_response,
+)
+from anonproxy.wire.headers import proxy_credentials, sanitize_request
+from anonproxy.wire.http1 import (
+    RequestHead,
+    Tunnel,
+    parse_absolute_url,
+    render_request_head,
+)
+
+CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+async def serve_http(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    select: Callable[[tuple[str, str] | None], Context],
+    ctx: Context,
+    first: bytes,
+    started: float,
+    stopping: asyncio.Event,
+    on_client: Callable[[ClientConn], None] = lambda client: None,
+) -> None:
+    """Serve requests on one client connection until it closes. `select` checks a request's
+    proxy credentials and gives its profile (the main one, `ctx` now, or one a username
+    names), asked anew for every request so that a reload applies to the next request on a
+    kept-alive connection."""
+    client = ClientConn(reader, writer, select, ctx)
+    on_client(client)
+    try:
+        client.feed(first)
+        head = await client.next_head(started)
+        while head is not None:
+            keep_alive = await _serve_one(client, head)
+            if not keep_alive or stopping.is_set():
+                break
+            head = await client.next_head(None)
+    except ProxyError as error:  # malformed or slow request head: answer once, then close
+        logs.connection("http", "-", "-", error.status, 0, 0, 0.0, error.message)
+        if not writer.is_closing():
+            writer.write(http_error_response(error))
+    except ClientGone:
+        pass
+    finally:
+        client.deadline.close()
+
+
+async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
+    """Handle one request; return whether the client connection may carry another."""
+    t0 = time.monotonic()
+    proto, dest, trace = "http", "-", Trace()
+    status: object = "-"
+    problem = None
+    try:
+        ctx = client.ctx = client.select(proxy_credentials(head.headers))
+        if head.method == b"CONNECT":
+            proto = "connect"
+            try:
+                dest = parse_authority(head.target.decode("ascii"))
+            except (AddressError, UnicodeDecodeError):
+                # never echo the target: a mistaken URL here may carry a path or a token
+                raise BadRequest("bad CONNECT target: expected host:port") from None
+            trace.exit = (await ctx.route(dest)).exit
+            status = await _tunnel(client, dest, trace)
+            return False
+        if head.target.startswith(b"/"):
+            status = await _answer_locally(client, head)
+            return head.keep_alive
+        scheme, host, port, path = parse_absolute_url(head.target)
+        if scheme != b"http":
+            raise NotImplementedByProxy(
+                f"{scheme.decode('latin-1')}:// URLs go through CONNECT; set this proxy "
+                "for HTTPS too"
+            )
+        dest = _destination(host, port or 80)
+        trace.exit = (await ctx.route(dest)).exit
+        status, keep = await _forward(client, head, dest, path, trace)
+        return keep
+    except ProxyError as error:
+        status, problem = error.status, error.message
+        if not client.writer.is_closing():
+            client.writer.write(http_error_response(error))
+        return False
+    except ClientGone:
+        problem = "client closed the connection"
+        raise
+    finally:
+        logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
+                        time.monotonic() - t0, problem)
+
+
+_DESTINATIONS: dict[tuple[bytes, int], Address] = {}  # checked hosts, so a name is checked once
+
+
+def _destination(host: bytes, port: int) -> Address:
+    """The checked destination of an absolute-form URL (BadRequest for a bad host)."""
+    key = (host, port)
+    dest = _DESTINATIONS.get(key)
+    if dest is None:
+        try:
+            dest = Address(check_host(host.decode("ascii")), port)
+        except (AddressError, UnicodeDecodeError) as error:
+            raise BadRequest(str(error)) from None
+        if len(_DESTINATIONS) >= 4096:
+            _DESTINATIONS.clear()
+        _DESTINATIONS[key] = dest
+    return dest
+
+
+async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
+    """A request to the proxy itself (origin-form): the PAC file, or a pointer to it."""
+    if head.target.split(b"?", 1)[0] != b"/proxy.pac":
+        raise BadRequest("this is a proxy: send requests in absolute form (configure it as your "
+                         "proxy, or use /proxy.pac)")
+    host = next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"host"), None)
+    sockname = client.writer.get_extra_info("sockname")
+    local = Address(plain_ip(sockname[0]), sockname[1]) if sockname else None
+    where = pac_address(host, client.ctx.listen, local)
+    if where is None:  # a name that merely resolves here (DNS rebinding), or none at all
+        raise NotFound("the PAC file is served only at the proxy's own address")
+    body = render_pac(where).encode()
+    await client.send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ns-proxy-autoconfig\r\n"
+        b"Cache-Control: no-store\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + (body if head.method != b"HEAD" else b"")
+    )
+    return 200
+
+
+async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
+    rest_event = await client.next_event()
+    rest = rest_event.rest if isinstance(rest_event, Tunnel) else b""
+    opened = await client.ctx.open(trace.exit, dest)
+    trace.exit = ">".join(opened.path)
+    up_reader, up_writer = opened.stream
+    try:
+        await client.send(CONNECTED)
+        trace.up, trace.down = await relay(
+            (client.reader, client.writer), (up_reader, up_writer),
+            idle=client.ctx.limits.idle_timeout, early_ab=rest,
+        )
+        return 200
+    finally:
+        up_writer.close()
+
+
+async def _forward(
+    client: ClientConn, head: RequestHead, dest: Address, path: bytes, trace: Trace
+) -> tuple[int, bool]:
+    ctx = client.ctx
+    authority = dest.authority(80).encode("ascii")
+    headers = sanitize_request(
+        head.headers, ctx.policy, target_origin="http://" + authority.decode(), host=authority,
+        websocket=head.websocket, listed=head.listed,
+    )
+    request = render_request_head(head.method, path, headers)
+    websocket = head.websocket
+    pool = ctx.pool if ctx.shares_upstreams(trace.exit) else None
+    path = ctx.choose_path(trace.exit, dest)
+    if pool is not None and not head.has_body and not websocket:
+        key = (">".join(path), dest.host, dest.port)
+        stream = pool.take(key)
+        if stream is not None:
+            try:
+                exit_name, trace.exit = trace.exit, key[0]
+                return await exchange(client, head, stream, request, key, trace, reused=True,
+                                      pool=pool)
+            except StaleUpstream:
+                trace.exit = exit_name
+    opened = await ctx.open(trace.exit, dest, prefer=path)
+    trace.exit = ">".join(opened.path)
+    key = (trace.exit, dest.host, dest.port)
+    try:
+        return await exchange(client, head, opened.stream, request, key, trace, reused=False,
+                              pool=pool)
+    except StaleUpstream:
+        raise BadUpstreamResponse(
+            f"{dest} (exit '{key[0]}') closed the connection without a response"
+        ) from None

@@ -1,0 +1,148 @@
+"""The listener: one port, the protocol sniffed from the first byte, connection accounting,
+and the drain at shutdown.
+
+Invariants:
+- A client outside the allow-list is closed before a byte of it is read.
+- Past `max_connections`, new clients get a clean refusal (503 or a SOCKS failure reply), not a
+  hang.
+- One connection's failure never reaches another: every per-connection error ends in that
+  connection's own handler.
+- Draining: stop accepting, close idle keep-alive connections, let active ones finish for up
+  to `drain_timeout`, then cut what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+
+from anonproxy import logs
+from anonproxy.exits.context import Context
+from anonproxy.inbound.http_session import ClientConn, serve_http
+from anonproxy.inbound.socks_session import serve_socks5
+from anonproxy.wire import socks5
+from anonproxy.wire.address import Address
+from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
+
+SOCKS4 = 0x04
+
+
+class Listener:
+    """Accepts clients and hands each to the HTTP or SOCKS5 session; owned by ProxyServer,
+    which says which contexts apply (`context_for`, `main`) and whether credentials are
+    required, and updates `allow` on reload."""
+
+    def __init__(self, context_for: Callable, main: Callable[[], Context],
+                 auth_required: Callable[[], bool], stopping: asyncio.Event,
+                 allow: list) -> None:
+        self.context_for = context_for
+        self._main = main
+        self._auth_required = auth_required
+        self._stopping = stopping
+        self.allow = allow
+        self.accepted = 0  # connections accepted since start
+        self._server: asyncio.base_events.Server | None = None
+        # None while the first bytes are awaited; the HTTP client, or "socks5", once known
+        self._tasks: dict[asyncio.Task, ClientConn | str | None] = {}
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
+    async def start(self, listen: Address, sock: socket.socket | None = None) -> Address:
+        """Listen on `listen`, or accept on a socket made elsewhere; the address bound."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._handle, sock=sock, backlog=1024)
+            host, port = sock.getsockname()[:2]
+            return Address(host, port)
+        self._server = await asyncio.start_server(
+            self._handle, listen.host, listen.port, reuse_address=True, backlog=1024
+        )
+        return Address(listen.host, self._server.sockets[0].getsockname()[1])
+
+    async def drain(self, timeout: float) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task, client in list(self._tasks.items()):
+            if client is None:
+                task.cancel()  # still sniffing or in a SOCKS handshake
+            elif isinstance(client, ClientConn) and client.idle:
+                client.writer.close()  # between requests: the pending read sees EOF
+        if self._tasks:
+            _, busy = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for task in busy:
+                task.cancel()
+            if busy:
+                await asyncio.wait(busy, timeout=2)
+
+    def _allowed(self, peer) -> bool:
+        if not self.allow:
+            return True
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        return any(address in net for net in self.allow)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername")
+        if not self._allowed(peer):
+            writer.transport.abort()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._tasks[task] = None
+        self.accepted += 1
+        started = time.monotonic()
+        main = self._main()
+        limits = main.limits
+        try:
+            try:
+                async with asyncio.timeout(limits.header_timeout):
+                    first = await reader.read(1 << 16)
+            except TimeoutError:
+                return
+            if not first:
+                return
+            if len(self._tasks) > limits.max_connections or self._stopping.is_set():
+                self._refuse(writer, first)
+                return
+            if first[0] == socks5.VERSION:
+                self._tasks[task] = "socks5"  # drained like a busy HTTP connection
+                await serve_socks5(reader, writer, self.context_for, main, first, started,
+                                   auth_required=self._auth_required())
+            elif first[0] == SOCKS4:
+                # SOCKS4 resolves names on the client: refuse it ("request rejected")
+                writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
+            else:
+                # registering the client lets shutdown tell idle keep-alive from busy
+                await serve_http(reader, writer, self.context_for, main, first, started,
+                                 self._stopping,
+                                 on_client=lambda c: self._tasks.__setitem__(task, c))
+        except (OSError, StageTimeout):
+            pass
+        except asyncio.CancelledError:
+            pass  # shutdown cut this connection; the task simply ends
+        except Exception:  # a bug must not take the listener down: log it, close this one
+            logs.log.exception("internal error on a connection")
+        finally:
+            self._tasks.pop(task, None)
+            try:
+                if not writer.is_closing():
+                    writer.close()
+            except OSError:
+                pass
+
+    def _refuse(self, writer: asyncio.StreamWriter, first: bytes) -> None:
+        if first[0] == socks5.VERSION:
+            writer.write(socks5.method_reply(socks5.NO_ACCEPTABLE))
+        else:
+            writer.write(http_error_response(Overloaded(
+                "the proxy is at its connection limit; try again shortly"
+            )))

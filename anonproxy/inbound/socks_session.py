@@ -1,0 +1,135 @@
+"""One SOCKS5 client connection: handshake (pure parsing in socks5.py), connect, relay.
+
+A client's own SOCKS5 credentials, when the proxy does not use them (`auth` uses both, a
+`selectable` profile's name is the username), join the Tor isolation key as tor's
+IsolateSOCKSAuth would join them, so Tor Browser or torsocks keep their separation through us.
+
+Invariants: the destination is connected only after a complete, valid request; every refusal
+sends the matching reply code before closing; a hostname goes to the exit as a name; a client's
+credentials are never logged or passed on: only a keyed digest of them leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+
+from anonproxy import logs
+from anonproxy.exits.context import Context
+from anonproxy.transport.relay import relay
+from anonproxy.wire import socks5
+from anonproxy.wire.errors import (
+    SOCKS_GENERAL_FAILURE,
+    AuthRequired,
+    ProxyError,
+    StageTimeout,
+)
+
+_KEY = secrets.token_bytes(32)  # this process's: the digest says nothing about the credentials
+
+
+def own_isolation(credentials: socks5.Credentials, selected: Context, main: Context,
+                  auth_required: bool) -> str | None:
+    """The client's own isolation key from the credentials it sent, or None: not when they are
+    the proxy's own (`auth`); only the password when the username picked a selectable profile."""
+    if auth_required:
+        return None
+    username = credentials.username
+    if selected is not main and selected.loaded.name == username:
+        username = ""
+    if not (username or credentials.password):
+        return None
+    fields = [username.encode(), credentials.password.encode()]
+    message = b"".join(len(f).to_bytes(2, "big") + f for f in fields)
+    return hmac.new(_KEY, message, hashlib.sha256).hexdigest()
+
+
+class _Handshake:
+    def __init__(self, reader: asyncio.StreamReader, first: bytes, deadline: float) -> None:
+        self.reader, self.buf, self.deadline = reader, first, deadline
+
+    async def take(self, parse):
+        """Read until `parse` recognises a message; return it and keep what follows."""
+        while True:
+            parsed = parse(self.buf)
+            if parsed is not None:
+                message, used = parsed
+                self.buf = self.buf[used:]
+                return message
+            if len(self.buf) > 1024:
+                raise socks5.SocksError("handshake message too long", SOCKS_GENERAL_FAILURE)
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    data = await self.reader.read(4096)
+            except TimeoutError:
+                raise StageTimeout("the SOCKS5 handshake did not complete in time") from None
+            if not data:
+                raise ConnectionResetError("client closed during the SOCKS5 handshake")
+            self.buf += data
+
+
+async def serve_socks5(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    select: Callable[[tuple[str, str] | None], Context],
+    ctx: Context,
+    first: bytes,
+    started: float,
+    *,
+    auth_required: bool = False,
+) -> None:
+    """Serve one SOCKS5 client. `select` checks its credentials and gives its profile (the main
+    one, `ctx`, or one its username names)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.limits.header_timeout - (time.monotonic() - started)
+    hs = _Handshake(reader, first, deadline)
+    t0 = time.monotonic()
+    dest, exit_label, status, up, down, problem = "-", "-", "-", 0, 0, None
+    main, isolation = ctx, None
+    try:
+        methods = await hs.take(socks5.parse_greeting)
+        method = socks5.choose_method(methods, auth_required=auth_required)
+        writer.write(socks5.method_reply(method))
+        if method == socks5.NO_ACCEPTABLE:
+            status, problem = "refused", "no acceptable authentication method"
+            return
+        if method == socks5.USERPASS:
+            credentials = await hs.take(socks5.parse_userpass)
+            try:
+                ctx = select((credentials.username, credentials.password))
+            except AuthRequired as error:
+                writer.write(socks5.userpass_reply(False))
+                status, problem = "refused", error.message
+                return
+            writer.write(socks5.userpass_reply(True))
+            isolation = own_isolation(credentials, ctx, main, auth_required)
+        request = await hs.take(socks5.parse_request)
+        dest = request.dest
+        exit_label = (await ctx.route(dest, isolation)).exit
+        opened = await ctx.open(exit_label, dest, isolation=isolation)
+        exit_label = ">".join(opened.path)
+        up_reader, up_writer = opened.stream
+        try:
+            writer.write(socks5.reply(socks5.SUCCEEDED))
+            status = 0
+            up, down = await relay(
+                (reader, writer), (up_reader, up_writer), idle=ctx.limits.idle_timeout,
+                early_ab=hs.buf,
+            )
+        finally:
+            up_writer.close()
+    except socks5.SocksError as error:
+        status, problem = error.reply if error.reply is not None else "closed", error.message
+        if error.reply is not None:
+            writer.write(socks5.reply(error.reply))
+    except ProxyError as error:
+        status, problem = error.socks_reply, error.message
+        writer.write(socks5.reply(error.socks_reply))
+    except OSError:
+        problem = "client closed the connection"
+    finally:
+        logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0, problem)

@@ -1,0 +1,68 @@
+"""Country of an IP address from a MaxMind-format (.mmdb) database (geoip2).
+
+This is the only module that imports geoip2. It never resolves a name: it is a table read for
+an address the caller already has.
+
+`geoip = "bundled"` opens the database shipped with the package (built from the IPFire Location
+data that Tor distributes; CC BY-SA 4.0); a path opens any country .mmdb (GeoLite2, DB-IP Lite,
+...); `geoip = "none"` turns lookups off (country rules then never match).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "country.mmdb"
+
+
+class GeoError(Exception):
+    """The database named in the profile cannot be used."""
+
+
+@dataclass
+class GeoDB:
+    path: Path
+    _reader: object
+
+    @classmethod
+    def open(cls, spec: str) -> "GeoDB | None":
+        if spec == "none":
+            return None
+        path = BUNDLED if spec == "bundled" else Path(os.path.expanduser(spec))
+        try:
+            import geoip2.database
+            import maxminddb
+
+            reader = geoip2.database.Reader(str(path), mode=maxminddb.MODE_MMAP)
+        except FileNotFoundError:
+            if spec == "bundled":
+                raise GeoError(f"the bundled GeoIP database is missing ({path}); "
+                               "run scripts/build-geoip or name a .mmdb file") from None
+            raise GeoError(f"no such file: {path}") from None
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as error:
+            raise GeoError(f"{path} is not a MaxMind database: {error}") from None
+        return cls(path, reader)
+
+    def country(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        import geoip2.errors
+
+        try:
+            record = self._reader.country(ip)  # type: ignore[attr-defined]
+        except (geoip2.errors.AddressNotFoundError, ValueError):
+            return None
+        return record.country.iso_code
+
+    def info(self) -> dict[str, object]:
+        meta = self._reader.metadata()  # type: ignore[attr-defined]
+        return {
+            "path": str(self.path),
+            "type": meta.database_type,
+            "description": meta.description.get("en", ""),
+            "built": meta.build_epoch,
+            "size": self.path.stat().st_size,
+            "ip_version": meta.ip_version,
+            "nodes": meta.node_count,
+        }

@@ -1,0 +1,422 @@
+"""The running proxy: its profiles (the main one and those a proxy username selects), the tors
+they use, health probes, reloads, new identities, the dashboard, and the serve loop that turns
+signals and dashboard actions into them. Accepting connections is the Listener's.
+
+Invariants:
+- A reload or profile switch that fails keeps the running profile and says why; connections in
+  flight keep the profile they started with.
+- Credentials, when the proxy requires them, are compared in constant time.
+- It never listens beyond loopback without an allow-list or credentials: start() and every
+  reload or switch ask profiles.listen_problems about the address actually bound.
+- SIGINT/SIGTERM: stop accepting, drain (listener.py), stop tors and the dashboard, return;
+  other worker processes get the same signals (workers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import signal
+import socket
+import time
+from pathlib import Path
+
+from anonproxy import logs
+from anonproxy.admin.control import newnym_request_file, take_newnym_request
+from anonproxy.config.models import Admin
+from anonproxy.config.profiles import (
+    LoadedProfile,
+    ProfileError,
+    known_profiles,
+    listen_problems,
+    load_profile,
+    open_geo,
+)
+from anonproxy.exits.connect import Direct, TorExit
+from anonproxy.exits.context import Context
+from anonproxy.exits.tor import (
+    Tor,
+    TorSpec,
+    TorUnavailable,
+    site_renewal_words,
+    tor_binary,
+)
+from anonproxy.inbound.listener import Listener
+from anonproxy.runtime.workers import forward, reap
+from anonproxy.transport.upstream import UpstreamPool
+from anonproxy.wire.address import Address, AddressError, check_host
+from anonproxy.wire.errors import AuthRequired, NoSuchProfile
+
+
+class ProxyServer:
+    """The running proxy: owns the listening socket and the live connections."""
+
+    def __init__(self, loaded: LoadedProfile, listen: Address | None = None,
+                 profile_ref: str | None = None,
+                 credentials: tuple[str, str] | None = None,
+                 admin: Admin | None = None, loopback_allowed: bool = True) -> None:
+        """`profile_ref` (a name or path) is what reloads re-read; without it, no reloads.
+        `admin`: the dashboard's settings (started by start_admin). `loopback_allowed=False`
+        (exec --strict): this machine's addresses only where a rule's cidrs name them."""
+        self.loopback_allowed = loopback_allowed
+        self.listen = listen or loaded.profile.listen_address
+        self.profile_ref = profile_ref
+        self.admin = admin
+        self.admin_address: Address | None = admin.address if admin is not None else None
+        self._admin_app = None
+        self.activity = None  # what the dashboard shows (set by start_admin)
+        self.token_path: Path | None = None
+        self.started = time.time()
+        self.identities = 0  # new identities made since start
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self.children: list[int] = []  # other worker processes on our port (workers.py)
+        self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
+        self._credentials = credentials or _profile_credentials(loaded)  # required when set
+        self.tors: dict[TorSpec, Tor] = {}
+        self._tor_tasks: dict[TorSpec, asyncio.Task] = {}
+        self.ctx, self._selectable = self._contexts(loaded)
+        self._stopping = asyncio.Event()
+        self.listener = Listener(self.context_for, lambda: self.ctx,
+                                 lambda: self._credentials is not None, self._stopping,
+                                 loaded.profile.allow)
+        self._wakeup = asyncio.Event()
+        # reloads asked for, in order: the profile to load (None: the current one) and who waits
+        # for that outcome (None for SIGHUP); each gets the outcome of its own request
+        self._reload_queue: list[tuple[str | None, asyncio.Future | None]] = []
+        self._newnym_requested: str | None | bool = False  # False: none; None: all; or a site
+
+    def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
+        """The main profile's context and those a client may select by proxy username."""
+        main = Context(loaded, self.listen, geo=open_geo(loaded), tors=self.tors,
+                       admin=self.admin_address, loopback_allowed=self.loopback_allowed)
+        selectable = {}
+        for ref in loaded.profile.selectable:
+            if ref.endswith(".toml") and not Path(ref).is_absolute():
+                ref = str(loaded.path.parent / ref)
+            other = load_profile(ref)
+            selectable[other.name] = Context(other, self.listen, geo=open_geo(other),
+                                             tors=self.tors, admin=self.admin_address,
+                                             loopback_allowed=self.loopback_allowed)
+        specs = {spec for ctx in (main, *selectable.values()) for spec in ctx.tor_specs()}
+        if any(spec.managed for spec in specs):
+            tor_binary()  # no tor program: say so now, with what to do instead
+        return main, selectable
+
+    def context_for(self, credentials: tuple[str, str] | None) -> Context:
+        """The context for a client: the main profile, or the one its proxy username names.
+        Raises AuthRequired when the proxy requires credentials and these are not them."""
+        if self._credentials is not None:
+            user, password = credentials or ("", "")
+            if not (hmac.compare_digest(user.encode(), self._credentials[0].encode())
+                    & hmac.compare_digest(password.encode(), self._credentials[1].encode())):
+                raise AuthRequired("this proxy needs the credentials it was started with")
+            return self.ctx
+        username = credentials[0] if credentials else None
+        if username is None or not self._selectable:
+            return self.ctx
+        try:
+            return self._selectable[username]
+        except KeyError:
+            raise NoSuchProfile(
+                f"no selectable profile named '{username[:64]}' "
+                f"(choose one of: {', '.join(sorted(self._selectable))})"
+            ) from None
+
+    @property
+    def limits(self):
+        return self.ctx.limits
+
+    async def start(self, sock: socket.socket | None = None) -> Address:
+        """Listen on the profile's (or given) address, or accept on a socket made elsewhere.
+        Raises ProfileError for an address beyond loopback without allow or credentials."""
+        host = sock.getsockname()[0] if sock is not None else self.listen.host
+        problems = listen_problems(Address(host, self.listen.port), self.ctx.profile.allow,
+                                   self._credentials)
+        if problems:
+            raise ProfileError(f"{self.ctx.loaded.path}: {'; '.join(problems)}")
+        bound = await self.listener.start(self.listen, sock)
+        if bound != self.listen:  # a socket made elsewhere, or an ephemeral port: the real one
+            self.listen = bound
+            for ctx in self._all_contexts():
+                ctx.listen = bound
+        return self.listen
+
+    async def start_admin(self) -> Address | None:
+        """Start the dashboard when the profile (or --admin) asks for one; its address."""
+        if self.admin is None:
+            return None
+        from anonproxy.admin.activity import Activity
+        from anonproxy.admin.app import AdminApp
+        from anonproxy.admin.control import write_token
+        from anonproxy.admin.login import Logins
+
+        self.activity = Activity()
+        app = AdminApp(self, self.admin_address, Logins(), self.admin.password, self.activity)
+        self.admin_address = await app.start()
+        self._admin_app = app
+        for ctx in self._all_contexts():
+            ctx.admin = self.admin_address
+        logs.observers.append(self.activity.observe)
+        self.token_path = write_token(self.admin_address, app.logins.api_token)
+        return self.admin_address
+
+    def login_url(self) -> str | None:
+        """A one-time URL that logs a browser into the dashboard (None without one)."""
+        if self._admin_app is None:
+            return None
+        from anonproxy.admin.control import login_url
+
+        return login_url(self.admin_address, self._admin_app.logins.new_login_token())
+
+    async def _stop_admin(self) -> None:
+        app, self._admin_app = self._admin_app, None
+        if app is not None:
+            logs.observers.remove(self.activity.observe)
+            await app.stop()
+            if self.token_path is not None:
+                self.token_path.unlink(missing_ok=True)
+
+    @property
+    def accepted(self) -> int:
+        return self.listener.accepted
+
+    def connections_now(self) -> int:
+        return self.listener.open_connections
+
+    def switchable_profiles(self) -> dict[str, str]:
+        """Profiles the dashboard may switch to: the user's and shipped ones, and those beside
+        the running profile's file; name -> what load_profile takes."""
+        if self.profile_ref is None:
+            return {}
+        path = self.ctx.loaded.path
+        return known_profiles(path.parent if path is not None else None)
+
+    async def control_reload(self, name: str | None = None) -> str | None:
+        """Reload the profile (or switch to profile `name`) and wait for it: None, or why the
+        running profile was kept."""
+        if self.profile_ref is None:
+            return "this proxy was started without a profile to re-read"
+        if name and self.children:
+            return (f"switching profiles needs workers = 1 (this proxy runs "
+                    f"{len(self.children) + 1}); restart it with --profile {name}")
+        waiter = asyncio.get_running_loop().create_future()
+        self._reload_queue.append((self.switchable_profiles()[name] if name else None, waiter))
+        self._wakeup.set()
+        return await waiter
+
+    async def control_newnym(self, site: str | None) -> str:
+        """A new identity now, for one site or all; what was done, in words."""
+        if site is not None:
+            from anonproxy.policy.sites import site_of
+
+            try:
+                site = site_of(check_host(site))
+            except AddressError as error:
+                raise ValueError(f"site: {error}") from None
+        self._newnym_children(site)
+        await self.new_identity(site)
+        return self._renewal_words(site) if site else "new identity for every site"
+
+    def _renewal_words(self, site: str) -> str:
+        return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.isolation)
+                                         for ctx in self._all_contexts()
+                                         for plan in ctx.plans.values()
+                                         if isinstance(plan, TorExit)])
+
+    def _all_contexts(self) -> list[Context]:
+        return [self.ctx, *self._selectable.values()]
+
+    def warn_if_direct(self) -> None:
+        for ctx in self._all_contexts():
+            profile = ctx.profile
+            direct = [n for n in {profile.default, *(r.exit for r in profile.rules)}
+                      if isinstance(ctx.plans.get(n), Direct)]
+            if direct:
+                logs.log.warning(
+                    "profile '%s' sends traffic DIRECT (exit %s): those sites see this machine's "
+                    "address. Headers are stripped, but the address is not hidden.",
+                    ctx.loaded.name, ", ".join(f"'{n}'" for n in sorted(direct)))
+
+    def stop_on_signals(self) -> None:
+        """SIGINT and SIGTERM start a graceful stop, SIGHUP a reload (install these before
+        announcing readiness)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.request_new_identity)
+
+    def request_stop(self) -> None:
+        if not self._stopping.is_set():
+            forward(self.children, signal.SIGTERM)
+        self._stopping.set()
+        self._wakeup.set()
+
+    def request_reload(self) -> None:
+        if self._reload_queue[-1:] != [(None, None)]:  # a burst of SIGHUPs is one reload
+            self._reload_queue.append((None, None))
+        self._wakeup.set()
+
+    def request_new_identity(self, site: str | None = None) -> None:
+        """SIGUSR1: a new identity, for the site named in the request file if there is one."""
+        if site is None:
+            site = take_newnym_request(self.listen)
+        self._newnym_requested = site
+        self._wakeup.set()
+        self._newnym_children(site)
+
+    def _newnym_children(self, site: str | None) -> None:
+        from anonproxy.admin.control import RuntimeDirError, write_private
+
+        for pid in self.children:
+            if site is not None:
+                try:
+                    write_private(newnym_request_file(self.listen, pid), site + "\n")
+                except (OSError, RuntimeDirError) as error:
+                    logs.log.error("cannot pass the site to worker %d (%s); it renews "
+                                   "every site", pid, error)
+        forward(self.children, signal.SIGUSR1)
+
+    def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
+        """Run one tor per spec the profiles use; stop those no profile uses any more."""
+        wanted = {spec for ctx in self._all_contexts() for spec in ctx.tor_specs()}
+        for spec in wanted - self._tor_tasks.keys():
+            self.tors[spec] = Tor(spec)
+            self._tor_tasks[spec] = tasks.create_task(self.tors[spec].run())
+        for spec in self._tor_tasks.keys() - wanted:
+            self._tor_tasks.pop(spec).cancel()
+            self.tors.pop(spec, None)
+
+    async def tors_ready(self, timeout: float) -> None:
+        """Wait until every tor the profiles use is ready (serve_until_signalled starts them)."""
+        await asyncio.sleep(0)
+        for tor in list(self.tors.values()):
+            await tor.wait_ready(timeout)
+
+    async def new_identity(self, site: str | None) -> None:
+        """New circuits: for one site (new isolation keys), or for everything (also NEWNYM)."""
+        self.identities += 1
+        for tor in list(self.tors.values()):
+            tor.new_identity_for(site)
+            if site is not None or tor.state != "ready":
+                continue
+            wait = await tor.newnym()
+            if wait:
+                logs.log.warning("tor (%s): tor allows a new identity in %.0f s; isolation keys "
+                                 "were renewed now, NEWNYM follows then", tor.spec.label(), wait)
+                await asyncio.sleep(wait)
+                await tor.newnym()
+            logs.log.info("tor (%s): new identity", tor.spec.label())
+        if site is not None:
+            logs.log.info("%s", self._renewal_words(site))
+        for ctx in self._all_contexts():
+            ctx.pool.close()
+            ctx.pool = UpstreamPool()
+
+    async def serve_until_signalled(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            self._sync_tors(tasks)
+            probers = self._start_probers(tasks)
+            sweeper = tasks.create_task(self._sweep_idle_upstreams())
+            background = [sweeper]
+            if self._admin_app is not None:
+                from anonproxy.admin.app import sample_forever
+
+                background.append(tasks.create_task(sample_forever(self.activity)))
+            while not self._stopping.is_set():
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                queue, self._reload_queue = self._reload_queue, []
+                for i, (ref, waiter) in enumerate(queue):
+                    if self._stopping.is_set():
+                        self._reload_queue[:0] = queue[i:]  # answered when stopping, below
+                        break
+                    error = self.reload(ref)
+                    if error is None:
+                        forward(self.children, signal.SIGHUP)
+                        self._sync_tors(tasks)
+                        for prober in probers:
+                            prober.cancel()
+                        probers = self._start_probers(tasks)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(error)
+                if self._newnym_requested is not False and not self._stopping.is_set():
+                    site, self._newnym_requested = self._newnym_requested, False
+                    tasks.create_task(self.new_identity(site))
+            logs.log.info("stopping: no new connections; draining %d",
+                          self.listener.open_connections)
+            for task in (*probers, *background, *self._tor_tasks.values()):
+                task.cancel()
+            for _, waiter in self._reload_queue:
+                if waiter is not None and not waiter.done():
+                    waiter.set_result("the proxy is stopping")
+            await self._stop_admin()
+            await self.stop()
+            await asyncio.to_thread(reap, self.children)
+
+    def reload(self, ref: str | None = None) -> str | None:
+        """Re-read the profile (or switch to the one `ref` names); on any error keep the
+        running one and return why. Connections in flight keep the profile they started with;
+        new requests and connections get the new one."""
+        if self.profile_ref is None:
+            return "this proxy was started without a profile to re-read"
+        try:
+            loaded = load_profile(ref or self.profile_ref)
+            credentials = self._credentials if self._fixed_credentials \
+                else _profile_credentials(loaded)
+            problems = listen_problems(self.listen, loaded.profile.allow, credentials)
+            if problems:  # the bound address stays; the profile must still guard it
+                raise ProfileError(f"{loaded.path}: the proxy stays on {self.listen} until it "
+                                   f"restarts; {'; '.join(problems)}")
+            main, selectable = self._contexts(loaded)
+        except (ProfileError, TorUnavailable) as error:
+            logs.log.error("reload failed, keeping the running profile: %s", error)
+            self.last_reload_error = str(error)
+            return str(error)
+        if ref is not None:
+            self.profile_ref = ref
+        self.reloads += 1
+        self.last_reload_error = None
+        if loaded.profile.listen_address != self.ctx.profile.listen_address:
+            logs.log.warning("reload: the listen address only changes on restart")
+        old = self._all_contexts()
+        if loaded.path == self.ctx.loaded.path:  # a reload, not a switch
+            main.carry_hits(self.ctx)
+        for ctx in (main, *selectable.values()):
+            ctx.listen = self.listen
+        self.ctx, self._selectable = main, selectable
+        self.listener.allow = loaded.profile.allow
+        if not self._fixed_credentials:
+            self._credentials = _profile_credentials(loaded)
+        for ctx in old:
+            ctx.pool.close()
+        logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
+        self.warn_if_direct()
+        return None
+
+    def _start_probers(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task]:
+        probers = []
+        for ctx in self._all_contexts():
+            members = ctx.probed_members()
+            if members:
+                health = ctx.profile.health
+                probers.append(tasks.create_task(
+                    ctx.health.run(members, ctx.probe, health.interval, health.timeout)))
+        return probers
+
+    async def _sweep_idle_upstreams(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            for ctx in self._all_contexts():
+                ctx.pool.sweep()
+
+    async def stop(self) -> None:
+        self.request_stop()
+        await self.listener.drain(self.limits.drain_timeout)
+        for ctx in self._all_contexts():
+            ctx.pool.close()
+
+def _profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
+    auth = loaded.profile.auth
+    return (auth.username, auth.password) if auth is not None else None

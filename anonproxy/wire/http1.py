@@ -1,0 +1,382 @@
+"""HTTP/1.x message parsing and rendering over llhttp (httptools); no I/O.
+
+This is the only module that imports httptools. Parsers are incremental: `feed(bytes)` returns
+the events found so far (a head, body pieces, the end of a message, or the start of a tunnel).
+Framing is decided by llhttp in its strict mode, never by hand: a request with both
+Content-Length and Transfer-Encoding, a bad chunk size or a malformed line is a BadRequest.
+
+Invariants: header names keep their case and order; limits on head size and header count are
+enforced while the head is still arriving; body bytes are handed on as they come (never
+buffered whole).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import httptools
+
+from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
+from anonproxy.wire.headers import scan
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.1" or b"1.0"
+    headers: Headers
+    keep_alive: bool
+    has_body: bool
+    # from the parser's one pass over the headers, so later stages need not scan them again
+    framing: str = "none"  # "none" | "length" | "chunked"
+    websocket: bool = False  # asks for a WebSocket upgrade
+    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    version: bytes
+    headers: Headers
+    keep_alive: bool
+    framing: str  # "none" | "length" | "chunked" | "close"
+    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
+
+
+@dataclass(slots=True)
+class Body:
+    data: bytes
+
+
+class End:
+    """The current message is complete."""
+
+    __slots__ = ()
+
+
+END = End()
+
+
+@dataclass(slots=True)
+class Tunnel:
+    """The head was a CONNECT or protocol upgrade: what follows is raw bytes, starting with `rest`."""
+
+    rest: bytes
+
+
+Event = RequestHead | ResponseHead | Body | End | Tunnel
+
+
+def _framing(encodings: list[bytes], lengths: list[bytes], error: type[Exception]) -> str:
+    """How the body of a message with these (llhttp-validated) Transfer-Encoding and
+    Content-Length values is delimited.
+
+    More than one Transfer-Encoding line is refused: llhttp and a next hop could disagree on
+    which one frames the body (a smuggling shape), and no honest client needs it.
+    """
+    if len(encodings) > 1:
+        raise error("the message has more than one Transfer-Encoding header")
+    if encodings:
+        final = encodings[0].rsplit(b",", 1)[-1].strip().lower()
+        return "chunked" if final == b"chunked" else "close"
+    if not lengths:
+        return "close"
+    return "length" if lengths[0].strip() != b"0" else "none"
+
+
+class _Collector:
+    """Callbacks for llhttp; accumulates a head and queues events."""
+
+    def __init__(self, max_head_bytes: int, max_headers: int, too_large: type[Exception]) -> None:
+        self.events: list[Event] = []
+        self.url = b""
+        self.reason = b""
+        self.headers: Headers = []
+        self.head_bytes = 0
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.too_large = too_large
+        self.fed_quietly = 0
+
+    def guard(self, fed: int) -> None:
+        """Bound what llhttp may buffer: it keeps a header or trailer line until the line ends,
+        so bytes that produce no event (a head, a trailer, chunk framing) are counted, and more
+        than a head's worth of them is refused."""
+        if self.events:
+            self.fed_quietly = 0
+            return
+        self.fed_quietly += fed
+        if self.fed_quietly > self.max_head_bytes:
+            raise self.too_large(
+                f"the message head or trailer is larger than {self.max_head_bytes} bytes")
+
+    def _count(self, n: int) -> None:
+        self.head_bytes += n
+        if self.head_bytes > self.max_head_bytes:
+            raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        self.url, self.reason, self.headers, self.head_bytes = b"", b"", [], 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        self.url += url
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status))
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # _count, inlined: this runs for every header line of every message
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.max_head_bytes:
+            raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
+        if len(self.headers) >= self.max_headers:
+            raise self.too_large(f"the message has more than {self.max_headers} header fields")
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(Body(body))
+
+    def on_message_complete(self) -> None:
+        self.events.append(END)
+
+
+class _RequestCollector(_Collector):
+    parser: httptools.HttpRequestParser
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        version = p.get_http_version()
+        if version not in ("1.0", "1.1"):
+            # llhttp also takes "HTTP/2.0", and a request line without a version as 0.9 (still
+            # reading header lines after it): neither is an HTTP/1.x request to forward as one
+            raise BadRequest(f"unsupported HTTP version {version}")
+        encodings, lengths, listed, websocket = scan(self.headers)
+        framing = _framing(encodings, lengths, BadRequest)
+        if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
+            framing = "none"
+        self.events.append(
+            RequestHead(
+                method=p.get_method(),
+                target=self.url,
+                version=version.encode("ascii"),
+                headers=self.headers,
+                keep_alive=p.should_keep_alive(),
+                has_body=framing != "none",
+                framing=framing,
+                websocket=websocket,
+                listed=listed,
+            )
+        )
+        self.headers = []  # trailer fields (llhttp reports them as headers) stay out of the head
+
+
+class RequestParser:
+    """Parses the requests a client sends on one connection, pipelined or not."""
+
+    def __init__(self, max_head_bytes: int = 65536, max_headers: int = 100) -> None:
+        self._limits = (max_head_bytes, max_headers)
+        self._new()
+
+    def _new(self) -> None:
+        self._collector = _RequestCollector(*self._limits, HeadersTooLarge)
+        self._parser = httptools.HttpRequestParser(self._collector)
+        self._collector.parser = self._parser
+
+    def feed(self, data: bytes) -> list[Event]:
+        out: list[Event] = []
+        while True:
+            c = self._collector
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                rest = data[upgrade.args[0] :]
+                events, c.events = c.events, []
+                # llhttp reports the message complete at the head's end; the tunnel owns the rest
+                if events and events[-1] is END:
+                    events.pop()
+                self._new()
+                head = events.pop()
+                assert isinstance(head, RequestHead)
+                out += events
+                if head.method == b"CONNECT" or head.websocket:
+                    return [*out, head, Tunnel(rest)]
+                # An upgrade we do not serve (h2c, TLS/1.0, ...): drop the offer and parse the
+                # message, body included, as plain HTTP.
+                plain = [(n, v) for n, v in head.headers if n.lower() != b"upgrade"]
+                data = render_request_head(head.method, head.target, plain, head.version) + rest
+                continue
+            except httptools.HttpParserCallbackError as error:
+                cause = error.__context__
+                if isinstance(cause, BadRequest):
+                    raise cause from None
+                raise BadRequest("the request could not be parsed") from None
+            except httptools.HttpParserError as error:
+                raise BadRequest(f"malformed request: {_llhttp_reason(error)}") from None
+            c.guard(len(data))
+            out += c.events
+            c.events = []
+            return out
+
+
+class _ResponseCollector(_Collector):
+    parser: httptools.HttpResponseParser
+    head_only: bool = False
+    final_framing: str | None = None
+    ended = False  # the final response is complete
+    after_end = False  # bytes came after it: the connection is out of step
+
+    def on_message_begin(self) -> None:
+        if self.ended:
+            self.after_end = True
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.final_framing is not None:
+            self.ended = True
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        status = p.get_status_code()
+        encodings, lengths, listed, _ = scan(self.headers)
+        if not 100 <= status <= 599:
+            raise BadUpstreamResponse(f"the upstream sent an invalid status code {status}")
+        if 100 <= status < 200 and status != 101 and (
+                encodings or any(v.strip() != b"0" for v in lengths)):
+            # A 1xx response ends with its head (RFC 9110 15.2), but llhttp reads a body for
+            # 1xx codes other than 100-103 when one is declared: those bytes would reach the
+            # client as a response of their own, and answer its next request, maybe to another site
+            raise BadUpstreamResponse("the upstream sent an interim (1xx) response with a body")
+        if self.head_only or status in (204, 304) or 100 <= status < 200:
+            framing = "none"
+        else:
+            framing = _framing(encodings, lengths, BadUpstreamResponse)
+        self.events.append(
+            ResponseHead(
+                status=status,
+                # a reason phrase is text for people (RFC 9112 4): one with control bytes is
+                # dropped rather than passed on to a client that may not expect them
+                reason=b"" if _CONTROL.search(self.reason) else self.reason,
+                version=p.get_http_version().encode("ascii"),
+                headers=self.headers,
+                keep_alive=p.should_keep_alive(),
+                framing=framing,
+                listed=listed,
+            )
+        )
+        self.headers = []  # trailer fields (llhttp reports them as headers) stay out of the head
+        if status >= 200:
+            self.final_framing = framing
+        if self.head_only and status >= 200:
+            raise _HeadDone
+
+
+class _HeadDone(Exception):
+    """Raised from a callback to stop llhttp after the head of a response to HEAD."""
+
+
+class ResponseParser:
+    """Parses the responses to one request: any 1xx interim responses, then the final one."""
+
+    def __init__(self, request_method: bytes, max_head_bytes: int = 65536, max_headers: int = 200):
+        self._collector = _ResponseCollector(max_head_bytes, max_headers, BadUpstreamResponse)
+        self._collector.head_only = request_method == b"HEAD"
+        self._parser = httptools.HttpResponseParser(self._collector)
+        self._collector.parser = self._parser
+
+
+    def feed(self, data: bytes) -> list[Event]:
+        c = self._collector
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            c.events.append(Tunnel(data[upgrade.args[0] :]))
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if isinstance(cause, _HeadDone):
+                c.events.append(END)
+                c.ended = True
+                # anything after the head of a response to HEAD puts the upstream out of step
+                c.after_end = not data.endswith(b"\r\n\r\n")
+            elif c.ended:
+                c.after_end = True  # garbage after a complete response: keep the response
+            elif isinstance(cause, BadUpstreamResponse):
+                raise cause from None
+            else:
+                raise BadUpstreamResponse("the upstream response could not be parsed") from None
+        except httptools.HttpParserError as error:
+            if not c.ended:
+                raise BadUpstreamResponse(
+                    f"the upstream sent a malformed response: {_llhttp_reason(error)}"
+                ) from None
+            c.after_end = True
+        c.guard(len(data))
+        events, c.events = c.events, []
+        return events
+
+    @property
+    def reusable(self) -> bool:
+        """The final response ended cleanly and nothing followed it."""
+        return self._collector.ended and not self._collector.after_end
+
+    def feed_eof(self) -> list[Event]:
+        """The upstream closed: completes a close-delimited body, or is an error mid-message."""
+        c = self._collector
+        if c.final_framing == "close" and not c.ended:
+            c.ended = c.after_end = True  # complete, and the connection is gone
+            return [END]
+        if c.head_bytes == 0:
+            raise BadUpstreamResponse("the upstream closed the connection without a response")
+        raise BadUpstreamResponse("the upstream closed the connection in the middle of a response")
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _llhttp_reason(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text[:120]
+
+
+def parse_absolute_url(target: bytes) -> tuple[bytes, bytes, int | None, bytes]:
+    """Split an absolute-form request-target into (scheme, host, port, origin-form path)."""
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise BadRequest("the request target is not a valid URL") from None
+    if not url.schema or not url.host:
+        raise BadRequest("the request target must be an absolute http:// URL")
+    path = url.path or b"/"
+    if url.query is not None:
+        path += b"?" + url.query
+    return url.schema.lower(), url.host, url.port, path
+
+
+def render_request_head(
+    method: bytes, target: bytes, headers: Headers, version: bytes = b"1.1"
+) -> bytes:
+    lines = [method + b" " + target + b" HTTP/" + version]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def render_response_head(status: int, reason: bytes, headers: Headers) -> bytes:
+    lines = [b"HTTP/1.1 %d " % status + reason]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+LAST_CHUNK = b"0\r\n\r\n"
