@@ -31,29 +31,26 @@ def test_one_line_per_request_with_protocol_host_exit_status_and_bytes(proxy, or
 
 def test_sigterm_drains_active_transfers_and_exits_zero(proxy, origin):
     """A download in flight when SIGTERM arrives completes; idle connections close; exit 0."""
-    idle = proxy.connect()
-    idle.sendall(f"GET {origin.url('/bytes/10')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    recv_until(idle, pattern(10))
-    size = 20 * 1024 * 1024
-    busy = proxy.connect()
-    busy.sendall(f"GET {origin.url(f'/bytes/{size}')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    first = busy.recv(1000)  # the transfer has started
-    assert first.startswith(b"HTTP/1.1 200")
-    proxy.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    assert idle.recv(10) == b""  # the idle keep-alive connection was closed
-    body = first.split(b"\r\n\r\n", 1)[1]
-    while len(body) < size:
-        chunk = busy.recv(1 << 20)
-        if not chunk:
-            break
-        body += chunk
-    assert body == pattern(size)
+    with proxy.connect() as idle, proxy.connect() as busy:  # closed even when a check fails
+        idle.sendall(f"GET {origin.url('/bytes/10')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        recv_until(idle, pattern(10))
+        size = 20 * 1024 * 1024
+        busy.sendall(f"GET {origin.url(f'/bytes/{size}')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        first = busy.recv(1000)  # the transfer has started
+        assert first.startswith(b"HTTP/1.1 200")
+        proxy.process.send_signal(signal.SIGTERM)
+        assert idle.recv(10) == b""  # the idle keep-alive connection is closed (recv waits)
+        body = first.split(b"\r\n\r\n", 1)[1]
+        while len(body) < size:
+            chunk = busy.recv(1 << 20)
+            if not chunk:
+                break
+            body += chunk
+        assert len(body) == size, f"{len(body)} of {size} bytes, then EOF:\n{proxy.log()[-2000:]}"
+        assert body == pattern(size)
     assert proxy.process.wait(15) == 0
     with socket.socket() as sock:
         assert sock.connect_ex(proxy.address) != 0  # no longer listening
-    idle.close()
-    busy.close()
 
 
 def test_sigint_stops_cleanly(proxy):
