@@ -173,5 +173,5 @@ def test_install_ships_nothing_an_earlier_build_left_behind(tmp_path):
 
     run_install(env, tmp_path, checkout)
     package = installed_module(venv / "bin" / "python", tmp_path).parent
-    assert (package / "cli.py").exists()
+    assert (package / "__main__.py").exists()
     assert not (package / leftover.name).exists()
