@@ -1,0 +1,177 @@
+"""scripts/install as a new user runs it: with Debian's own Python (externally managed, PEP 668)
+and a fresh HOME, or inside an active venv. The command it names serves a page, and nothing is
+written into the system's site-packages.
+
+Invariants checked: the install is a copy in a venv (never editable, never the checkout), the
+command is where the script says, and the system's site-packages are unchanged.
+
+scripts/test runs these tests in a network namespace where pip reaches no index, so it gathers
+the wheels they need beforehand (with /usr/bin/python3, so they fit it) and names the directory
+in ANONPROXY_TEST_WHEELS; pip then installs from those alone. Run by hand without it, pip uses
+its own configured index."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import curl
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+
+def _system_python_too_old() -> bool:
+    code = "import sys; print(sys.version_info >= (3, 11))"
+    return subprocess.run([str(SYSTEM_PYTHON), "-I", "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() != "True"
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="no /usr/bin/python3 (a Debian Python) here"),
+    pytest.mark.skipif(SYSTEM_PYTHON.exists() and _system_python_too_old(),
+                       reason="/usr/bin/python3 is older than 3.11, which anonproxy needs"),
+]
+
+
+def system_env(home: Path, path: str = "/usr/bin:/bin:/usr/sbin:/sbin") -> dict[str, str]:
+    """The environment of a user of /usr/bin/python3: no venv, no PYTHONPATH, a fresh HOME (and
+    no XDG directories elsewhere)."""
+    dropped = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHON"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("XDG_")}
+    if wheels := os.environ.get("ANONPROXY_TEST_WHEELS"):
+        env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
+        env |= {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheels}
+    return env | {"HOME": str(home), "PATH": path}
+
+
+def run_install(env: dict[str, str], cwd: Path, checkout: Path = ROOT) -> str:
+    done = subprocess.run([str(checkout / "scripts" / "install")], env=env, cwd=cwd, check=False,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"scripts/install failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def named_command(output: str) -> Path:
+    lines = [line for line in output.splitlines() if line.startswith("The anonproxy command is ")]
+    assert len(lines) == 1, output
+    return Path(lines[0].removeprefix("The anonproxy command is "))
+
+
+def site_packages_listing() -> dict[str, tuple[int, int]]:
+    """Every file under the system Python's site-packages, with its size and mtime; compiled
+    bytecode (__pycache__, written by any import) left out."""
+    code = "import site; print('\\n'.join(site.getsitepackages()))"
+    dirs = subprocess.run([str(SYSTEM_PYTHON), "-I", "-c", code], capture_output=True,
+                          text=True, check=True).stdout.split()
+    listing = {}
+    for top in dirs:
+        for folder, subdirs, files in os.walk(top):
+            subdirs[:] = [d for d in subdirs if d != "__pycache__"]
+            for name in [*files, *subdirs]:
+                st = os.lstat(path := os.path.join(folder, name))
+                listing[path] = (st.st_size, st.st_mtime_ns)
+    assert dirs, "the system Python names no site-packages"
+    return listing
+
+
+def installed_module(python: Path, cwd: Path) -> Path:
+    code = "import anonproxy; print(anonproxy.__file__)"
+    return Path(subprocess.run([str(python), "-I", "-c", code], cwd=cwd, capture_output=True,
+                               text=True, check=True).stdout.strip())
+
+
+def serve_one_page(program: Path, env: dict[str, str], origin, tmp_path: Path) -> None:
+    """Start `program serve` on the direct profile, fetch a page through it with curl, stop it."""
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [str(program), "serve", "--profile", "direct", "--listen", "127.0.0.1:0",
+             "--admin", "off"],
+            stdout=subprocess.PIPE, stderr=log, env=env, cwd=tmp_path, text=True)
+    try:
+        deadline, line = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and process.poll() is None:
+            if (line := process.stdout.readline()).startswith("anonproxy listening on "):
+                break
+        assert line.startswith("anonproxy listening on "), log_path.read_text()
+        address = line.rsplit(" ", 1)[1].strip()
+        out = curl("-x", f"http://{address}", origin.url("/echo?installed"))
+        assert out.returncode == 0, out.stderr
+        assert origin.last.target == "/echo?installed"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+def test_install_on_the_system_python_with_a_fresh_home_serves_a_page(tmp_path, origin):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = system_env(home)
+    before = site_packages_listing()
+
+    output = run_install(env, tmp_path)
+    program = named_command(output)
+    venv = home / ".local" / "share" / "anonproxy-venv"
+    assert program == home / ".local" / "bin" / "anonproxy"
+    assert program.resolve() == (venv / "bin" / "anonproxy").resolve()
+    assert f'export PATH="{home}/.local/bin:$PATH"' in output  # not on PATH: says how
+    assert "home = /usr/bin" in (venv / "pyvenv.cfg").read_text()
+    module = installed_module(venv / "bin" / "python", tmp_path)
+    assert module.is_relative_to(venv / "lib"), f"not a copy in the venv: {module}"
+    serve_one_page(program, env, origin, tmp_path)
+
+    again = run_install(env, tmp_path)  # re-running upgrades in place
+    assert named_command(again) == program
+    serve_one_page(program, env, origin, tmp_path)
+
+    assert site_packages_listing() == before
+    user_site = home / ".local" / "lib"
+    assert not user_site.exists(), "wrote into the user's site-packages"
+
+
+def test_install_inside_an_active_venv_installs_into_that_venv(tmp_path, origin):
+    home = tmp_path / "home"
+    home.mkdir()
+    venv = tmp_path / "venv"
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True)
+    env = system_env(home, f"{venv}/bin:/usr/bin:/bin:/usr/sbin:/sbin") | {"VIRTUAL_ENV": str(venv)}
+    before = site_packages_listing()
+
+    output = run_install(env, tmp_path)
+    assert named_command(output) == venv / "bin" / "anonproxy"
+    assert "PATH" not in output  # the venv's bin is on PATH already
+    assert not (home / ".local").exists(), "wrote outside the active venv"
+    assert installed_module(venv / "bin" / "python", tmp_path).is_relative_to(venv / "lib")
+    serve_one_page(venv / "bin" / "anonproxy", env, origin, tmp_path)
+    assert site_packages_listing() == before
+
+
+def test_install_ships_nothing_an_earlier_build_left_behind(tmp_path):
+    """setuptools builds in the source tree and packs whatever build/lib holds, so a module an
+    earlier build left there (since moved or deleted) would be installed with the rest."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    leftover = checkout / "build" / "lib" / "anonproxy" / "leftover_of_an_earlier_build.py"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("")
+    venv = tmp_path / "venv"
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True)
+    env = system_env(tmp_path, f"{venv}/bin:/usr/bin:/bin:/usr/sbin:/sbin") | {"VIRTUAL_ENV": str(venv)}
+
+    run_install(env, tmp_path, checkout)
+    package = installed_module(venv / "bin" / "python", tmp_path).parent
+    assert (package / "__main__.py").exists()
+    assert not (package / leftover.name).exists()
