@@ -58,7 +58,7 @@ class Activity:
         while self.recent and now - self.recent[0][0] > self.max_age:
             self.recent.popleft()
         keys = ("time", "proto", "site", "exit", "status", "error", "up", "down", "ms")
-        return [dict(zip(keys, entry)) for entry in reversed(self.recent)]
+        return [dict(zip(keys, entry, strict=True)) for entry in reversed(self.recent)]
 
     def clear(self) -> None:
         self.recent.clear()

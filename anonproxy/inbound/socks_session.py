@@ -132,4 +132,5 @@ async def serve_socks5(
     except OSError:
         problem = "client closed the connection"
     finally:
-        logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0, problem)
+        logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0,
+                        problem)

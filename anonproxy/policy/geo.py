@@ -28,7 +28,7 @@ class GeoDB:
     _reader: object
 
     @classmethod
-    def open(cls, spec: str) -> "GeoDB | None":
+    def open(cls, spec: str) -> GeoDB | None:
         if spec == "none":
             return None
         path = BUNDLED if spec == "bundled" else Path(os.path.expanduser(spec))

@@ -36,7 +36,7 @@ def domain_pattern_problem(pattern: str) -> str | None:
         except re.error as error:
             return f"not a valid regular expression ({error})"
         return None
-    name = pattern[2:] if pattern.startswith("*.") else pattern
+    name = pattern.removeprefix("*.")
     if "*" in name:
         return "a wildcard may only start a pattern, as in *.example.com (or use re:...)"
     try:
@@ -53,7 +53,7 @@ class DomainSet:
     regexes: tuple[re.Pattern, ...]
 
     @classmethod
-    def from_patterns(cls, patterns: Iterable[str]) -> "DomainSet":
+    def from_patterns(cls, patterns: Iterable[str]) -> DomainSet:
         exact, suffixes, regexes = set(), set(), []
         for p in patterns:
             if p.startswith("re:"):

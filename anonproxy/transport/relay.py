@@ -33,7 +33,7 @@ class _Side(asyncio.Protocol):
 
     __slots__ = ("tunnel", "transport", "peer", "eof", "bytes", "splice", "started")
 
-    def __init__(self, tunnel: "_Tunnel", transport: asyncio.Transport) -> None:
+    def __init__(self, tunnel: _Tunnel, transport: asyncio.Transport) -> None:
         self.tunnel, self.transport = tunnel, transport
         self.peer: _Side | None = None
         self.eof = False  # this side has finished sending
