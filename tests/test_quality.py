@@ -25,3 +25,9 @@ def test_ruff_finds_nothing():
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "All checks passed" in out.stdout  # it did check
 
+
+
+def test_mypy_finds_nothing():
+    out = _run("mypy", "--no-incremental", "--cache-dir", os.devnull, "anonproxy")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "Success: no issues found" in out.stdout  # it did check

@@ -65,10 +65,11 @@ class Activity:
 
     def sample(self, now: float | None = None) -> dict:
         """Bytes per exit since the previous sample; appended to the chart's series."""
-        point = {"time": time.time() if now is None else now, "exits": {}}
+        exits: dict[str, dict[str, int]] = {}
+        point = {"time": time.time() if now is None else now, "exits": exits}
         for name, totals in self.exits.items():
             up0, down0 = self._sampled.get(name, (0, 0))
-            point["exits"][name] = {"up": totals.up - up0, "down": totals.down - down0}
+            exits[name] = {"up": totals.up - up0, "down": totals.down - down0}
             self._sampled[name] = (totals.up, totals.down)
         self.series.append(point)
         return point
