@@ -73,7 +73,7 @@ class Origin:
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def handle(self) -> None:
         origin = self.server.origin

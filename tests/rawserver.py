@@ -73,7 +73,7 @@ def _reset(sock: socket.socket) -> None:
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def handle(self) -> None:
         raw: RawServer = self.server.raw

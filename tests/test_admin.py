@@ -187,7 +187,7 @@ def test_reload_through_the_api_applies_a_new_rule_and_refuses_a_broken_file(das
     path.write_text(path.read_text() + '[[rules]]\ndomains = ["added.example"]\nexit = "block"\n')
     answer = admin.send("POST", "/api/reload")
     assert answer.status_code == 200 and answer.json()["ok"], answer.text
-    assert [r["text"] for r in admin.json("/api/rules")][0].startswith('domains = ["added.example"]')
+    assert next(r["text"] for r in admin.json("/api/rules")).startswith('domains = ["added.example"]')
     out = curl("-x", proxy.url, "http://added.example/")
     assert b"blocked by rule 1" in out.stdout
 
@@ -234,7 +234,7 @@ def test_switching_the_active_profile_through_the_api(dashboard, tmp_path, origi
 
 
 def test_concurrent_reloads_each_get_the_outcome_of_their_own_request(dashboard, tmp_path):
-    proxy, admin = dashboard()
+    _proxy, admin = dashboard()
     (tmp_path / "broken.toml").write_text('default = "nowhere"\n[exits.direct]\n')
     calls = [("/api/profile", {"profile": "broken"}), ("/api/reload", None)] * 4
     clients = [Admin(admin.port) for _ in calls]
@@ -250,7 +250,7 @@ def test_concurrent_reloads_each_get_the_outcome_of_their_own_request(dashboard,
         thread.start()
     for thread in threads:
         thread.join(60)
-    for (path, _), answer in zip(calls, answers):
+    for (path, _), answer in zip(calls, answers, strict=True):
         assert answer is not None
         if path == "/api/profile":
             assert answer.status_code == 409 and "broken.toml" in answer.json()["error"], answer.text
@@ -352,7 +352,7 @@ def test_a_taken_admin_address_stops_serve_with_a_clear_message(start_proxy, tmp
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(RuntimeError, match="cannot start the dashboard on 127.0.0.1:"):
+        with pytest.raises(RuntimeError, match=r"cannot start the dashboard on 127\.0\.0\.1:"):
             start_proxy(_profile(port, ""))
 
 

@@ -133,11 +133,11 @@ CLIENTS = {
     "curl-socks5h": ["curl", "-s", "-f", "-H", "X-Forwarded-For: 1.2.3.4", "--proxy",
                      "$ALL_PROXY", "{url}"],
     "wget": ["wget", "-q", "-O", "-", "--header", "X-Forwarded-For: 1.2.3.4", "{url}"],
-    "urllib": [sys.executable, "-c", "import sys, urllib.request as u; r = u.Request(sys.argv[1], "
-               "headers={'X-Forwarded-For': '1.2.3.4'}); print(u.urlopen(r).read().decode())",
+    "urllib": [sys.executable, "-c", ("import sys, urllib.request as u; r = u.Request(sys.argv[1], "
+               "headers={'X-Forwarded-For': '1.2.3.4'}); print(u.urlopen(r).read().decode())"),
                "{url}"],
-    "requests": [sys.executable, "-c", "import sys, requests; print(requests.get(sys.argv[1], "
-                 "headers={'X-Forwarded-For': '1.2.3.4'}).text)", "{url}"],
+    "requests": [sys.executable, "-c", ("import sys, requests; print(requests.get(sys.argv[1], "
+                 "headers={'X-Forwarded-For': '1.2.3.4'}).text)"), "{url}"],
 }
 
 

@@ -73,7 +73,7 @@ def test_broken_profiles_name_file_key_and_value(tmp_path, text, expected):
 
 
 def test_unknown_profile_name_lists_known_ones():
-    with pytest.raises(ProfileError, match="no profile named 'nope' .*default"):
+    with pytest.raises(ProfileError, match=r"no profile named 'nope' .*default"):
         load_profile("nope")
 
 

@@ -89,7 +89,7 @@ def test_an_onion_name_goes_to_tor_without_any_lookup_and_a_block_rule_still_blo
     blocked = _context(TOR_PROFILE + '[[rules]]\ndomains = ["*.onion"]\nexit = "block"\n')
     with pytest.raises(Forbidden, match="blocked by rule 2"):
         asyncio.run(blocked.route(Address("x.onion", 80)))
-    with pytest.raises(Forbidden, match="Tor '.exit' name"):
+    with pytest.raises(Forbidden, match=r"Tor '\.exit' name"):
         asyncio.run(ctx.route(Address("a.exit", 80)))
 
 

@@ -7,6 +7,7 @@ test_faults.py.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 import threading
@@ -157,7 +158,7 @@ def test_memory_returns_to_its_level_after_2000_requests_and_tunnels(start_proxy
 
     round_()  # warm-up: buffers, caches and allocator arenas reach their working size
     levels = [round_() for _ in range(4)]
-    steps = sorted(b - a for a, b in zip(levels, levels[1:]))
+    steps = sorted(b - a for a, b in itertools.pairwise(levels))
     # Each round is 2000 requests and 20 tunnels: a leak of 1 KiB per request alone would add
     # ~2000 KiB to every step, twice the margin. A one-off step (a busier moment needing more
     # buffers at once, kept by the allocator) shows in one step only, hence the median.

@@ -25,7 +25,7 @@ def test_logs_never_contain_paths_queries_or_bodies(proxy, origin):
 
 def test_one_line_per_request_with_protocol_host_exit_status_and_bytes(proxy, origin):
     curl("-x", proxy.url, origin.url("/bytes/1234"))
-    line = [l for l in proxy.wait_log("down=1234").splitlines() if " http " in l][-1]
+    line = [ln for ln in proxy.wait_log("down=1234").splitlines() if " http " in ln][-1]
     assert f"http 127.0.0.1:{origin.port} exit=direct status=200 up=0 down=1234" in line
 
 

@@ -282,8 +282,8 @@ def test_a_page_key_works_only_with_its_own_sessions_cookie(run_dir, start_proxy
         return requests.get(base + "/api/status", timeout=10, cookies={name: cookie},
                             headers={"X-Anonproxy-Session": key}).status_code
 
-    assert [status(c, k) for c, k in zip(cookies, keys)] == [200, 200]
-    assert [status(c, k) for c, k in zip(cookies, reversed(keys))] == [401, 401]
+    assert [status(c, k) for c, k in zip(cookies, keys, strict=True)] == [200, 200]
+    assert [status(c, k) for c, k in zip(cookies, reversed(keys), strict=True)] == [401, 401]
     assert status(cookies[0], "") == 401 and status(cookies[0], cookies[0]) == 401
 
 

@@ -28,10 +28,10 @@ def test_sticky_keeps_a_site_on_one_member_and_moves_only_when_it_is_down():
     for s in sites:
         assert order_members(MEMBERS, "sticky", up_all, turn=99, site=s)[0] == first[s]
         down = first[s]
-        moved = order_members(MEMBERS, "sticky", lambda m: m != down, turn=0, site=s)[0]
+        moved = order_members(MEMBERS, "sticky", lambda m, down=down: m != down, turn=0, site=s)[0]
         assert moved != down
         others = [t for t in sites if first[t] != down]
-        assert all(order_members(MEMBERS, "sticky", lambda m: m != down, turn=0, site=t)[0] == first[t]
+        assert all(order_members(MEMBERS, "sticky", lambda m, down=down: m != down, turn=0, site=t)[0] == first[t]
                    for t in others)
 
 

@@ -109,5 +109,5 @@ def _country(ip):
 def test_indexed_decision_equals_the_linear_scan(rules, host, port, address, may_resolve):
     table = compile_rules(rules)
     linear = tuple(table)  # a plain tuple has no index: decide scans it rule by rule
-    kw = dict(country_of=_country, address=address, may_resolve=may_resolve)
+    kw = {"country_of": _country, "address": address, "may_resolve": may_resolve}
     assert decide(table, "default", host, port, **kw) == decide(linear, "default", host, port, **kw)

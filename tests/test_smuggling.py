@@ -189,16 +189,16 @@ EVIL = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
 BROKEN = [
     ("cl-and-te", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n" + EVIL, "keep", "502"),
-    ("te-and-cl", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 50\r\n\r\n"
-     b"0\r\n\r\n" + EVIL, "keep", "502"),
-    ("two-differing-cl", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 6\r\n\r\n"
-     b"okevil", "keep", "502"),
-    ("two-te-lines", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
-     b"\r\n2\r\nok\r\n0\r\n\r\n" + EVIL, "keep", "502"),
+    ("te-and-cl", "GET", (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 50\r\n\r\n"
+     b"0\r\n\r\n") + EVIL, "keep", "502"),
+    ("two-differing-cl", "GET", (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 6\r\n\r\n"
+     b"okevil"), "keep", "502"),
+    ("two-te-lines", "GET", (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
+     b"\r\n2\r\nok\r\n0\r\n\r\n") + EVIL, "keep", "502"),
     ("bad-chunk-size", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nevil\r\n0\r\n\r\n",
      "keep", "502"),
-    ("chunk-size-overflow", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"10000000000000004\r\nevil\r\n0\r\n\r\n", "keep", "502"),
+    ("chunk-size-overflow", "GET", (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"10000000000000004\r\nevil\r\n0\r\n\r\n"), "keep", "502"),
     ("nul-in-header", "GET", b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nok", "keep", "502"),
     ("nul-in-name", "GET", b"HTTP/1.1 200 OK\r\nX\x00: a\r\nContent-Length: 2\r\n\r\nok", "keep", "502"),
     ("bare-cr-in-head", "GET", b"HTTP/1.1 200 OK\r\nX: a\rContent-Length: 0\r\nContent-Length: 2\r\n\r\nok"

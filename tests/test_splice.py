@@ -142,7 +142,7 @@ def test_a_client_that_stops_reading_a_spliced_tunnel_keeps_the_proxy_small(prox
                 pass
         return sent[0]
 
-    with upstream(flood) as (port, result):
+    with upstream(flood) as (port, _result):
         sock = tunnel_to(proxy, port, how)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
         try:
@@ -173,7 +173,7 @@ def test_an_upstream_reset_mid_splice_closes_the_client_promptly(proxy):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         return "reset"  # closed with an RST by the with-block
 
-    with upstream(reset_mid_stream) as (port, result), tunnel_to(proxy, port, "connect") as sock:
+    with upstream(reset_mid_stream) as (port, _result), tunnel_to(proxy, port, "connect") as sock:
         received = 0
         while received < 32 << 20:
             received += len(sock.recv(1 << 20))

@@ -147,8 +147,8 @@ def start_tor_network(workdir: Path, countries=("de", "us", "jp"),
             r.or_port = _free_port(r.address)
             r.datadir.mkdir(mode=0o700, exist_ok=True)
         v3ident = _generate_keys(relays, auth)
-        common = ["TestingTorNetwork 1", f"DirAuthority {auth.nickname} orport={auth.or_port} no-v2 "
-                  f"v3ident={v3ident} {auth.address}:{auth.dir_port} {auth.fingerprint}",
+        common = ["TestingTorNetwork 1", (f"DirAuthority {auth.nickname} orport={auth.or_port} no-v2 "
+                  f"v3ident={v3ident} {auth.address}:{auth.dir_port} {auth.fingerprint}"),
                   "UseDefaultFallbackDirs 0", f"GeoIPFile {geoip}", f"GeoIPv6File {workdir / 'geoip6'}"]
         client = common + ["ConfluxEnabled 0", "LearnCircuitBuildTimeout 0"]
         net.client_torrc.write_text("\n".join(client) + "\n")
@@ -196,7 +196,7 @@ def _generate_keys(relays: list[Relay], auth: Relay) -> str:
     in parallel: RSA key generation is the slow part (2-3 s). Returns the v3 identity."""
     keys = auth.datadir / "keys"
     keys.mkdir(mode=0o700, exist_ok=True)
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     gencert = [TOR_GENCERT, "--create-identity-key", "-m", "12", "--passphrase-fd", "0",
                "-a", f"{auth.address}:{auth.dir_port}", "-i", str(keys / "authority_identity_key"),
                "-s", str(keys / "authority_signing_key"), "-c", str(keys / "authority_certificate")]
@@ -224,7 +224,7 @@ def _spawn_tor(torrc: Path, stdout: Path) -> subprocess.Popen:
     with open(stdout, "wb") as out:
         return subprocess.Popen([TOR, "--defaults-torrc", os.devnull, "-f", str(torrc)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 (a prctl call only)
 
 
 def _wait_for_consensus(net: TorNet, deadline: float) -> None:
@@ -340,7 +340,7 @@ def tornet(tmp_path_factory) -> TorNet:
         try:
             net = start_tor_network(tmp_path_factory.mktemp("tornet"))
             break
-        except Exception as error:  # noqa: BLE001 - reported below if the retry fails too
+        except Exception as error:
             print(f"private tor network, attempt {attempt} failed: {error}", file=sys.stderr)
             if attempt == 2:
                 raise
@@ -415,7 +415,7 @@ def _selftest() -> bool:
                 print(f"client ready in {time.monotonic() - started:.1f} s")
                 ok = True
                 for country in ("de", "us"):
-                    controller.set_options({"ExitNodes": "{%s}" % country, "StrictNodes": "1"})
+                    controller.set_options({"ExitNodes": f"{{{country}}}", "StrictNodes": "1"})
                     for host in ("127.0.0.1", "origin.tor.test"):
                         t = time.monotonic()
                         url = f"http://{host}:{origin.server_address[1]}/"

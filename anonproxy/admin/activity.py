@@ -58,17 +58,18 @@ class Activity:
         while self.recent and now - self.recent[0][0] > self.max_age:
             self.recent.popleft()
         keys = ("time", "proto", "site", "exit", "status", "error", "up", "down", "ms")
-        return [dict(zip(keys, entry)) for entry in reversed(self.recent)]
+        return [dict(zip(keys, entry, strict=True)) for entry in reversed(self.recent)]
 
     def clear(self) -> None:
         self.recent.clear()
 
     def sample(self, now: float | None = None) -> dict:
         """Bytes per exit since the previous sample; appended to the chart's series."""
-        point = {"time": time.time() if now is None else now, "exits": {}}
+        exits: dict[str, dict[str, int]] = {}
+        point = {"time": time.time() if now is None else now, "exits": exits}
         for name, totals in self.exits.items():
             up0, down0 = self._sampled.get(name, (0, 0))
-            point["exits"][name] = {"up": totals.up - up0, "down": totals.down - down0}
+            exits[name] = {"up": totals.up - up0, "down": totals.down - down0}
             self._sampled[name] = (totals.up, totals.down)
         self.series.append(point)
         return point

@@ -97,7 +97,7 @@ class AdminApp:
         site = web.TCPSite(self._runner, self.address.host, self.address.port,
                            reuse_address=True)
         await site.start()
-        host, port = self._runner.addresses[0][:2]
+        _host, port = self._runner.addresses[0][:2]
         self.address = Address(self.address.host, port)
         return self.address
 

@@ -89,7 +89,7 @@ class Logins:
     def cookie_ok(self, cookie: str | None) -> bool:
         """The cookie names a live session: enough for the page shell, which holds no data,
         never for the API."""
-        return bool(cookie) and _digest(cookie) in self._sessions
+        return cookie is not None and cookie != "" and _digest(cookie) in self._sessions
 
     def session_ok(self, cookie: str | None, page_key: str | None) -> bool:
         """The cookie names a live session and page_key is that session's key."""

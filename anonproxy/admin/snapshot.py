@@ -92,7 +92,7 @@ async def tors(server) -> list[dict]:
             "label": tor.spec.label(), "state": tor.state, "progress": tor.progress,
             "summary": tor.summary, "error": tor.error,
             "countries": [c.upper() for c in tor.spec.countries],
-            "socks": "%s:%d" % tor.socks if getattr(tor, "socks", None) else None,
+            "socks": "{}:{}".format(*tor.socks) if getattr(tor, "socks", None) else None,
             "circuits": circuits,
             "exit_countries": sorted({c["exit_country"].upper() for c in circuits
                                       if c["exit_country"]}),

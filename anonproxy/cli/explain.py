@@ -22,13 +22,16 @@ def describe_exit(plans: dict[str, Plan], name: str, indent: str = "") -> list[s
         where = f"from {plan.source}" if plan.source else "from this machine's default address"
         return [f"{indent}{name}: direct, {where}"]
     if isinstance(plan, TorExit):
-        return [f"{indent}{name}: tor ({plan.spec.label()}), circuits isolated per {plan.isolation}"]
+        isolation = f"circuits isolated per {plan.isolation}"
+        return [f"{indent}{name}: tor ({plan.spec.label()}), {isolation}"]
     if isinstance(plan, Chain):
         hops = " -> ".join(h.masked_url() for h in plan.hops)
         country = f" (declared country {plan.country})" if plan.country else ""
-        return [f"{indent}{name}: {len(plan.hops)} hop{'s' if len(plan.hops) > 1 else ''}: {hops}{country}"]
-    lines = [f"{indent}{name}: pool of {', '.join(plan.members)} ({plan.strategy}"
-             f"{', fallback ' + plan.fallback if plan.fallback else ', fails closed when all are down'})"]
+        plural = "s" if len(plan.hops) > 1 else ""
+        return [f"{indent}{name}: {len(plan.hops)} hop{plural}: {hops}{country}"]
+    fallback = (f", fallback {plan.fallback}" if plan.fallback
+                else ", fails closed when all are down")
+    lines = [f"{indent}{name}: pool of {', '.join(plan.members)} ({plan.strategy}{fallback})"]
     for member in plan.members:
         lines += describe_exit(plans, member, indent + "  ")
     return lines
@@ -50,7 +53,8 @@ def summarize(loaded: LoadedProfile, plans: dict[str, Plan]) -> list[str]:
         lines.append(f"  rule {number:<3} {rule_text(rule)}")
     h = p.headers
     lines.append(
-        f"  headers  user_agent={_policy(h.user_agent)} accept_language={_policy(h.accept_language)}"
+        f"  headers  user_agent={_policy(h.user_agent)}"
+        f" accept_language={_policy(h.accept_language)}"
         f" referer={h.referer} cookie={h.cookie} client_hints={h.client_hints}"
     )
     return lines
@@ -72,14 +76,18 @@ def _resolution(plans: dict[str, Plan], name: str, dest: Address) -> str:
         return (f"{dest.host} is sent by name to the last hop ({plan.hops[-1]}), which resolves "
                 "it: no local DNS lookup")
     if isinstance(plan, TorExit):
-        return f"{dest.host} is sent by name into Tor; the exit relay resolves it: no local DNS lookup"
+        return (f"{dest.host} is sent by name into Tor; the exit relay resolves it: "
+                "no local DNS lookup")
     kinds = {_resolution(plans, m, dest) for m in plan.members}
-    return kinds.pop() if len(kinds) == 1 else "depends on the pool member: " + "; ".join(sorted(kinds))
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "depends on the pool member: " + "; ".join(sorted(kinds))
 
 
 def explain_route(plans: dict[str, Plan], decision: Decision, dest: Address, scheme: str,
                   policy: HeaderPolicy, resolve: str) -> list[str]:
-    lines = [f"destination  {dest} ({'plain HTTP' if scheme == 'http' else 'tunnelled: CONNECT or SOCKS5'})"]
+    carried = "plain HTTP" if scheme == "http" else "tunnelled: CONNECT or SOCKS5"
+    lines = [f"destination  {dest} ({carried})"]
     if decision.rule is not None:
         lines.append(f"rule         {decision.rule.number}: {decision.rule.text}")
     else:
@@ -91,7 +99,8 @@ def explain_route(plans: dict[str, Plan], decision: Decision, dest: Address, sch
     lines.append(f"resolution   {_resolution(plans, decision.exit, dest)}")
     if resolve != "never" and dest.ip is None:
         where = "locally" if resolve == "local" else "through Tor (RESOLVE)"
-        lines.append(f"             (resolve = \"{resolve}\": country and CIDR rules may look the name up {where})")
+        lines.append(f"             (resolve = \"{resolve}\": country and CIDR rules may look "
+                     f"the name up {where})")
     if scheme == "http":
         lines.append("headers      removed: " + ", ".join(sorted(n.decode() for n in IDENTIFYING))
                      + ", hop-by-hop headers")

@@ -283,7 +283,8 @@ def _fetch(args) -> int:
             try:
                 for tor in tors:  # a one-shot fetch waits for its tor to be ready
                     await tor.wait_ready(args.max_time or 300)
-                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+                # a local file, opened once before the transfer: closed below
+                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115, ASYNC230
                 progress = Progress.for_terminal(args.output) if args.output else None
                 try:
                     async with asyncio.timeout(args.max_time):

@@ -15,7 +15,7 @@ class Progress:
         self._bar = None
 
     @classmethod
-    def for_terminal(cls, label: str) -> "Progress | None":
+    def for_terminal(cls, label: str) -> Progress | None:
         return cls(label) if sys.stderr.isatty() else None
 
     def start(self, total: int | None) -> None:

@@ -82,10 +82,12 @@ def status(admin: Address | None, password: str | None, listen_text: str) -> int
             line += "  up" if item["health"]["up"] else f"  DOWN ({item['health']['last_error']})"
         traffic = state["traffic"].get(item["name"])
         if traffic:
-            line += f"  {traffic['connections']} conns, {traffic['up']} B up, {traffic['down']} B down"
+            line += (f"  {traffic['connections']} conns, {traffic['up']} B up, "
+                     f"{traffic['down']} B down")
         print(line)
     for tor in tors:
-        countries = f", exits seen in {', '.join(tor['exit_countries'])}" if tor["exit_countries"] else ""
+        seen = tor["exit_countries"]
+        countries = f", exits seen in {', '.join(seen)}" if seen else ""
         print(f"tor          {tor['label']}: {tor['state']} {tor['progress']}% "
               f"{len(tor['circuits'])} circuits{countries}")
     return 0

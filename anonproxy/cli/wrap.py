@@ -93,7 +93,8 @@ async def run_wrapped(loaded: LoadedProfile, argv: list[str], *, summary: bool,
                 await server.tors_ready(timeout=TOR_WAIT)  # the first request should work
             except TimeoutError:
                 print(f"anonproxy: exec: tor was not ready after {TOR_WAIT} s; the program was "
-                      "not started (check tor's progress with `anonproxy serve -v`)", file=sys.stderr)
+                      "not started (check tor's progress with `anonproxy serve -v`)",
+                      file=sys.stderr)
                 code = 4
             else:
                 command = jail.wrap(argv) if jail else argv

@@ -179,7 +179,7 @@ class TorSettings(_Strict):
         return sorted({c.lower() for c in codes})
 
     @model_validator(mode="after")
-    def _managed_only(self) -> "TorSettings":
+    def _managed_only(self) -> TorSettings:
         if self.control != "managed" and (self.countries or self.torrc):
             raise ValueError("countries and torrc need control = \"managed\" (a system tor's "
                              "exit countries are its own configuration)")
@@ -201,7 +201,7 @@ class Exit(_Strict):
     fallback: ExitName | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Exit":
+    def _one_kind(self) -> Exit:
         kinds = [k for k in ("via", "pool", "tor") if getattr(self, k) is not None]
         if len(kinds) > 1:
             raise ValueError(f"an exit has one of via, pool or tor, not {' and '.join(kinds)}")
@@ -236,7 +236,7 @@ class Rule(_Strict):
         return None if codes is None else [c.upper() for c in codes]
 
     @model_validator(mode="after")
-    def _some_matcher(self) -> "Rule":
+    def _some_matcher(self) -> Rule:
         if not (self.domains or self.cidrs or self.ports or self.countries):
             raise ValueError("a rule needs at least one of domains, cidrs, ports, countries")
         return self
@@ -271,7 +271,8 @@ class Admin(_Strict):
         if isinstance(value, str):
             return {"listen": value}
         if not isinstance(value, dict):
-            raise ValueError('write it as "HOST:PORT" or { listen = "HOST:PORT", password = "..." }')
+            raise ValueError(
+                'write it as "HOST:PORT" or { listen = "HOST:PORT", password = "..." }')
         return value
 
     @field_validator("listen")

@@ -182,8 +182,9 @@ async def open_chain(
                 reason = refuse(dest, _last_hop_local(plan, writer), None) if refuse else None
                 if reason is None:
                     bound = None
-                    for stage, (hop, target) in enumerate(zip(plan.hops, targets, strict=True),
-                                                          start=1):
+                    # stage is read by the timeout handler below: the hop that ran out of time
+                    for stage, (hop, target) in enumerate(  # noqa: B007
+                            zip(plan.hops, targets, strict=True), start=1):
                         bound = await _handshake(reader, writer, hop, target)
                     reason = refuse(dest, False, bound) if refuse else None
                 if reason is not None:
@@ -193,7 +194,8 @@ async def open_chain(
                 raise
     except TimeoutError:
         raise StageTimeout(
-            f"exit '{plan.name}' timed out at {_hop(plan, stage, public=False)} after {timeout:g} s",
+            f"exit '{plan.name}' timed out at {_hop(plan, stage, public=False)} "
+            f"after {timeout:g} s",
             public=f"exit '{plan.name}' timed out at {_hop(plan, stage, public=True)} "
                    f"after {timeout:g} s",
         ) from None

@@ -15,9 +15,10 @@ asynchronously and can be stopped.
 
 Invariants: a tor exit that is not ready (starting, bootstrapping, restarting, dead) fails
 closed with a message saying so; a managed tor's SOCKS and control ports are known (`socks`,
-`control`: never destinations) from tor's own "Opened ... listener" lines, before bootstrap; a managed tor dies with us (tor watches our control
-connection, `__OwningControllerProcess`); the exit relay actually used is checked against the
-requested countries (tor's own GeoIP) and a circuit outside them is closed and reported.
+`control`: never destinations) from tor's own "Opened ... listener" lines, before bootstrap; a
+managed tor dies with us (tor watches our control connection, `__OwningControllerProcess`); the
+exit relay actually used is checked against the requested countries (tor's own GeoIP) and a
+circuit outside them is closed and reported.
 """
 
 from __future__ import annotations
@@ -202,10 +203,11 @@ class Tor:
             "AvoidDiskWrites 1",
         ]
         if self.spec.countries:
-            lines += ["ExitNodes " + ",".join("{%s}" % c.lower() for c in self.spec.countries),
+            lines += ["ExitNodes " + ",".join(f"{{{c.lower()}}}" for c in self.spec.countries),
                       "StrictNodes 1"]
         if self.spec.torrc:
-            lines.append(f"%include {Path(self.spec.torrc).expanduser().resolve()}")
+            torrc_path = Path(self.spec.torrc).expanduser().resolve()  # noqa: ASYNC240 (local, once)
+            lines.append(f"%include {torrc_path}")
         torrc.write_text("\n".join(lines) + "\n")
         (data / "control.port").unlink(missing_ok=True)
         self.state, self.progress, self.summary, self.error = "starting", 0, "", None
@@ -247,8 +249,10 @@ class Tor:
         if match:
             percent = int(match.group(1))
             if percent != self.progress:
-                self.progress, self.summary = percent, match.group(2).decode("utf-8", "replace").strip()
-                logs.log.info("tor (%s): bootstrapped %d%% %s", self.spec.label(), percent, self.summary)
+                self.progress = percent
+                self.summary = match.group(2).decode("utf-8", "replace").strip()
+                logs.log.info("tor (%s): bootstrapped %d%% %s", self.spec.label(), percent,
+                              self.summary)
         elif b"[warn]" in line or b"[err]" in line:
             logs.log.warning("tor (%s): %s", self.spec.label(),
                              line.decode("utf-8", "replace").strip().split("] ", 1)[-1])

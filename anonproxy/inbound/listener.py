@@ -129,7 +129,7 @@ class Listener:
             pass
         except asyncio.CancelledError:
             pass  # shutdown cut this connection; the task simply ends
-        except Exception:  # a bug must not take the listener down: log it, close this one
+        except Exception:  # noqa: BLE001 -- a bug must not take the listener down: log it, close this one
             logs.log.exception("internal error on a connection")
         finally:
             self._tasks.pop(task, None)

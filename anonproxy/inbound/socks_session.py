@@ -88,6 +88,7 @@ async def serve_socks5(
     deadline = loop.time() + ctx.limits.header_timeout - (time.monotonic() - started)
     hs = _Handshake(reader, first, deadline)
     t0 = time.monotonic()
+    status: int | str  # the SOCKS reply code sent, or why none was
     dest, exit_label, status, up, down, problem = "-", "-", "-", 0, 0, None
     main, isolation = ctx, None
     try:
@@ -132,4 +133,5 @@ async def serve_socks5(
     except OSError:
         problem = "client closed the connection"
     finally:
-        logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0, problem)
+        logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0,
+                        problem)

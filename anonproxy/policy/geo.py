@@ -28,7 +28,7 @@ class GeoDB:
     _reader: object
 
     @classmethod
-    def open(cls, spec: str) -> "GeoDB | None":
+    def open(cls, spec: str) -> GeoDB | None:
         if spec == "none":
             return None
         path = BUNDLED if spec == "bundled" else Path(os.path.expanduser(spec))
@@ -53,7 +53,8 @@ class GeoDB:
             record = self._reader.country(ip)  # type: ignore[attr-defined]
         except (geoip2.errors.AddressNotFoundError, ValueError):
             return None
-        return record.country.iso_code
+        iso_code: str | None = record.country.iso_code
+        return iso_code
 
     def info(self) -> dict[str, object]:
         meta = self._reader.metadata()  # type: ignore[attr-defined]

@@ -24,6 +24,8 @@ def order_members(
         k = turn % len(up)
         return up[k:] + up[:k]
     if strategy == "sticky":
-        return sorted(up, key=lambda m: hashlib.blake2b(f"{site}\0{m}".encode(), digest_size=8).digest(),
-                      reverse=True)
+        def weight(member: str) -> bytes:
+            return hashlib.blake2b(f"{site}\0{member}".encode(), digest_size=8).digest()
+
+        return sorted(up, key=weight, reverse=True)
     return up

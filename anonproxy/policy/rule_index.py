@@ -23,12 +23,18 @@ Pure: no I/O, no DNS.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anonproxy.policy.rules import CompiledRule
 
 
 class RuleIndex:
     __slots__ = ("rules", "exact", "suffix", "always", "nets", "need_address")
 
-    def __init__(self, rules) -> None:
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self.rules = rules
         exact: defaultdict[str, list[int]] = defaultdict(list)
         suffix: defaultdict[str, list[int]] = defaultdict(list)
@@ -59,7 +65,8 @@ class RuleIndex:
             self.nets[version].append((bits - length, dict(table)))
         self.need_address = need_address
 
-    def candidates(self, name: str | None, known, port: int, may_resolve: bool) -> list:
+    def candidates(self, name: str | None, known: IPv4Address | IPv6Address | None, port: int,
+                   may_resolve: bool) -> list[CompiledRule]:
         """The rules to check, in rule order (see the module docstring)."""
         found: set[int] = set(self.always)
         if name is not None:

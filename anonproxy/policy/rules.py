@@ -21,6 +21,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from anonproxy.policy.rule_index import RuleIndex
 from anonproxy.wire.address import AddressError, check_host
@@ -36,7 +37,7 @@ def domain_pattern_problem(pattern: str) -> str | None:
         except re.error as error:
             return f"not a valid regular expression ({error})"
         return None
-    name = pattern[2:] if pattern.startswith("*.") else pattern
+    name = pattern.removeprefix("*.")
     if "*" in name:
         return "a wildcard may only start a pattern, as in *.example.com (or use re:...)"
     try:
@@ -50,10 +51,10 @@ def domain_pattern_problem(pattern: str) -> str | None:
 class DomainSet:
     exact: frozenset[str]
     suffixes: frozenset[str]
-    regexes: tuple[re.Pattern, ...]
+    regexes: tuple[re.Pattern[str], ...]
 
     @classmethod
-    def from_patterns(cls, patterns: Iterable[str]) -> "DomainSet":
+    def from_patterns(cls, patterns: Iterable[str]) -> DomainSet:
         exact, suffixes, regexes = set(), set(), []
         for p in patterns:
             if p.startswith("re:"):
@@ -111,7 +112,7 @@ class _NeedAddress:
 NEED_ADDRESS = _NeedAddress()
 
 
-def rule_text(rule) -> str:
+def rule_text(rule: Any) -> str:
     parts = []
     for key in ("domains", "cidrs", "ports", "countries"):
         value = getattr(rule, key)
@@ -121,13 +122,13 @@ def rule_text(rule) -> str:
     return f'{" ".join(parts)} -> exit "{rule.exit}"'
 
 
-class RuleTable(tuple):
+class RuleTable(tuple["CompiledRule", ...]):
     """The compiled rules in order (a tuple), with their index."""
 
     lookup: RuleIndex
 
 
-def compile_rules(rules) -> RuleTable:
+def compile_rules(rules: Iterable[Any]) -> RuleTable:
     """From profile rules (objects with domains, cidrs, ports, countries, exit)."""
     table = RuleTable(
         CompiledRule(
@@ -179,7 +180,7 @@ def decide(
         if rule.networks is not None and not any(known in net for net in rule.networks):
             continue
         if rule.countries is not None:
-            if not looked_up:
+            if not looked_up and known is not None:  # (a country rule needs an address)
                 country, looked_up = country_of(known), True
             if country not in rule.countries:
                 continue

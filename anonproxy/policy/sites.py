@@ -8,10 +8,14 @@ Browser does. IP addresses and names without a registrable part are their own si
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 
 @lru_cache(maxsize=1)
-def _psl():
+def _psl() -> PublicSuffixList:
     from publicsuffixlist import PublicSuffixList
 
     return PublicSuffixList()

@@ -28,9 +28,12 @@ import asyncio
 class Deadline:
     __slots__ = ("_loop", "_task", "_when", "_handle", "_fired")
 
-    def __init__(self, task: asyncio.Task | None = None) -> None:
+    def __init__(self, task: asyncio.Task[object] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = task or asyncio.current_task()
+        current = task or asyncio.current_task()
+        if current is None:
+            raise RuntimeError("a Deadline belongs to a task: create it inside one")
+        self._task = current
         self._when: float | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._fired = False

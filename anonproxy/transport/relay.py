@@ -21,6 +21,7 @@ counts include the early bytes. Idle tunnels hold no descriptors beyond their tw
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from anonproxy.transport.splice import Splice, spliceable
 
@@ -32,10 +33,10 @@ class _Side(asyncio.Protocol):
     """One transport of a tunnel: what it receives goes to the peer's transport."""
 
     __slots__ = ("tunnel", "transport", "peer", "eof", "bytes", "splice", "started")
+    peer: _Side  # set by relay() right after both sides exist, before any byte arrives
 
-    def __init__(self, tunnel: "_Tunnel", transport: asyncio.Transport) -> None:
+    def __init__(self, tunnel: _Tunnel, transport: asyncio.Transport) -> None:
         self.tunnel, self.transport = tunnel, transport
-        self.peer: _Side | None = None
         self.eof = False  # this side has finished sending
         self.bytes = 0  # received from this side (and queued to the peer)
         self.splice: Splice | None = None  # set while this side's sending is spliced
@@ -92,6 +93,8 @@ class _Side(asyncio.Protocol):
 
 class _Tunnel:
     __slots__ = ("done", "active", "idle", "loop", "timer", "a", "b", "spliceable")
+    a: _Side  # set by relay() right after construction
+    b: _Side
 
     def __init__(self, idle: float) -> None:
         self.loop = asyncio.get_running_loop()
@@ -169,7 +172,8 @@ async def relay(
     tunnel did (a client's first bytes, a server's greeting). Returns the bytes a->b and b->a,
     early ones included. The caller closes both streams."""
     tunnel = _Tunnel(idle)
-    ta, tb = a[1].transport, b[1].transport
+    # a stream's transport is a socket transport: it reads as well as writes
+    ta, tb = cast(asyncio.Transport, a[1].transport), cast(asyncio.Transport, b[1].transport)
     side_a, side_b = _Side(tunnel, ta), _Side(tunnel, tb)
     side_a.peer, side_b.peer = side_b, side_a
     tunnel.a, tunnel.b = side_a, side_b

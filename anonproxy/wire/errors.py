@@ -114,7 +114,8 @@ class Overloaded(ProxyError):
 def http_error_response(error: ProxyError) -> bytes:
     """A complete, connection-closing HTTP/1.1 response carrying the error's public sentence."""
     body = (error.public.rstrip(".") + ".\n").encode("utf-8", "replace")
-    challenge = 'Proxy-Authenticate: Basic realm="anonproxy profile"\r\n' if error.status == 407 else ""
+    challenge = ('Proxy-Authenticate: Basic realm="anonproxy profile"\r\n'
+                 if error.status == 407 else "")
     head = (
         f"HTTP/1.1 {error.status} {error.reason}\r\n"
         f"{challenge}"

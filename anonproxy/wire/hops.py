@@ -97,7 +97,8 @@ def parse_hop(url: str) -> Hop:
         raise HopUrlError(str(error)) from None
     username = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
-    if username is not None and (len(username.encode()) > 255 or len((password or "").encode()) > 255):
+    if username is not None and (len(username.encode()) > 255
+                                 or len((password or "").encode()) > 255):
         raise HopUrlError("username and password must each be at most 255 bytes")
     kind = "http" if scheme == "http" else "socks5"
     return Hop(kind, Address(host, port), username, password)
@@ -173,7 +174,8 @@ def socks5_parse_reply(buf: bytes) -> tuple[Address, int] | None:
     if buf[1] != 0x00:
         code = buf[1]
         mapped = {0x03: SOCKS_NETWORK_UNREACHABLE, 0x04: SOCKS_HOST_UNREACHABLE,
-                  0x05: SOCKS_CONNECTION_REFUSED, 0x02: SOCKS_NOT_ALLOWED}.get(code, SOCKS_GENERAL_FAILURE)
+                  0x05: SOCKS_CONNECTION_REFUSED,
+                  0x02: SOCKS_NOT_ALLOWED}.get(code, SOCKS_GENERAL_FAILURE)
         raise HopRefused(SOCKS_REPLY_TEXT.get(code, f"reply code {code}"), mapped,
                          about_target=True)
     atyp = buf[3]

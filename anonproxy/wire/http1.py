@@ -64,7 +64,7 @@ END = End()
 
 @dataclass(slots=True)
 class Tunnel:
-    """The head was a CONNECT or protocol upgrade: what follows is raw bytes, starting with `rest`."""
+    """The head was a CONNECT or protocol upgrade: what follows is raw bytes from `rest` on."""
 
     rest: bytes
 
