@@ -58,7 +58,7 @@ def test_relative_links_in_the_docs_resolve(doc):
             continue  # http(s), mailto: not checked here
         file, _, anchor = target.partition("#")
         path = (doc.parent / file).resolve() if file else doc
-        if not path.exists() or anchor and path.suffix == ".md" and anchor not in anchors(path):
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
             broken.append(target)
     assert not broken, f"{doc.name}: {broken}"
 
@@ -85,7 +85,7 @@ def _alternatives(example: str) -> list[tuple[str, str]]:
         for j, other in enumerate(lines):
             if j == i:
                 new.append(line.lstrip("# "))
-            elif sections[j] == sections[i] and re.match(rf"{key}\s*=", other) or any(re.match(rf"{x}\s*=", other) for x in excluded):
+            elif (sections[j] == sections[i] and re.match(rf"{key}\s*=", other)) or any(re.match(rf"{x}\s*=", other) for x in excluded):
                 continue
             else:
                 new.append(other)
