@@ -129,7 +129,7 @@ class AdminApp:
         if not self._host_ok(request.headers.get("Host")):
             return _error(421, "this dashboard answers only to its own address "
                                f"({self.address.authority(0)})")
-        if self.password is not None and not self._password_ok(request):
+        if self.password is not None and not _password_ok(request, self.password):
             response = _error(401, "the dashboard needs its password")
             response.headers["WWW-Authenticate"] = 'Basic realm="anonproxy", charset="UTF-8"'
             return response
@@ -149,16 +149,6 @@ class AdminApp:
         request["owner"] = owner
         request["shell"] = owner or self.logins.cookie_ok(cookie)
         return await handler(request)
-
-    def _password_ok(self, request: web.Request) -> bool:
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(password.encode(), self.password.encode())
 
     # -- pages --------------------------------------------------------------------------------
 
@@ -329,6 +319,18 @@ def _outcome(error: str | None, message: str) -> web.Response:
     if error is not None:
         return web.json_response({"ok": False, "error": error}, status=409)
     return web.json_response({"ok": True, "message": message})
+
+
+def _password_ok(request: web.Request, expected: str) -> bool:
+    """HTTP Basic with the dashboard's password (any user name), compared in constant time."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(password.encode(), expected.encode())
 
 
 def _error(status: int, message: str) -> web.Response:

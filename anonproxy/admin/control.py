@@ -26,6 +26,7 @@ import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from anonproxy.wire.address import Address, is_unspecified_host
 
@@ -152,9 +153,11 @@ def login_url(admin: Address, login_token: str) -> str:
     return f"http://{browsable(admin)}/login?token={login_token}"
 
 
-def call(admin: Address, method: str, path: str, body: dict | None = None,
-         password: str | None = None, timeout: float = 30.0) -> dict | list:
-    """One API request; the decoded JSON answer, or ControlError with the dashboard's reason."""
+def call(admin: Address, method: str, path: str, body: dict[str, Any] | None = None,
+         password: str | None = None, timeout: float = 30.0) -> Any:
+    """One API request; the decoded JSON answer, or ControlError with the dashboard's reason.
+    The answer is Any: its shape is the endpoint's (an object or a list, as admin/app.py
+    writes it), which the caller reads as that endpoint documents."""
     token = read_private(token_file(admin))
     if not token:
         raise ControlError(f"no dashboard on {admin.authority(0)} that you started (no token "

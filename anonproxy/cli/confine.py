@@ -87,10 +87,10 @@ def filter_program(machine: str) -> list[tuple[int, int, int, int]]:
     ]
     labels = {"allow": RET_ALLOW, "enosys": RET_ERRNO | errno.ENOSYS, "kill": RET_KILL_PROCESS}
     where = {name: len(body) + i for i, name in enumerate(labels)}
-    program = []
+    program: list[tuple[int, int, int, int]] = []
     for i, (code, k, yes, no) in enumerate(body):
-        jump = [0 if label is None else where[label] - i - 1 for label in (yes, no)]
-        program.append((code, *jump, k))
+        jt, jf = (0 if label is None else where[label] - i - 1 for label in (yes, no))
+        program.append((code, jt, jf, k))
     return program + [(RET, 0, 0, k) for k in labels.values()]
 
 

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import BinaryIO
 
 from anonproxy import __version__
 from anonproxy.config.profiles import LoadedProfile, ProfileError, load_profile
@@ -224,10 +225,10 @@ def _geoip(action: str, address: str | None, db: str) -> int:
         return EXIT_USAGE
     if action == "info":
         info = geo.info()
-        built = time.strftime("%Y-%m-%d", time.gmtime(int(info["built"])))
+        built = time.strftime("%Y-%m-%d", time.gmtime(info["built"]))
         print(f"path         {info['path']}\ntype         {info['type']}\n"
               f"description  {info['description']}\nbuilt        {built}\n"
-              f"size         {int(info['size']) / 1e6:.1f} MB\nnodes        {info['nodes']}")
+              f"size         {info['size'] / 1e6:.1f} MB\nnodes        {info['nodes']}")
         return 0
     try:
         ip = ipaddress.ip_address(address or "")
@@ -255,7 +256,7 @@ def _fetch(args) -> int:
             print(f"anonproxy: fetch -H '{header}': write it as 'Name: value'", file=sys.stderr)
             return EXIT_USAGE
         headers.append((name.strip(), value.strip()))
-    body = None
+    body: BinaryIO | bytes | None = None
     if args.data is not None:
         if args.data.startswith("@"):
             try:
@@ -308,7 +309,7 @@ def _fetch(args) -> int:
     try:
         return asyncio.run(main())
     finally:
-        if hasattr(body, "close"):
+        if body is not None and not isinstance(body, bytes):  # the file opened for -d @path
             body.close()
 
 

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from anonproxy.admin.control import (
     ControlError,
@@ -132,7 +133,7 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
     return _signal(listen_text, signal.SIGUSR1, what)
 
 
-def _act(admin: Address, password: str | None, command: str, path: str, body: dict,
+def _act(admin: Address, password: str | None, command: str, path: str, body: dict[str, Any],
          explicit: bool) -> int | None:
     """One action through the dashboard API: its message, or its error and exit code 1. None
     when the dashboard a proxy announced does not answer (one killed without cleaning up):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from anonproxy.config.models import Admin
 from anonproxy.config.profiles import admin_problems, listen_problems, load_profile
@@ -101,6 +102,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         for line in summarize(loaded, server.ctx.plans):
             logs.log.info(line)
         server.warn_if_direct()
+        pidfile: Path | None  # None: not written, nothing to remove
         pidfile, adminfile = pidfile_for(address), adminfile_for(address)
         try:
             write_private(pidfile, f"{os.getpid()}\n")
@@ -113,7 +115,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
                       f", {len(children) + 1} workers" if children else "")
         login = server.login_url()
-        if login is not None:
+        if login is not None and dashboard is not None:  # a login URL only with a dashboard
             logs.log.info("dashboard on http://%s/; log in (this link works once, for %.0f "
                           "minutes; `anonproxy dashboard` makes new ones) with %s",
                           dashboard.authority(0), LOGIN_TTL / 60, login)

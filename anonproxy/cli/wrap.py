@@ -136,9 +136,10 @@ def hidden_directories() -> list[str]:
 
     home = os.path.expanduser("~")
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
-    found = [runtime_dir(), os.path.join(home, ".cache", "anonproxy"), cache_dir(),
-             os.path.join(data, "anonproxy"), os.path.join(home, ".local", "share", "anonproxy"),
-             user_profile_dir()]
+    found: list[str | os.PathLike[str]] = [
+        runtime_dir(), os.path.join(home, ".cache", "anonproxy"), cache_dir(),
+        os.path.join(data, "anonproxy"), os.path.join(home, ".local", "share", "anonproxy"),
+        user_profile_dir()]
     if os.path.isdir(f"/run/user/{os.getuid()}"):
         found.append(f"/run/user/{os.getuid()}/anonproxy")
     return list(dict.fromkeys(os.path.abspath(d) for d in found))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from anonproxy.policy.rules import domain_pattern_problem
 from anonproxy.wire.address import Address, AddressError, parse_authority
@@ -55,8 +57,9 @@ class Replace(_Strict):
         return value
 
 
-def _choice_or_replace(*choices: str):
-    """A header policy: one of `choices`, or { replace = "value" }; one clear error otherwise."""
+def _choice_or_replace(*choices: str) -> tuple[PlainValidator, WithJsonSchema]:
+    """A header policy's validator and schema: one of `choices`, or { replace = "value" }; one
+    clear error otherwise. Used as Annotated[str | Replace, *these] (see the aliases below)."""
     words = " | ".join(choices)
 
     def check(value: Any) -> str | Replace:
@@ -71,13 +74,19 @@ def _choice_or_replace(*choices: str):
         raise ValueError(f'use {words} or {{ replace = "..." }}')
 
     schema = {"anyOf": [{"enum": list(choices)}, Replace.model_json_schema()]}
-    return Annotated[str | Replace, PlainValidator(check), WithJsonSchema(schema)]
+    return PlainValidator(check), WithJsonSchema(schema)
 
 
-def _parsed(parse, what: str, json_format: str):
-    """A field given as a string and kept parsed (IP address or network), with a plain error."""
+KeepStripOrReplace = Annotated[str | Replace, *_choice_or_replace("keep", "strip")]
+KeepOrReplace = Annotated[str | Replace, *_choice_or_replace("keep")]
 
-    def check(value: Any):
+
+def _parsed(parse: Callable[[str], object], what: str,
+            json_format: str) -> tuple[PlainValidator, PlainSerializer, WithJsonSchema]:
+    """A field given as a string and kept parsed (IP address or network), with a plain error:
+    its validator, serializer and schema, used as Annotated[the parsed type, *these]."""
+
+    def check(value: Any) -> object:
         if not isinstance(value, str):  # ipaddress would take 5 or true as an address
             raise ValueError(f"not {what} (write it as a string)")
         try:
@@ -85,17 +94,20 @@ def _parsed(parse, what: str, json_format: str):
         except (TypeError, ValueError):
             raise ValueError(f"not {what}") from None
 
-    return Annotated[Any, PlainValidator(check), PlainSerializer(str),
-                     WithJsonSchema({"type": "string", "format": json_format})]
+    return (PlainValidator(check), PlainSerializer(str),
+            WithJsonSchema({"type": "string", "format": json_format}))
 
 
-IPAddress = _parsed(ipaddress.ip_address, "an IP address", "ip-address")
-IPNetwork = _parsed(lambda v: ipaddress.ip_network(v, strict=False), "an IP network (CIDR)", "cidr")
+IPAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                      *_parsed(ipaddress.ip_address, "an IP address", "ip-address")]
+IPNetwork = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                      *_parsed(lambda v: ipaddress.ip_network(v, strict=False),
+                               "an IP network (CIDR)", "cidr")]
 
 
 class Headers(_Strict):
-    user_agent: _choice_or_replace("keep", "strip") = "keep"
-    accept_language: _choice_or_replace("keep") = "keep"
+    user_agent: KeepStripOrReplace = "keep"
+    accept_language: KeepOrReplace = "keep"
     referer: Literal["keep", "strip", "origin-only", "same-origin-only"] = "origin-only"
     cookie: Literal["keep", "strip"] = "keep"
     client_hints: Literal["keep", "strip-high-entropy", "strip-all"] = "strip-high-entropy"
@@ -322,9 +334,10 @@ else:
 
 
 class InvalidProfile(Exception):
-    """The keys of a profile that do not validate, as plain dicts (loc, type, msg, input)."""
+    """The keys of a profile that do not validate, as pydantic's plain dicts (loc, type, msg,
+    input)."""
 
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
+    def __init__(self, errors: list[ErrorDetails]) -> None:
         super().__init__(f"{len(errors)} invalid keys")
         self.errors = errors
 

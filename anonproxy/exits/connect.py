@@ -266,9 +266,12 @@ async def probe_chain(plan: Chain, *, timeout: float) -> None:
         writer.transport.abort()
 
 
-async def _socks5_authenticate(reader, writer, hop: Hop) -> None:
+async def _socks5_authenticate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               hop: Hop) -> None:
     writer.write(hops.socks5_greeting(hop))
-    method, _ = hops.socks5_parse_method(await reader.readexactly(2))
+    parsed = hops.socks5_parse_method(await reader.readexactly(2))
+    assert parsed is not None  # (None only for fewer than two bytes)
+    method = parsed[0]
     if method == 0x02:
         if hop.username is None:
             raise HopRefused("it demands a username and password", 0x02)

@@ -32,8 +32,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anonproxy import logs
+
+if TYPE_CHECKING:
+    from stem.control import Controller
 
 BOOTSTRAP = re.compile(rb"Bootstrapped (\d+)%(?: \([^)]*\))?: ?(.*)")
 LISTENER = re.compile(rb"Opened (Socks|Control) listener connection \(ready\) on (\S+)")
@@ -105,7 +109,7 @@ class Tor:
         self.socks: tuple[str, int] | None = None
         self.control: tuple[str, int] | None = None  # its control port: never a destination
         self.error: str | None = None
-        self.controller = None
+        self.controller: Controller | None = None  # set once authenticated (stem's, untyped)
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._ready = asyncio.Event()
@@ -225,10 +229,10 @@ class Tor:
             if self.progress == 100 and self.state == "bootstrapping":
                 port = (data / "control.port").read_text().strip().removeprefix("PORT=")
                 host, _, number = port.rpartition(":")
-                await asyncio.to_thread(self._connect, host, int(number), None)
+                socks = await asyncio.to_thread(self._connect, host, int(number), None)
                 self.state = "ready"
                 self._ready.set()
-                logs.log.info("tor (%s): ready, SOCKS on %s:%d", self.spec.label(), *self.socks)
+                logs.log.info("tor (%s): ready, SOCKS on %s:%d", self.spec.label(), *socks)
         code = await self._process.wait()
         self._close_controller()
         if not self._stopping:
@@ -264,15 +268,17 @@ class Tor:
         if self.spec.socks:
             shost, _, sport = self.spec.socks.rpartition(":")
             self.socks = (shost.strip("[]"), int(sport))
-        await asyncio.to_thread(self._connect, host.strip("[]"), int(port), self.spec.password)
+        socks = await asyncio.to_thread(self._connect, host.strip("[]"), int(port),
+                                        self.spec.password)
         self.state = "ready"
         self.progress = 100
         self._ready.set()
-        logs.log.info("tor (%s): connected, SOCKS on %s:%d", self.spec.label(), *self.socks)
+        logs.log.info("tor (%s): connected, SOCKS on %s:%d", self.spec.label(), *socks)
         await asyncio.Event().wait()  # attached until cancelled
 
-    def _connect(self, host: str, port: int, password: str | None) -> None:
-        """(thread) Authenticate to the control port, learn the SOCKS port, watch streams."""
+    def _connect(self, host: str, port: int, password: str | None) -> tuple[str, int]:
+        """(thread) Authenticate to the control port, learn the SOCKS port (set and returned),
+        watch streams."""
         import stem
         import stem.connection
         from stem.control import Controller, EventType, Listener
@@ -285,48 +291,52 @@ class Tor:
         self.control = (host, port)
         if self.spec.socks:
             shost, _, sport = self.spec.socks.rpartition(":")
-            self.socks = (shost.strip("[]"), int(sport))
+            socks = (shost.strip("[]"), int(sport))
         else:
             listeners = controller.get_listeners(Listener.SOCKS)
             if not listeners:
                 controller.close()
                 raise TorUnavailable("tor has no SOCKS port")
-            self.socks = listeners[0]
+            socks = listeners[0]
+        self.socks = socks
         if self.spec.countries:
             controller.add_event_listener(self._on_stream, EventType.STREAM)
         self.controller = controller
+        return socks
 
     def _on_stream(self, event) -> None:
         """(stem thread) Check the exit of each stream that succeeded against our countries."""
-        if event.status != "SUCCEEDED" or not event.circ_id:
+        controller = self.controller
+        if event.status != "SUCCEEDED" or not event.circ_id or controller is None:
             return
         try:
-            circuit = self.controller.get_circuit(event.circ_id)
+            circuit = controller.get_circuit(event.circ_id)
             fingerprint = circuit.path[-1][0]
-            address = self.controller.get_network_status(fingerprint).address
-            country = self.controller.get_info(f"ip-to-country/{address}").lower()
+            address = controller.get_network_status(fingerprint).address
+            country = controller.get_info(f"ip-to-country/{address}").lower()
         except Exception:  # noqa: BLE001 - the circuit may be gone already; nothing to check
             return
         if country not in self.spec.countries:  # (lower case, as the profile validator leaves them)
             logs.log.error("tor (%s): a stream left through %s (%s) outside the requested "
                            "countries; closing that circuit", self.spec.label(), address, country)
             try:
-                self.controller.close_circuit(event.circ_id)
+                controller.close_circuit(event.circ_id)
             except Exception:  # noqa: BLE001
                 pass
 
     async def newnym(self) -> float:
         """Ask for new circuits for new streams. Returns 0, or the seconds to wait (tor allows
         one NEWNYM per 10 s)."""
-        if self.controller is None:
+        controller = self.controller
+        if controller is None:
             raise TorUnavailable(f"tor ({self.spec.label()}) is not connected")
 
         def signal() -> float:
             from stem import Signal
 
-            if not self.controller.is_newnym_available():
-                return self.controller.get_newnym_wait()
-            self.controller.signal(Signal.NEWNYM)
+            if not controller.is_newnym_available():
+                return controller.get_newnym_wait()
+            controller.signal(Signal.NEWNYM)
             return 0.0
 
         return await asyncio.to_thread(signal)

@@ -90,7 +90,8 @@ async def serve_http(
 async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
     """Handle one request; return whether the client connection may carry another."""
     t0 = time.monotonic()
-    proto, dest, trace = "http", "-", Trace()
+    proto, trace = "http", Trace()
+    dest: Address | str = "-"  # logged as "-" until known
     status: object = "-"
     problem = None
     try:
@@ -198,9 +199,9 @@ async def _forward(
     request = render_request_head(head.method, path, headers)
     websocket = head.websocket
     pool = ctx.pool if ctx.shares_upstreams(trace.exit) else None
-    path = ctx.choose_path(trace.exit, dest)
+    through = ctx.choose_path(trace.exit, dest)  # exit names, each pool resolved to a member
     if pool is not None and not head.has_body and not websocket:
-        key = (">".join(path), dest.host, dest.port)
+        key = (">".join(through), dest.host, dest.port)
         stream = pool.take(key)
         if stream is not None:
             try:
@@ -209,7 +210,7 @@ async def _forward(
                                       pool=pool)
             except StaleUpstream:
                 trace.exit = exit_name
-    opened = await ctx.open(trace.exit, dest, prefer=path)
+    opened = await ctx.open(trace.exit, dest, prefer=through)
     trace.exit = ">".join(opened.path)
     key = (trace.exit, dest.host, dest.port)
     try:

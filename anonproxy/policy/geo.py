@@ -14,8 +14,21 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "country.mmdb"
+
+
+class GeoInfo(TypedDict):
+    """What `anonproxy geoip info` shows of a database (from its metadata and its file)."""
+
+    path: str
+    type: str
+    description: str
+    built: int  # the Unix time it was built
+    size: int  # bytes
+    ip_version: int
+    nodes: int
 
 
 class GeoError(Exception):
@@ -56,7 +69,7 @@ class GeoDB:
         iso_code: str | None = record.country.iso_code
         return iso_code
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> GeoInfo:
         meta = self._reader.metadata()  # type: ignore[attr-defined]
         return {
             "path": str(self.path),
