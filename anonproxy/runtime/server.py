@@ -34,14 +34,10 @@ from anonproxy.config.profiles import (
 )
 from anonproxy.exits.connect import Direct, TorExit
 from anonproxy.exits.context import Context
-from anonproxy.exits.tor import (
-    Tor,
-    TorSpec,
-    TorUnavailable,
-    site_renewal_words,
-    tor_binary,
-)
+from anonproxy.exits.tor import TorUnavailable, site_renewal_words, tor_binary
 from anonproxy.inbound.listener import Listener
+from anonproxy.runtime.asks import Asks
+from anonproxy.runtime.tors import Tors
 from anonproxy.runtime.workers import forward, reap
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address, AddressError, check_host
@@ -73,18 +69,14 @@ class ProxyServer:
         self.children: list[int] = []  # other worker processes on our port (workers.py)
         self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
         self._credentials = credentials or _profile_credentials(loaded)  # required when set
-        self.tors: dict[TorSpec, Tor] = {}
-        self._tor_tasks: dict[TorSpec, asyncio.Task] = {}
+        self._tors = Tors()
+        self.tors = self._tors.running  # (every Context holds this same dict)
         self.ctx, self._selectable = self._contexts(loaded)
         self._stopping = asyncio.Event()
         self.listener = Listener(self.context_for, lambda: self.ctx,
                                  lambda: self._credentials is not None, self._stopping,
                                  loaded.profile.allow)
-        self._wakeup = asyncio.Event()
-        # reloads asked for, in order: the profile to load (None: the current one) and who waits
-        # for that outcome (None for SIGHUP); each gets the outcome of its own request
-        self._reload_queue: list[tuple[str | None, asyncio.Future | None]] = []
-        self._newnym_requested: str | None | bool = False  # False: none; None: all; or a site
+        self._asks = Asks()  # reloads and a new identity, for the serve loop
 
     def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
         """The main profile's context and those a client may select by proxy username."""
@@ -201,8 +193,7 @@ class ProxyServer:
             return (f"switching profiles needs workers = 1 (this proxy runs "
                     f"{len(self.children) + 1}); restart it with --profile {name}")
         waiter = asyncio.get_running_loop().create_future()
-        self._reload_queue.append((self.switchable_profiles()[name] if name else None, waiter))
-        self._wakeup.set()
+        self._asks.reload(self.switchable_profiles()[name] if name else None, waiter)
         return await waiter
 
     async def control_newnym(self, site: str | None) -> str:
@@ -251,19 +242,16 @@ class ProxyServer:
         if not self._stopping.is_set():
             forward(self.children, signal.SIGTERM)
         self._stopping.set()
-        self._wakeup.set()
+        self._asks.wakeup.set()
 
     def request_reload(self) -> None:
-        if self._reload_queue[-1:] != [(None, None)]:  # a burst of SIGHUPs is one reload
-            self._reload_queue.append((None, None))
-        self._wakeup.set()
+        self._asks.reload()  # (a burst of SIGHUPs is one reload)
 
     def request_new_identity(self, site: str | None = None) -> None:
         """SIGUSR1: a new identity, for the site named in the request file if there is one."""
         if site is None:
             site = take_newnym_request(self.listen)
-        self._newnym_requested = site
-        self._wakeup.set()
+        self._asks.new_identity(site)
         self._newnym_children(site)
 
     def _newnym_children(self, site: str | None) -> None:
@@ -280,34 +268,17 @@ class ProxyServer:
 
     def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
         """Run one tor per spec the profiles use; stop those no profile uses any more."""
-        wanted = {spec for ctx in self._all_contexts() for spec in ctx.tor_specs()}
-        for spec in wanted - self._tor_tasks.keys():
-            self.tors[spec] = Tor(spec)
-            self._tor_tasks[spec] = tasks.create_task(self.tors[spec].run())
-        for spec in self._tor_tasks.keys() - wanted:
-            self._tor_tasks.pop(spec).cancel()
-            self.tors.pop(spec, None)
+        self._tors.sync({spec for ctx in self._all_contexts() for spec in ctx.tor_specs()}, tasks)
 
     async def tors_ready(self, timeout: float) -> None:
         """Wait until every tor the profiles use is ready (serve_until_signalled starts them)."""
-        await asyncio.sleep(0)
-        for tor in list(self.tors.values()):
-            await tor.wait_ready(timeout)
+        await self._tors.ready(timeout)
 
     async def new_identity(self, site: str | None) -> None:
-        """New circuits: for one site (new isolation keys), or for everything (also NEWNYM)."""
+        """New circuits: for one site (new isolation keys), or for everything (also NEWNYM);
+        upstream connections kept for reuse are dropped either way."""
         self.identities += 1
-        for tor in list(self.tors.values()):
-            tor.new_identity_for(site)
-            if site is not None or tor.state != "ready":
-                continue
-            wait = await tor.newnym()
-            if wait:
-                logs.log.warning("tor (%s): tor allows a new identity in %.0f s; isolation keys "
-                                 "were renewed now, NEWNYM follows then", tor.spec.label(), wait)
-                await asyncio.sleep(wait)
-                await tor.newnym()
-            logs.log.info("tor (%s): new identity", tor.spec.label())
+        await self._tors.new_identity(site)
         if site is not None:
             logs.log.info("%s", self._renewal_words(site))
         for ctx in self._all_contexts():
@@ -325,35 +296,40 @@ class ProxyServer:
 
                 background.append(tasks.create_task(sample_forever(self.activity)))
             while not self._stopping.is_set():
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                queue, self._reload_queue = self._reload_queue, []
-                for i, (ref, waiter) in enumerate(queue):
-                    if self._stopping.is_set():
-                        self._reload_queue[:0] = queue[i:]  # answered when stopping, below
-                        break
-                    error = self.reload(ref)
-                    if error is None:
-                        forward(self.children, signal.SIGHUP)
-                        self._sync_tors(tasks)
-                        for prober in probers:
-                            prober.cancel()
-                        probers = self._start_probers(tasks)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(error)
-                if self._newnym_requested is not False and not self._stopping.is_set():
-                    site, self._newnym_requested = self._newnym_requested, False
+                await self._asks.wait()
+                probers = self._do_reloads(tasks, probers)
+                site = self._asks.take_new_identity()
+                if site is not False and not self._stopping.is_set():
                     tasks.create_task(self.new_identity(site))
             logs.log.info("stopping: no new connections; draining %d",
                           self.listener.open_connections)
-            for task in (*probers, *background, *self._tor_tasks.values()):
+            for task in (*probers, *background, *self._tors.tasks()):
                 task.cancel()
-            for _, waiter in self._reload_queue:
-                if waiter is not None and not waiter.done():
-                    waiter.set_result("the proxy is stopping")
+            self._asks.refuse_reloads("the proxy is stopping")
             await self._stop_admin()
             await self.stop()
             await asyncio.to_thread(reap, self.children)
+
+    def _do_reloads(self, tasks: asyncio.TaskGroup,
+                    probers: list[asyncio.Task]) -> list[asyncio.Task]:
+        """The reloads asked for, in order, each answered with its outcome; after one that took,
+        workers reload too and tors and health probes follow the new profiles. Returns the
+        probers now running."""
+        queue = self._asks.take_reloads()
+        for i, (ref, waiter) in enumerate(queue):
+            if self._stopping.is_set():
+                self._asks.put_back(queue[i:])  # answered when stopping
+                break
+            error = self.reload(ref)
+            if error is None:
+                forward(self.children, signal.SIGHUP)
+                self._sync_tors(tasks)
+                for prober in probers:
+                    prober.cancel()
+                probers = self._start_probers(tasks)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(error)
+        return probers
 
     def reload(self, ref: str | None = None) -> str | None:
         """Re-read the profile (or switch to the one `ref` names); on any error keep the
