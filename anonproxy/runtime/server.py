@@ -1,11 +1,12 @@
-"""The running proxy: its profiles (the main one and those a proxy username selects), the tors
-they use, health probes, reloads, new identities, the dashboard, and the serve loop that turns
-signals and dashboard actions into them. Accepting connections is the Listener's.
+"""The running proxy: its profiles (the main one and those a proxy username selects:
+contexts.py), the tors they use (tors.py), health probes, reloads, new identities, the
+dashboard, and the serve loop that turns signals and dashboard actions (asks.py) into them.
+Accepting connections is the Listener's.
 
 Invariants:
 - A reload or profile switch that fails keeps the running profile and says why; connections in
   flight keep the profile they started with.
-- Credentials, when the proxy requires them, are compared in constant time.
+- Credentials, when the proxy requires them, are compared in constant time (contexts.py).
 - It never listens beyond loopback without an allow-list or credentials: start() and every
   reload or switch ask profiles.listen_problems about the address actually bound.
 - SIGINT/SIGTERM: stop accepting, drain (listener.py), stop tors and the dashboard, return;
@@ -15,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import signal
 import socket
 import time
@@ -30,18 +30,17 @@ from anonproxy.config.profiles import (
     known_profiles,
     listen_problems,
     load_profile,
-    open_geo,
 )
 from anonproxy.exits.connect import Direct, TorExit
 from anonproxy.exits.context import Context
-from anonproxy.exits.tor import TorUnavailable, site_renewal_words, tor_binary
+from anonproxy.exits.tor import TorUnavailable, site_renewal_words
 from anonproxy.inbound.listener import Listener
 from anonproxy.runtime.asks import Asks
+from anonproxy.runtime.contexts import Contexts, profile_credentials
 from anonproxy.runtime.tors import Tors
 from anonproxy.runtime.workers import forward, reap
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address, AddressError, check_host
-from anonproxy.wire.errors import AuthRequired, NoSuchProfile
 
 
 class ProxyServer:
@@ -68,52 +67,27 @@ class ProxyServer:
         self.last_reload_error: str | None = None
         self.children: list[int] = []  # other worker processes on our port (workers.py)
         self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
-        self._credentials = credentials or _profile_credentials(loaded)  # required when set
         self._tors = Tors()
         self.tors = self._tors.running  # (every Context holds this same dict)
-        self.ctx, self._selectable = self._contexts(loaded)
+        self.contexts = self._load(loaded, credentials or profile_credentials(loaded))
         self._stopping = asyncio.Event()
         self.listener = Listener(self.context_for, lambda: self.ctx,
-                                 lambda: self._credentials is not None, self._stopping,
+                                 lambda: self.contexts.credentials is not None, self._stopping,
                                  loaded.profile.allow)
         self._asks = Asks()  # reloads and a new identity, for the serve loop
 
-    def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
-        """The main profile's context and those a client may select by proxy username."""
-        main = Context(loaded, self.listen, geo=open_geo(loaded), tors=self.tors,
-                       admin=self.admin_address, loopback_allowed=self.loopback_allowed)
-        selectable = {}
-        for ref in loaded.profile.selectable:
-            if ref.endswith(".toml") and not Path(ref).is_absolute():
-                ref = str(loaded.path.parent / ref)
-            other = load_profile(ref)
-            selectable[other.name] = Context(other, self.listen, geo=open_geo(other),
-                                             tors=self.tors, admin=self.admin_address,
-                                             loopback_allowed=self.loopback_allowed)
-        specs = {spec for ctx in (main, *selectable.values()) for spec in ctx.tor_specs()}
-        if any(spec.managed for spec in specs):
-            tor_binary()  # no tor program: say so now, with what to do instead
-        return main, selectable
+    def _load(self, loaded: LoadedProfile, credentials: tuple[str, str] | None) -> Contexts:
+        return Contexts.load(loaded, self.listen, credentials, tors=self.tors,
+                             admin=self.admin_address, loopback_allowed=self.loopback_allowed)
+
+    @property
+    def ctx(self) -> Context:
+        """The main profile's context."""
+        return self.contexts.main
 
     def context_for(self, credentials: tuple[str, str] | None) -> Context:
-        """The context for a client: the main profile, or the one its proxy username names.
-        Raises AuthRequired when the proxy requires credentials and these are not them."""
-        if self._credentials is not None:
-            user, password = credentials or ("", "")
-            if not (hmac.compare_digest(user.encode(), self._credentials[0].encode())
-                    & hmac.compare_digest(password.encode(), self._credentials[1].encode())):
-                raise AuthRequired("this proxy needs the credentials it was started with")
-            return self.ctx
-        username = credentials[0] if credentials else None
-        if username is None or not self._selectable:
-            return self.ctx
-        try:
-            return self._selectable[username]
-        except KeyError:
-            raise NoSuchProfile(
-                f"no selectable profile named '{username[:64]}' "
-                f"(choose one of: {', '.join(sorted(self._selectable))})"
-            ) from None
+        """The context for a client (Contexts.for_client): AuthRequired, NoSuchProfile."""
+        return self.contexts.for_client(credentials)
 
     @property
     def limits(self):
@@ -124,13 +98,13 @@ class ProxyServer:
         Raises ProfileError for an address beyond loopback without allow or credentials."""
         host = sock.getsockname()[0] if sock is not None else self.listen.host
         problems = listen_problems(Address(host, self.listen.port), self.ctx.profile.allow,
-                                   self._credentials)
+                                   self.contexts.credentials)
         if problems:
             raise ProfileError(f"{self.ctx.loaded.path}: {'; '.join(problems)}")
         bound = await self.listener.start(self.listen, sock)
         if bound != self.listen:  # a socket made elsewhere, or an ephemeral port: the real one
             self.listen = bound
-            for ctx in self._all_contexts():
+            for ctx in self.contexts.all():
                 ctx.listen = bound
         return self.listen
 
@@ -147,7 +121,7 @@ class ProxyServer:
         app = AdminApp(self, self.admin_address, Logins(), self.admin.password, self.activity)
         self.admin_address = await app.start()
         self._admin_app = app
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             ctx.admin = self.admin_address
         logs.observers.append(self.activity.observe)
         self.token_path = write_token(self.admin_address, app.logins.api_token)
@@ -211,15 +185,12 @@ class ProxyServer:
 
     def _renewal_words(self, site: str) -> str:
         return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.isolation)
-                                         for ctx in self._all_contexts()
+                                         for ctx in self.contexts.all()
                                          for plan in ctx.plans.values()
                                          if isinstance(plan, TorExit)])
 
-    def _all_contexts(self) -> list[Context]:
-        return [self.ctx, *self._selectable.values()]
-
     def warn_if_direct(self) -> None:
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             profile = ctx.profile
             direct = [n for n in {profile.default, *(r.exit for r in profile.rules)}
                       if isinstance(ctx.plans.get(n), Direct)]
@@ -268,7 +239,7 @@ class ProxyServer:
 
     def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
         """Run one tor per spec the profiles use; stop those no profile uses any more."""
-        self._tors.sync({spec for ctx in self._all_contexts() for spec in ctx.tor_specs()}, tasks)
+        self._tors.sync({spec for ctx in self.contexts.all() for spec in ctx.tor_specs()}, tasks)
 
     async def tors_ready(self, timeout: float) -> None:
         """Wait until every tor the profiles use is ready (serve_until_signalled starts them)."""
@@ -281,7 +252,7 @@ class ProxyServer:
         await self._tors.new_identity(site)
         if site is not None:
             logs.log.info("%s", self._renewal_words(site))
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             ctx.pool.close()
             ctx.pool = UpstreamPool()
 
@@ -339,13 +310,13 @@ class ProxyServer:
             return "this proxy was started without a profile to re-read"
         try:
             loaded = load_profile(ref or self.profile_ref)
-            credentials = self._credentials if self._fixed_credentials \
-                else _profile_credentials(loaded)
+            credentials = self.contexts.credentials if self._fixed_credentials \
+                else profile_credentials(loaded)
             problems = listen_problems(self.listen, loaded.profile.allow, credentials)
             if problems:  # the bound address stays; the profile must still guard it
                 raise ProfileError(f"{loaded.path}: the proxy stays on {self.listen} until it "
                                    f"restarts; {'; '.join(problems)}")
-            main, selectable = self._contexts(loaded)
+            contexts = self._load(loaded, credentials)
         except (ProfileError, TorUnavailable) as error:
             logs.log.error("reload failed, keeping the running profile: %s", error)
             self.last_reload_error = str(error)
@@ -356,15 +327,13 @@ class ProxyServer:
         self.last_reload_error = None
         if loaded.profile.listen_address != self.ctx.profile.listen_address:
             logs.log.warning("reload: the listen address only changes on restart")
-        old = self._all_contexts()
+        old = self.contexts.all()
         if loaded.path == self.ctx.loaded.path:  # a reload, not a switch
-            main.carry_hits(self.ctx)
-        for ctx in (main, *selectable.values()):
+            contexts.main.carry_hits(self.ctx)
+        for ctx in contexts.all():
             ctx.listen = self.listen
-        self.ctx, self._selectable = main, selectable
+        self.contexts = contexts
         self.listener.allow = loaded.profile.allow
-        if not self._fixed_credentials:
-            self._credentials = _profile_credentials(loaded)
         for ctx in old:
             ctx.pool.close()
         logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
@@ -373,7 +342,7 @@ class ProxyServer:
 
     def _start_probers(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task]:
         probers = []
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             members = ctx.probed_members()
             if members:
                 health = ctx.profile.health
@@ -384,15 +353,11 @@ class ProxyServer:
     async def _sweep_idle_upstreams(self) -> None:
         while True:
             await asyncio.sleep(5)
-            for ctx in self._all_contexts():
+            for ctx in self.contexts.all():
                 ctx.pool.sweep()
 
     async def stop(self) -> None:
         self.request_stop()
         await self.listener.drain(self.limits.drain_timeout)
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             ctx.pool.close()
-
-def _profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
-    auth = loaded.profile.auth
-    return (auth.username, auth.password) if auth is not None else None
