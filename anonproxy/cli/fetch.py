@@ -188,8 +188,9 @@ def _request_head(ctx: Context, given: list[tuple[str, str]], target: _Target, m
         headers.append((b"Content-Length", str(length).encode()))
     origin = f"{target.scheme}://{target.authority.decode()}"
     clean = sanitize_request(headers, ctx.policy, target_origin=origin, host=target.authority)
-    if ctx.policy.user_agent_replace is not None and b"user-agent" not in {n.lower() for n, _ in clean}:
-        clean.append((b"User-Agent", ctx.policy.user_agent_replace))
+    replace = ctx.policy.user_agent_replace
+    if replace is not None and b"user-agent" not in {n.lower() for n, _ in clean}:
+        clean.append((b"User-Agent", replace))
     return render_request_head(method.encode(), target.path, clean)
 
 

@@ -203,7 +203,8 @@ def _describe(error: Any, source: str) -> str:
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
     if error["type"] == "extra_forbidden":
-        return f"{source}: {key}: unknown key (check its spelling against the README's profile reference)"
+        return (f"{source}: {key}: unknown key (check its spelling against the README's "
+                "profile reference)")
     if error["type"] == "missing":
         return f"{source}: {key}: required key is missing"
     shown = _short(value) if loc else ""

@@ -273,8 +273,8 @@ class Context:
         if ip.is_link_local and dest.ip != ip:
             # (not which address: a web page reads this sentence, and our resolver's answer
             # for a name is not its to learn)
-            return f"refusing {dest}: it resolved to a link-local address (cloud metadata " \
-                "lives there)"
+            return (f"refusing {dest}: it resolved to a link-local address (cloud metadata "
+                    "lives there)")
         return None
 
     def _local_refusal(self, dest: Address, reached: str, ours: bool = False) -> str | None:
@@ -296,7 +296,8 @@ class Context:
         return (f"refusing {dest}: {ip} is this machine, and only a rule whose cidrs name it "
                 "lets a program under exec --strict reach it")
 
-    def forbidden_via_hop(self, dest: Address, hop_local: bool, bound: Address | None) -> str | None:
+    def forbidden_via_hop(self, dest: Address, hop_local: bool,
+                          bound: Address | None) -> str | None:
         """Why a tunnel to `dest` through a chain must not be used (own_services.through_hop):
         `hop_local`, its last hop runs on this machine; `bound`, the hop's SOCKS5 BND.ADDR."""
         return own_services.through_hop(dest, hop_local, bound, self.own_services())

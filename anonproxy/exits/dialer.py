@@ -56,7 +56,7 @@ class Dialer:
         """The exit names a request to `dest` goes through, each pool resolved to the member
         its strategy picks now (a round-robin pool moves on one step). Reusable connections
         are kept under this path, and `open(..., prefer=path)` tries it first."""
-        path = (name,)
+        path: tuple[str, ...] = (name,)
         plan = self.plans[name]
         while isinstance(plan, Pool):
             order = self._order(plan, dest)
@@ -123,7 +123,9 @@ class Dialer:
         try:
             host, port = tor.socks_address()
         except TorUnavailable as error:
-            state = f"bootstrapping ({tor.progress}%)" if tor.state == "bootstrapping" else tor.state
+            state = tor.state
+            if state == "bootstrapping":
+                state = f"bootstrapping ({tor.progress}%)"
             where = f" (exits in {', '.join(plan.spec.countries)})" if plan.spec.countries else ""
             raise ExitDown(f"exit '{plan.name}': {error}",
                            public=f"exit '{plan.name}': tor{where} is not ready: {state}") from None
@@ -157,7 +159,8 @@ class Dialer:
                              plan.name, plan.fallback)
             return await self.open(plan.fallback, dest, path, isolation=isolation)
         states = failures or [self.health.describe(m) for m in plan.members]
-        public = public or [f"{m}: {'up' if self.health.is_up(m) else 'down'}" for m in plan.members]
+        public = public or [f"{m}: {'up' if self.health.is_up(m) else 'down'}"
+                            for m in plan.members]
         raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})",
                        public=f"exit '{plan.name}' has no member up ({'; '.join(public)})")
 

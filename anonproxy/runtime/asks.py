@@ -21,7 +21,7 @@ class Asks:
         self.wakeup = asyncio.Event()
         # the profile to load (None: the current one) and who waits for that outcome
         self._reloads: list[tuple[str | None, asyncio.Future | None]] = []
-        self._newnym: str | None | bool = False  # False: none; None: all sites; or a site
+        self._newnym: str | bool | None = False  # False: none; None: all sites; or a site
 
     def reload(self, ref: str | None = None, waiter: asyncio.Future | None = None) -> None:
         if (ref, waiter) != SIGHUP or self._reloads[-1:] != [SIGHUP]:
@@ -44,7 +44,7 @@ class Asks:
         """Reloads taken but not done (the proxy began to stop): first in the queue again."""
         self._reloads[:0] = reloads
 
-    def take_new_identity(self) -> str | None | bool:
+    def take_new_identity(self) -> str | bool | None:
         """The site a new identity was asked for (None: every site), or False for none."""
         site, self._newnym = self._newnym, False
         return site

@@ -37,10 +37,9 @@ class Contexts:
                            loopback_allowed=loopback_allowed)
 
         main, selectable = context(loaded), {}
-        for ref in loaded.profile.selectable:
-            if ref.endswith(".toml") and not Path(ref).is_absolute():
-                ref = str(loaded.path.parent / ref)
-            other = load_profile(ref)
+        for given in loaded.profile.selectable:
+            relative = given.endswith(".toml") and not Path(given).is_absolute()
+            other = load_profile(str(loaded.path.parent / given) if relative else given)
             selectable[other.name] = context(other)
         made = cls(main, selectable, credentials)
         if any(spec.managed for ctx in made.all() for spec in ctx.tor_specs()):

@@ -58,7 +58,8 @@ IDENTIFYING_HEADERS: tuple[Identifying, ...] = (
     Identifying("X-Forwarded-Server", "Apache mod_proxy"),
     Identifying("X-Forwarded", "client-IP libraries (request-ip)"),
     Identifying("Forwarded-For", "client-IP libraries (request-ip)"),
-    Identifying("X-Original-Forwarded-For", "Kubernetes ingress-nginx (the X-Forwarded-For it got)"),
+    Identifying("X-Original-Forwarded-For",
+                "Kubernetes ingress-nginx (the X-Forwarded-For it got)"),
     Identifying("X-Real-IP", "nginx realip module"),
     Identifying("Client-IP", "older proxies; PHP applications read HTTP_CLIENT_IP"),
     Identifying("X-Client-IP", "Azure App Service; client-IP libraries (request-ip)"),
@@ -254,25 +255,26 @@ def sanitize_request(
     """
     if websocket is None or listed is None:
         _, _, listed, websocket = scan(headers)
-    listed_only = listed - HOP_BY_HOP  # (hop-by-hop names have their own branch)
     out: Headers = []
     have_host = False
     for name, value in headers:
         lname = name.lower()
-        if lname in _IDENTIFYING_SPELLINGS or lname in listed_only:
+        if lname in _IDENTIFYING_SPELLINGS or (lname in listed and lname not in HOP_BY_HOP):
             continue
         if lname in HOP_BY_HOP:
-            value = _upgrade_pair(lname, value) if websocket else None
+            sent = _upgrade_pair(lname, value) if websocket else None
         elif lname == b"host":
             if have_host:
                 continue
-            value, have_host = host, True
+            sent, have_host = host, True
         elif (step := POLICY_STEPS.get(lname)) is not None:
-            value = step(value, policy, target_origin)
+            sent = step(value, policy, target_origin)
         elif _hint_dropped(lname, policy.client_hints):
             continue
-        if value is not None:
-            out.append((name, value))
+        else:
+            sent = value
+        if sent is not None:
+            out.append((name, sent))
     if not have_host:
         out.insert(0, (b"Host", host))
     return out
