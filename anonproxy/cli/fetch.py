@@ -188,8 +188,9 @@ def _request_head(ctx: Context, given: list[tuple[str, str]], target: _Target, m
         headers.append((b"Content-Length", str(length).encode()))
     origin = f"{target.scheme}://{target.authority.decode()}"
     clean = sanitize_request(headers, ctx.policy, target_origin=origin, host=target.authority)
-    if ctx.policy.user_agent_replace is not None and b"user-agent" not in {n.lower() for n, _ in clean}:
-        clean.append((b"User-Agent", ctx.policy.user_agent_replace))
+    replace = ctx.policy.user_agent_replace
+    if replace is not None and b"user-agent" not in {n.lower() for n, _ in clean}:
+        clean.append((b"User-Agent", replace))
     return render_request_head(method.encode(), target.path, clean)
 
 
@@ -197,12 +198,39 @@ async def _exchange(ctx: Context, request: FetchRequest, target: _Target, method
                     headers: list[tuple[str, str]], reader, writer, out: BinaryIO,
                     progress) -> tuple[int, str | None]:
     """One request and its response, which ends where its framing says (the caller closes)."""
-    length = len(body) if isinstance(body, bytes) else None
-    if body is not None and length is None:
-        body.seek(0, 2)
-        length = body.tell()
-        body.seek(0)
-    writer.write(_request_head(ctx, headers, target, method, length))
+    writer.write(_request_head(ctx, headers, target, method, _body_length(body)))
+    await _send_body(writer, body)
+    parser = ResponseParser(method.encode())
+    final: ResponseHead | None = None
+    location, keep_body = None, False
+    while True:
+        data = await reader.read(1 << 16)
+        for event in parser.feed(data) if data else parser.feed_eof():
+            if isinstance(event, ResponseHead) and event.status >= 200:  # (not an interim one)
+                final, location = event, _final_head(request, event, out, progress)
+                # the body of a redirect we follow is not what the user asked for
+                keep_body = not (request.follow and event.status in REDIRECTS and location)
+            elif isinstance(event, Body) and keep_body:
+                out.write(event.data)
+                if progress is not None:
+                    progress.advance(len(event.data))
+            elif event is END and final is not None:
+                out.flush()
+                return final.status, location
+
+
+def _body_length(body: bytes | BinaryIO | None) -> int | None:
+    """The request body's size (a file's from its end), None without one."""
+    if body is None or isinstance(body, bytes):
+        return None if body is None else len(body)
+    body.seek(0, 2)
+    length = body.tell()
+    body.seek(0)
+    return length
+
+
+async def _send_body(writer, body: bytes | BinaryIO | None) -> None:
+    """The request body as given: bytes at once, a file in pieces as the upstream takes them."""
     if isinstance(body, bytes):
         writer.write(body)
     elif body is not None:
@@ -210,36 +238,21 @@ async def _exchange(ctx: Context, request: FetchRequest, target: _Target, method
             writer.write(data)
             await writer.drain()
     await writer.drain()
-    parser = ResponseParser(method.encode())
-    final: ResponseHead | None = None
-    location = None
-    while True:
-        data = await reader.read(1 << 16)
-        events = parser.feed(data) if data else parser.feed_eof()
-        for event in events:
-            if isinstance(event, ResponseHead):
-                if event.status < 200:
-                    continue
-                final = event
-                location = next((v.decode("latin-1") for n, v in event.headers
-                                 if n.lower() == b"location"), None)
-                _say(request, f"HTTP {event.status} {event.reason.decode('latin-1')}")
-                if request.fail and event.status >= 400:
-                    raise FetchFailed(HTTP_ERROR, f"the server answered {event.status}")
-                if request.include_head:
-                    head = b"HTTP/%s %d %s\r\n" % (event.version, event.status, event.reason)
-                    head += b"".join(n + b": " + v + b"\r\n" for n, v in event.headers)
-                    out.write(head + b"\r\n")
-                if progress is not None:
-                    size = next((int(v) for n, v in event.headers
-                                 if n.lower() == b"content-length" and v.strip().isdigit()), None)
-                    progress.start(size)
-            elif isinstance(event, Body) and final is not None:
-                skip = request.follow and final.status in REDIRECTS and location
-                if not skip:
-                    out.write(event.data)
-                    if progress is not None:
-                        progress.advance(len(event.data))
-            elif event is END and final is not None:
-                out.flush()
-                return final.status, location
+
+
+def _final_head(request: FetchRequest, head: ResponseHead, out: BinaryIO,
+                progress) -> str | None:
+    """Act on the final response head: fail on an error status if asked (-f), write the head
+    if asked (-i), start the progress bar; returns its Location, if any."""
+    _say(request, f"HTTP {head.status} {head.reason.decode('latin-1')}")
+    if request.fail and head.status >= 400:
+        raise FetchFailed(HTTP_ERROR, f"the server answered {head.status}")
+    if request.include_head:
+        lines = b"HTTP/%s %d %s\r\n" % (head.version, head.status, head.reason)
+        lines += b"".join(n + b": " + v + b"\r\n" for n, v in head.headers)
+        out.write(lines + b"\r\n")
+    if progress is not None:
+        size = next((int(v) for n, v in head.headers
+                     if n.lower() == b"content-length" and v.strip().isdigit()), None)
+        progress.start(size)
+    return next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"location"), None)

@@ -50,32 +50,45 @@ class ProfileError(Exception):
 
 def _references(profile: Profile) -> list[str]:
     """Problems no single key shows: names that point nowhere, pool cycles, open listeners."""
-    problems: list[str] = []
+    return [*_name_problems(profile), *_cycle_problems(profile), *_setting_problems(profile)]
+
+
+def _name_problems(profile: Profile) -> list[str]:
+    """Every exit name the profile uses (default, rules, pool members, fallbacks) that no exit
+    defines, and an exit that takes the reserved name `block`."""
     known = set(profile.exits)
     names = ", ".join(sorted(known)) or "none"
-
-    def ref(key: str, name: str, *, block_ok: bool) -> None:
-        if name == BLOCK and block_ok:
-            return
-        if name not in known:
-            hint = " ('block' is only for rules)" if name == BLOCK else ""
-            problems.append(f'{key} = "{name}": no exit by that name{hint}; defined: {names}')
-
+    uses = [("default", profile.default, True)]
+    uses += [(f"rules[{i}].exit", rule.exit, True) for i, rule in enumerate(profile.rules)]
+    for name, exit_ in profile.exits.items():
+        uses += [(f"exits.{name}.pool[{j}]", m, False) for j, m in enumerate(exit_.pool or [])]
+        if exit_.fallback is not None:
+            uses.append((f"exits.{name}.fallback", exit_.fallback, False))
+    problems = []
     if BLOCK in known:
         problems.append(f'exits.{BLOCK}: "block" is reserved for rules that refuse a destination')
-    ref("default", profile.default, block_ok=True)
-    for i, rule in enumerate(profile.rules):
-        ref(f"rules[{i}].exit", rule.exit, block_ok=True)
-    for name, exit_ in profile.exits.items():
-        for j, member in enumerate(exit_.pool or []):
-            ref(f"exits.{name}.pool[{j}]", member, block_ok=False)
-        if exit_.fallback is not None:
-            ref(f"exits.{name}.fallback", exit_.fallback, block_ok=False)
+    for key, name, block_ok in uses:
+        if name in known or (name == BLOCK and block_ok):
+            continue
+        hint = " ('block' is only for rules)" if name == BLOCK else ""
+        problems.append(f'{key} = "{name}": no exit by that name{hint}; defined: {names}')
+    return problems
+
+
+def _cycle_problems(profile: Profile) -> list[str]:
+    """The first cycle of pools and fallbacks that refer to each other, if any."""
     for name in profile.exits:
         cycle = _cycle(profile, name, [])
         if cycle and cycle[0] == name:
-            problems.append(f"exits.{name}: pools refer to each other in a cycle: {' -> '.join(cycle)}")
-            break
+            return [f"exits.{name}: pools refer to each other in a cycle: {' -> '.join(cycle)}"]
+    return []
+
+
+def _setting_problems(profile: Profile) -> list[str]:
+    """Settings that contradict each other or expose the proxy: resolving through a Tor the
+    profile lacks, an open listener or dashboard, a managed tor per worker, auth beside
+    selectable profiles."""
+    problems: list[str] = []
     if profile.resolve == "tor" and not any(e.tor for e in profile.exits.values()):
         problems.append('resolve = "tor": this profile has no Tor exit to resolve through')
     problems += [f'listen = "{profile.listen}": {p}'
@@ -190,7 +203,8 @@ def _describe(error: Any, source: str) -> str:
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
     if error["type"] == "extra_forbidden":
-        return f"{source}: {key}: unknown key (check its spelling against the README's profile reference)"
+        return (f"{source}: {key}: unknown key (check its spelling against the README's "
+                "profile reference)")
     if error["type"] == "missing":
         return f"{source}: {key}: required key is missing"
     shown = _short(value) if loc else ""

@@ -1,19 +1,19 @@
 """What every connection of a running proxy shares: the profile compiled for use, the exits'
-health, the GeoIP database and the reusable upstream connections.
+health, the GeoIP database and the reusable upstream connections — and the router.
 
-`route()` decides an exit for a destination (rules.decide, plus a lookup only when a rule
-needs an address and the profile says `resolve = "local"` or `"tor"`); `open()` opens a stream
-through an exit, choosing pool members by strategy and health and failing over between them,
-or through a tor with the isolation credentials the exit asks for.
+`route()` decides an exit for a destination and says why (rules.decide, plus a lookup only
+when a rule needs an address and the profile says `resolve = "local"` or `"tor"`), refusing
+what must not be reached; `open()` hands the decision to the profile's Dialer (dialer.py),
+which connects through the exit and calls back here (forbidden_peer, forbidden_via_hop) about
+what the connection reached.
 
-Invariants: a pool whose members are all down fails closed (503) unless the profile names a
-`fallback` for it in plain words; a rule that says `block` refuses with the rule's number and
-text; nothing here resolves a destination name unless the profile's `resolve` says how, and
-never a special-use one (address.special_use): those are decided first, from the name alone —
-`.onion` only ever goes to a Tor exit, the others are refused. The proxy never reaches its own
-services (`own_services`: listener, dashboard, its tors' ports, and for `fetch` what running
-proxies announced): refused by name before connecting, by the peer address after a direct
-connect, and by port through a hop that runs on this machine (which resolves the name itself).
+Invariants: a rule that says `block` refuses with the rule's number and text; nothing here
+resolves a destination name unless the profile's `resolve` says how, and never a special-use
+one (address.special_use): those are decided first, from the name alone — `.onion` only ever
+goes to a Tor exit, the others are refused. The proxy never reaches its own services
+(`own_services`: listener, dashboard, its tors' ports, and for `fetch` what running proxies
+announced): refused by name before connecting, by the peer address after a direct connect,
+and by port through a hop that runs on this machine (which resolves the name itself).
 """
 
 from __future__ import annotations
@@ -21,20 +21,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from anonproxy import logs
 from anonproxy.config.models import BLOCK
 from anonproxy.config.profiles import LoadedProfile
 from anonproxy.exits import connect
-from anonproxy.exits.connect import Chain, Direct, Plan, Pool, TorExit
+from anonproxy.exits.connect import Chain, Plan, Pool, TorExit
+from anonproxy.exits.dialer import Dialer, Opened
 from anonproxy.exits.health import Health
-from anonproxy.exits.tor import Tor, TorSpec, TorUnavailable
+from anonproxy.exits.tor import Tor, TorSpec
 from anonproxy.policy import own_services
 from anonproxy.policy.geo import GeoDB
-from anonproxy.policy.pools import order_members
 from anonproxy.policy.rules import (
     NEED_ADDRESS,
     CompiledRule,
@@ -52,15 +50,9 @@ from anonproxy.wire.address import (
     special_use,
     special_use_refusal,
 )
-from anonproxy.wire.errors import ExitDown, ExitFailed, Forbidden, StageTimeout
+from anonproxy.wire.errors import Forbidden
 from anonproxy.wire.headers import HeaderPolicy
 from anonproxy.wire.hops import Hop
-
-
-@dataclass
-class Opened:
-    stream: connect.Stream
-    path: tuple[str, ...]  # exit names from the routed one to the concrete one used
 
 
 @dataclass
@@ -78,7 +70,7 @@ class Context:
     loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
     also_own: tuple[Address, ...] = ()  # other proxies of this user (fetch): never destinations
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
-    _turn: int = 0  # round-robin position: advances once per new pooled connection
+    dialer: Dialer = field(init=False)  # decision -> connected stream
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
     _routes: dict = field(default_factory=dict, repr=False)
     _routes_key: tuple = ()
@@ -91,6 +83,9 @@ class Context:
         self.plans = {name: connect.plan_from_config(name, e) for name, e in profile.exits.items()}
         self.rules = compile_rules(profile.rules)
         self.health = Health(profile.health.rise, profile.health.fall)
+        self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
+                             profile.limits.connect_timeout, self.forbidden_peer,
+                             self.forbidden_via_hop)
 
     @property
     def limits(self):
@@ -278,8 +273,8 @@ class Context:
         if ip.is_link_local and dest.ip != ip:
             # (not which address: a web page reads this sentence, and our resolver's answer
             # for a name is not its to learn)
-            return f"refusing {dest}: it resolved to a link-local address (cloud metadata " \
-                "lives there)"
+            return (f"refusing {dest}: it resolved to a link-local address (cloud metadata "
+                    "lives there)")
         return None
 
     def _local_refusal(self, dest: Address, reached: str, ours: bool = False) -> str | None:
@@ -301,7 +296,8 @@ class Context:
         return (f"refusing {dest}: {ip} is this machine, and only a rule whose cidrs name it "
                 "lets a program under exec --strict reach it")
 
-    def forbidden_via_hop(self, dest: Address, hop_local: bool, bound: Address | None) -> str | None:
+    def forbidden_via_hop(self, dest: Address, hop_local: bool,
+                          bound: Address | None) -> str | None:
         """Why a tunnel to `dest` through a chain must not be used (own_services.through_hop):
         `hop_local`, its last hop runs on this machine; `bound`, the hop's SOCKS5 BND.ADDR."""
         return own_services.through_hop(dest, hop_local, bound, self.own_services())
@@ -313,114 +309,13 @@ class Context:
         return not (isinstance(plan, TorExit) and plan.isolation == "connection")
 
     def choose_path(self, name: str, dest: Address) -> tuple[str, ...]:
-        """The exit names a request to `dest` goes through, each pool resolved to the member
-        its strategy picks now (a round-robin pool moves on one step). Reusable connections
-        are kept under this path, and `open(..., prefer=path)` tries it first."""
-        path = (name,)
-        plan = self.plans[name]
-        while isinstance(plan, Pool):
-            order = self._order(plan, dest)
-            if not order:
-                break
-            path += (order[0],)
-            plan = self.plans[order[0]]
-        return path
+        """The exit names a request to `dest` goes through, pools resolved (Dialer.choose_path)."""
+        return self.dialer.choose_path(name, dest)
 
-    def _order(self, plan: Pool, dest: Address, prefer: tuple[str, ...] = ()) -> list[str]:
-        """Members to try, by strategy and health; a member named in `prefer` goes first
-        (and then a round-robin pool does not move on again)."""
-        chosen = next((m for m in plan.members if m in prefer), None)
-        order = order_members(plan.members, plan.strategy, self.health.is_up,
-                              turn=self._turn, site=site_of(dest.host))
-        if chosen is None:
-            self._turn += plan.strategy == "round-robin"
-        elif chosen in order:
-            order.remove(chosen)
-            order.insert(0, chosen)
-        return order
-
-    async def open(self, name: str, dest: Address, _path: tuple[str, ...] = (),
-                   prefer: tuple[str, ...] = (), isolation: str | None = None) -> Opened:
-        """Open a stream to `dest` through exit `name` (pools resolved to a member, those in
-        `prefer` first). `isolation`: the client's own key (a digest of its SOCKS5
-        credentials), which a Tor exit adds to the circuit isolation it asks for."""
-        plan = self.plans[name]
-        path = (*_path, name)
-        timeout = self.limits.connect_timeout
-        if not isinstance(plan, Pool) and special_use(dest.host) is not None:
-            refusal = special_use_refusal(dest.host, tor_exit=isinstance(plan, TorExit))
-            if refusal is not None:  # route() decided this already; an exit forced by fetch
-                raise Forbidden(refusal)
-        if isinstance(plan, Direct):
-            stream = await connect.open_direct(plan, dest, timeout=timeout,
-                                             refuse=self.forbidden_peer)
-            return Opened(stream, path)
-        if isinstance(plan, TorExit):
-            return Opened(await self._open_tor(plan, dest, isolation), path)
-        if isinstance(plan, Chain):
-            started = time.monotonic()
-            try:
-                stream = await connect.open_chain(plan, dest, timeout=timeout,
-                                                refuse=self.forbidden_via_hop)
-            except (ExitFailed, StageTimeout) as error:
-                if _hop_failed(error):
-                    self.health.record(name, False, error.message)
-                raise
-            self.health.record(name, True, latency_ms=(time.monotonic() - started) * 1000)
-            return Opened(stream, path)
-        return await self._open_pool(plan, dest, path, prefer, isolation)
-
-    async def _open_tor(self, plan: TorExit, dest: Address,
-                        isolation: str | None = None) -> connect.Stream:
-        tor = self.tors.get(plan.spec)
-        if tor is None:
-            raise ExitDown(f"{plan.describe()} is not running",
-                           public=f"exit '{plan.name}' (tor) is not running")
-        try:
-            host, port = tor.socks_address()
-        except TorUnavailable as error:
-            state = f"bootstrapping ({tor.progress}%)" if tor.state == "bootstrapping" else tor.state
-            where = f" (exits in {', '.join(plan.spec.countries)})" if plan.spec.countries else ""
-            raise ExitDown(f"exit '{plan.name}': {error}",
-                           public=f"exit '{plan.name}': tor{where} is not ready: {state}") from None
-        user, password = tor.isolation(plan.isolation, site_of(dest.host), self.loaded.name,
-                                       isolation)
-        chain = Chain(plan.name, (Hop("socks5", Address(host, port), user, password),))
-        try:
-            return await connect.open_chain(chain, dest, timeout=self.limits.connect_timeout)
-        except StageTimeout:
-            where = f" through an exit in {', '.join(plan.spec.countries).upper()}" \
-                if plan.spec.countries else ""
-            raise StageTimeout(
-                f"exit '{plan.name}': tor found no circuit to {dest}{where} within "
-                f"{self.limits.connect_timeout:g} s (failing closed)"
-            ) from None
-
-    async def _open_pool(self, plan: Pool, dest: Address, path: tuple[str, ...],
-                         prefer: tuple[str, ...], isolation: str | None = None) -> Opened:
-        failures: list[str] = []
-        public: list[str] = []
-        for member in self._order(plan, dest, prefer):
-            try:
-                return await self.open(member, dest, path, prefer, isolation)
-            except (ExitFailed, StageTimeout, ExitDown) as error:
-                if not _hop_failed(error):
-                    raise  # the destination itself failed: another member would not help
-                failures.append(f"{member}: {error.message}")
-                public.append(f"{member}: {error.public}")
-        if plan.fallback is not None:
-            logs.log.warning("exit '%s' has no usable member; using its fallback '%s'",
-                             plan.name, plan.fallback)
-            return await self.open(plan.fallback, dest, path, isolation=isolation)
-        states = failures or [self.health.describe(m) for m in plan.members]
-        public = public or [f"{m}: {'up' if self.health.is_up(m) else 'down'}" for m in plan.members]
-        raise ExitDown(f"exit '{plan.name}' has no member up ({'; '.join(states)})",
-                       public=f"exit '{plan.name}' has no member up ({'; '.join(public)})")
-
-
-def _hop_failed(error: Exception) -> bool:
-    """True when an exit itself failed (a hop), not the destination behind it."""
-    return getattr(error, "hop_failed", True)
+    async def open(self, name: str, dest: Address, prefer: tuple[str, ...] = (),
+                   isolation: str | None = None) -> Opened:
+        """Open a stream to `dest` through exit `name` (Dialer.open)."""
+        return await self.dialer.open(name, dest, prefer=prefer, isolation=isolation)
 
 
 async def _resolve_locally(host: str):

@@ -1,11 +1,12 @@
-"""The running proxy: its profiles (the main one and those a proxy username selects), the tors
-they use, health probes, reloads, new identities, the dashboard, and the serve loop that turns
-signals and dashboard actions into them. Accepting connections is the Listener's.
+"""The running proxy: its profiles (the main one and those a proxy username selects:
+contexts.py), the tors they use (tors.py), health probes, reloads, new identities, the
+dashboard, and the serve loop that turns signals and dashboard actions (asks.py) into them.
+Accepting connections is the Listener's.
 
 Invariants:
 - A reload or profile switch that fails keeps the running profile and says why; connections in
   flight keep the profile they started with.
-- Credentials, when the proxy requires them, are compared in constant time.
+- Credentials, when the proxy requires them, are compared in constant time (contexts.py).
 - It never listens beyond loopback without an allow-list or credentials: start() and every
   reload or switch ask profiles.listen_problems about the address actually bound.
 - SIGINT/SIGTERM: stop accepting, drain (listener.py), stop tors and the dashboard, return;
@@ -15,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import signal
 import socket
 import time
@@ -30,22 +30,17 @@ from anonproxy.config.profiles import (
     known_profiles,
     listen_problems,
     load_profile,
-    open_geo,
 )
 from anonproxy.exits.connect import Direct, TorExit
 from anonproxy.exits.context import Context
-from anonproxy.exits.tor import (
-    Tor,
-    TorSpec,
-    TorUnavailable,
-    site_renewal_words,
-    tor_binary,
-)
+from anonproxy.exits.tor import TorUnavailable, site_renewal_words
 from anonproxy.inbound.listener import Listener
+from anonproxy.runtime.asks import Asks
+from anonproxy.runtime.contexts import Contexts, profile_credentials
+from anonproxy.runtime.tors import Tors
 from anonproxy.runtime.workers import forward, reap
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address, AddressError, check_host
-from anonproxy.wire.errors import AuthRequired, NoSuchProfile
 
 
 class ProxyServer:
@@ -72,56 +67,27 @@ class ProxyServer:
         self.last_reload_error: str | None = None
         self.children: list[int] = []  # other worker processes on our port (workers.py)
         self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
-        self._credentials = credentials or _profile_credentials(loaded)  # required when set
-        self.tors: dict[TorSpec, Tor] = {}
-        self._tor_tasks: dict[TorSpec, asyncio.Task] = {}
-        self.ctx, self._selectable = self._contexts(loaded)
+        self._tors = Tors()
+        self.tors = self._tors.running  # (every Context holds this same dict)
+        self.contexts = self._load(loaded, credentials or profile_credentials(loaded))
         self._stopping = asyncio.Event()
         self.listener = Listener(self.context_for, lambda: self.ctx,
-                                 lambda: self._credentials is not None, self._stopping,
+                                 lambda: self.contexts.credentials is not None, self._stopping,
                                  loaded.profile.allow)
-        self._wakeup = asyncio.Event()
-        # reloads asked for, in order: the profile to load (None: the current one) and who waits
-        # for that outcome (None for SIGHUP); each gets the outcome of its own request
-        self._reload_queue: list[tuple[str | None, asyncio.Future | None]] = []
-        self._newnym_requested: str | None | bool = False  # False: none; None: all; or a site
+        self._asks = Asks()  # reloads and a new identity, for the serve loop
 
-    def _contexts(self, loaded: LoadedProfile) -> tuple[Context, dict[str, Context]]:
-        """The main profile's context and those a client may select by proxy username."""
-        main = Context(loaded, self.listen, geo=open_geo(loaded), tors=self.tors,
-                       admin=self.admin_address, loopback_allowed=self.loopback_allowed)
-        selectable = {}
-        for ref in loaded.profile.selectable:
-            if ref.endswith(".toml") and not Path(ref).is_absolute():
-                ref = str(loaded.path.parent / ref)
-            other = load_profile(ref)
-            selectable[other.name] = Context(other, self.listen, geo=open_geo(other),
-                                             tors=self.tors, admin=self.admin_address,
-                                             loopback_allowed=self.loopback_allowed)
-        specs = {spec for ctx in (main, *selectable.values()) for spec in ctx.tor_specs()}
-        if any(spec.managed for spec in specs):
-            tor_binary()  # no tor program: say so now, with what to do instead
-        return main, selectable
+    def _load(self, loaded: LoadedProfile, credentials: tuple[str, str] | None) -> Contexts:
+        return Contexts.load(loaded, self.listen, credentials, tors=self.tors,
+                             admin=self.admin_address, loopback_allowed=self.loopback_allowed)
+
+    @property
+    def ctx(self) -> Context:
+        """The main profile's context."""
+        return self.contexts.main
 
     def context_for(self, credentials: tuple[str, str] | None) -> Context:
-        """The context for a client: the main profile, or the one its proxy username names.
-        Raises AuthRequired when the proxy requires credentials and these are not them."""
-        if self._credentials is not None:
-            user, password = credentials or ("", "")
-            if not (hmac.compare_digest(user.encode(), self._credentials[0].encode())
-                    & hmac.compare_digest(password.encode(), self._credentials[1].encode())):
-                raise AuthRequired("this proxy needs the credentials it was started with")
-            return self.ctx
-        username = credentials[0] if credentials else None
-        if username is None or not self._selectable:
-            return self.ctx
-        try:
-            return self._selectable[username]
-        except KeyError:
-            raise NoSuchProfile(
-                f"no selectable profile named '{username[:64]}' "
-                f"(choose one of: {', '.join(sorted(self._selectable))})"
-            ) from None
+        """The context for a client (Contexts.for_client): AuthRequired, NoSuchProfile."""
+        return self.contexts.for_client(credentials)
 
     @property
     def limits(self):
@@ -132,13 +98,13 @@ class ProxyServer:
         Raises ProfileError for an address beyond loopback without allow or credentials."""
         host = sock.getsockname()[0] if sock is not None else self.listen.host
         problems = listen_problems(Address(host, self.listen.port), self.ctx.profile.allow,
-                                   self._credentials)
+                                   self.contexts.credentials)
         if problems:
             raise ProfileError(f"{self.ctx.loaded.path}: {'; '.join(problems)}")
         bound = await self.listener.start(self.listen, sock)
         if bound != self.listen:  # a socket made elsewhere, or an ephemeral port: the real one
             self.listen = bound
-            for ctx in self._all_contexts():
+            for ctx in self.contexts.all():
                 ctx.listen = bound
         return self.listen
 
@@ -155,7 +121,7 @@ class ProxyServer:
         app = AdminApp(self, self.admin_address, Logins(), self.admin.password, self.activity)
         self.admin_address = await app.start()
         self._admin_app = app
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             ctx.admin = self.admin_address
         logs.observers.append(self.activity.observe)
         self.token_path = write_token(self.admin_address, app.logins.api_token)
@@ -201,8 +167,7 @@ class ProxyServer:
             return (f"switching profiles needs workers = 1 (this proxy runs "
                     f"{len(self.children) + 1}); restart it with --profile {name}")
         waiter = asyncio.get_running_loop().create_future()
-        self._reload_queue.append((self.switchable_profiles()[name] if name else None, waiter))
-        self._wakeup.set()
+        self._asks.reload(self.switchable_profiles()[name] if name else None, waiter)
         return await waiter
 
     async def control_newnym(self, site: str | None) -> str:
@@ -220,15 +185,12 @@ class ProxyServer:
 
     def _renewal_words(self, site: str) -> str:
         return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.isolation)
-                                         for ctx in self._all_contexts()
+                                         for ctx in self.contexts.all()
                                          for plan in ctx.plans.values()
                                          if isinstance(plan, TorExit)])
 
-    def _all_contexts(self) -> list[Context]:
-        return [self.ctx, *self._selectable.values()]
-
     def warn_if_direct(self) -> None:
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             profile = ctx.profile
             direct = [n for n in {profile.default, *(r.exit for r in profile.rules)}
                       if isinstance(ctx.plans.get(n), Direct)]
@@ -251,19 +213,16 @@ class ProxyServer:
         if not self._stopping.is_set():
             forward(self.children, signal.SIGTERM)
         self._stopping.set()
-        self._wakeup.set()
+        self._asks.wakeup.set()
 
     def request_reload(self) -> None:
-        if self._reload_queue[-1:] != [(None, None)]:  # a burst of SIGHUPs is one reload
-            self._reload_queue.append((None, None))
-        self._wakeup.set()
+        self._asks.reload()  # (a burst of SIGHUPs is one reload)
 
     def request_new_identity(self, site: str | None = None) -> None:
         """SIGUSR1: a new identity, for the site named in the request file if there is one."""
         if site is None:
             site = take_newnym_request(self.listen)
-        self._newnym_requested = site
-        self._wakeup.set()
+        self._asks.new_identity(site)
         self._newnym_children(site)
 
     def _newnym_children(self, site: str | None) -> None:
@@ -280,37 +239,20 @@ class ProxyServer:
 
     def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
         """Run one tor per spec the profiles use; stop those no profile uses any more."""
-        wanted = {spec for ctx in self._all_contexts() for spec in ctx.tor_specs()}
-        for spec in wanted - self._tor_tasks.keys():
-            self.tors[spec] = Tor(spec)
-            self._tor_tasks[spec] = tasks.create_task(self.tors[spec].run())
-        for spec in self._tor_tasks.keys() - wanted:
-            self._tor_tasks.pop(spec).cancel()
-            self.tors.pop(spec, None)
+        self._tors.sync({spec for ctx in self.contexts.all() for spec in ctx.tor_specs()}, tasks)
 
     async def tors_ready(self, timeout: float) -> None:
         """Wait until every tor the profiles use is ready (serve_until_signalled starts them)."""
-        await asyncio.sleep(0)
-        for tor in list(self.tors.values()):
-            await tor.wait_ready(timeout)
+        await self._tors.ready(timeout)
 
     async def new_identity(self, site: str | None) -> None:
-        """New circuits: for one site (new isolation keys), or for everything (also NEWNYM)."""
+        """New circuits: for one site (new isolation keys), or for everything (also NEWNYM);
+        upstream connections kept for reuse are dropped either way."""
         self.identities += 1
-        for tor in list(self.tors.values()):
-            tor.new_identity_for(site)
-            if site is not None or tor.state != "ready":
-                continue
-            wait = await tor.newnym()
-            if wait:
-                logs.log.warning("tor (%s): tor allows a new identity in %.0f s; isolation keys "
-                                 "were renewed now, NEWNYM follows then", tor.spec.label(), wait)
-                await asyncio.sleep(wait)
-                await tor.newnym()
-            logs.log.info("tor (%s): new identity", tor.spec.label())
+        await self._tors.new_identity(site)
         if site is not None:
             logs.log.info("%s", self._renewal_words(site))
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             ctx.pool.close()
             ctx.pool = UpstreamPool()
 
@@ -325,35 +267,40 @@ class ProxyServer:
 
                 background.append(tasks.create_task(sample_forever(self.activity)))
             while not self._stopping.is_set():
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                queue, self._reload_queue = self._reload_queue, []
-                for i, (ref, waiter) in enumerate(queue):
-                    if self._stopping.is_set():
-                        self._reload_queue[:0] = queue[i:]  # answered when stopping, below
-                        break
-                    error = self.reload(ref)
-                    if error is None:
-                        forward(self.children, signal.SIGHUP)
-                        self._sync_tors(tasks)
-                        for prober in probers:
-                            prober.cancel()
-                        probers = self._start_probers(tasks)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(error)
-                if self._newnym_requested is not False and not self._stopping.is_set():
-                    site, self._newnym_requested = self._newnym_requested, False
+                await self._asks.wait()
+                probers = self._do_reloads(tasks, probers)
+                site = self._asks.take_new_identity()
+                if site is not False and not self._stopping.is_set():
                     tasks.create_task(self.new_identity(site))
             logs.log.info("stopping: no new connections; draining %d",
                           self.listener.open_connections)
-            for task in (*probers, *background, *self._tor_tasks.values()):
+            for task in (*probers, *background, *self._tors.tasks()):
                 task.cancel()
-            for _, waiter in self._reload_queue:
-                if waiter is not None and not waiter.done():
-                    waiter.set_result("the proxy is stopping")
+            self._asks.refuse_reloads("the proxy is stopping")
             await self._stop_admin()
             await self.stop()
             await asyncio.to_thread(reap, self.children)
+
+    def _do_reloads(self, tasks: asyncio.TaskGroup,
+                    probers: list[asyncio.Task]) -> list[asyncio.Task]:
+        """The reloads asked for, in order, each answered with its outcome; after one that took,
+        workers reload too and tors and health probes follow the new profiles. Returns the
+        probers now running."""
+        queue = self._asks.take_reloads()
+        for i, (ref, waiter) in enumerate(queue):
+            if self._stopping.is_set():
+                self._asks.put_back(queue[i:])  # answered when stopping
+                break
+            error = self.reload(ref)
+            if error is None:
+                forward(self.children, signal.SIGHUP)
+                self._sync_tors(tasks)
+                for prober in probers:
+                    prober.cancel()
+                probers = self._start_probers(tasks)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(error)
+        return probers
 
     def reload(self, ref: str | None = None) -> str | None:
         """Re-read the profile (or switch to the one `ref` names); on any error keep the
@@ -363,13 +310,13 @@ class ProxyServer:
             return "this proxy was started without a profile to re-read"
         try:
             loaded = load_profile(ref or self.profile_ref)
-            credentials = self._credentials if self._fixed_credentials \
-                else _profile_credentials(loaded)
+            credentials = self.contexts.credentials if self._fixed_credentials \
+                else profile_credentials(loaded)
             problems = listen_problems(self.listen, loaded.profile.allow, credentials)
             if problems:  # the bound address stays; the profile must still guard it
                 raise ProfileError(f"{loaded.path}: the proxy stays on {self.listen} until it "
                                    f"restarts; {'; '.join(problems)}")
-            main, selectable = self._contexts(loaded)
+            contexts = self._load(loaded, credentials)
         except (ProfileError, TorUnavailable) as error:
             logs.log.error("reload failed, keeping the running profile: %s", error)
             self.last_reload_error = str(error)
@@ -380,15 +327,13 @@ class ProxyServer:
         self.last_reload_error = None
         if loaded.profile.listen_address != self.ctx.profile.listen_address:
             logs.log.warning("reload: the listen address only changes on restart")
-        old = self._all_contexts()
+        old = self.contexts.all()
         if loaded.path == self.ctx.loaded.path:  # a reload, not a switch
-            main.carry_hits(self.ctx)
-        for ctx in (main, *selectable.values()):
+            contexts.main.carry_hits(self.ctx)
+        for ctx in contexts.all():
             ctx.listen = self.listen
-        self.ctx, self._selectable = main, selectable
+        self.contexts = contexts
         self.listener.allow = loaded.profile.allow
-        if not self._fixed_credentials:
-            self._credentials = _profile_credentials(loaded)
         for ctx in old:
             ctx.pool.close()
         logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
@@ -397,7 +342,7 @@ class ProxyServer:
 
     def _start_probers(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task]:
         probers = []
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             members = ctx.probed_members()
             if members:
                 health = ctx.profile.health
@@ -408,15 +353,11 @@ class ProxyServer:
     async def _sweep_idle_upstreams(self) -> None:
         while True:
             await asyncio.sleep(5)
-            for ctx in self._all_contexts():
+            for ctx in self.contexts.all():
                 ctx.pool.sweep()
 
     async def stop(self) -> None:
         self.request_stop()
         await self.listener.drain(self.limits.drain_timeout)
-        for ctx in self._all_contexts():
+        for ctx in self.contexts.all():
             ctx.pool.close()
-
-def _profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
-    auth = loaded.profile.auth
-    return (auth.username, auth.password) if auth is not None else None

@@ -119,6 +119,9 @@ class Exchange:
         self.upstream_reusable = False
         self.tunnel: bytes | None = None
         self.chunked_up = head.framing == "chunked"
+        self.final: ResponseHead | None = None  # the final (2xx-5xx) response head, once it came
+        self.read_timeout = client.ctx.limits.response_timeout  # for the head; then idle_timeout
+        self.to_client = "length"  # how its body goes to the client (_client_framing)
 
     @property
     def where(self) -> str:
@@ -151,30 +154,26 @@ class Exchange:
 
         Everything one upstream read produced goes to the client in one write (fewer system
         calls); the head counts as sent only once that write happened. The upstream is read
-        here, not in a helper coroutine: this is the hot path of every request.
+        here, not in a helper coroutine: this is the hot path of every request. Heads go
+        through `_queue_head`, the end through `_finish`.
         """
-        limits = self.client.ctx.limits
         deadline = self.client.deadline  # this runs in the connection's own task
         up_reader = self.up_reader
         parser = ResponseParser(self.head.method)
         pending: deque[Event] = deque()
         out: list[bytes] = []
-        final: ResponseHead | None = None
-        to_client = "length"
         while True:
             if not pending:
                 if out:
                     await self._flush(out)
-                timeout = limits.response_timeout if final is None else limits.idle_timeout
+                timeout = self.read_timeout
                 deadline.arm(timeout)
                 try:
                     data = await up_reader.read(READ_SIZE)
                 except asyncio.CancelledError:
                     if not deadline.expired():
                         raise
-                    if self.head_sent:
-                        raise ConnectionResetError("upstream idle") from None
-                    raise StageTimeout(f"{self.where} did not answer within {timeout:g} s") from None
+                    raise self._silence(timeout) from None
                 finally:
                     deadline.disarm()
                 if data:
@@ -184,41 +183,56 @@ class Exchange:
                     pending.extend(parser.feed_eof())
                 continue
             event = pending.popleft()
-            if isinstance(event, ResponseHead):
-                if event.status == 101:
-                    if not self.head.websocket:
-                        raise BadUpstreamResponse("the upstream switched protocols unasked")
-                    headers = sanitize_response(event.headers, websocket=True, listed=event.listed)
-                    final = event
-                elif event.status < 200:
-                    if self.head.version == b"1.1":
-                        out.append(render_response_head(
-                            event.status, event.reason,
-                            sanitize_response(event.headers, listed=event.listed)))
-                    continue
-                else:
-                    final = event
-                    headers = self._final_headers(event)
-                    to_client = self._client_framing(event)
-                out.append(render_response_head(event.status, event.reason, headers))
-                self.head_queued = True
-            elif isinstance(event, Body):
+            if isinstance(event, Body):
                 self.trace.down += len(event.data)
-                out.append(chunk(event.data) if to_client == "chunked" else event.data)
-            elif isinstance(event, End):
-                if final is None or final.status < 200:
-                    continue  # end of an interim response
-                if to_client == "chunked":
-                    out.append(LAST_CHUNK)
-                await self._flush(out)
-                self.upstream_reusable = (final.keep_alive and final.framing != "close"
-                                          and parser.reusable and not pending)
-                return final.status
+                out.append(chunk(event.data) if self.to_client == "chunked" else event.data)
+            elif isinstance(event, ResponseHead):
+                self._queue_head(event, out)
+            elif isinstance(event, End) and self.final is not None:  # (not an interim's end)
+                return await self._finish(out, parser.reusable and not pending)
             elif isinstance(event, Tunnel):
-                assert final is not None and final.status == 101
                 await self._flush(out)
                 self.tunnel = event.rest
                 return 101
+
+    def _silence(self, timeout: float) -> Exception:
+        """What an upstream that stayed silent past `timeout` raises: before the head reached
+        the client, a timeout to answer with; after, a reset (the client connection aborts)."""
+        if self.head_sent:
+            return ConnectionResetError("upstream idle")
+        return StageTimeout(f"{self.where} did not answer within {timeout:g} s")
+
+    def _queue_head(self, event: ResponseHead, out: list[bytes]) -> None:
+        """Queue a response head for the client: an interim one (HTTP/1.1 clients only), a
+        101 the client asked for, or the final one (which sets the body's framing)."""
+        if event.status == 101:
+            if not self.head.websocket:
+                raise BadUpstreamResponse("the upstream switched protocols unasked")
+            # (not `final`: a Tunnel, not an End, ends it)
+            headers = sanitize_response(event.headers, websocket=True, listed=event.listed)
+        elif event.status < 200:
+            if self.head.version == b"1.1":
+                out.append(render_response_head(
+                    event.status, event.reason,
+                    sanitize_response(event.headers, listed=event.listed)))
+            return
+        else:
+            self.final = event
+            self.read_timeout = self.client.ctx.limits.idle_timeout  # now between body reads
+            headers = self._final_headers(event)
+            self.to_client = self._client_framing(event)
+        out.append(render_response_head(event.status, event.reason, headers))
+        self.head_queued = True
+
+    async def _finish(self, out: list[bytes], parser_clean: bool) -> int:
+        """The final response ended: send what is left; the upstream may be reused if both
+        ends allow it and nothing more arrived (`parser_clean`)."""
+        final = self.final
+        if self.to_client == "chunked":
+            out.append(LAST_CHUNK)
+        await self._flush(out)
+        self.upstream_reusable = final.keep_alive and final.framing != "close" and parser_clean
+        return final.status
 
     async def _flush(self, out: list[bytes]) -> None:
         if out:

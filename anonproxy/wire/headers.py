@@ -58,7 +58,8 @@ IDENTIFYING_HEADERS: tuple[Identifying, ...] = (
     Identifying("X-Forwarded-Server", "Apache mod_proxy"),
     Identifying("X-Forwarded", "client-IP libraries (request-ip)"),
     Identifying("Forwarded-For", "client-IP libraries (request-ip)"),
-    Identifying("X-Original-Forwarded-For", "Kubernetes ingress-nginx (the X-Forwarded-For it got)"),
+    Identifying("X-Original-Forwarded-For",
+                "Kubernetes ingress-nginx (the X-Forwarded-For it got)"),
     Identifying("X-Real-IP", "nginx realip module"),
     Identifying("Client-IP", "older proxies; PHP applications read HTTP_CLIENT_IP"),
     Identifying("X-Client-IP", "Azure App Service; client-IP libraries (request-ip)"),
@@ -204,6 +205,42 @@ def _hint_dropped(lname: bytes, policy: str) -> bool:
     return False
 
 
+def _user_agent(value: bytes, policy: HeaderPolicy, target_origin: str) -> bytes | None:
+    if policy.user_agent_replace is not None:
+        return policy.user_agent_replace
+    return None if policy.user_agent == STRIP else value
+
+
+def _accept_language(value: bytes, policy: HeaderPolicy, target_origin: str) -> bytes | None:
+    return value if policy.accept_language_replace is None else policy.accept_language_replace
+
+
+def _referer_step(value: bytes, policy: HeaderPolicy, target_origin: str) -> bytes | None:
+    return _referer(value, policy.referer, target_origin)
+
+
+def _cookie(value: bytes, policy: HeaderPolicy, target_origin: str) -> bytes | None:
+    return None if policy.cookie == STRIP else value
+
+
+# The headers a profile has a say in, each with its step: the value to send, or None to drop it.
+# (Client hints are a family of names, not a table entry: _hint_dropped.)
+POLICY_STEPS = {
+    b"user-agent": _user_agent,
+    b"accept-language": _accept_language,
+    b"referer": _referer_step,
+    b"cookie": _cookie,
+}
+
+
+def _upgrade_pair(lname: bytes, value: bytes) -> bytes | None:
+    """On a WebSocket handshake, the one hop-by-hop pair that crosses: Upgrade as it was, and
+    Connection as just `Upgrade` (its other tokens were dropped with what they list)."""
+    if lname == b"upgrade":
+        return value
+    return b"Upgrade" if lname == b"connection" else None
+
+
 def sanitize_request(
     headers: Headers, policy: HeaderPolicy, *, target_origin: str, host: bytes,
     websocket: bool | None = None, listed: frozenset[bytes] | None = None,
@@ -212,6 +249,9 @@ def sanitize_request(
 
     The Host header is set to `host` (RFC 9112: a proxy uses the request-target's authority).
     `websocket` and `listed` (Connection tokens): from a `scan` the parser already made.
+    One pass, in order: identifying and listed names go; hop-by-hop ones go (but the upgrade
+    pair of a WebSocket handshake); the first Host becomes `host`, later ones go; the headers
+    in POLICY_STEPS take their step's value; client hints go as the policy says.
     """
     if websocket is None or listed is None:
         _, _, listed, websocket = scan(headers)
@@ -222,33 +262,19 @@ def sanitize_request(
         if lname in _IDENTIFYING_SPELLINGS or (lname in listed and lname not in HOP_BY_HOP):
             continue
         if lname in HOP_BY_HOP:
-            if websocket and lname == b"upgrade":
-                out.append((name, value))
-            elif websocket and lname == b"connection":
-                out.append((name, b"Upgrade"))
-            continue
-        if lname == b"host":
-            if not have_host:
-                out.append((name, host))
-                have_host = True
-            continue
-        if lname == b"user-agent":
-            if policy.user_agent_replace is not None:
-                value = policy.user_agent_replace
-            elif policy.user_agent == STRIP:
+            sent = _upgrade_pair(lname, value) if websocket else None
+        elif lname == b"host":
+            if have_host:
                 continue
-        elif lname == b"accept-language" and policy.accept_language_replace is not None:
-            value = policy.accept_language_replace
-        elif lname == b"referer":
-            kept = _referer(value, policy.referer, target_origin)
-            if kept is None:
-                continue
-            value = kept
-        elif lname == b"cookie" and policy.cookie == STRIP:
-            continue
+            sent, have_host = host, True
+        elif (step := POLICY_STEPS.get(lname)) is not None:
+            sent = step(value, policy, target_origin)
         elif _hint_dropped(lname, policy.client_hints):
             continue
-        out.append((name, value))
+        else:
+            sent = value
+        if sent is not None:
+            out.append((name, sent))
     if not have_host:
         out.insert(0, (b"Host", host))
     return out

@@ -1,0 +1,76 @@
+"""Which profile serves a client: the main profile's context, those a proxy username selects
+(the profile's `selectable`), and the credentials the proxy requires.
+
+Invariants: when the proxy requires credentials, a client gets the main context only with
+exactly those, compared in constant time (no selection by username then: auth and selectable
+exclude each other in a profile); an unknown username is refused with the names it may choose,
+never served by the main profile instead.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+from anonproxy.config.profiles import LoadedProfile, load_profile, open_geo
+from anonproxy.exits.context import Context
+from anonproxy.exits.tor import Tor, TorSpec, tor_binary
+from anonproxy.wire.address import Address
+from anonproxy.wire.errors import AuthRequired, NoSuchProfile
+
+
+class Contexts:
+    """The contexts of one profile (and its selectable ones), as loaded at start or a reload."""
+
+    def __init__(self, main: Context, selectable: dict[str, Context],
+                 credentials: tuple[str, str] | None) -> None:
+        self.main, self.selectable, self.credentials = main, selectable, credentials
+
+    @classmethod
+    def load(cls, loaded: LoadedProfile, listen: Address, credentials: tuple[str, str] | None,
+             *, tors: dict[TorSpec, Tor], admin: Address | None,
+             loopback_allowed: bool) -> Contexts:
+        """Contexts for `loaded` and the profiles it makes selectable (ProfileError when one
+        cannot be loaded; TorUnavailable when one needs a managed tor and there is no tor)."""
+        def context(profile: LoadedProfile) -> Context:
+            return Context(profile, listen, geo=open_geo(profile), tors=tors, admin=admin,
+                           loopback_allowed=loopback_allowed)
+
+        main, selectable = context(loaded), {}
+        for given in loaded.profile.selectable:
+            relative = given.endswith(".toml") and not Path(given).is_absolute()
+            other = load_profile(str(loaded.path.parent / given) if relative else given)
+            selectable[other.name] = context(other)
+        made = cls(main, selectable, credentials)
+        if any(spec.managed for ctx in made.all() for spec in ctx.tor_specs()):
+            tor_binary()  # no tor program: say so now, with what to do instead
+        return made
+
+    def all(self) -> list[Context]:
+        return [self.main, *self.selectable.values()]
+
+    def for_client(self, credentials: tuple[str, str] | None) -> Context:
+        """The context for a client: the main profile, or the one its proxy username names.
+        Raises AuthRequired when the proxy requires credentials and these are not them."""
+        if self.credentials is not None:
+            user, password = credentials or ("", "")
+            if not (hmac.compare_digest(user.encode(), self.credentials[0].encode())
+                    & hmac.compare_digest(password.encode(), self.credentials[1].encode())):
+                raise AuthRequired("this proxy needs the credentials it was started with")
+            return self.main
+        username = credentials[0] if credentials else None
+        if username is None or not self.selectable:
+            return self.main
+        try:
+            return self.selectable[username]
+        except KeyError:
+            raise NoSuchProfile(
+                f"no selectable profile named '{username[:64]}' "
+                f"(choose one of: {', '.join(sorted(self.selectable))})"
+            ) from None
+
+
+def profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
+    """The credentials the profile's `auth` requires, if any."""
+    auth = loaded.profile.auth
+    return (auth.username, auth.password) if auth is not None else None
