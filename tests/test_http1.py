@@ -203,3 +203,30 @@ def test_a_reason_phrase_with_control_bytes_is_dropped(reason):
 def test_a_reason_phrase_of_text_is_kept():
     head = ResponseParser(b"GET").feed(b"HTTP/1.1 200 Very\tOK \xe9\r\nContent-Length: 0\r\n\r\n")
     assert head[0].reason == b"Very\tOK \xe9"
+
+
+@pytest.mark.parametrize("status, extra", [
+    (b"204 No Content", b""), (b"204 No Content", b"Content-Length: 5\r\n"),
+    (b"304 Not Modified", b"Content-Length: 100\r\n"), (b"304 Not Modified", b""),
+    (b"204 No Content", b"Transfer-Encoding: chunked\r\n"),
+])
+def test_204_and_304_end_with_their_head_whatever_they_declare(status, extra):
+    parser = ResponseParser(b"GET")
+    events = parser.feed(b"HTTP/1.1 " + status + b"\r\n" + extra + b"\r\n")
+    assert isinstance(events[0], ResponseHead) and events[0].framing == "none"
+    assert events[1:] == [END] and parser.reusable
+
+
+def test_bytes_after_a_204_put_the_connection_out_of_step():
+    parser = ResponseParser(b"GET")
+    events = parser.feed(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello")
+    assert events[0].framing == "none" and END in events and Body(b"hello") not in events
+    assert not parser.reusable
+
+
+def test_a_response_to_head_is_reusable_only_when_nothing_follows_its_head():
+    clean, dirty = ResponseParser(b"HEAD"), ResponseParser(b"HEAD")
+    assert clean.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")[-1] is END
+    assert clean.reusable
+    assert dirty.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")[-1] is END
+    assert not dirty.reusable
