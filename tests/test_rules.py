@@ -131,7 +131,10 @@ def test_a_hostname_meets_a_cidr_only_rule_only_through_an_address_the_caller_ha
     table = _table([{"cidrs": ["10.0.0.0/8"], "exit": "a"}, {"ports": [443], "exit": "b"}])
     table = table if rules is _table else tuple(table)
     ten = ipaddress.ip_address("10.9.9.9")
-    decide_ = lambda host, **kw: decide(table, "tor", host, 443, country_of=COUNTRIES.get, **kw)  # noqa: E731
+
+    def decide_(host, **kw):
+        return decide(table, "tor", host, 443, country_of=COUNTRIES.get, **kw)
+
     assert decide_("intranet.example").exit == "b"  # no address, no lookup: the CIDR rule is skipped
     assert decide_("intranet.example", may_resolve=True) is NEED_ADDRESS
     assert decide_("intranet.example", address=ten).exit == "a"
@@ -196,6 +199,7 @@ def test_ports_only_rules_are_always_candidates_and_keep_rule_order():
     table = _table([{"ports": [8080], "exit": "a"}, {"domains": ["x.example"], "exit": "b"},
                     {"ports": [80], "exit": "c"}])
     for rules in (table, tuple(table)):
-        route_ = lambda host, port: decide(rules, "tor", host, port, country_of=COUNTRIES.get)  # noqa: E731
-        assert [route_("x.example", 80).exit, route_("x.example", 8080).exit,
-                route_("y.example", 80).exit, route_("y.example", 81).exit] == ["b", "a", "c", "tor"]
+        exits = [decide(rules, "tor", host, port, country_of=COUNTRIES.get).exit
+                 for host, port in (("x.example", 80), ("x.example", 8080), ("y.example", 80),
+                                    ("y.example", 81))]
+        assert exits == ["b", "a", "c", "tor"]
