@@ -71,6 +71,7 @@ def test_a_local_lookup_is_asked_for_only_when_a_rule_needs_it():
 def test_rule_text_reads_like_the_profile():
     assert RULES[0].text == 'domains = ["*.co.uk", "bbc.com"] -> exit "uk"'
     assert RULES[2].text == 'cidrs = ["10.0.0.0/8", "fd00::/8"] ports = [22, 443] -> exit "home"'
+    assert RULES[3].text == 'countries = ["DE"] -> exit "de"'
 
 
 # --- the index gives the linear scan's answer --------------------------------------------------
@@ -160,7 +161,7 @@ def test_a_cidr_rule_holds_exactly_the_addresses_its_mask_covers(cidr, inside, o
 
 
 @pytest.mark.parametrize("pattern", ["a*b.com", "*example.com", "x.*.com", "**.com", "*.*.com",
-                                     "*", "exa mple.com", "re:("])
+                                     "*", "exa mple.com", "re:(", "*.-bad.example", "*.", "-x.com"])
 def test_a_domain_pattern_that_could_never_match_is_refused_when_the_profile_loads(pattern):
     assert domain_pattern_problem(pattern) is not None
     with pytest.raises(ProfileError, match="rules\\[0\\].domains"):
