@@ -15,7 +15,10 @@ from anonproxy.wire.http1 import (
     ResponseHead,
     ResponseParser,
     Tunnel,
+    chunk,
     parse_absolute_url,
+    render_request_head,
+    render_response_head,
 )
 
 
@@ -230,3 +233,51 @@ def test_a_response_to_head_is_reusable_only_when_nothing_follows_its_head():
     assert clean.reusable
     assert dirty.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")[-1] is END
     assert not dirty.reusable
+
+
+def test_a_long_reason_phrase_counts_against_the_head_limit():
+    parser = ResponseParser(b"GET", max_head_bytes=1024)
+    with pytest.raises(BadUpstreamResponse, match="larger than 1024"):
+        parser.feed(b"HTTP/1.1 200 " + b"O" * 2000 + b"\r\n\r\n")
+
+
+def test_the_head_limit_is_per_message_on_a_kept_alive_connection():
+    parser = RequestParser(max_head_bytes=1024)
+    one = b"GET http://a.example/ HTTP/1.1\r\nX: " + b"a" * 600 + b"\r\n\r\n"
+    heads = [e for e in parser.feed(one + one) if isinstance(e, RequestHead)]
+    heads += [e for e in parser.feed(one) if isinstance(e, RequestHead)]
+    assert len(heads) == 3 and all(h.target == b"http://a.example/" for h in heads)
+
+
+def test_an_endless_status_line_is_refused_before_it_ends():
+    parser = ResponseParser(b"GET", max_head_bytes=1024)
+    with pytest.raises(BadUpstreamResponse, match="larger than 1024"):
+        for _ in range(10):
+            parser.feed(b"HTTP/1.1 200 " + b"O" * 200)
+
+
+@pytest.mark.parametrize("sent, words", [
+    (b"", "without a response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", "in the middle of a response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "in the middle of a response"),
+])
+def test_an_upstream_that_closes_early_is_told_apart_from_one_that_never_answered(sent, words):
+    parser = ResponseParser(b"GET")
+    parser.feed(sent)
+    with pytest.raises(BadUpstreamResponse, match=words):
+        parser.feed_eof()
+
+
+@pytest.mark.parametrize("target", [b"/relative", b"a.example:80", b"//a.example/x"])
+def test_a_request_target_without_scheme_and_host_is_refused(target):
+    with pytest.raises(BadRequest):
+        parse_absolute_url(target)
+
+
+def test_rendered_heads_are_exactly_the_wire_format():
+    assert render_request_head(b"GET", b"/x", [(b"Host", b"a"), (b"X", b"1")]) == (
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n")
+    assert render_request_head(b"GET", b"/", [], b"1.0") == b"GET / HTTP/1.0\r\n\r\n"
+    assert render_response_head(204, b"No Content", [(b"A", b"b")]) == (
+        b"HTTP/1.1 204 No Content\r\nA: b\r\n\r\n")
+    assert chunk(b"hello") == b"5\r\nhello\r\n" and chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
