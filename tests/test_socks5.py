@@ -88,3 +88,10 @@ def test_hostile_bytes_never_escape_as_anything_but_socks_errors(data):
             assert error.message
             continue
         assert result is None or result[1] <= len(data)
+
+
+def test_the_server_speaks_rfc_1928s_bytes():
+    assert socks5.method_reply(socks5.USERPASS) == b"\x05\x02"
+    assert socks5.method_reply(socks5.NO_ACCEPTABLE) == b"\x05\xff"
+    assert socks5.reply(socks5.SUCCEEDED) == b"\x05\x00\x00\x01" + bytes(6)
+    assert socks5.userpass_reply(True) == b"\x01\x00" and socks5.userpass_reply(False) == b"\x01\x01"
