@@ -163,7 +163,10 @@ def test_a_cidr_rule_holds_exactly_the_addresses_its_mask_covers(cidr, inside, o
 @pytest.mark.parametrize("pattern", ["a*b.com", "*example.com", "x.*.com", "**.com", "*.*.com",
                                      "*", "exa mple.com", "re:(", "*.-bad.example", "*.", "-x.com"])
 def test_a_domain_pattern_that_could_never_match_is_refused_when_the_profile_loads(pattern):
-    assert domain_pattern_problem(pattern) is not None
+    problem = domain_pattern_problem(pattern)
+    assert problem is not None
+    if "*" in pattern[2:] or (pattern.startswith("*") and not pattern.startswith("*.")):
+        assert problem.startswith("a wildcard may only start a pattern"), problem
     with pytest.raises(ProfileError, match="rules\\[0\\].domains"):
         parse_profile({"exits": {"a": {}}, "rules": [{"domains": [pattern], "exit": "a"}]}, "t.toml")
 
@@ -204,3 +207,7 @@ def test_ports_only_rules_are_always_candidates_and_keep_rule_order():
                  for host, port in (("x.example", 80), ("x.example", 8080), ("y.example", 80),
                                     ("y.example", 81))]
         assert exits == ["b", "a", "c", "tor"]
+
+
+def test_the_need_for_an_address_reads_as_such_in_a_log_or_a_failed_assertion():
+    assert repr(NEED_ADDRESS) == "NEED_ADDRESS"
