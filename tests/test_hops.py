@@ -158,3 +158,18 @@ def test_hop_urls_with_a_path_or_overlong_credentials_are_refused(url):
 def test_credentials_of_exactly_255_bytes_are_accepted():
     hop = parse_hop("socks5://" + "u" * 255 + ":" + "p" * 255 + "@h:1080")
     assert hops.socks5_auth(hop) == b"\x01\xff" + b"u" * 255 + b"\xff" + b"p" * 255
+
+
+def test_the_socks5_client_handshake_is_rfc_1928_and_1929_bytes():
+    anonymous, named = parse_hop("socks5://h:1080"), parse_hop("socks5://bob@h:1080")
+    assert hops.socks5_greeting(anonymous) == b"\x05\x01\x00"
+    assert hops.socks5_greeting(named) == b"\x05\x01\x02"
+    assert hops.socks5_auth(named) == b"\x01\x03bob\x00"
+    for short in (b"", b"\x05"):
+        assert hops.socks5_parse_method(short) is None
+    assert hops.socks5_parse_method(b"\x05\x02") == (2, 2)
+    for short in (b"", b"\x01"):
+        assert hops.socks5_parse_auth(short) is None
+    assert hops.socks5_parse_auth(b"\x01\x00") == (True, 2)
+    with pytest.raises(HopRefused, match="rejected the username and password"):
+        hops.socks5_parse_auth(b"\x01\x01")
