@@ -281,3 +281,35 @@ def test_rendered_heads_are_exactly_the_wire_format():
     assert render_response_head(204, b"No Content", [(b"A", b"b")]) == (
         b"HTTP/1.1 204 No Content\r\nA: b\r\n\r\n")
     assert chunk(b"hello") == b"5\r\nhello\r\n" and chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+
+
+@pytest.mark.parametrize("head, framing", [
+    (b"POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "chunked"),
+    (b"POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n", "length"),
+    (b"POST http://a/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "none"),
+    (b"GET http://a/ HTTP/1.0\r\n\r\n", "none"),  # no length, no chunking: no body (RFC 9112 6.3)
+])
+def test_a_request_is_framed_by_what_its_head_declares(head, framing):
+    assert RequestParser().feed(head)[0].framing == framing
+
+
+def test_interim_responses_carry_no_body():
+    events = ResponseParser(b"GET").feed(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert events[0].status == 100 and events[0].framing == "none"
+
+
+def test_a_long_target_or_many_small_headers_count_against_the_head_limit():
+    with pytest.raises(HeadersTooLarge):
+        RequestParser(max_head_bytes=1024).feed(b"GET http://a/" + b"x" * 1100 + b" HTTP/1.1\r\n\r\n")
+    # each header counts its name, value, ": " and CRLF: 24 bytes here; the target 9
+    header = [b"X%02d: %s\r\n" % (i, b"v" * 17) for i in range(43)]
+    RequestParser(max_head_bytes=1024).feed(
+        b"GET http://a/ HTTP/1.1\r\n" + b"".join(header[:42]) + b"\r\n")  # 1017 bytes
+    with pytest.raises(HeadersTooLarge):  # 1041 bytes
+        RequestParser(max_head_bytes=1024).feed(
+            b"GET http://a/ HTTP/1.1\r\n" + b"".join(header) + b"\r\n")
+
+
+def test_a_malformed_response_says_what_llhttp_disliked():
+    with pytest.raises(BadUpstreamResponse, match=r"malformed response: \S"):
+        ResponseParser(b"GET").feed(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n")
