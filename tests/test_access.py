@@ -9,7 +9,7 @@ import socket
 import subprocess
 
 import pytest
-from helpers import curl, recv_all
+from helpers import curl, recv_all, socks_connect
 
 from anonproxy.config.profiles import LoadedProfile, parse_profile
 from anonproxy.exits.context import Context
@@ -102,10 +102,28 @@ def test_allow_list_refuses_other_hosts_before_parsing(start_proxy):
         holder.wait()
 
 
-@pytest.mark.parametrize("spelling", ["127.1", "2130706433", "0x7f.0.0.1"])
-def test_numeric_spellings_of_loopback_are_caught(proxy, spelling):
-    out = curl("-x", proxy.url, f"http://{spelling}:{proxy.port}/", "-i")
-    assert out.stdout.startswith(b"HTTP/1.1 403") and b"own address" in out.stdout
+NUMERIC_LOOPBACK = ["127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "0x7f000001", "127.0.1"]
+
+
+@pytest.mark.parametrize("spelling", NUMERIC_LOOPBACK)
+@pytest.mark.parametrize("form", ["absolute", "connect"])
+def test_numeric_spellings_of_loopback_are_caught(proxy, spelling, form):
+    # Sent raw: curl rewrites 127.1 and 2130706433 to 127.0.0.1 before sending, so a test
+    # through curl would only ever show the proxy the plain spelling.
+    target = f"{spelling}:{proxy.port}"
+    line = f"GET http://{target}/ HTTP/1.1" if form == "absolute" else f"CONNECT {target} HTTP/1.1"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(f"{line}\r\nHost: {target}\r\n\r\n".encode())
+        out = recv_all(sock)
+    assert out.startswith(b"HTTP/1.1 403") and b"own address" in out, out
+
+
+@pytest.mark.parametrize("spelling", NUMERIC_LOOPBACK)
+def test_numeric_spellings_of_loopback_are_caught_through_socks5(proxy, spelling):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        name = spelling.encode()
+        reply = socks_connect(sock, 3, bytes([len(name)]) + name, proxy.port)
+    assert reply[:2] == b"\x05\x02", reply  # connection not allowed by ruleset
 
 
 def test_a_name_that_resolves_to_link_local_is_refused_after_connecting():

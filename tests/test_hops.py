@@ -76,3 +76,100 @@ def test_http_connect_refusals(status, message):
     with pytest.raises(HopRefused, match=message):
         hops.http_connect_status(status, b"No")
     hops.http_connect_status(200, b"Connection established")
+
+
+# --- tables the mutation run found unchecked ---------------------------------------------------
+
+@pytest.mark.parametrize("code, text, reply", [
+    (0x01, "general failure", 0x01), (0x02, "not allowed by its rules", 0x02),
+    (0x03, "network unreachable", 0x03), (0x04, "host unreachable", 0x04),
+    (0x05, "connection refused", 0x05), (0x06, "TTL expired", 0x01),
+    (0x07, "command not supported", 0x01), (0x08, "address type not supported", 0x01),
+    (0x42, "reply code 66", 0x01),
+])
+def test_every_socks5_refusal_is_named_and_mapped_for_our_own_client(code, text, reply):
+    with pytest.raises(HopRefused) as refused:
+        hops.socks5_parse_reply(bytes((5, code, 0, 1, 0, 0, 0, 0, 0, 0)))
+    assert (refused.value.message, refused.value.socks_reply) == (text, reply)
+    assert str(refused.value) == text and refused.value.about_target
+
+
+@pytest.mark.parametrize("dest, target", [
+    (Address("192.0.2.1", 80), b"\x01\xc0\x00\x02\x01"),
+    (Address("2001:db8::1", 443), b"\x04" + bytes.fromhex("20010db8000000000000000000000001")),
+    (Address("example.com", 8080), b"\x03\x0bexample.com"),
+])
+def test_socks5_connect_names_the_destination_in_its_own_address_type(dest, target):
+    assert hops.socks5_connect(dest) == b"\x05\x01\x00" + target + dest.port.to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("reply, bound", [
+    (b"\x05\x00\x00\x01\x7f\x00\x00\x01\x1f\x90", Address("127.0.0.1", 8080)),
+    (b"\x05\x00\x00\x04" + bytes(15) + b"\x01\x00\x50", Address("::1", 80)),
+    (b"\x05\x00\x00\x03\x04host\x00\x16", Address("host", 22)),
+])
+def test_a_socks5_reply_gives_the_bound_address_at_exactly_its_length(reply, bound):
+    for cut in range(len(reply)):
+        assert hops.socks5_parse_reply(reply[:cut]) is None
+    assert hops.socks5_parse_reply(reply + b"extra") == (bound, len(reply))
+    assert hops.socks5_reply_length(reply[:5]) == len(reply)
+
+
+def test_tor_resolve_asks_for_the_name_with_command_f0():
+    assert hops.socks5_resolve("example.com") == b"\x05\xf0\x00\x03\x0bexample.com\x00\x00"
+
+
+@pytest.mark.parametrize("status, words, reply, about_target", [
+    (407, "wants proxy authentication (407 Auth)", 0x02, False),
+    (403, "refused the tunnel (403 Auth)", 0x02, True),
+    (405, "refused the tunnel (405 Auth)", 0x02, True),
+    (502, "could not reach the next step (502 Auth)", 0x04, True),
+    (504, "could not reach the next step (504 Auth)", 0x04, True),
+    (500, "it answered 500 Auth", 0x01, False),
+    (301, "it answered 301 Auth", 0x01, False),
+])
+def test_an_http_hops_refusal_says_what_it_answered(status, words, reply, about_target):
+    with pytest.raises(HopRefused) as refused:
+        hops.http_connect_status(status, b" Auth ")
+    assert words in refused.value.message
+    assert (refused.value.socks_reply, refused.value.about_target) == (reply, about_target)
+
+
+def test_an_http_hop_opens_the_tunnel_on_any_2xx():
+    for status in (200, 204, 299):
+        assert hops.http_connect_status(status, b"OK") is None
+
+
+def test_a_hop_is_named_without_its_credentials():
+    hop = parse_hop("socks5://alice:s3cret@127.0.0.1:1080")
+    assert hop.masked_url() == "socks5://alice:***@127.0.0.1:1080" and "s3cret" not in str(hop)
+    assert str(hop) == "socks5 127.0.0.1:1080"
+    assert parse_hop("http://[::1]:3128/").masked_url() == "http://[::1]:3128"
+
+
+@pytest.mark.parametrize("url", ["socks5://h:1080/path", "http://h:3128/?q", "socks5://h:1080#f",
+                                 "socks5://" + "u" * 256 + ":p@h:1080",
+                                 "socks5://u:" + "p" * 256 + "@h:1080"])
+def test_hop_urls_with_a_path_or_overlong_credentials_are_refused(url):
+    with pytest.raises(HopUrlError):
+        parse_hop(url)
+
+
+def test_credentials_of_exactly_255_bytes_are_accepted():
+    hop = parse_hop("socks5://" + "u" * 255 + ":" + "p" * 255 + "@h:1080")
+    assert hops.socks5_auth(hop) == b"\x01\xff" + b"u" * 255 + b"\xff" + b"p" * 255
+
+
+def test_the_socks5_client_handshake_is_rfc_1928_and_1929_bytes():
+    anonymous, named = parse_hop("socks5://h:1080"), parse_hop("socks5://bob@h:1080")
+    assert hops.socks5_greeting(anonymous) == b"\x05\x01\x00"
+    assert hops.socks5_greeting(named) == b"\x05\x01\x02"
+    assert hops.socks5_auth(named) == b"\x01\x03bob\x00"
+    for short in (b"", b"\x05"):
+        assert hops.socks5_parse_method(short) is None
+    assert hops.socks5_parse_method(b"\x05\x02") == (2, 2)
+    for short in (b"", b"\x01"):
+        assert hops.socks5_parse_auth(short) is None
+    assert hops.socks5_parse_auth(b"\x01\x00") == (True, 2)
+    with pytest.raises(HopRefused, match="rejected the username and password"):
+        hops.socks5_parse_auth(b"\x01\x01")

@@ -15,7 +15,10 @@ from anonproxy.wire.http1 import (
     ResponseHead,
     ResponseParser,
     Tunnel,
+    chunk,
     parse_absolute_url,
+    render_request_head,
+    render_response_head,
 )
 
 
@@ -203,3 +206,110 @@ def test_a_reason_phrase_with_control_bytes_is_dropped(reason):
 def test_a_reason_phrase_of_text_is_kept():
     head = ResponseParser(b"GET").feed(b"HTTP/1.1 200 Very\tOK \xe9\r\nContent-Length: 0\r\n\r\n")
     assert head[0].reason == b"Very\tOK \xe9"
+
+
+@pytest.mark.parametrize("status, extra", [
+    (b"204 No Content", b""), (b"204 No Content", b"Content-Length: 5\r\n"),
+    (b"304 Not Modified", b"Content-Length: 100\r\n"), (b"304 Not Modified", b""),
+    (b"204 No Content", b"Transfer-Encoding: chunked\r\n"),
+])
+def test_204_and_304_end_with_their_head_whatever_they_declare(status, extra):
+    parser = ResponseParser(b"GET")
+    events = parser.feed(b"HTTP/1.1 " + status + b"\r\n" + extra + b"\r\n")
+    assert isinstance(events[0], ResponseHead) and events[0].framing == "none"
+    assert events[1:] == [END] and parser.reusable
+
+
+def test_bytes_after_a_204_put_the_connection_out_of_step():
+    parser = ResponseParser(b"GET")
+    events = parser.feed(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello")
+    assert events[0].framing == "none" and END in events and Body(b"hello") not in events
+    assert not parser.reusable
+
+
+def test_a_response_to_head_is_reusable_only_when_nothing_follows_its_head():
+    clean, dirty = ResponseParser(b"HEAD"), ResponseParser(b"HEAD")
+    assert clean.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")[-1] is END
+    assert clean.reusable
+    assert dirty.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")[-1] is END
+    assert not dirty.reusable
+
+
+def test_a_long_reason_phrase_counts_against_the_head_limit():
+    parser = ResponseParser(b"GET", max_head_bytes=1024)
+    with pytest.raises(BadUpstreamResponse, match="larger than 1024"):
+        parser.feed(b"HTTP/1.1 200 " + b"O" * 2000 + b"\r\n\r\n")
+
+
+def test_the_head_limit_is_per_message_on_a_kept_alive_connection():
+    parser = RequestParser(max_head_bytes=1024)
+    one = b"GET http://a.example/ HTTP/1.1\r\nX: " + b"a" * 600 + b"\r\n\r\n"
+    heads = [e for e in parser.feed(one + one) if isinstance(e, RequestHead)]
+    heads += [e for e in parser.feed(one) if isinstance(e, RequestHead)]
+    assert len(heads) == 3 and all(h.target == b"http://a.example/" for h in heads)
+
+
+def test_an_endless_status_line_is_refused_before_it_ends():
+    parser = ResponseParser(b"GET", max_head_bytes=1024)
+    with pytest.raises(BadUpstreamResponse, match="larger than 1024"):
+        for _ in range(10):
+            parser.feed(b"HTTP/1.1 200 " + b"O" * 200)
+
+
+@pytest.mark.parametrize("sent, words", [
+    (b"", "without a response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", "in the middle of a response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "in the middle of a response"),
+])
+def test_an_upstream_that_closes_early_is_told_apart_from_one_that_never_answered(sent, words):
+    parser = ResponseParser(b"GET")
+    parser.feed(sent)
+    with pytest.raises(BadUpstreamResponse, match=words):
+        parser.feed_eof()
+
+
+@pytest.mark.parametrize("target", [b"/relative", b"a.example:80", b"//a.example/x"])
+def test_a_request_target_without_scheme_and_host_is_refused(target):
+    with pytest.raises(BadRequest):
+        parse_absolute_url(target)
+
+
+def test_rendered_heads_are_exactly_the_wire_format():
+    assert render_request_head(b"GET", b"/x", [(b"Host", b"a"), (b"X", b"1")]) == (
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n")
+    assert render_request_head(b"GET", b"/", [], b"1.0") == b"GET / HTTP/1.0\r\n\r\n"
+    assert render_response_head(204, b"No Content", [(b"A", b"b")]) == (
+        b"HTTP/1.1 204 No Content\r\nA: b\r\n\r\n")
+    assert chunk(b"hello") == b"5\r\nhello\r\n" and chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+
+
+@pytest.mark.parametrize("head, framing", [
+    (b"POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "chunked"),
+    (b"POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n", "length"),
+    (b"POST http://a/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "none"),
+    (b"GET http://a/ HTTP/1.0\r\n\r\n", "none"),  # no length, no chunking: no body (RFC 9112 6.3)
+])
+def test_a_request_is_framed_by_what_its_head_declares(head, framing):
+    assert RequestParser().feed(head)[0].framing == framing
+
+
+def test_interim_responses_carry_no_body():
+    events = ResponseParser(b"GET").feed(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert events[0].status == 100 and events[0].framing == "none"
+
+
+def test_a_long_target_or_many_small_headers_count_against_the_head_limit():
+    with pytest.raises(HeadersTooLarge):
+        RequestParser(max_head_bytes=1024).feed(b"GET http://a/" + b"x" * 1100 + b" HTTP/1.1\r\n\r\n")
+    # each header counts its name, value, ": " and CRLF: 24 bytes here; the target 9
+    header = [b"X%02d: %s\r\n" % (i, b"v" * 17) for i in range(43)]
+    RequestParser(max_head_bytes=1024).feed(
+        b"GET http://a/ HTTP/1.1\r\n" + b"".join(header[:42]) + b"\r\n")  # 1017 bytes
+    with pytest.raises(HeadersTooLarge):  # 1041 bytes
+        RequestParser(max_head_bytes=1024).feed(
+            b"GET http://a/ HTTP/1.1\r\n" + b"".join(header) + b"\r\n")
+
+
+def test_a_malformed_response_says_what_llhttp_disliked():
+    with pytest.raises(BadUpstreamResponse, match=r"malformed response: \S"):
+        ResponseParser(b"GET").feed(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n")

@@ -37,3 +37,8 @@ def test_sticky_keeps_a_site_on_one_member_and_moves_only_when_it_is_down():
 
 def test_all_down_is_empty():
     assert order_members(MEMBERS, "sticky", lambda m: False, turn=0, site="x") == []
+
+
+def test_a_pool_with_every_member_down_offers_none_whatever_the_strategy():
+    for strategy in ("failover", "round-robin", "sticky"):
+        assert order_members(MEMBERS, strategy, lambda m: False, turn=3, site="x") == []

@@ -7,8 +7,14 @@ import ipaddress
 
 import pytest
 
-from anonproxy.config.profiles import parse_profile
-from anonproxy.policy.rules import NEED_ADDRESS, Decision, compile_rules, decide
+from anonproxy.config.profiles import ProfileError, parse_profile
+from anonproxy.policy.rules import (
+    NEED_ADDRESS,
+    Decision,
+    compile_rules,
+    decide,
+    domain_pattern_problem,
+)
 
 PROFILE = {
     "default": "tor",
@@ -65,6 +71,7 @@ def test_a_local_lookup_is_asked_for_only_when_a_rule_needs_it():
 def test_rule_text_reads_like_the_profile():
     assert RULES[0].text == 'domains = ["*.co.uk", "bbc.com"] -> exit "uk"'
     assert RULES[2].text == 'cidrs = ["10.0.0.0/8", "fd00::/8"] ports = [22, 443] -> exit "home"'
+    assert RULES[3].text == 'countries = ["DE"] -> exit "de"'
 
 
 # --- the index gives the linear scan's answer --------------------------------------------------
@@ -111,3 +118,96 @@ def test_indexed_decision_equals_the_linear_scan(rules, host, port, address, may
     linear = tuple(table)  # a plain tuple has no index: decide scans it rule by rule
     kw = {"country_of": _country, "address": address, "may_resolve": may_resolve}
     assert decide(table, "default", host, port, **kw) == decide(linear, "default", host, port, **kw)
+
+
+# --- properties the mutation run found untested --------------------------------------------------
+
+def _table(rules, default="tor"):
+    profile = {"default": default, "exits": {"tor": {}, "a": {}, "b": {}, "c": {}}, "rules": rules}
+    return compile_rules(parse_profile(profile, "t.toml").rules)
+
+
+@pytest.mark.parametrize("rules", [_table, tuple], ids=["indexed", "linear"])
+def test_a_hostname_meets_a_cidr_only_rule_only_through_an_address_the_caller_has(rules):
+    table = _table([{"cidrs": ["10.0.0.0/8"], "exit": "a"}, {"ports": [443], "exit": "b"}])
+    table = table if rules is _table else tuple(table)
+    ten = ipaddress.ip_address("10.9.9.9")
+
+    def decide_(host, **kw):
+        return decide(table, "tor", host, 443, country_of=COUNTRIES.get, **kw)
+
+    assert decide_("intranet.example").exit == "b"  # no address, no lookup: the CIDR rule is skipped
+    assert decide_("intranet.example", may_resolve=True) is NEED_ADDRESS
+    assert decide_("intranet.example", address=ten).exit == "a"
+    assert decide_("intranet.example", address=ipaddress.ip_address("11.0.0.1")).exit == "b"
+    assert decide_("10.0.0.1").exit == "a" and decide_("9.255.255.255").exit == "b"
+
+
+@pytest.mark.parametrize("cidr, inside, outside", [
+    ("10.0.0.0/8", ["10.0.0.0", "10.255.255.255"], ["9.255.255.255", "11.0.0.0"]),
+    ("192.168.4.0/22", ["192.168.4.0", "192.168.7.255"], ["192.168.3.255", "192.168.8.0"]),
+    ("192.0.2.7/32", ["192.0.2.7"], ["192.0.2.6", "192.0.2.8"]),
+    ("0.0.0.0/0", ["0.0.0.0", "255.255.255.255"], ["::1"]),
+    ("2001:db8::/33", ["2001:db8::1", "2001:db8:7fff::1"], ["2001:db8:8000::", "2001:db9::"]),
+    ("::1/128", ["::1"], ["::2", "127.0.0.1"]),
+])
+def test_a_cidr_rule_holds_exactly_the_addresses_its_mask_covers(cidr, inside, outside):
+    table = _table([{"cidrs": [cidr], "exit": "a"}])
+    for rules in (table, tuple(table)):
+        for host in inside:
+            assert decide(rules, "tor", host, 80, country_of=COUNTRIES.get).exit == "a", host
+        for host in outside:
+            assert decide(rules, "tor", host, 80, country_of=COUNTRIES.get).exit == "tor", host
+
+
+@pytest.mark.parametrize("pattern", ["a*b.com", "*example.com", "x.*.com", "**.com", "*.*.com",
+                                     "*", "exa mple.com", "re:(", "*.-bad.example", "*.", "-x.com"])
+def test_a_domain_pattern_that_could_never_match_is_refused_when_the_profile_loads(pattern):
+    problem = domain_pattern_problem(pattern)
+    assert problem is not None
+    if "*" in pattern[2:] or (pattern.startswith("*") and not pattern.startswith("*.")):
+        assert problem.startswith("a wildcard may only start a pattern"), problem
+    with pytest.raises(ProfileError, match="rules\\[0\\].domains"):
+        parse_profile({"exits": {"a": {}}, "rules": [{"domains": [pattern], "exit": "a"}]}, "t.toml")
+
+
+@pytest.mark.parametrize("pattern", ["example.com", "*.example.com", "re:.*\\.example", "x_y.com"])
+def test_usable_domain_patterns_are_accepted(pattern):
+    assert domain_pattern_problem(pattern) is None
+
+
+@pytest.mark.parametrize("host, hit", [
+    ("example.com", True), ("a.b.example.com", True), ("EXAMPLE.com", False),
+    ("notexample.com", False), ("com", False), ("example.com.evil", False),
+])
+def test_a_wildcard_covers_the_name_and_everything_under_it_only(host, hit):
+    table = _table([{"domains": ["*.Example.COM."], "exit": "a"}])
+    for rules in (table, tuple(table)):
+        assert (decide(rules, "tor", host, 80, country_of=COUNTRIES.get).exit == "a") is hit
+
+
+def test_a_country_is_looked_up_once_and_reported_with_the_default():
+    calls = []
+    def country_of(ip):
+        calls.append(ip)
+        return "FR"
+    table = _table([{"countries": ["DE"], "exit": "a"}, {"countries": ["AT"], "exit": "b"}])
+    for rules in (table, tuple(table)):
+        calls.clear()
+        assert decide(rules, "tor", "192.0.2.9", 80, country_of=country_of) == Decision(
+            "tor", None, "FR")
+        assert len(calls) == 1
+
+
+def test_ports_only_rules_are_always_candidates_and_keep_rule_order():
+    table = _table([{"ports": [8080], "exit": "a"}, {"domains": ["x.example"], "exit": "b"},
+                    {"ports": [80], "exit": "c"}])
+    for rules in (table, tuple(table)):
+        exits = [decide(rules, "tor", host, port, country_of=COUNTRIES.get).exit
+                 for host, port in (("x.example", 80), ("x.example", 8080), ("y.example", 80),
+                                    ("y.example", 81))]
+        assert exits == ["b", "a", "c", "tor"]
+
+
+def test_the_need_for_an_address_reads_as_such_in_a_log_or_a_failed_assertion():
+    assert repr(NEED_ADDRESS) == "NEED_ADDRESS"

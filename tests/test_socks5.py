@@ -88,3 +88,16 @@ def test_hostile_bytes_never_escape_as_anything_but_socks_errors(data):
             assert error.message
             continue
         assert result is None or result[1] <= len(data)
+
+
+def test_the_server_speaks_rfc_1928s_bytes():
+    assert socks5.method_reply(socks5.USERPASS) == b"\x05\x02"
+    assert socks5.method_reply(socks5.NO_ACCEPTABLE) == b"\x05\xff"
+    assert socks5.reply(socks5.SUCCEEDED) == b"\x05\x00\x00\x01" + bytes(6)
+    assert socks5.userpass_reply(True) == b"\x01\x00" and socks5.userpass_reply(False) == b"\x01\x01"
+
+
+def test_an_empty_hostname_is_refused_with_a_general_failure():
+    with pytest.raises(SocksError, match="empty hostname") as refused:
+        socks5.parse_request(b"\x05\x01\x00\x03\x00\x00\x50")
+    assert refused.value.reply == 0x01

@@ -140,7 +140,7 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
 def scan(headers: Headers) -> tuple[list[bytes], list[bytes], frozenset[bytes], bool]:
     """One pass over a head for what framing and sanitizing need: the Transfer-Encoding values,
     the Content-Length values, the tokens Connection lists (framing names excepted), and
-    whether it asks for a WebSocket upgrade (the same answer as is_websocket_upgrade)."""
+    whether it asks for a WebSocket upgrade (Upgrade: websocket, with Connection listing upgrade)."""
     encodings: list[bytes] = []
     lengths: list[bytes] = []
     connection: list[bytes] = []
@@ -160,14 +160,6 @@ def scan(headers: Headers) -> tuple[list[bytes], list[bytes], frozenset[bytes], 
     tokens = {t.strip().lower() for v in connection for t in v.split(b",") if t.strip()}
     listed = frozenset(tokens - PROTECTED)
     return encodings, lengths, listed, upgrade and b"upgrade" in listed
-
-
-def is_websocket_upgrade(headers: Headers) -> bool:
-    """True for a request or 101 response that asks to switch to WebSocket."""
-    upgrade = any(
-        n.lower() == b"upgrade" and b"websocket" in v.lower().split(b",")[0] for n, v in headers
-    )
-    return upgrade and b"upgrade" in _connection_tokens(headers)
 
 
 def _origin(url: str) -> str | None:
