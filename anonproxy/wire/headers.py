@@ -140,7 +140,7 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
 def scan(headers: Headers) -> tuple[list[bytes], list[bytes], frozenset[bytes], bool]:
     """One pass over a head for what framing and sanitizing need: the Transfer-Encoding values,
     the Content-Length values, the tokens Connection lists (framing names excepted), and
-    whether it asks for a WebSocket upgrade (Upgrade: websocket, with Connection listing upgrade)."""
+    whether it asks for a WebSocket upgrade (Upgrade: websocket, Connection listing upgrade)."""
     encodings: list[bytes] = []
     lengths: list[bytes] = []
     connection: list[bytes] = []
