@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from anonproxy.policy.rules import BLOCK as BLOCK  # (re-exported: the profile format names it)
 from anonproxy.policy.rules import domain_pattern_problem
 from anonproxy.wire.address import Address, AddressError, parse_authority
 from anonproxy.wire.headers import HeaderPolicy
@@ -160,7 +161,6 @@ HopUrl = Annotated[Any, PlainValidator(_check_hop), PlainSerializer(lambda h: h.
                    WithJsonSchema({"type": "string", "pattern": "^(socks5h?|http)://"})]
 Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
 ExitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-BLOCK = "block"
 
 
 class TorSettings(_Strict):

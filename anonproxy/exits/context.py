@@ -1,19 +1,18 @@
 """What every connection of a running proxy shares: the profile compiled for use, the exits'
-health, the GeoIP database and the reusable upstream connections — and the router.
+health, the GeoIP database and the reusable upstream connections; the I/O around the router.
 
-`route()` decides an exit for a destination and says why (rules.decide, plus a lookup only
-when a rule needs an address and the profile says `resolve = "local"` or `"tor"`), refusing
-what must not be reached; `open()` hands the decision to the profile's Dialer (dialer.py),
-which connects through the exit and calls back here (forbidden_peer, forbidden_via_hop) about
-what the connection reached.
+`route()` asks the pure router (policy/router.py) for an exit and its reason; when the router
+answers NEED_ADDRESS (a rule needs an address and the profile says `resolve = "local"` or
+`"tor"`), this module looks the name up and answers; then the router says what is refused.
+Outcomes that needed no lookup are remembered per destination. `open()` hands the decision to
+the profile's Dialer (dialer.py), which connects through the exit and calls back here
+(forbidden_peer, forbidden_via_hop) about what the connection reached — the router judges it
+against what the proxy serves now (own_services, gathered here).
 
-Invariants: a rule that says `block` refuses with the rule's number and text; nothing here
-resolves a destination name unless the profile's `resolve` says how, and never a special-use
-one (address.special_use): those are decided first, from the name alone — `.onion` only ever
-goes to a Tor exit, the others are refused. The proxy never reaches its own services
-(`own_services`: listener, dashboard, its tors' ports, and for `fetch` what running proxies
-announced): refused by name before connecting, by the peer address after a direct connect,
-and by port through a hop that runs on this machine (which resolves the name itself).
+Invariants: nothing here resolves a destination name unless the router asks and the
+profile's `resolve` says how, and the router never asks for a special-use name
+(address.special_use). The proxy never reaches its own services (listener, dashboard, its
+tors' ports, and for `fetch` what running proxies announced).
 """
 
 from __future__ import annotations
@@ -24,32 +23,18 @@ import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
-from anonproxy.config.models import BLOCK
 from anonproxy.config.profiles import LoadedProfile
 from anonproxy.exits import connect
 from anonproxy.exits.connect import Chain, Plan, Pool, TorExit
 from anonproxy.exits.dialer import Dialer, Opened
 from anonproxy.exits.health import Health
 from anonproxy.exits.tor import Tor, TorSpec
-from anonproxy.policy import own_services
 from anonproxy.policy.geo import GeoDB
-from anonproxy.policy.rules import (
-    NEED_ADDRESS,
-    CompiledRule,
-    Decision,
-    compile_rules,
-    decide,
-)
+from anonproxy.policy.router import Router
+from anonproxy.policy.rules import NEED_ADDRESS, CompiledRule, Decision, compile_rules
 from anonproxy.policy.sites import site_of
 from anonproxy.transport.upstream import UpstreamPool
-from anonproxy.wire.address import (
-    Address,
-    is_loopback_host,
-    is_unspecified_host,
-    plain_ip,
-    special_use,
-    special_use_refusal,
-)
+from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Forbidden
 from anonproxy.wire.headers import HeaderPolicy
 from anonproxy.wire.hops import Hop
@@ -70,6 +55,7 @@ class Context:
     loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
     also_own: tuple[Address, ...] = ()  # other proxies of this user (fetch): never destinations
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
+    router: Router = field(init=False)  # destination -> decision, and what is refused
     dialer: Dialer = field(init=False)  # decision -> connected stream
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
     _routes: dict = field(default_factory=dict, repr=False)
@@ -82,6 +68,9 @@ class Context:
         self.policy = profile.headers.policy()
         self.plans = {name: connect.plan_from_config(name, e) for name, e in profile.exits.items()}
         self.rules = compile_rules(profile.rules)
+        self.router = Router(self.rules, profile.default,
+                             tuple(n for n, p in self.plans.items() if isinstance(p, TorExit)),
+                             profile.resolve, self.loopback_allowed, self.country_of)
         self.health = Health(profile.health.rise, profile.health.fall)
         self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
                              profile.limits.connect_timeout, self.forbidden_peer,
@@ -125,43 +114,24 @@ class Context:
         return {p.spec for p in self.plans.values() if isinstance(p, TorExit)}
 
     async def decide(self, dest: Address) -> Decision:
-        """The rule decision for `dest`. A name is looked up only when a rule needs an address
-        and the profile says how: `resolve = "local"` (this machine) or `"tor"` (at a Tor exit)."""
+        """The rule decision for `dest`. A name is looked up only when the router asks for an
+        address and the profile says how: `resolve = "local"` (this machine) or `"tor"` (at a
+        Tor exit)."""
         return (await self._decide(dest))[0]
 
     async def _decide(self, dest: Address,
                       isolation: str | None = None) -> tuple[Decision, bool]:
-        """The decision, and whether it took a lookup (then it may change over time)."""
-        profile = self.profile
-        if special_use(dest.host) is not None:
-            return self._decide_special(dest), False
-        decision = decide(self.rules, profile.default, dest.host, dest.port,
-                          country_of=self.country_of, may_resolve=profile.resolve != "never")
-        looked_up = decision is NEED_ADDRESS
-        if looked_up:
-            if profile.resolve == "tor":
-                address = await self._resolve_through_tor(dest.host, isolation)
-            else:
-                address = await _resolve_locally(dest.host)
-            decision = decide(self.rules, profile.default, dest.host, dest.port,
-                              country_of=self.country_of, address=address)
-        assert isinstance(decision, Decision)
-        return decision, looked_up
-
-    def _decide_special(self, dest: Address) -> Decision:
-        """A special-use name, from the name alone: rules that need an address do not match it.
-        A .onion name goes to the rules' exit if that is a Tor exit (or block), else to the
-        profile's first Tor exit; anything else is Forbidden."""
-        tor = next((n for n, p in self.plans.items() if isinstance(p, TorExit)), None)
-        refusal = special_use_refusal(dest.host, tor_exit=tor is not None)
-        if refusal is not None:
-            raise Forbidden(refusal)
-        decision = decide(self.rules, self.profile.default, dest.host, dest.port,
-                          country_of=self.country_of)
-        assert isinstance(decision, Decision)
-        if decision.exit != BLOCK and not isinstance(self.plans.get(decision.exit), TorExit):
-            decision = Decision(tor, decision.rule, None)
-        return decision
+        """The router's decision, answering its NEED_ADDRESS with a lookup; and whether it took
+        one (then the decision may change over time)."""
+        decision = self.router.decide(dest)
+        if decision is not NEED_ADDRESS:
+            assert isinstance(decision, Decision)
+            return decision, False
+        if self.profile.resolve == "tor":
+            address = await self._resolve_through_tor(dest.host, isolation)
+        else:
+            address = await _resolve_locally(dest.host)
+        return self.router.decide_with(dest, address), True
 
     async def _resolve_through_tor(self, host: str, isolation: str | None = None):
         """The address tor's RESOLVE finds for `host`, asked with the isolation key the request
@@ -208,19 +178,12 @@ class Context:
         return tuple(found)
 
     def refuse_unsafe(self, dest: Address, rule: CompiledRule | None = None) -> None:
-        """Forbidden for loops (our own services, by any local spelling), and for link-local
-        (cloud metadata) addresses unless `rule`'s cidrs name them — whatever exit is chosen."""
-        refusal = own_services.before_connect(dest, self.own_services())
-        if refusal is not None:
-            raise Forbidden(refusal)
-        if (reason := self._local_refusal(dest, dest.host)) is not None:
+        """Forbidden for loops (our own services, by any local spelling), this machine under
+        strict, and link-local (cloud metadata) addresses unless `rule`'s cidrs name them —
+        whatever exit is chosen (Router.unsafe)."""
+        reason = self.router.unsafe(dest, rule, self.own_services())
+        if reason is not None:
             raise Forbidden(reason)
-        ip = dest.ip
-        if ip is not None and ip.is_link_local and not (
-            rule and rule.networks and any(ip in n for n in rule.networks)
-        ):
-            raise Forbidden(f"refusing link-local {dest} (cloud metadata lives there); a rule "
-                            "whose cidrs name it may allow it")
 
     async def route(self, dest: Address, isolation: str | None = None) -> Decision:
         """The exit for `dest`; raises Forbidden for unsafe destinations (refuse_unsafe) and
@@ -236,71 +199,26 @@ class Context:
         known = self._routes.get(dest)
         if known is None:
             decision, looked_up = await self._decide(dest, isolation)
-            try:
-                self._refuse(dest, decision)
-                known = (decision, decision)
-            except Forbidden as refusal:
-                known = (decision, refusal)
+            known = (decision, self.router.refusal(dest, decision, self.own_services()))
             if not looked_up:
                 if len(self._routes) >= 4096:
                     self._routes.clear()
                 self._routes[dest] = known
-        decision, outcome = known
+        decision, refusal = known
         self.hits[decision.rule.number if decision.rule else 0] += 1
-        if outcome is not decision:
-            raise Forbidden(outcome.message)
+        if refusal is not None:
+            raise Forbidden(refusal)
         return decision
-
-    def _refuse(self, dest: Address, decision: Decision) -> None:
-        self.refuse_unsafe(dest, decision.rule)
-        if decision.exit == BLOCK:
-            where = f"rule {decision.rule.number} ({decision.rule.text})" if decision.rule else \
-                "the profile's default"
-            raise Forbidden(f"{dest.host} is blocked by {where}")
 
     def forbidden_peer(self, dest: Address, peer: tuple[str, int], local_host: str) -> str | None:
         """Why a direct connection to `dest` must not be used, now that we know what it
-        reached (a name can resolve anywhere): one of our own services, or a link-local
-        address the destination did not name itself. None when it is fine."""
-        refusal = own_services.after_connect(dest, peer, local_host, self.own_services())
-        if refusal is not None:
-            return refusal
-        host = plain_ip(peer[0])
-        local = host == plain_ip(local_host) or is_loopback_host(host)
-        if (reason := self._local_refusal(dest, host, ours=local)) is not None:
-            return reason
-        ip = ipaddress.ip_address(host)
-        if ip.is_link_local and dest.ip != ip:
-            # (not which address: a web page reads this sentence, and our resolver's answer
-            # for a name is not its to learn)
-            return (f"refusing {dest}: it resolved to a link-local address (cloud metadata "
-                    "lives there)")
-        return None
-
-    def _local_refusal(self, dest: Address, reached: str, ours: bool = False) -> str | None:
-        """Unless loopback is allowed: why `reached` (the host `dest` names, or the peer it
-        connected to; `ours`: that peer is loopback or our own address) must not be used — it
-        is this machine (loopback, ::ffff:127.x, 0.0.0.0, ::, localhost) and no rule that lets
-        traffic through names it in its cidrs. None when it may be used."""
-        if self.loopback_allowed:
-            return None
-        host = plain_ip(reached)
-        if not (ours or is_loopback_host(host) or is_unspecified_host(host)):
-            return None
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:  # localhost, *.localhost
-            ip = ipaddress.ip_address("127.0.0.1")
-        if any(ip in net for r in self.rules if r.exit != BLOCK for net in r.networks or ()):
-            return None
-        return (f"refusing {dest}: {ip} is this machine, and only a rule whose cidrs name it "
-                "lets a program under exec --strict reach it")
+        reached (Router.peer_refusal). None when it is fine."""
+        return self.router.peer_refusal(dest, peer, local_host, self.own_services())
 
     def forbidden_via_hop(self, dest: Address, hop_local: bool,
                           bound: Address | None) -> str | None:
-        """Why a tunnel to `dest` through a chain must not be used (own_services.through_hop):
-        `hop_local`, its last hop runs on this machine; `bound`, the hop's SOCKS5 BND.ADDR."""
-        return own_services.through_hop(dest, hop_local, bound, self.own_services())
+        """Why a tunnel to `dest` through a chain must not be used (Router.hop_refusal)."""
+        return self.router.hop_refusal(dest, hop_local, bound, self.own_services())
 
     def shares_upstreams(self, name: str) -> bool:
         """Whether a connection through this exit may carry a later request too: not for a Tor

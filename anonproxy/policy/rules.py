@@ -28,6 +28,8 @@ from anonproxy.wire.address import AddressError, check_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+BLOCK = "block"  # the exit name of rules (and defaults) that refuse a destination
+
 
 def domain_pattern_problem(pattern: str) -> str | None:
     """Why `pattern` is not a usable domain pattern, or None."""
