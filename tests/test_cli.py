@@ -57,7 +57,7 @@ def test_check_reports_errors_with_exit_code_2(tmp_path):
     path.write_text('[exits.direct]\n[[rules]]\nports = [80]\nexit = "nowhere"\n')
     out = run("check", str(path))
     assert out.returncode == 2
-    assert out.stderr.strip().endswith('rules[0].exit = "nowhere": no exit by that name; defined: direct')
+    assert out.stderr.strip().endswith('rules[1].exit = "nowhere": no exit by that name; defined: direct')
 
 
 def test_route_explains_rule_exit_and_resolution(tmp_path):

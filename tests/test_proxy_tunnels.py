@@ -123,3 +123,12 @@ def test_a_bad_connect_target_is_never_echoed_into_the_log(proxy):
     assert reply.startswith(b"HTTP/1.1 400")
     log = proxy.wait_log("bad CONNECT target")
     assert "s3cr3t" not in log and "/account" not in log
+
+
+def test_a_refused_socks4_client_is_logged(proxy):
+    """The owner sees why a SOCKS4 program cannot connect: one log line naming the fix."""
+    with proxy.connect() as sock:
+        sock.sendall(b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00")
+        assert recv_all(sock)[:2] == b"\x00\x5b"
+    line = proxy.wait_log("socks4 ")
+    assert "status=0x5b" in line and "use SOCKS5 with remote names (socks5h://)" in line

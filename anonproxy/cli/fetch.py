@@ -13,7 +13,8 @@ given with -H (Authorization, Cookie, Proxy-Authorization) go to the URL's own o
 host and port, as curl does); with --location-trusted to every origin a redirect leads to, but
 never over http once the request began over https (there curl would send them; we do not).
 Failures map to distinct exit codes; the body streams to its destination and is never held whole
-in memory.
+in memory. No step waits longer than the profile allows the proxy: connect_timeout for the exit
+and TLS, response_timeout for the answer, idle_timeout between pieces of the body.
 """
 
 from __future__ import annotations
@@ -165,8 +166,14 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
     reader, writer = opened.stream
     try:
         if target.scheme == "https":
+            limit = ctx.limits.connect_timeout
             try:
-                await writer.start_tls(ssl.create_default_context(), server_hostname=dest.host)
+                async with asyncio.timeout(limit):
+                    await writer.start_tls(ssl.create_default_context(),
+                                           server_hostname=dest.host)
+            except TimeoutError:
+                raise FetchFailed(NETWORK, f"TLS with {dest.host} did not complete within "
+                                           f"{limit:g} s (limits.connect_timeout)") from None
             except (ssl.SSLError, OSError) as error:
                 raise FetchFailed(NETWORK, f"TLS with {dest.host} failed: {error}") from None
         return await _exchange(ctx, request, target, method, body, headers, reader, writer, out,
@@ -198,13 +205,20 @@ async def _exchange(ctx: Context, request: FetchRequest, target: _Target, method
                     headers: list[tuple[str, str]], reader, writer, out: BinaryIO,
                     progress) -> tuple[int, str | None]:
     """One request and its response, which ends where its framing says (the caller closes)."""
+    limits = ctx.limits
     writer.write(_request_head(ctx, headers, target, method, _body_length(body)))
-    await _send_body(writer, body)
+    await _within(limits.idle_timeout, "took the request body", "idle", target,
+                  _send_body(writer, body))
     parser = ResponseParser(method.encode())
     final: ResponseHead | None = None
     location, keep_body = None, False
     while True:
-        data = await reader.read(1 << 16)
+        if final is None:  # the server's answer: as the proxy waits for one
+            data = await _within(limits.response_timeout, "answered", "response", target,
+                                 reader.read(1 << 16))
+        else:  # the body: as the proxy waits on an idle connection
+            data = await _within(limits.idle_timeout, "sent more of the body", "idle", target,
+                                 reader.read(1 << 16))
         for event in parser.feed(data) if data else parser.feed_eof():
             if isinstance(event, ResponseHead) and event.status >= 200:  # (not an interim one)
                 final, location = event, _final_head(request, event, out, progress)
@@ -217,6 +231,16 @@ async def _exchange(ctx: Context, request: FetchRequest, target: _Target, method
             elif event is END and final is not None:
                 out.flush()
                 return final.status, location
+
+
+async def _within(seconds: float, what: str, limit: str, target: _Target, step):
+    """Await `step` for at most `seconds` (the profile's `limits.<limit>_timeout`)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await step
+    except TimeoutError:
+        raise FetchFailed(NETWORK, f"{target.dest} never {what} within {seconds:g} s "
+                                   f"(limits.{limit}_timeout)") from None
 
 
 def _body_length(body: bytes | BinaryIO | None) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import BinaryIO
 
@@ -21,6 +22,28 @@ from anonproxy.wire.address import AddressError, parse_authority
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3  # as fetch's: the destination is refused
+EXIT_BUG = 70  # EX_SOFTWARE: an unexpected error (said in one sentence)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away
+
+
+def _host_port(text: str) -> str:
+    """An option's HOST:PORT, checked as it is parsed (argparse then names the option)."""
+    try:
+        parse_authority(text)
+    except AddressError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,8 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     geoip.add_argument("address", nargs="?", help="an IP address (for lookup)")
     geoip.add_argument("--db", default="bundled", help='"bundled" or a path to a country .mmdb')
 
-    fetch = commands.add_parser("fetch", help="fetch a URL through the profile's exits (curl-like)")
-    fetch.add_argument("url")
+    fetch = commands.add_parser(
+        "fetch", help="fetch a URL through the profile's exits (curl-like)",
+        description="One request, in-process, through the profile's rules, header policy and "
+                    "exits (no running proxy needed), curl-like. The body goes to stdout (or "
+                    "-o FILE); messages go to stderr.",
+        epilog="exit status: 0 done, 2 usage, 3 blocked by a rule or refused, 4 the exit is "
+               "down (a hop failed, a pool is empty, tor is not ready), 5 network error "
+               "(destination refused or unreachable, TLS, timeout, --max-time), 22 HTTP status "
+               ">= 400 with -f")
+    fetch.add_argument("url", help="http://... or https://... (verified against the system's "
+                                   "trust store)")
     fetch.add_argument("--profile", default="default", help=profile_help)
     fetch.add_argument("-X", "--request", dest="method", help="method (default GET, POST with -d)")
     fetch.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
@@ -73,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="like -L, and Authorization and Cookie follow to other origins too, "
                             "but never over http after https (stricter than curl)")
     fetch.add_argument("-f", "--fail", action="store_true", help="exit 22 on HTTP status >= 400")
-    fetch.add_argument("--max-time", type=float, help="seconds for the whole transfer")
+    fetch.add_argument("--max-time", type=_seconds, metavar="S",
+                       help="seconds for the whole transfer (and the wait for tor)")
     fetch.add_argument("--exit", help="use this exit instead of the rules' choice")
     fetch.add_argument("-v", "--verbose", action="store_true",
                        help="say which rule, exit and hops each request takes")
@@ -87,8 +120,12 @@ def _parser() -> argparse.ArgumentParser:
                           "local services need a rule; no unix sockets; anonproxy's files hidden")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
-    pac = commands.add_parser("pac", help="print a PAC file that sends a browser through the proxy")
-    pac.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT")
+    pac = commands.add_parser(
+        "pac", help="print a PAC file that sends a browser through the proxy",
+        description="Print the PAC file a browser can use (SOCKS5 first, then HTTP, never "
+                    "DIRECT). The running proxy also serves it at http://HOST:PORT/proxy.pac.")
+    pac.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT", type=_host_port,
+                     help="the proxy's listen address the file names (default 127.0.0.1:8118)")
 
     status = commands.add_parser("status", help="a running proxy's profile, exits and traffic")
     reload = commands.add_parser("reload", help="make a running proxy re-read its profile")
@@ -103,13 +140,35 @@ def _parser() -> argparse.ArgumentParser:
                            help="print the link instead of opening a browser")
     for command in (status, reload, newnym, dashboard):
         command.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT",
+                             type=_host_port,
                              help="the running proxy's listen address (default 127.0.0.1:8118)")
-        command.add_argument("--admin", metavar="HOST:PORT",
+        command.add_argument("--admin", metavar="HOST:PORT", type=_host_port,
                              help="its dashboard's address (default: the one it announced)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; whatever happens, the user gets one sentence, never a traceback
+    (ANONPROXY_DEBUG=1 shows it for an unexpected error)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`anonproxy schema | head`): nothing more to say, to anyone;
+        # stdout is pointed at /dev/null so that the interpreter's own flush at exit is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        print("anonproxy: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # the last line of defence: no traceback
+        if os.environ.get("ANONPROXY_DEBUG"):
+            raise
+        print(f"anonproxy: unexpected error ({type(error).__name__}: {error}); this is a bug, "
+              "please report it (ANONPROXY_DEBUG=1 shows where it happened)", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":

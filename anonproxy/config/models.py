@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from anonproxy.policy.countries import country_problem
 from anonproxy.policy.rules import BLOCK as BLOCK  # (re-exported: the profile format names it)
 from anonproxy.policy.rules import domain_pattern_problem
 from anonproxy.wire.address import Address, AddressError, parse_authority
@@ -159,7 +161,14 @@ def _check_hop(value: Any) -> Hop:
 
 HopUrl = Annotated[Any, PlainValidator(_check_hop), PlainSerializer(lambda h: h.masked_url()),
                    WithJsonSchema({"type": "string", "pattern": "^(socks5h?|http)://"})]
-Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
+def _check_country(code: str) -> str:
+    problem = country_problem(code)
+    if problem is not None:
+        raise ValueError(problem)
+    return code
+
+
+Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$"), AfterValidator(_check_country)]
 ExitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 

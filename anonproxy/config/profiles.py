@@ -59,9 +59,11 @@ def _name_problems(profile: Profile) -> list[str]:
     known = set(profile.exits)
     names = ", ".join(sorted(known)) or "none"
     uses = [("default", profile.default, True)]
-    uses += [(f"rules[{i}].exit", rule.exit, True) for i, rule in enumerate(profile.rules)]
+    uses += [(f"rules[{i}].exit", rule.exit, True)
+             for i, rule in enumerate(profile.rules, start=1)]
     for name, exit_ in profile.exits.items():
-        uses += [(f"exits.{name}.pool[{j}]", m, False) for j, m in enumerate(exit_.pool or [])]
+        uses += [(f"exits.{name}.pool[{j}]", m, False)
+                 for j, m in enumerate(exit_.pool or [], start=1)]
         if exit_.fallback is not None:
             uses.append((f"exits.{name}.fallback", exit_.fallback, False))
     problems = []
@@ -198,7 +200,8 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 
 def _describe(error: Any, source: str) -> str:
     loc = error["loc"]
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    # positions count from 1, as `check`, `route` and the logs number rules and hops
+    key = "".join(f"[{p + 1}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     key = key or "(top level)"
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")

@@ -28,6 +28,8 @@ from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
 
 SOCKS4 = 0x04
+SOCKS4_REFUSAL = ("SOCKS4 refused: the client resolves names itself (a DNS leak); "
+                  "use SOCKS5 with remote names (socks5h://)")
 
 
 class Listener:
@@ -118,8 +120,11 @@ class Listener:
                 await serve_socks5(reader, writer, self.context_for, main, first, started,
                                    auth_required=self._auth_required())
             elif first[0] == SOCKS4:
-                # SOCKS4 resolves names on the client: refuse it ("request rejected")
+                # SOCKS4 resolves names on the client: refuse it ("request rejected"), and say
+                # so in the log, where the owner looks when a program cannot connect
                 writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
+                logs.connection("socks4", "-", "-", "0x5b", 0, 0, time.monotonic() - started,
+                                SOCKS4_REFUSAL)
             else:
                 # registering the client lets shutdown tell idle keep-alive from busy
                 await serve_http(reader, writer, self.context_for, main, first, started,

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+from anonproxy.policy.countries import iso_code
+
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "country.mmdb"
 
 
@@ -66,8 +68,7 @@ class GeoDB:
             record = self._reader.country(ip)  # type: ignore[attr-defined]
         except (geoip2.errors.AddressNotFoundError, ValueError):
             return None
-        iso_code: str | None = record.country.iso_code
-        return iso_code
+        return iso_code(record.country.iso_code)  # ("UK" in some data is GB)
 
     def info(self) -> GeoInfo:
         meta = self._reader.metadata()  # type: ignore[attr-defined]
