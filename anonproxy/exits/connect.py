@@ -24,7 +24,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from anonproxy.exits.tor import TorSpec
+from anonproxy.exits.tor_process import TorSpec
 from anonproxy.wire import hops
 from anonproxy.wire.address import (
     Address,

@@ -30,7 +30,7 @@ from anonproxy.exits import connect
 from anonproxy.exits.connect import Chain, Plan, Pool, TorExit
 from anonproxy.exits.dialer import Dialer, Opened
 from anonproxy.exits.health import Health
-from anonproxy.exits.tor import Tor, TorSpec
+from anonproxy.exits.tor_process import Tor, TorSpec
 from anonproxy.policy import own_services
 from anonproxy.policy.geo import GeoDB
 from anonproxy.policy.rules import (
@@ -189,7 +189,7 @@ class Context:
 
     def own_services(self) -> tuple[tuple[Address, str], ...]:
         """What this proxy serves, each with its kind (own_services.KINDS): never a
-        destination. A managed tor's ports count from the moment tor reports them (tor.py)."""
+        destination. A managed tor's ports count from the moment tor reports them (tor_process.py)."""
         key = self._own_key()
         if key != self._owns_key:
             self._owns, self._owns_key = self._gather_own(), key

@@ -23,7 +23,7 @@ from anonproxy import logs
 from anonproxy.exits import connect
 from anonproxy.exits.connect import Chain, Direct, Plan, Pool, TorExit
 from anonproxy.exits.health import Health
-from anonproxy.exits.tor import Tor, TorSpec, TorUnavailable
+from anonproxy.exits.tor_process import Tor, TorSpec, TorUnavailable
 from anonproxy.policy.pools import order_members
 from anonproxy.policy.sites import site_of
 from anonproxy.wire.address import Address, special_use, special_use_refusal

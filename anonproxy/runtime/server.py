@@ -33,7 +33,7 @@ from anonproxy.config.profiles import (
 )
 from anonproxy.exits.connect import Direct, TorExit
 from anonproxy.exits.context import Context
-from anonproxy.exits.tor import TorUnavailable, site_renewal_words
+from anonproxy.exits.tor_process import TorUnavailable, site_renewal_words
 from anonproxy.inbound.listener import Listener
 from anonproxy.runtime.asks import Asks
 from anonproxy.runtime.contexts import Contexts, profile_credentials
