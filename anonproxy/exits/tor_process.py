@@ -1,5 +1,4 @@
-"""Tor processes and their control: tors we start and own ("managed"), or a tor the user runs
-("system"). (The Tor exit kind, which opens streams through one, is exits/tor.py.)
+"""Tor processes: those we start and own ("managed") or the user's ("system"), for exits/tor.py.
 
 This is the only module that imports stem. stem is synchronous, so every control call runs in a
 worker thread (asyncio.to_thread); its event listeners run on stem's own thread and only touch
