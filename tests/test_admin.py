@@ -194,7 +194,7 @@ def test_reload_through_the_api_applies_a_new_rule_and_refuses_a_broken_file(das
     path.write_text(path.read_text() + "[[rules]]\nexit = 5\n")
     refused = admin.send("POST", "/api/reload")
     assert refused.status_code == 409
-    assert str(path) in refused.json()["error"] and "rules[1].exit" in refused.json()["error"]
+    assert str(path) in refused.json()["error"] and "rules[2].exit" in refused.json()["error"]
     status = admin.json("/api/status")
     assert status["reloads"] == 1 and str(path) in status["last_reload_error"]
     assert len(admin.json("/api/rules")) == 2  # the running profile is kept

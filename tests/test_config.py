@@ -101,7 +101,7 @@ def test_listens_on_loopback_by_default_and_never_beyond_without_an_allow_list(t
 
 
 def test_a_profile_using_tor_without_a_tor_program_says_what_to_do(monkeypatch):
-    import anonproxy.exits.tor as tor
+    import anonproxy.exits.tor_process as tor
     from anonproxy.config.profiles import load_profile as load
     from anonproxy.runtime.server import ProxyServer
 

@@ -167,7 +167,7 @@ def test_a_domain_pattern_that_could_never_match_is_refused_when_the_profile_loa
     assert problem is not None
     if "*" in pattern[2:] or (pattern.startswith("*") and not pattern.startswith("*.")):
         assert problem.startswith("a wildcard may only start a pattern"), problem
-    with pytest.raises(ProfileError, match=r"rules\[0\]\.domains"):
+    with pytest.raises(ProfileError, match=r"rules\[1\]\.domains"):
         parse_profile({"exits": {"a": {}}, "rules": [{"domains": [pattern], "exit": "a"}]}, "t.toml")
 
 

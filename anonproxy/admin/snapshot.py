@@ -1,12 +1,13 @@
 """The JSON documents the dashboard shows and `/api/` serves, read off the running proxy.
 
-Plain functions over the server's objects; no aiohttp here. Credentials never appear: hops are
-rendered with their username and password masked (a username is often an account or customer
-id at a paid proxy), and tor control passwords are not shown at all.
+Plain functions over the server's objects; no aiohttp here. Each exit describes itself
+(Plan.status, exits/base.py), so nothing here knows the kinds. Credentials never appear: hops
+are rendered with their username and password masked (a username is often an account or
+customer id at a paid proxy), and tor control passwords are not shown at all.
 
 "Verified country" is what this machine can check without sending anything anywhere: for a
 proxy exit, the GeoIP country of its last hop's address (when written as an IP); for a Tor exit,
-the countries of the exit relays of its built circuits, as tor's own GeoIP says.
+the countries of the exit relays of its built circuits, as tor's own GeoIP says (`tors()`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import time
 
 from anonproxy import __version__
-from anonproxy.exits.connect import Chain, Direct, Pool, TorExit
 from anonproxy.policy.geo import GeoDB
 
 
@@ -47,30 +47,17 @@ def overview(server, activity, profiles: bool = True) -> dict:
 
 
 def exits(ctx, geo: GeoDB | None) -> list[dict]:
-    """Every exit of the active profile: kind, hops (masked), health, countries."""
+    """Every exit of the active profile, as its kind describes itself (Plan.status: the keys
+    in base.STATUS_KEYS, which the page and `status` render, and the kind's own), with its
+    health where it has a record or is probed."""
     found = []
     probed = set(ctx.probed_members())
+    env = ctx.dialer.env
     for name, plan in ctx.plans.items():
-        item: dict = {"name": name, "default": name == ctx.profile.default}
-        if isinstance(plan, Direct):
-            item.update(kind="direct", source=plan.source)
-        elif isinstance(plan, Chain):
-            last = plan.hops[-1].address
-            item.update(kind="chain", hops=[_masked(hop) for hop in plan.hops],
-                        country=plan.country.upper() if plan.country else None,
-                        verified_country=_country(geo, last.ip))
-            item["country_matches"] = (None if not item["country"] or not item["verified_country"]
-                                       else item["country"] == item["verified_country"])
-        elif isinstance(plan, Pool):
-            item.update(kind="pool", strategy=plan.strategy, fallback=plan.fallback,
-                        members=[_member(ctx, m) for m in plan.members])
-        elif isinstance(plan, TorExit):
-            item.update(kind="tor", tor=plan.spec.label(), isolation=plan.isolation,
-                        countries=[c.upper() for c in plan.spec.countries])
-            tor = ctx.tors.get(plan.spec)
-            item["state"] = tor.state if tor is not None else "stopped"
+        item: dict = {"name": name, "default": name == ctx.profile.default,
+                      **plan.status(env, geo)}
         if name in ctx.health.states or name in probed:
-            item["health"] = _health(ctx, name)
+            item["health"] = ctx.health.snapshot(name)
         found.append(item)
     return found
 
@@ -98,25 +85,3 @@ async def tors(server) -> list[dict]:
                                       if c["exit_country"]}),
         })
     return found
-
-
-def _masked(hop) -> str:
-    """A hop as kind://host:port, with `***:***@` where it has credentials."""
-    return f"{hop.kind}://{'***:***@' if hop.username is not None else ''}{hop.address}"
-
-
-def _member(ctx, name: str) -> dict:
-    return {"name": name, **_health(ctx, name)}
-
-
-def _health(ctx, name: str) -> dict:
-    state = ctx.health.states.get(name)
-    if state is None:
-        return {"up": True, "last_probe": None, "latency_ms": None, "last_error": None}
-    return {"up": state.up, "last_probe": state.last_probe,
-            "latency_ms": None if state.latency_ms is None else round(state.latency_ms, 1),
-            "last_error": state.last_error, "since": state.changed}
-
-
-def _country(geo: GeoDB | None, ip) -> str | None:
-    return geo.country(ip) if geo is not None and ip is not None else None

@@ -1,43 +1,30 @@
 """Plain-text explanations for the CLI: a profile's summary and why a URL takes its route.
 
 Formatting only: decisions come from rules.py through Context, so what `route` prints is what
-the proxy does.
+the proxy does; each exit says what it is and where it resolves names (Plan.summary_lines and
+Plan.resolution, exits/base.py), so nothing here knows the kinds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from anonproxy.config.models import BLOCK
 from anonproxy.config.profiles import LoadedProfile
-from anonproxy.exits.connect import Chain, Direct, Plan, TorExit
+from anonproxy.exits.base import Plan
 from anonproxy.policy.rules import Decision
 from anonproxy.wire.address import Address
 from anonproxy.wire.headers import IDENTIFYING, HeaderPolicy
 
 
-def describe_exit(plans: dict[str, Plan], name: str, indent: str = "") -> list[str]:
+def describe_exit(plans: Mapping[str, Plan], name: str, indent: str = "") -> list[str]:
+    """What `check` and `route` say of exit `name`, as its kind describes itself."""
     if name == BLOCK:
         return [f"{indent}block: refused (403 for HTTP, SOCKS reply 0x02)"]
-    plan = plans[name]
-    if isinstance(plan, Direct):
-        where = f"from {plan.source}" if plan.source else "from this machine's default address"
-        return [f"{indent}{name}: direct, {where}"]
-    if isinstance(plan, TorExit):
-        isolation = f"circuits isolated per {plan.isolation}"
-        return [f"{indent}{name}: tor ({plan.spec.label()}), {isolation}"]
-    if isinstance(plan, Chain):
-        hops = " -> ".join(h.masked_url() for h in plan.hops)
-        country = f" (declared country {plan.country})" if plan.country else ""
-        plural = "s" if len(plan.hops) > 1 else ""
-        return [f"{indent}{name}: {len(plan.hops)} hop{plural}: {hops}{country}"]
-    fallback = (f", fallback {plan.fallback}" if plan.fallback
-                else ", fails closed when all are down")
-    lines = [f"{indent}{name}: pool of {', '.join(plan.members)} ({plan.strategy}{fallback})"]
-    for member in plan.members:
-        lines += describe_exit(plans, member, indent + "  ")
-    return lines
+    return plans[name].summary_lines(plans, indent)
 
 
-def summarize(loaded: LoadedProfile, plans: dict[str, Plan]) -> list[str]:
+def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan]) -> list[str]:
     p = loaded.profile
     lines = [f"profile {loaded.name} ({loaded.path})", f"  listen   {p.listen}",
              f"  default  exit {p.default}", f"  geoip    {p.geoip}", f"  resolve  {p.resolve}"]
@@ -64,27 +51,15 @@ def _policy(value) -> str:
     return value if isinstance(value, str) else "replace"
 
 
-def _resolution(plans: dict[str, Plan], name: str, dest: Address) -> str:
+def _resolution(plans: Mapping[str, Plan], name: str, dest: Address) -> str:
     if dest.ip is not None:
         return "none needed: the destination is an address"
     if name == BLOCK:
         return "none: the destination is refused"
-    plan = plans[name]
-    if isinstance(plan, Direct):
-        return f"{dest.host} is resolved by this machine's resolver (direct exit)"
-    if isinstance(plan, Chain):
-        return (f"{dest.host} is sent by name to the last hop ({plan.hops[-1]}), which resolves "
-                "it: no local DNS lookup")
-    if isinstance(plan, TorExit):
-        return (f"{dest.host} is sent by name into Tor; the exit relay resolves it: "
-                "no local DNS lookup")
-    kinds = {_resolution(plans, m, dest) for m in plan.members}
-    if len(kinds) == 1:
-        return kinds.pop()
-    return "depends on the pool member: " + "; ".join(sorted(kinds))
+    return plans[name].resolution(dest, plans)
 
 
-def explain_route(plans: dict[str, Plan], decision: Decision, dest: Address, scheme: str,
+def explain_route(plans: Mapping[str, Plan], decision: Decision, dest: Address, scheme: str,
                   policy: HeaderPolicy, resolve: str) -> list[str]:
     carried = "plain HTTP" if scheme == "http" else "tunnelled: CONNECT or SOCKS5"
     lines = [f"destination  {dest} ({carried})"]

@@ -162,7 +162,7 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
         hop = isinstance(error, ExitDown) or getattr(error, "hop_failed", False)
         raise FetchFailed(EXIT_DOWN if hop else NETWORK, error.message) from None
     _say(request, f"{dest} through exit {'>'.join(opened.path)}: "
-                  f"{ctx.plans[opened.path[-1]].describe()}")
+                  f"{opened.plan.describe()}")
     reader, writer = opened.stream
     try:
         if target.scheme == "https":

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from anonproxy import __version__
 from anonproxy.config.profiles import LoadedProfile, ProfileError, load_profile
-from anonproxy.exits.tor import TorUnavailable
+from anonproxy.exits.tor_process import TorUnavailable
 from anonproxy.wire.address import AddressError, parse_authority
 
 EXIT_USAGE = 2
@@ -306,7 +306,7 @@ def _fetch(args) -> int:
     from anonproxy.cli.remote import announced_services
     from anonproxy.config.profiles import open_geo
     from anonproxy.exits.context import Context
-    from anonproxy.exits.tor import Tor
+    from anonproxy.exits.tor_process import Tor
 
     headers = []
     for header in args.header:

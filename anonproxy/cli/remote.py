@@ -71,27 +71,29 @@ def status(admin: Address | None, password: str | None, listen_text: str) -> int
     print(f"uptime       {_duration(state['uptime_s'])}")
     print(f"connections  {state['connections_now']} open, {state['connections_total']} since start")
     for item in exits:
-        line = f"exit {item['name']:<12} {item['kind']:<7}"
-        if item["kind"] == "chain":
-            line += " " + " -> ".join(item["hops"])
-        elif item["kind"] == "pool":
-            line += " " + ", ".join(f"{m['name']} ({'up' if m['up'] else 'DOWN'})"
-                                    for m in item["members"])
-        elif item["kind"] == "tor":
-            line += f" {item['tor']}: {item['state']}"
-        if "health" in item:
-            line += "  up" if item["health"]["up"] else f"  DOWN ({item['health']['last_error']})"
-        traffic = state["traffic"].get(item["name"])
-        if traffic:
-            line += (f"  {traffic['connections']} conns, {traffic['up']} B up, "
-                     f"{traffic['down']} B down")
-        print(line)
+        print(exit_line(item, state["traffic"].get(item["name"])))
     for tor in tors:
         seen = tor["exit_countries"]
         countries = f", exits seen in {', '.join(seen)}" if seen else ""
         print(f"tor          {tor['label']}: {tor['state']} {tor['progress']}% "
               f"{len(tor['circuits'])} circuits{countries}")
     return 0
+
+
+def exit_line(item: dict[str, Any], traffic: dict[str, Any] | None) -> str:
+    """One exit of /api/exits in a line, from the keys every kind has (exits/base.py,
+    STATUS_KEYS): `status` knows no kinds."""
+    line = f"exit {item['name']:<12} {item['kind']:<7}"
+    if item.get("through"):
+        line += " " + item["through"]
+    if item.get("state") is not None:
+        line += f": {item['state']}"
+    if "health" in item:
+        line += "  up" if item["health"]["up"] else f"  DOWN ({item['health']['last_error']})"
+    if traffic:
+        line += (f"  {traffic['connections']} conns, {traffic['up']} B up, "
+                 f"{traffic['down']} B down")
+    return line
 
 
 def reload(admin: Address | None, password: str | None, listen_text: str,

@@ -132,7 +132,7 @@ def hidden_directories() -> list[str]:
     cache, the data directory (keys) and the user's profiles (hop and auth passwords)."""
     from anonproxy.admin.control import runtime_dir
     from anonproxy.config.profiles import user_profile_dir
-    from anonproxy.exits.tor import cache_dir
+    from anonproxy.exits.tor_process import cache_dir
 
     home = os.path.expanduser("~")
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")

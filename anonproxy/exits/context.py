@@ -24,20 +24,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from anonproxy.config.profiles import LoadedProfile
-from anonproxy.exits import connect
-from anonproxy.exits.connect import Chain, Plan, Pool, TorExit
-from anonproxy.exits.dialer import Dialer, Opened
+from anonproxy.exits.base import Opened, Plan
+from anonproxy.exits.dialer import Dialer
 from anonproxy.exits.health import Health
-from anonproxy.exits.tor import Tor, TorSpec
+from anonproxy.exits.registry import plan_from_config
+from anonproxy.exits.tor_process import Tor, TorSpec
 from anonproxy.policy.geo import GeoDB
 from anonproxy.policy.router import Router
 from anonproxy.policy.rules import NEED_ADDRESS, CompiledRule, Decision, compile_rules
-from anonproxy.policy.sites import site_of
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address
-from anonproxy.wire.errors import Forbidden
+from anonproxy.wire.errors import ExitDown, Forbidden
 from anonproxy.wire.headers import HeaderPolicy
-from anonproxy.wire.hops import Hop
 
 
 @dataclass
@@ -66,10 +64,10 @@ class Context:
     def __post_init__(self) -> None:
         profile = self.loaded.profile
         self.policy = profile.headers.policy()
-        self.plans = {name: connect.plan_from_config(name, e) for name, e in profile.exits.items()}
+        self.plans = {name: plan_from_config(name, e) for name, e in profile.exits.items()}
         self.rules = compile_rules(profile.rules)
         self.router = Router(self.rules, profile.default,
-                             tuple(n for n, p in self.plans.items() if isinstance(p, TorExit)),
+                             tuple(n for n, p in self.plans.items() if p.reaches_onion),
                              profile.resolve, self.loopback_allowed, self.country_of)
         self.health = Health(profile.health.rise, profile.health.fall)
         self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
@@ -98,20 +96,19 @@ class Context:
         return self.loaded.profile
 
     def probed_members(self) -> list[str]:
-        """Chain exits that some pool draws on: these get health probes."""
-        members = {m for p in self.plans.values() if isinstance(p, Pool) for m in p.members}
-        return sorted(m for m in members if isinstance(self.plans.get(m), Chain))
+        """Exits that some pool draws on and that can check themselves: these get health
+        probes."""
+        members = {m for p in self.plans.values() for m in p.members}
+        return sorted(m for m in members if self.plans[m].probes)
 
     async def probe(self, name: str, timeout: float) -> None:
-        plan = self.plans[name]
-        assert isinstance(plan, Chain)
-        await connect.probe_chain(plan, timeout=timeout)
+        await self.plans[name].probe(timeout)
 
     def country_of(self, ip) -> str | None:
         return self.geo.country(ip) if self.geo is not None else None
 
     def tor_specs(self) -> set[TorSpec]:
-        return {p.spec for p in self.plans.values() if isinstance(p, TorExit)}
+        return {p.tor_spec for p in self.plans.values() if p.tor_spec is not None}
 
     async def decide(self, dest: Address) -> Decision:
         """The rule decision for `dest`. A name is looked up only when the router asks for an
@@ -134,20 +131,16 @@ class Context:
         return self.router.decide_with(dest, address), True
 
     async def _resolve_through_tor(self, host: str, isolation: str | None = None):
-        """The address tor's RESOLVE finds for `host`, asked with the isolation key the request
-        it serves would use (its site, profile or connection, and the client's own key), so a
-        lookup never shares a circuit with another site's or client's."""
+        """The address the profile's first ready exit that resolves remotely (a Tor exit's
+        RESOLVE) finds for `host`, asked with the isolation key the request it serves would use
+        (Plan.resolve_remotely), so a lookup never shares a circuit with another site's or
+        client's."""
         for plan in self.plans.values():
-            if isinstance(plan, TorExit):
-                tor = self.tors.get(plan.spec)
-                if tor is None or tor.state != "ready":
-                    continue
-                user, password = tor.isolation(plan.isolation, site_of(host), self.loaded.name,
-                                               isolation)
-                hop = Hop("socks5", Address(*tor.socks_address()), user, password)
-                found = await connect.resolve_through_socks(hop, host,
-                                                          timeout=self.limits.connect_timeout)
-                return ipaddress.ip_address(found) if found else None
+            try:
+                found = await plan.resolve_remotely(host, self.dialer.env, isolation)
+            except ExitDown:
+                continue  # resolves no names, or not ready now
+            return ipaddress.ip_address(found) if found else None
         return None
 
     def _own_key(self) -> tuple:
@@ -159,7 +152,8 @@ class Context:
 
     def own_services(self) -> tuple[tuple[Address, str], ...]:
         """What this proxy serves, each with its kind (own_services.KINDS): never a
-        destination. A managed tor's ports count from the moment tor reports them (tor.py)."""
+        destination. A managed tor's ports count from the moment tor reports them
+        (tor_process.py)."""
         key = self._own_key()
         if key != self._owns_key:
             self._owns, self._owns_key = self._gather_own(), key
@@ -224,7 +218,7 @@ class Context:
         """Whether a connection through this exit may carry a later request too: not for a Tor
         exit that isolates every connection (a reused connection would share its circuit)."""
         plan = self.plans.get(name)
-        return not (isinstance(plan, TorExit) and plan.isolation == "connection")
+        return plan is None or plan.shares_upstreams
 
     def choose_path(self, name: str, dest: Address) -> tuple[str, ...]:
         """The exit names a request to `dest` goes through, pools resolved (Dialer.choose_path)."""

@@ -1,8 +1,9 @@
 """Health of the exits that pools draw on: probed on an interval, with hysteresis.
 
 A member starts up. `fall` consecutive failures (probes or real connections) mark it down;
-`rise` consecutive successes mark it up again. Only members of pools that are proxy chains are
-probed; a probe reaches the last hop through the others and greets it, contacting no destination.
+`rise` consecutive successes mark it up again. Only members of pools whose kind can check
+itself are probed (Plan.probes: chains, whose probe reaches the last hop through the others
+and greets it, contacting no destination).
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ class Health:
             return f"{name}: up"
         ago = time.time() - state.changed
         return f"{name}: down for {ago:.0f} s ({state.last_error})"
+
+    def snapshot(self, name: str) -> dict:
+        """What the dashboard shows of `name`'s health (a member never seen counts as up)."""
+        state = self.states.get(name)
+        if state is None:
+            return {"up": True, "last_probe": None, "latency_ms": None, "last_error": None}
+        return {"up": state.up, "last_probe": state.last_probe,
+                "latency_ms": None if state.latency_ms is None else round(state.latency_ms, 1),
+                "last_error": state.last_error, "since": state.changed}
 
     async def run(self, names: list[str], probe, interval: float, timeout: float) -> None:
         """Probe `names` every `interval` seconds until cancelled."""

@@ -31,9 +31,8 @@ from anonproxy.config.profiles import (
     listen_problems,
     load_profile,
 )
-from anonproxy.exits.connect import Direct, TorExit
 from anonproxy.exits.context import Context
-from anonproxy.exits.tor import TorUnavailable, site_renewal_words
+from anonproxy.exits.tor_process import TorUnavailable, site_renewal_words
 from anonproxy.inbound.listener import Listener
 from anonproxy.runtime.asks import Asks
 from anonproxy.runtime.contexts import Contexts, profile_credentials
@@ -184,16 +183,16 @@ class ProxyServer:
         return self._renewal_words(site) if site else "new identity for every site"
 
     def _renewal_words(self, site: str) -> str:
-        return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.isolation)
+        return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.identity)
                                          for ctx in self.contexts.all()
                                          for plan in ctx.plans.values()
-                                         if isinstance(plan, TorExit)])
+                                         if plan.identity is not None])
 
     def warn_if_direct(self) -> None:
         for ctx in self.contexts.all():
             profile = ctx.profile
             direct = [n for n in {profile.default, *(r.exit for r in profile.rules)}
-                      if isinstance(ctx.plans.get(n), Direct)]
+                      if n in ctx.plans and ctx.plans[n].exposes_address]
             if direct:
                 logs.log.warning(
                     "profile '%s' sends traffic DIRECT (exit %s): those sites see this machine's "

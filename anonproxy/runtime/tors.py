@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from anonproxy import logs
-from anonproxy.exits.tor import Tor, TorSpec
+from anonproxy.exits.tor_process import Tor, TorSpec
 
 
 class Tors:

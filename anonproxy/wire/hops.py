@@ -2,7 +2,7 @@
 
 A hop is parsed from a URL (`socks5://user:pass@host:port`, `http://host:port`). Requests are
 rendered as bytes and replies parsed from the bytes received so far (`None`: need more), so the
-I/O driver in exits.py stays a thin loop and these functions test as transcripts.
+I/O driver in exits/chain.py stays a thin loop and these functions test as transcripts.
 
 Why not python-socks: its HTTP connector always sends its own User-Agent (an identifying header
 the invariants forbid) and reads the CONNECT reply with a single read, losing bytes that follow

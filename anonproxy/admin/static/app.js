@@ -82,20 +82,14 @@ function showExits(exits, traffic) {
     const row = body.insertRow();
     row.dataset.exit = e.name;
     cell(row, e.name + (e.default ? " (default)" : ""));
+    // every kind describes itself in the same keys (exits/base.py, STATUS_KEYS): no kind here
     cell(row, e.kind);
-    let through = "";
-    if (e.kind === "direct") through = e.source ? "from " + e.source : "this machine's address";
-    if (e.kind === "chain") through = e.hops.join(" → ");
-    if (e.kind === "pool") through = e.strategy + ": " + e.members.map(
-      m => m.name + (m.up ? "" : " (DOWN)")).join(", ") + (e.fallback ? "; fallback " + e.fallback : "");
-    if (e.kind === "tor") through = e.tor + " (" + e.state + ", isolation by " + e.isolation + ")";
-    cell(row, through);
-    const [text, cls] = healthText(e.health);
-    cell(row, e.kind === "tor" ? e.state : text, e.kind === "tor" ? (e.state === "ready" ? "up" : "down") : cls);
-    let country = "";
-    if (e.kind === "chain" && (e.country || e.verified_country))
-      country = (e.country || "–") + " / " + (e.verified_country || "unknown");
-    if (e.kind === "tor" && e.countries.length) country = e.countries.join(", ") + " / see Tor";
+    cell(row, e.through);
+    const [text, cls] = e.state !== null && e.state !== undefined
+      ? [e.state, e.up ? "up" : "down"] : healthText(e.health);
+    cell(row, text, cls);
+    const country = e.country || e.verified_country
+      ? (e.country || "–") + " / " + (e.verified_country || "unknown") : "";
     cell(row, country, e.country_matches === false ? "mismatch" : "");
     const t = traffic[e.name];
     cell(row, t ? t.connections + " conns, ↑" + bytes(t.up) + " ↓" + bytes(t.down) : "");
