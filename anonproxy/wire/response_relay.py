@@ -24,10 +24,11 @@ The machine decides everything else:
 
 It also frames the request body going up (`request_body`), since reuse depends on its end.
 
-Framing itself is llhttp's (wire/http1.py): with both Transfer-Encoding and Content-Length,
-llhttp frames by Transfer-Encoding and the Content-Length line is dropped as hop-by-hop framing.
-Bytes that arrive after the final response in the same read are dropped and make the upstream
-not reusable; the driver never feeds after `done` (a later feed is ignored the same way).
+Framing itself is llhttp's (wire/http1.py): a response with both Transfer-Encoding and
+Content-Length is malformed (BadUpstreamResponse, before any of it reaches the client). Bytes
+after the final response in the same read are dropped and make the upstream not reusable; the
+driver never feeds after `done` (a later feed is dropped the same way). A failure found in the
+read that brought the final head is answered: nothing of that read went out.
 """
 
 from __future__ import annotations
