@@ -14,20 +14,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from anonproxy.config.models import Limits
 from anonproxy.exits.context import Context
+from anonproxy.transport.client_side import READ_SIZE, ClientGone
 from anonproxy.transport.deadline import Deadline
 from anonproxy.wire.errors import BadRequest, RequestTimeout
 from anonproxy.wire.http1 import END, Event, RequestHead, RequestParser
 
-READ_SIZE = 1 << 16
-
-
-class ClientGone(Exception):
-    """The client closed or reset its connection."""
-
 
 class ClientConn:
-    """The client side: a reader fed through the request parser, and the writer."""
+    """The client side: a reader fed through the request parser, and the writer (the
+    transport layer's ClientSide)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  select: Callable[[tuple[str, str] | None], Context], ctx: Context):
@@ -38,6 +35,11 @@ class ClientConn:
         self.pending: deque[Event] = deque()
         self.idle = True  # waiting between requests: safe to close on shutdown
         self.deadline = Deadline()  # for the connection's own task
+
+    @property
+    def limits(self) -> Limits:
+        """The limits of the profile serving the request at hand."""
+        return self.ctx.limits
 
     def feed(self, data: bytes) -> None:
         self.pending.extend(self.parser.feed(data))
@@ -126,12 +128,3 @@ class ClientConn:
             raise ClientGone() from None
         finally:
             deadline.disarm()
-
-
-class Trace:
-    """What one request's log line says: the exit path used and the body bytes each way."""
-
-    __slots__ = ("exit", "up", "down")
-
-    def __init__(self) -> None:
-        self.exit, self.up, self.down = "-", 0, 0

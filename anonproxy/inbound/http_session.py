@@ -23,8 +23,9 @@ from collections.abc import Callable
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
-from anonproxy.inbound.client import ClientConn, ClientGone, Trace
+from anonproxy.inbound.client import ClientConn
 from anonproxy.inbound.pac import pac_address, render_pac
+from anonproxy.transport.client_side import ClientGone, Trace
 from anonproxy.transport.exchange import StaleUpstream, exchange
 from anonproxy.transport.relay import relay
 from anonproxy.wire.address import (

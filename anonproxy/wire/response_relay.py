@@ -1,0 +1,252 @@
+"""One plain-HTTP exchange as a state machine: upstream bytes in, client bytes and verdicts out.
+
+Sans-IO, as h11 does it: `ResponseRelay` never reads or writes a socket. Its driver
+(transport/exchange.py) reads the upstream, hands each read to `feed` (or its end to
+`feed_eof`), writes what comes back to the client, and says when that write went out (`sent`).
+The machine decides everything else:
+
+- what the client gets: interim (1xx) heads for HTTP/1.1 clients only (dropped for 1.0), a 101
+  only when the client asked for a WebSocket (else the upstream is at fault), then the final
+  head with hop-by-hop fields removed and the body re-framed — chunked passed through to an
+  HTTP/1.1 client (last chunk added), a chunked body to an HTTP/1.0 client and a close-delimited
+  one sent raw until the connection closes (then `Connection: close`, the client not kept);
+- when the response is done (`done`, `status`), or became a tunnel (`tunnel`: the bytes after
+  the 101's head, for the WebSocket relay);
+- whether the upstream connection may be reused (`reusable`): only after a complete response
+  that both ends allow to be kept alive, not close-delimited, with nothing after it in the same
+  read, and after the whole request body went up;
+- whether the client connection may carry another request (`client_keep_alive`);
+- what a failure means (`failure`): once a response head went out, ABORT (the client connection
+  is reset, so a truncated body is never taken for a complete one); on a reused connection that
+  sent nothing back, STALE (the caller may retry on a fresh one); else the error to answer with;
+- which read timeout applies (`read_timeout`: the response timeout until the final head, then
+  the idle timeout), and what silence past it means (`silence`).
+
+It also frames the request body going up (`request_body`), since reuse depends on its end.
+
+Framing itself is llhttp's (wire/http1.py): a response with both Transfer-Encoding and
+Content-Length is malformed (BadUpstreamResponse, before any of it reaches the client). Bytes
+after the final response in the same read are dropped and make the upstream not reusable; the
+driver never feeds after `done` (a later feed is dropped the same way). A failure found in the
+read that brought the final head is answered: nothing of that read went out.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from anonproxy.wire.errors import BadUpstreamResponse, ProxyError, StageTimeout
+from anonproxy.wire.headers import sanitize_response
+from anonproxy.wire.http1 import (
+    LAST_CHUNK,
+    Body,
+    End,
+    Event,
+    Headers,
+    RequestHead,
+    ResponseHead,
+    ResponseParser,
+    Tunnel,
+    chunk,
+    render_response_head,
+)
+
+
+class Failure(enum.Enum):
+    """What a failure in the middle of an exchange comes to, besides an error to answer with."""
+
+    ABORT = "abort"  # a response head reached the client: reset its connection, answer nothing
+    STALE = "stale"  # a reused upstream connection was closed before it answered: retry once
+
+
+ABORT = Failure.ABORT
+STALE = Failure.STALE
+
+
+class ResponseRelay:
+    """The state of one request/response exchange, from the request head sent on."""
+
+    __slots__ = (
+        "_parser", "_http11", "_websocket", "where", "reused", "read_timeout", "_idle_timeout",
+        "_chunked_up", "request_complete", "_client_keep_alive", "final", "to_client",
+        "head_queued", "committed", "nothing_received", "done", "status", "tunnel",
+        "_upstream_clean", "up_bytes", "down_bytes",
+    )
+
+    def __init__(self, request: RequestHead, where: str = "the upstream", *,
+                 reused: bool = False, head_timeout: float = 60.0,
+                 idle_timeout: float = 300.0) -> None:
+        """`request`: the head sent upstream (its method, version, framing, keep-alive and
+        WebSocket wish); `where`: the upstream as error messages name it; `reused`: the
+        connection came from the pool; the timeouts: for the response head, then between
+        reads of its body."""
+        self._parser = ResponseParser(request.method)
+        self._http11 = request.version == b"1.1"
+        self._websocket = request.websocket
+        self.where = where
+        self.reused = reused
+        self.read_timeout = head_timeout
+        self._idle_timeout = idle_timeout
+        self._chunked_up = request.framing == "chunked"
+        self.request_complete = not request.has_body  # the request body all went up
+        self._client_keep_alive = request.keep_alive
+        self.final: ResponseHead | None = None  # the final (2xx-5xx) response head, once it came
+        self.to_client = "length"  # how its body goes to the client (see _client_framing)
+        self.head_queued = False  # a response head is in the output (maybe not yet written)
+        self.committed = False  # ... and was written: failures now abort, never answer
+        self.nothing_received = True
+        self.done = False  # the final response is complete, or became a tunnel
+        self.status = 0
+        self.tunnel: bytes | None = None  # after a 101: the upstream's bytes past its head
+        self._upstream_clean = False
+        self.up_bytes = 0  # request body bytes handed upstream (before chunk framing)
+        self.down_bytes = 0  # response body bytes received (before chunk framing)
+
+    # -- the request body, going up
+
+    def request_body(self, event: Event) -> bytes:
+        """The bytes to send upstream for one event of the client's request body, framed as
+        the client framed it (chunked stays chunked, the last chunk included)."""
+        if isinstance(event, Body):
+            self.up_bytes += len(event.data)
+            return chunk(event.data) if self._chunked_up else event.data
+        if isinstance(event, End):
+            self.request_complete = True
+            return LAST_CHUNK if self._chunked_up else b""
+        return b""
+
+    def request_cut(self) -> None:
+        """The response ended before the request body was all read: the rest of it is still on
+        the client connection, which therefore cannot carry another request."""
+        self._client_keep_alive = False
+
+    # -- the response, coming down
+
+    def feed(self, data: bytes) -> bytes:
+        """One read from the upstream (not empty) -> the bytes to write to the client.
+        Raises ProxyError (BadUpstreamResponse) when the upstream breaks HTTP."""
+        if self.done:
+            self._upstream_clean = False  # bytes after the end: the connection is out of step
+            return b""
+        if data:
+            self.nothing_received = False
+        return self._relay(self._parser.feed(data))
+
+    def feed_eof(self) -> bytes:
+        """The upstream closed -> the bytes to write to the client (the end of a
+        close-delimited body). Raises BadUpstreamResponse when the response is not complete."""
+        if self.done:
+            return b""
+        return self._relay(self._parser.feed_eof())
+
+    def sent(self) -> None:
+        """What the last feed returned has been written to the client."""
+        self.committed = self.head_queued
+
+    def _relay(self, events: list[Event]) -> bytes:
+        out: list[bytes] = []
+        last = len(events) - 1
+        for i, event in enumerate(events):
+            if isinstance(event, Body):
+                self.down_bytes += len(event.data)
+                out.append(chunk(event.data) if self.to_client == "chunked" else event.data)
+            elif isinstance(event, ResponseHead):
+                self._queue_head(event, out)
+            elif isinstance(event, End) and self.final is not None:  # (not an interim's end)
+                self._finish(out, clean=self._parser.reusable and i == last)
+                break
+            elif isinstance(event, Tunnel):
+                self.tunnel = event.rest
+                self.status = 101
+                self.done = True
+                break
+        return b"".join(out)
+
+    def _queue_head(self, event: ResponseHead, out: list[bytes]) -> None:
+        """Queue a response head for the client: an interim one (HTTP/1.1 clients only), a
+        101 the client asked for, or the final one (which sets the body's framing)."""
+        if event.status == 101:
+            if not self._websocket:
+                raise BadUpstreamResponse("the upstream switched protocols unasked")
+            # (not `final`: a Tunnel, not an End, ends it)
+            headers = sanitize_response(event.headers, websocket=True, listed=event.listed)
+        elif event.status < 200:
+            if self._http11:
+                out.append(render_response_head(
+                    event.status, event.reason,
+                    sanitize_response(event.headers, listed=event.listed)))
+            return
+        else:
+            self.final = event
+            self.read_timeout = self._idle_timeout  # now between body reads
+            headers = self._final_headers(event)
+            self.to_client = self._client_framing(event)
+        out.append(render_response_head(event.status, event.reason, headers))
+        self.head_queued = True
+
+    def _finish(self, out: list[bytes], clean: bool) -> None:
+        """The final response ended; the upstream may be reused if both ends allow it and
+        nothing more arrived (`clean`)."""
+        final = self.final
+        assert final is not None
+        if self.to_client == "chunked":
+            out.append(LAST_CHUNK)
+        self._upstream_clean = final.keep_alive and final.framing != "close" and clean
+        self.status = final.status
+        self.done = True
+
+    def _final_headers(self, response: ResponseHead) -> Headers:
+        """The final response's headers for the client, and whether its connection stays open."""
+        headers = sanitize_response(response.headers, listed=response.listed)
+        old_client = not self._http11
+        if response.framing == "close" or (response.framing == "chunked" and old_client):
+            self._client_keep_alive = False  # the body will end where the connection does
+            if response.framing == "chunked":
+                headers = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
+        if not self._client_keep_alive:
+            headers.append((b"Connection", b"close"))
+        elif old_client:
+            headers.append((b"Connection", b"keep-alive"))
+        return headers
+
+    def _client_framing(self, response: ResponseHead) -> str:
+        """How the body goes to the client: as framed upstream, or raw until close."""
+        if response.framing == "chunked" and self._http11:
+            return "chunked"
+        if response.framing in ("chunked", "close"):
+            return "close-raw"
+        return response.framing
+
+    # -- verdicts
+
+    @property
+    def reusable(self) -> bool:
+        """The upstream connection may go back to the pool: the final response ended cleanly,
+        both ends allow keep-alive, nothing followed, and the request body all went up."""
+        return self._upstream_clean and self.request_complete and self.tunnel is None
+
+    @property
+    def client_keep_alive(self) -> bool:
+        """The client connection may carry another request: not after a tunnel, nor after a
+        refused upgrade (what the client sent after it was parsed as tunnel bytes)."""
+        return self._client_keep_alive and self.tunnel is None and not self._websocket
+
+    def failure(self, error: Exception) -> Failure | ProxyError:
+        """What `error` (a ProxyError, or a ConnectionError when the upstream reset) raised
+        during the exchange comes to: ABORT, STALE, or the error to answer the client with."""
+        if self.committed:
+            return ABORT
+        if isinstance(error, ProxyError):
+            if self.reused and self.nothing_received and isinstance(error, BadUpstreamResponse):
+                return STALE
+            return error
+        if self.reused and self.nothing_received:
+            return STALE
+        return BadUpstreamResponse(f"{self.where} reset the connection")
+
+    def silence(self) -> Exception:
+        """What an upstream silent for `read_timeout` raises: before a head reached the
+        client, a timeout to answer with; after, a reset (so the client connection aborts)."""
+        if self.committed:
+            return ConnectionResetError("upstream idle")
+        return StageTimeout(f"{self.where} did not answer within {self.read_timeout:g} s")
