@@ -31,3 +31,15 @@ def test_mypy_finds_nothing():
     out = _run("mypy", "--no-incremental", "--cache-dir", os.devnull, "anonproxy")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "Success: no issues found" in out.stdout  # it did check
+
+
+def test_no_module_of_ours_is_left_out_of_the_type_check():
+    """mypy passing means little if a module is told to ignore its errors: no override in
+    [tool.mypy] may name one of ours with ignore_errors (third-party stubs may be missing)."""
+    import tomllib
+
+    overrides = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"].get(
+        "overrides", [])
+    ignored = [module for o in overrides if o.get("ignore_errors")
+               for module in ([o["module"]] if isinstance(o["module"], str) else o["module"])]
+    assert not [m for m in ignored if m.startswith("anonproxy")], ignored

@@ -15,13 +15,12 @@ import asyncio
 import errno
 import socket
 
+from anonproxy.transport.upstream import Stream
 from anonproxy.wire.errors import (
     SOCKS_CONNECTION_REFUSED,
     SOCKS_HOST_UNREACHABLE,
     SOCKS_NETWORK_UNREACHABLE,
 )
-
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def tcp(host: str, port: int, *, source: str | None = None, limit: int = 1 << 16) -> Stream:

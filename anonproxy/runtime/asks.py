@@ -21,7 +21,7 @@ class Asks:
         self.wakeup = asyncio.Event()
         # the profile to load (None: the current one) and who waits for that outcome
         self._reloads: list[tuple[str | None, asyncio.Future | None]] = []
-        self._newnym: str | bool | None = False  # False: none; None: all sites; or a site
+        self._newnym: tuple[bool, str | None] = (False, None)  # asked?, for which site (None: all)
 
     def reload(self, ref: str | None = None, waiter: asyncio.Future | None = None) -> None:
         if (ref, waiter) != SIGHUP or self._reloads[-1:] != [SIGHUP]:
@@ -29,7 +29,7 @@ class Asks:
         self.wakeup.set()
 
     def new_identity(self, site: str | None) -> None:
-        self._newnym = site
+        self._newnym = (True, site)
         self.wakeup.set()
 
     async def wait(self) -> None:
@@ -44,10 +44,10 @@ class Asks:
         """Reloads taken but not done (the proxy began to stop): first in the queue again."""
         self._reloads[:0] = reloads
 
-    def take_new_identity(self) -> str | bool | None:
-        """The site a new identity was asked for (None: every site), or False for none."""
-        site, self._newnym = self._newnym, False
-        return site
+    def take_new_identity(self) -> tuple[bool, str | None]:
+        """Whether a new identity was asked for, and for which site (None: every site)."""
+        asked, self._newnym = self._newnym, (False, None)
+        return asked
 
     def refuse_reloads(self, reason: str) -> None:
         """Answer every reload still queued with `reason` (the proxy is stopping)."""

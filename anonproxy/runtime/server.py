@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anonproxy import logs
 from anonproxy.admin.control import newnym_request_file, take_newnym_request
@@ -41,6 +42,10 @@ from anonproxy.runtime.workers import forward, reap
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address, AddressError, check_host
 
+if TYPE_CHECKING:
+    from anonproxy.admin.activity import Activity
+    from anonproxy.admin.app import AdminApp
+
 
 class ProxyServer:
     """The running proxy: owns the listening socket and the live connections."""
@@ -57,8 +62,8 @@ class ProxyServer:
         self.profile_ref = profile_ref
         self.admin = admin
         self.admin_address: Address | None = admin.address if admin is not None else None
-        self._admin_app = None
-        self.activity = None  # what the dashboard shows (set by start_admin)
+        self._admin_app: AdminApp | None = None
+        self.activity: Activity | None = None  # what the dashboard shows (set by start_admin)
         self.token_path: Path | None = None
         self.started = time.time()
         self.identities = 0  # new identities made since start
@@ -116,19 +121,20 @@ class ProxyServer:
         from anonproxy.admin.control import write_token
         from anonproxy.admin.login import Logins
 
-        self.activity = Activity()
-        app = AdminApp(self, self.admin_address, Logins(), self.admin.password, self.activity)
+        assert self.admin_address is not None  # (set with `admin`)
+        activity = self.activity = Activity()
+        app = AdminApp(self, self.admin_address, Logins(), self.admin.password, activity)
         self.admin_address = await app.start()
         self._admin_app = app
         for ctx in self.contexts.all():
             ctx.admin = self.admin_address
-        logs.observers.append(self.activity.observe)
+        logs.observers.append(activity.observe)
         self.token_path = write_token(self.admin_address, app.logins.api_token)
         return self.admin_address
 
     def login_url(self) -> str | None:
         """A one-time URL that logs a browser into the dashboard (None without one)."""
-        if self._admin_app is None:
+        if self._admin_app is None or self.admin_address is None:
             return None
         from anonproxy.admin.control import login_url
 
@@ -137,7 +143,8 @@ class ProxyServer:
     async def _stop_admin(self) -> None:
         app, self._admin_app = self._admin_app, None
         if app is not None:
-            logs.observers.remove(self.activity.observe)
+            if self.activity is not None:
+                logs.observers.remove(self.activity.observe)
             await app.stop()
             if self.token_path is not None:
                 self.token_path.unlink(missing_ok=True)
@@ -261,15 +268,15 @@ class ProxyServer:
             probers = self._start_probers(tasks)
             sweeper = tasks.create_task(self._sweep_idle_upstreams())
             background = [sweeper]
-            if self._admin_app is not None:
+            if self._admin_app is not None and self.activity is not None:
                 from anonproxy.admin.app import sample_forever
 
                 background.append(tasks.create_task(sample_forever(self.activity)))
             while not self._stopping.is_set():
                 await self._asks.wait()
                 probers = self._do_reloads(tasks, probers)
-                site = self._asks.take_new_identity()
-                if site is not False and not self._stopping.is_set():
+                asked, site = self._asks.take_new_identity()
+                if asked and not self._stopping.is_set():
                     tasks.create_task(self.new_identity(site))
             logs.log.info("stopping: no new connections; draining %d",
                           self.listener.open_connections)
