@@ -1,9 +1,12 @@
 """scripts/install as a new user runs it: with Debian's own Python (externally managed, PEP 668)
 and a fresh HOME, or inside an active venv. The command it names serves a page, and nothing is
-written into the system's site-packages.
+written into the system's site-packages. And the wheel itself: built from the checkout and
+installed into a fresh venv, it carries its shipped profiles, the country database and both
+licences, and finds them from any working directory.
 
 Invariants checked: the install is a copy in a venv (never editable, never the checkout), the
-command is where the script says, and the system's site-packages are unchanged.
+command is where the script says, the system's site-packages are unchanged, and an installed
+wheel needs nothing of the checkout.
 
 scripts/test runs these tests in a network namespace where pip reaches no index, so it gathers
 the wheels they need beforehand (with /usr/bin/python3, so they fit it) and names the directory
@@ -17,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -175,3 +179,52 @@ def test_install_ships_nothing_an_earlier_build_left_behind(tmp_path):
     package = installed_module(venv / "bin" / "python", tmp_path).parent
     assert (package / "__main__.py").exists()
     assert not (package / leftover.name).exists()
+
+
+def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
+    """The shipped profiles and the country database are package data found through
+    importlib.resources: a wheel built from the checkout, installed into a fresh venv, checks
+    each shipped profile and opens the bundled database from an unrelated working directory,
+    with the checkout nowhere on its path."""
+    source = tmp_path / "source"  # setuptools builds in the source tree: a copy of it
+    shutil.copytree(ROOT / "anonproxy", source / "anonproxy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    venv, wheels, elsewhere = tmp_path / "venv", tmp_path / "wheels", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True)
+    env = system_env(tmp_path, f"{venv}/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--use-pep517", "--wheel-dir",
+                            str(wheels), str(source)], env=env, cwd=elsewhere,
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    [wheel] = wheels.glob("anonproxy-*.whl")
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        info = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(info).decode()
+    assert {"anonproxy/profiles/default.toml", "anonproxy/profiles/direct.toml",
+            "anonproxy/data/country.mmdb", "anonproxy/data/README",
+            "anonproxy/data/LICENSE"} <= names
+    licences = info.removesuffix("METADATA") + "licenses/"
+    assert {licences + "LICENSE", licences + "anonproxy/data/LICENSE"} <= names
+    assert "License-Expression: MIT AND CC-BY-SA-4.0" in metadata.splitlines()
+
+    installed = subprocess.run([*pip, "install", str(wheel)], env=env, cwd=elsewhere,
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    package = installed_module(venv / "bin" / "python", elsewhere).parent
+    assert package.is_relative_to(venv / "lib"), package
+    program = str(venv / "bin" / "anonproxy")
+    for name in ("default", "direct"):
+        out = subprocess.run([program, "check", name], env=env, cwd=elsewhere,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert f"profile {name} ({package / 'profiles' / f'{name}.toml'})" in out.stdout
+    out = subprocess.run([program, "geoip", "info"], env=env, cwd=elsewhere,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"path         {package / 'data' / 'country.mmdb'}" in out.stdout.splitlines()

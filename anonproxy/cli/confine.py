@@ -95,8 +95,9 @@ def filter_program(machine: str) -> list[tuple[int, int, int, int]]:
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+if sys.platform == "linux":  # elsewhere there is no prctl, and main() refuses to run
+    _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+    _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 
 
 def _prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> None:
@@ -166,6 +167,10 @@ def run(cwd: str, argv: list[str]) -> None:
 
 
 def main(args: list[str]) -> int:
+    if sys.platform != "linux":  # exec --strict (wrap.py) says so before it ever runs us
+        print("anonproxy: exec --strict: confining a program needs Linux (namespaces, seccomp), "
+              f"and this system is {sys.platform}", file=sys.stderr)
+        return 2
     try:
         if args[:1] == ["helper"]:
             helper(int(args[1]), args[2:])

@@ -374,16 +374,18 @@ def _fetch(args) -> int:
 
 def _exec(args) -> int:
     from anonproxy import logs
-    from anonproxy.cli.wrap import StrictUnavailable, run_wrapped
+    from anonproxy.cli.wrap import StrictUnavailable, require_linux, run_wrapped
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         print("anonproxy: exec: give a command after --", file=sys.stderr)
         return EXIT_USAGE
-    loaded = load_profile(args.profile)
-    logs.setup(False)
-    logs.log.setLevel("WARNING")
     try:
+        if args.strict:
+            require_linux()  # before the profile is read or anything started
+        loaded = load_profile(args.profile)
+        logs.setup(False)
+        logs.log.setLevel("WARNING")
         return asyncio.run(run_wrapped(loaded, argv, summary=args.summary, strict=args.strict))
     except StrictUnavailable as error:
         print(f"anonproxy: exec --strict: {error}", file=sys.stderr)

@@ -25,6 +25,17 @@ EXIT_USAGE = 2
 
 def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
           workers: int | None, verbose: bool) -> int:
+    loaded = load_profile(profile_ref)
+    workers, workers_source = _workers(loaded, workers)
+    if workers != 1:
+        from anonproxy.runtime.workers import WorkersUnavailable, require_linux
+
+        try:
+            require_linux()  # before anything is imported, written, bound or forked
+        except WorkersUnavailable as error:
+            print(f"anonproxy: {workers_source}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+
     from anonproxy import logs
     from anonproxy.admin.control import (
         RuntimeDirError,
@@ -36,22 +47,10 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
     from anonproxy.cli.remote import adminfile_for, pidfile_for
     from anonproxy.runtime.server import ProxyServer
 
-    loaded = load_profile(profile_ref)
-    listen = None
-    admin = loaded.profile.admin
-    option = ""
     try:
-        if listen_text:
-            option = f"--listen {listen_text}"
-            listen = parse_authority(listen_text, listening=True)
-            problems = listen_problems(listen, loaded.profile.allow, loaded.profile.auth)
-            if problems:
-                raise AddressError(f"{'; '.join(problems)} ({loaded.path} has neither)")
-        if admin_text:
-            option = f"--admin {admin_text}"
-            admin = _admin_override(admin_text, admin, listen or loaded.profile.listen_address)
+        listen, admin = _overrides(loaded, listen_text, admin_text)
     except AddressError as error:
-        print(f"anonproxy: {option}: {error}", file=sys.stderr)
+        print(f"anonproxy: {error}", file=sys.stderr)
         return EXIT_USAGE
     logs.setup(verbose)
     try:
@@ -65,7 +64,6 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
     if note:
         logs.log.warning("%s", note)
     exit_code = 0
-    workers = loaded.profile.workers if workers is None else workers
     sock, children = None, []
     if workers != 1:
         from anonproxy.runtime.workers import WorkersUnavailable
@@ -73,7 +71,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         try:
             sock, children, admin = _start_workers(loaded, profile_ref, listen, workers, admin)
         except WorkersUnavailable as error:
-            print(f"anonproxy: --workers {workers}: {error}", file=sys.stderr)
+            print(f"anonproxy: {workers_source}: {error}", file=sys.stderr)
             return EXIT_USAGE
         except OSError as error:
             where = listen or loaded.profile.listen_address
@@ -131,6 +129,35 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
 
     run_loop(main)
     return exit_code
+
+
+def _workers(loaded, option: int | None) -> tuple[int, str]:
+    """How many processes serve the port, and what asked for that number (the option, or the
+    profile's file and key), which an error about the workers names."""
+    if option is not None:
+        return option, f"--workers {option}"
+    return loaded.profile.workers, f"{loaded.path}: workers = {loaded.profile.workers}"
+
+
+def _overrides(loaded, listen_text: str | None, admin_text: str | None):
+    """(listen, admin): the profile's, with --listen and --admin applied, each checked as the
+    profile's own key is; an AddressError names the option."""
+    listen = None
+    admin = loaded.profile.admin
+    option = ""
+    try:
+        if listen_text:
+            option = f"--listen {listen_text}"
+            listen = parse_authority(listen_text, listening=True)
+            problems = listen_problems(listen, loaded.profile.allow, loaded.profile.auth)
+            if problems:
+                raise AddressError(f"{'; '.join(problems)} ({loaded.path} has neither)")
+        if admin_text:
+            option = f"--admin {admin_text}"
+            admin = _admin_override(admin_text, admin, listen or loaded.profile.listen_address)
+    except AddressError as error:
+        raise AddressError(f"{option}: {error}") from None
+    return listen, admin
 
 
 def _admin_override(text: str, configured, listen: Address):

@@ -38,6 +38,15 @@ class StrictUnavailable(Exception):
     """This system does not let us give the program a network namespace of its own."""
 
 
+def require_linux() -> None:
+    """Raise StrictUnavailable anywhere but Linux: --strict is made of Linux interfaces (user,
+    network and mount namespaces, a seccomp filter, prctl, /proc), with nothing to fall back to
+    that would still confine the program."""
+    if sys.platform != "linux":
+        raise StrictUnavailable("confining a program needs Linux (namespaces, seccomp), and "
+                                f"this system is {sys.platform}")
+
+
 @dataclass
 class Summary:
     sites: Counter = field(default_factory=Counter)
@@ -156,8 +165,7 @@ class _Jail:
     out from our own namespace."""
 
     def __init__(self, hidden: list[str]) -> None:
-        if sys.platform != "linux":
-            raise StrictUnavailable("--strict needs Linux network namespaces")
+        require_linux()
         for directory in hidden:  # made now, so that nothing written there later is visible
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)

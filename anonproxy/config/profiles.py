@@ -1,9 +1,9 @@
 """Profiles as files: finding them by name, loading and checking them.
 
-`load_profile(ref)` takes a profile name (a file in the user's profile folder or the shipped
-`rules/`) or a path, and returns a LoadedProfile or raises ProfileError whose message names the
-file, the key path, the offending value and a hint: a user never sees a traceback for a bad
-profile.
+`load_profile(ref)` takes a profile name (a file in the user's profile folder, or a shipped
+profile: package data in anonproxy/profiles) or a path, and returns a LoadedProfile or raises
+ProfileError whose message names the file, the key path, the offending value and a hint: a user
+never sees a traceback for a bad profile.
 
 Invariants enforced here: every exit a profile names exists; pools do not refer to each other
 in a cycle; listening beyond loopback needs a client allow-list and/or credentials. That last
@@ -19,6 +19,7 @@ import json
 import os
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,17 @@ from anonproxy.config.models import (
 from anonproxy.policy.geo import GeoDB, GeoError
 from anonproxy.wire.address import Address, is_loopback_host, is_unspecified_host
 
-# Installed, the shipped profiles are package data (anonproxy/rules); in a source checkout (or an
-# editable install) they are the repository's rules/ folder.
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "rules"
-if not SHIPPED_DIR.is_dir():
-    SHIPPED_DIR = Path(__file__).resolve().parents[2] / "rules"
+
+def _shipped_dir() -> Path:
+    """The shipped profiles: package data (anonproxy/profiles) found through importlib.resources,
+    so an installed wheel finds them wherever it runs. A wheel installs them as files beside the
+    modules (as does a source checkout or an editable install): a folder on disk, whose files
+    a LoadedProfile can name, reload and look beside."""
+    shipped = resources.files("anonproxy.profiles")
+    return shipped if isinstance(shipped, Path) else Path(str(shipped))
+
+
+SHIPPED_DIR = _shipped_dir()
 
 
 def user_profile_dir() -> Path:

@@ -13,12 +13,21 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TypedDict
 
 from anonproxy.policy.countries import iso_code
 
-BUNDLED = Path(__file__).resolve().parents[1] / "data" / "country.mmdb"
+
+def _bundled() -> Path:
+    """The bundled database: package data (anonproxy/data) found through importlib.resources, a
+    file on disk wherever the package is installed (geoip2 maps it by its path)."""
+    bundled = resources.files("anonproxy").joinpath("data", "country.mmdb")
+    return bundled if isinstance(bundled, Path) else Path(str(bundled))
+
+
+BUNDLED = _bundled()
 
 
 class GeoInfo(TypedDict):

@@ -158,33 +158,52 @@ def decide(
     address: IPAddress | None = None,
     may_resolve: bool = False,
 ) -> Decision | _NeedAddress:
-    """The exit for host:port. `address`: an address for a hostname the caller already has."""
-    try:
-        ip: IPAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    name = None if ip is not None else host
-    known = ip if ip is not None else address
+    """The exit for host:port. `address`: an address for a hostname the caller already has.
+
+    A rule is tried in two steps: what the name and port show (`_name_and_port_match`), then
+    what only an address shows (networks, then the country, looked up once per call and only
+    when a rule gets that far)."""
+    name, known = _name_and_address(host, address)
     country: str | None = None
     looked_up = False
     index = getattr(rules, "lookup", None)
     if index is not None:
         rules = index.candidates(name, known, port, may_resolve)
     for rule in rules:
-        if rule.ports is not None and port not in rule.ports:
+        if not _name_and_port_match(rule, name, port):
             continue
-        if rule.domains is not None and (name is None or not rule.domains.matches(name)):
-            continue
-        if rule.needs_address and known is None:
+        if not rule.needs_address:
+            return Decision(rule.exit, rule, country)
+        if known is None:
             if may_resolve:
                 return NEED_ADDRESS
             continue  # a hostname has no address and may not get one: no match
-        if rule.networks is not None and not any(known in net for net in rule.networks):
+        if not _in_networks(rule, known):
             continue
         if rule.countries is not None:
-            if not looked_up and known is not None:  # (a country rule needs an address)
+            if not looked_up:
                 country, looked_up = country_of(known), True
             if country not in rule.countries:
                 continue
         return Decision(rule.exit, rule, country)
     return Decision(default, None, country)
+
+
+def _name_and_address(host: str, address: IPAddress | None) -> tuple[str | None, IPAddress | None]:
+    """(the hostname, the address the caller has for it), or (None, the address) when `host`
+    is an IP literal (then `address` is not used)."""
+    try:
+        return None, ipaddress.ip_address(host)
+    except ValueError:
+        return host, address
+
+
+def _name_and_port_match(rule: CompiledRule, name: str | None, port: int) -> bool:
+    """Whether the rule's ports and domains (those it gives) hold; a domain needs a name."""
+    return ((rule.ports is None or port in rule.ports)
+            and (rule.domains is None or (name is not None and rule.domains.matches(name))))
+
+
+def _in_networks(rule: CompiledRule, known: IPAddress) -> bool:
+    """Whether the rule's networks (when it gives some) hold the address."""
+    return rule.networks is None or any(known in net for net in rule.networks)

@@ -7,7 +7,8 @@ circuits). It passes SIGTERM, SIGINT, SIGHUP and SIGUSR1 on to the others, and a
 reload or new identity too. Each worker dies with the parent (PR_SET_PDEATHSIG), so a
 crashed parent leaves no process holding the port.
 
-Linux only (SO_REUSEPORT load balancing and prctl).
+Linux only (SO_REUSEPORT load balancing and prctl): elsewhere `require_linux` says so in one
+sentence before anything is bound or forked.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 
 from anonproxy.wire.address import Address
@@ -27,10 +29,18 @@ class WorkersUnavailable(Exception):
     """Workers cannot be used here or with this profile; the message says why."""
 
 
+def require_linux() -> None:
+    """Raise WorkersUnavailable anywhere but Linux: only its kernel spreads connections over
+    SO_REUSEPORT sockets (elsewhere one socket would take them all), and a worker dies with its
+    parent through prctl, which only Linux has."""
+    if sys.platform != "linux":
+        raise WorkersUnavailable("several worker processes need Linux (SO_REUSEPORT spreading "
+                                 f"connections, prctl), and this system is {sys.platform}")
+
+
 def reuseport_socket(listen: Address) -> socket.socket:
     """A listening TCP socket on `listen` that other processes may bind too."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise WorkersUnavailable("workers need SO_REUSEPORT (Linux)")
+    require_linux()
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
