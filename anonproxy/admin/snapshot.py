@@ -78,6 +78,8 @@ async def tors(server) -> list[dict]:
         found.append({
             "label": tor.spec.label(), "state": tor.state, "progress": tor.progress,
             "summary": tor.summary, "error": tor.error,
+            "shared_with": tor.shared_with,  # a tor another process started: which
+            "last_said": tor.last_words() or None,  # tor's last warning (a stalled bootstrap)
             "countries": [c.upper() for c in tor.spec.countries],
             "socks": "{}:{}".format(*tor.socks) if getattr(tor, "socks", None) else None,
             "circuits": circuits,

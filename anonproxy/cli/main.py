@@ -301,11 +301,14 @@ def _geoip(action: str, address: str | None, db: str) -> int:
 
 def _fetch(args) -> int:
     from anonproxy import logs
-    from anonproxy.cli.fetch import NETWORK, OK, FetchFailed, FetchRequest, fetch
+    from anonproxy.cli.fetch import EXIT_DOWN, NETWORK, OK, FetchFailed, FetchRequest, fetch
     from anonproxy.cli.progress import Progress
     from anonproxy.cli.remote import announced_services
+    from anonproxy.cli.tor_wait import TorNotReady, wait_for_tors
+    from anonproxy.cli.wrap import TOR_WAIT
     from anonproxy.config.profiles import open_geo
     from anonproxy.exits.context import Context
+    from anonproxy.exits.tor_datadir import keep_seconds
     from anonproxy.exits.tor_process import Tor
 
     headers = []
@@ -328,7 +331,8 @@ def _fetch(args) -> int:
     method = args.method or ("POST" if body is not None else "GET")
     loaded = load_profile(args.profile)
     logs.setup(False)
-    logs.log.setLevel("WARNING")
+    # fetch says what went wrong itself, in one sentence (and, with -v, what happens)
+    logs.log.setLevel("WARNING" if args.verbose else "CRITICAL")
     request = FetchRequest(args.url, method, headers, body, args.location or args.location_trusted,
                            args.include, args.fail, args.exit, args.verbose,
                            trusted=args.location_trusted)
@@ -337,12 +341,21 @@ def _fetch(args) -> int:
         ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
                       also_own=announced_services())
         async with asyncio.TaskGroup() as tasks:
-            tors = [Tor(spec) for spec in ctx.tor_specs()]
+            # a tor already running for these settings is used; else a keeper starts one that
+            # the next fetch finds ready
+            tors = [Tor(spec, keep_seconds()) for spec in ctx.tor_specs()]
             runs = [tasks.create_task(tor.run()) for tor in tors]
             ctx.tors.update({tor.spec: tor for tor in tors})
             try:
-                for tor in tors:  # a one-shot fetch waits for its tor to be ready
-                    await tor.wait_ready(args.max_time or 300)
+                try:
+                    await wait_for_tors(tors, args.max_time or TOR_WAIT)
+                except TorNotReady as error:
+                    print(f"anonproxy: fetch: {error}", file=sys.stderr)
+                    return EXIT_DOWN
+                for tor in tors:
+                    if args.verbose and tor.shared_with:
+                        print(f"* tor ({tor.spec.label()}): using the tor already running for "
+                              f"these settings ({tor.shared_with})", file=sys.stderr)
                 # a local file, opened once before the transfer: closed below
                 out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115, ASYNC230
                 progress = Progress.for_terminal(args.output) if args.output else None
@@ -358,7 +371,7 @@ def _fetch(args) -> int:
             except FetchFailed as error:
                 print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
                 return error.code
-            except TimeoutError:
+            except TimeoutError:  # (only --max-time sets one around the transfer)
                 print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
                 return NETWORK
             finally:

@@ -75,8 +75,11 @@ def status(admin: Address | None, password: str | None, listen_text: str) -> int
     for tor in tors:
         seen = tor["exit_countries"]
         countries = f", exits seen in {', '.join(seen)}" if seen else ""
+        shared = f", shared with {tor['shared_with']}" if tor.get("shared_with") else ""
         print(f"tor          {tor['label']}: {tor['state']} {tor['progress']}% "
-              f"{len(tor['circuits'])} circuits{countries}")
+              f"({tor['summary'] or '-'}){shared}, {len(tor['circuits'])} circuits{countries}")
+        if tor["state"] != "ready" and tor.get("last_said"):
+            print(f"             tor last said: {tor['last_said']}")
     return 0
 
 

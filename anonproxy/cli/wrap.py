@@ -85,6 +85,8 @@ def environment(address: Address, user: str, password: str) -> dict[str, str]:
 
 async def run_wrapped(loaded: LoadedProfile, argv: list[str], *, summary: bool,
                       strict: bool) -> int:
+    from anonproxy.cli.tor_wait import TorNotReady, wait_for_tors
+    from anonproxy.exits.tor_datadir import keep_seconds
     from anonproxy.runtime.server import ProxyServer
 
     user, password = "run-" + secrets.token_hex(4), secrets.token_hex(16)
@@ -92,18 +94,17 @@ async def run_wrapped(loaded: LoadedProfile, argv: list[str], *, summary: bool,
     record = Summary()
     try:
         server = ProxyServer(loaded, Address("127.0.0.1", 0), credentials=(user, password),
-                             loopback_allowed=not strict)
+                             loopback_allowed=not strict, tor_keep=keep_seconds())
         address = await server.start(sock=jail.listener if jail else None)
         if summary:
             logs.observers.append(record.observe)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(server.serve_until_signalled())
             try:
-                await server.tors_ready(timeout=TOR_WAIT)  # the first request should work
-            except TimeoutError:
-                print(f"anonproxy: exec: tor was not ready after {TOR_WAIT} s; the program was "
-                      "not started (check tor's progress with `anonproxy serve -v`)",
-                      file=sys.stderr)
+                await asyncio.sleep(0)  # (the tors' tasks start)
+                await wait_for_tors(list(server.tors.values()), TOR_WAIT)  # the first request
+            except TorNotReady as error:                                  # should work
+                print(f"anonproxy: exec: {error}; the program was not started", file=sys.stderr)
                 code = 4
             else:
                 command = jail.wrap(argv) if jail else argv
@@ -141,7 +142,7 @@ def hidden_directories() -> list[str]:
     cache, the data directory (keys) and the user's profiles (hop and auth passwords)."""
     from anonproxy.admin.control import runtime_dir
     from anonproxy.config.profiles import user_profile_dir
-    from anonproxy.exits.tor_process import cache_dir
+    from anonproxy.exits.tor_datadir import cache_dir
 
     home = os.path.expanduser("~")
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")

@@ -1,8 +1,6 @@
-"""Tor processes: those we start and own ("managed") or the user's ("system"), for exits/tor.py.
-
-This is the only module that imports stem. stem is synchronous, so every control call runs in a
-worker thread (asyncio.to_thread); its event listeners run on stem's own thread and only touch
-thread-safe state.
+"""Tor processes: those we start, share or follow ("managed") and the user's ("system"), for
+the Tor exit kind (exits/tor.py). Control goes through exits/tor_control.py (stem), in worker
+threads; data directories, their owner and the keeper through exits/tor_datadir.py.
 
 Exit countries: one managed tor per distinct country list, configured with `ExitNodes` and
 `StrictNodes 1`, so a stream can never leave through a relay outside the list, and several
@@ -13,12 +11,15 @@ one.) A managed tor is started by us rather than stem's launcher: the launcher b
 and its timeout only works in the main thread, while ours reads tor's own progress lines
 asynchronously and can be stopped.
 
+One tor per data directory, shared: a managed tor already running for the same settings (a
+serve's, or one a keeper keeps for fetch and exec) is used rather than a second one started;
+only when none runs does this process start one (serve) or have a keeper start one (fetch, exec).
+
 Invariants: a tor exit that is not ready (starting, bootstrapping, restarting, dead) fails
-closed with a message saying so; a managed tor's SOCKS and control ports are known (`socks`,
-`control`: never destinations) from tor's own "Opened ... listener" lines, before bootstrap; a
-managed tor dies with us (tor watches our control connection, `__OwningControllerProcess`); the
-exit relay actually used is checked against the requested countries (tor's own GeoIP) and a
-circuit outside them is closed and reported.
+closed with a message saying so; a tor's SOCKS and control ports are known (never destinations)
+before it is used; a tor that never became ready is not started again (its error quotes tor's
+own last words), one that worked and died is, with backoff; a tor we start dies with its
+owner (`__OwningControllerProcess`).
 """
 
 from __future__ import annotations
@@ -28,23 +29,18 @@ import hashlib
 import os
 import re
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from anonproxy import logs
-
-if TYPE_CHECKING:
-    from stem.control import Controller
+from anonproxy.exits import tor_datadir
+from anonproxy.exits.tor_control import Control, TorUnavailable
+from anonproxy.exits.tor_datadir import tor_binary
 
 BOOTSTRAP = re.compile(rb"Bootstrapped (\d+)%(?: \([^)]*\))?: ?(.*)")
+PHASE = re.compile(r'PROGRESS=(\d+).*?SUMMARY="([^"]*)"')
 LISTENER = re.compile(rb"Opened (Socks|Control) listener connection \(ready\) on (\S+)")
-
-
-class TorUnavailable(Exception):
-    """Tor cannot be used (not installed, failed to start, cannot be reached)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,50 +62,23 @@ class TorSpec:
         return where + (f", exits in {', '.join(self.countries)}" if self.countries else "")
 
 
-def tor_binary() -> str:
-    found = shutil.which("tor") or ("/usr/sbin/tor" if os.path.exists("/usr/sbin/tor") else None)
-    if found is None:
-        raise TorUnavailable(
-            "this profile uses Tor, but no tor program is installed. Install it (Debian/Ubuntu: "
-            "sudo apt-get install tor) or run `anonproxy serve --profile direct` to strip headers "
-            "without hiding your address"
-        )
-    return found
-
-
-def site_renewal_words(site: str, exits: list[tuple[str, str, str]]) -> str:
-    """What a new identity for one site did, in words, given (profile, exit, isolation) of each
-    Tor exit: a profile key carries every site of its profile, so it was renewed whole; a
-    per-connection exit had nothing to renew."""
-    modes = {mode for _, _, mode in exits}
-    said = [f"new identity for {site}"] if not modes or "site" in modes else []
-    for profile, name, mode in exits:
-        if mode == "profile":
-            said.append(f"exit '{name}' isolates per profile: a new identity for one site is a "
-                        f"new identity for the whole profile '{profile}'")
-        elif mode == "connection":
-            said.append(f"exit '{name}' isolates per connection: every connection already gets "
-                        f"a circuit of its own, so there was nothing to renew for {site}")
-    return "; ".join(dict.fromkeys(said))
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "anonproxy"
-
-
 class Tor:
     """One tor instance: its process (when managed), its control connection, its SOCKS port."""
 
-    def __init__(self, spec: TorSpec) -> None:
-        self.spec = spec
+    def __init__(self, spec: TorSpec, keep: float | None = None) -> None:
+        """`keep`: a managed tor this process has to start is started by a keeper process and
+        kept for `keep` seconds after its last use (fetch, exec); None: started by this process
+        and dying with it (serve)."""
+        self.spec, self.keep = spec, keep
+        self.shared_with: str | None = None  # using a tor another process started: which
+        self.last_said: str | None = None  # tor's last warning or error, for a stalled bootstrap
         self.state = "stopped"  # stopped | starting | bootstrapping | ready | restarting | failed
         self.progress = 0
         self.summary = ""
         self.socks: tuple[str, int] | None = None
         self.control: tuple[str, int] | None = None  # its control port: never a destination
         self.error: str | None = None
-        self.controller: Controller | None = None  # set once authenticated (stem's, untyped)
+        self.controller: Control | None = None  # set once authenticated
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._ready = asyncio.Event()
@@ -154,6 +123,18 @@ class Tor:
             raise TorUnavailable(f"tor ({self.spec.label()}) is not ready: {detail}")
         return self.socks
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def last_words(self) -> str:
+        """What tor last warned about (for a stalled or failed start), or ''."""
+        if self.last_said:
+            return self.last_said
+        if not self.spec.managed:
+            return ""
+        return tor_datadir.log_tail(tor_datadir.data_dir(self.spec.countries, self.spec.torrc), 1)
+
     async def wait_ready(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             await self._ready.wait()
@@ -176,8 +157,8 @@ class Tor:
                 except TorUnavailable as error:
                     self.state, self.error = "failed", str(error)
                     logs.log.error("tor (%s): %s", self.spec.label(), error)
-                    if not self.spec.managed:
-                        return
+                    if not self.spec.managed or not self._ready.is_set():
+                        return  # it never worked: starting it again would fail again
                 self._ready.clear()
                 if time.monotonic() - started > 60:
                     delay = 1.0
@@ -189,54 +170,130 @@ class Tor:
             await self._shutdown()
 
     async def _run_managed(self) -> None:
-        binary = tor_binary()
-        key = hashlib.sha256(repr((self.spec.countries, self.spec.torrc)).encode()).hexdigest()[:12]
-        data = cache_dir() / f"tor-{key}"
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(data, 0o700)
-        torrc = data / "torrc"
-        lines = [
-            f"DataDirectory {data}",
-            "SocksPort 127.0.0.1:auto",
-            "ControlPort 127.0.0.1:auto",
-            f"ControlPortWriteToFile {data / 'control.port'}",
-            "CookieAuthentication 1",
-            f"CookieAuthFile {data / 'control.cookie'}",
-            f"__OwningControllerProcess {os.getpid()}",
-            "Log notice stdout",
-            "AvoidDiskWrites 1",
-        ]
-        if self.spec.countries:
-            lines += ["ExitNodes " + ",".join(f"{{{c.lower()}}}" for c in self.spec.countries),
-                      "StrictNodes 1"]
-        if self.spec.torrc:
-            torrc_path = Path(self.spec.torrc).expanduser().resolve()  # noqa: ASYNC240 (local, once)
-            lines.append(f"%include {torrc_path}")
-        torrc.write_text("\n".join(lines) + "\n")
-        (data / "control.port").unlink(missing_ok=True)
+        """Use the tor already running on this spec's data directory, or start one (this
+        process, or a keeper that outlives it: `keep`), or wait for the one being started."""
+        data = tor_datadir.data_dir(self.spec.countries, self.spec.torrc)
+        tor_datadir.prepare(data, self.spec.countries, self.spec.torrc)
         self.state, self.progress, self.summary, self.error = "starting", 0, "", None
-        self.socks = self.control = None  # learnt again from this run's listener lines
+        self.socks = self.control = None  # learnt again from this run's tor
+        if await self._attach_shared(data):
+            return
+        lock = tor_datadir.OwnerLock(data)
+        if self.keep is None and lock.take():
+            try:
+                await self._start_own(data)
+            finally:
+                lock.release()
+            return
+        if self.keep is not None and not lock.held_elsewhere():
+            tor_datadir.spawn_keeper(data, self.keep)
+        await self._follow(data, lock)
+
+    async def _start_own(self, data: Path) -> None:
+        """Start the tor of `data` ourselves; it dies with us. Its output goes to our log and
+        to `tor.log`, for the processes that use it meanwhile."""
+        binary = tor_binary()
+        (data / tor_datadir.CONTROL_PORT).unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
-            binary, "--defaults-torrc", os.devnull, "-f", str(torrc),
+            *tor_datadir.tor_command(binary, data, os.getpid()),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         logs.log.info("tor (%s): started, pid %d", self.spec.label(), self._process.pid)
         self.state = "bootstrapping"
         assert self._process.stdout is not None
-        while line := await self._process.stdout.readline():
-            self._on_line(line)
-            if self.progress == 100 and self.state == "bootstrapping":
-                port = (data / "control.port").read_text().strip().removeprefix("PORT=")
-                host, _, number = port.rpartition(":")
-                socks = await asyncio.to_thread(self._connect, host, int(number), None)
-                self.state = "ready"
-                self._ready.set()
-                logs.log.info("tor (%s): ready, SOCKS on %s:%d", self.spec.label(), *socks)
+        with open(data / tor_datadir.LOG, "wb") as copy:  # noqa: ASYNC230 - appends, local
+            while line := await self._process.stdout.readline():
+                copy.write(line)
+                copy.flush()
+                self._on_line(line)
+                if self.progress == 100 and self.state == "bootstrapping":
+                    where = tor_datadir.control_port(data)
+                    if where is None:
+                        raise TorUnavailable("tor bootstrapped but wrote no control port")
+                    socks = await asyncio.to_thread(self._connect, *where, None)
+                    self.state = "ready"
+                    self._ready.set()
+                    logs.log.info("tor (%s): ready, SOCKS on %s:%d", self.spec.label(), *socks)
         code = await self._process.wait()
         self._close_controller()
         if not self._stopping:
-            raise TorUnavailable(f"tor exited with code {code}")
+            said = tor_datadir.log_tail(data)
+            raise TorUnavailable(f"tor exited with code {code}" + (f": {said}" if said else ""))
+
+    async def _attach_shared(self, data: Path) -> bool:
+        """Use the tor that another process of ours started on `data`, if one answers there:
+        follow its bootstrap, then stay with it until it goes away (True); False when none
+        answers."""
+        where = tor_datadir.control_port(data)
+        if where is None:
+            return False
+        try:
+            socks = await asyncio.to_thread(self._connect, *where, None)
+        except TorUnavailable:
+            return False
+        pid = await asyncio.to_thread(self._get_info, "process/pid")
+        self.shared_with = f"pid {pid}" if pid else "another process"
+        logs.log.info("tor (%s): using the tor already running for these settings (%s), "
+                      "SOCKS on %s:%d", self.spec.label(), self.shared_with, *socks)
+        self.state = "bootstrapping"
+        while self._alive():
+            tor_datadir.mark_used(data)
+            phase = await asyncio.to_thread(self._get_info, "status/bootstrap-phase")
+            self._on_phase(phase or "")
+            if self.progress == 100 and not self._ready.is_set():
+                self.state = "ready"
+                self._ready.set()
+                logs.log.info("tor (%s): ready, SOCKS on %s:%d", self.spec.label(), *socks)
+            await asyncio.sleep(0.25 if self.state != "ready" else 5)
+        self._close_controller()
+        if self._ready.is_set():
+            logs.log.warning("tor (%s): the shared tor went away", self.spec.label())
+            return True
+        raise TorUnavailable("the shared tor went away before it was ready"
+                             + (f": {said}" if (said := tor_datadir.log_tail(data)) else ""))
+
+    async def _follow(self, data: Path, lock: tor_datadir.OwnerLock) -> None:
+        """Wait for the tor another process (a keeper we spawned, or a serve) is starting on
+        `data`, showing its progress from `tor.log`, and use it; fail with tor's own words when
+        its starter gives up."""
+        self.state = "bootstrapping"
+        began = time.time()
+        while True:
+            self._on_log(data)
+            if await self._attach_shared(data):
+                return
+            # (a keeper just spawned needs a moment to take the lock: it has once its log is new)
+            if not lock.held_elsewhere() and (tor_datadir.log_since(data, began)
+                                              or time.time() - began > 10):
+                raise TorUnavailable(tor_datadir.log_tail(data)
+                                     or "the process that was starting it gave up")
+            await asyncio.sleep(0.2)
+
+    def _on_log(self, data: Path) -> None:
+        """Progress from the `tor.log` of a tor being started elsewhere."""
+        try:
+            text = (data / tor_datadir.LOG).read_bytes()
+        except OSError:
+            return
+        for line in text.splitlines()[-50:]:
+            if BOOTSTRAP.search(line):
+                self._on_line(line)
+
+    def _on_phase(self, phase: str) -> None:
+        """Progress from tor's `status/bootstrap-phase` answer."""
+        match = PHASE.search(phase)
+        if match and int(match.group(1)) != self.progress:
+            self.progress, self.summary = int(match.group(1)), match.group(2)
+            logs.log.info("tor (%s): bootstrapped %d%% %s", self.spec.label(), self.progress,
+                          self.summary)
+
+    def _alive(self) -> bool:
+        return self.controller is not None and self.controller.alive()
+
+    def _get_info(self, key: str) -> str | None:
+        """(thread) One GETINFO answer, or None."""
+        return self.controller.get_info(key) if self.controller is not None else None
 
     def _on_line(self, line: bytes) -> None:
         opened = LISTENER.search(line)
@@ -258,8 +315,12 @@ class Tor:
                 logs.log.info("tor (%s): bootstrapped %d%% %s", self.spec.label(), percent,
                               self.summary)
         elif b"[warn]" in line or b"[err]" in line:
-            logs.log.warning("tor (%s): %s", self.spec.label(),
-                             line.decode("utf-8", "replace").strip().split("] ", 1)[-1])
+            said = line.decode("utf-8", "replace").strip().split("] ", 1)[-1]
+            if said != self.last_said:
+                logs.log.warning("tor (%s): %s", self.spec.label(), said)
+            stuck = "Problem bootstrapping"  # tor's own diagnosis of a stall: kept over others
+            if said.startswith(stuck) or not (self.last_said or "").startswith(stuck):
+                self.last_said = said
 
     async def _attach_system(self) -> None:
         host, _, port = self.spec.control.rpartition(":")
@@ -279,50 +340,21 @@ class Tor:
     def _connect(self, host: str, port: int, password: str | None) -> tuple[str, int]:
         """(thread) Authenticate to the control port, learn the SOCKS port (set and returned),
         watch streams."""
-        import stem
-        import stem.connection
-        from stem.control import Controller, EventType, Listener
-
-        try:
-            controller = Controller.from_port(address=host, port=port)
-            controller.authenticate(password=password)
-        except (stem.SocketError, stem.connection.AuthenticationFailure) as error:
-            raise TorUnavailable(f"cannot use the control port {host}:{port}: {error}") from None
+        control = Control.open(host, port, password)
         self.control = (host, port)
         if self.spec.socks:
             shost, _, sport = self.spec.socks.rpartition(":")
-            socks = (shost.strip("[]"), int(sport))
+            socks: tuple[str, int] | None = (shost.strip("[]"), int(sport))
         else:
-            listeners = controller.get_listeners(Listener.SOCKS)
-            if not listeners:
-                controller.close()
-                raise TorUnavailable("tor has no SOCKS port")
-            socks = listeners[0]
+            socks = control.socks()
+        if socks is None:
+            control.close()
+            raise TorUnavailable("tor has no SOCKS port")
         self.socks = socks
         if self.spec.countries:
-            controller.add_event_listener(self._on_stream, EventType.STREAM)
-        self.controller = controller
+            control.watch_exits(self.spec.countries, self.spec.label())
+        self.controller = control
         return socks
-
-    def _on_stream(self, event) -> None:
-        """(stem thread) Check the exit of each stream that succeeded against our countries."""
-        controller = self.controller
-        if event.status != "SUCCEEDED" or not event.circ_id or controller is None:
-            return
-        try:
-            circuit = controller.get_circuit(event.circ_id)
-            fingerprint = circuit.path[-1][0]
-            address = controller.get_network_status(fingerprint).address
-            country = controller.get_info(f"ip-to-country/{address}").lower()
-        except Exception:  # noqa: BLE001 - the circuit may be gone already; nothing to check
-            return
-        if country not in self.spec.countries:  # (lower case, as the profile validator leaves them)
-            logs.log.error("tor (%s): a stream left through %s (%s) outside the requested "
-                           "countries; closing that circuit", self.spec.label(), address, country)
-            try:
-                controller.close_circuit(event.circ_id)
-            except Exception:  # noqa: BLE001
-                pass
 
     async def newnym(self) -> float:
         """Ask for new circuits for new streams. Returns 0, or the seconds to wait (tor allows
@@ -330,63 +362,29 @@ class Tor:
         controller = self.controller
         if controller is None:
             raise TorUnavailable(f"tor ({self.spec.label()}) is not connected")
-
-        def signal() -> float:
-            from stem import Signal
-
-            if not controller.is_newnym_available():
-                return controller.get_newnym_wait()
-            controller.signal(Signal.NEWNYM)
-            return 0.0
-
-        return await asyncio.to_thread(signal)
+        return await asyncio.to_thread(controller.newnym)
 
     async def circuits(self) -> list[dict]:
-        """Built circuits that can carry streams out (general purpose, not one-hop directory
-        or internal ones), with their exit relay and its country (tor's GeoIP); empty when tor
-        is not connected."""
-        if self.controller is None or self.state != "ready":
+        """Built circuits that can carry streams out (Control.circuits); empty when tor is not
+        connected."""
+        controller = self.controller
+        if controller is None or self.state != "ready":
             return []
-
-        def read() -> list[dict]:
-            controller = self.controller
-            if controller is None:
-                return []
-            found = []
-            for circuit in controller.get_circuits([]):
-                if (circuit.status != "BUILT" or circuit.purpose != "GENERAL" or not circuit.path
-                        or {"ONEHOP_TUNNEL", "IS_INTERNAL"} & set(circuit.build_flags or ())):
-                    continue
-                fingerprint, nickname = circuit.path[-1]
-                address = country = None
-                try:
-                    address = controller.get_network_status(fingerprint).address
-                    country = controller.get_info(f"ip-to-country/{address}", "").lower()
-                    country = country if country not in ("", "??") else None
-                except Exception:  # noqa: BLE001 - a relay missing from our consensus view
-                    pass
-                found.append({"id": circuit.id, "hops": len(circuit.path), "exit": nickname,
-                              "exit_address": address, "exit_country": country,
-                              "isolation": bool(circuit.socks_username)})
-            return found
-
         try:
-            return await asyncio.to_thread(read)
+            return await asyncio.to_thread(controller.circuits)
         except Exception:  # noqa: BLE001 - the control connection went away meanwhile
             return []
 
     def _close_controller(self) -> None:
         if self.controller is not None:
-            try:
-                self.controller.close()
-            except Exception:  # noqa: BLE001
-                pass
+            self.controller.close()
             self.controller = None
 
     async def _shutdown(self) -> None:
         self._stopping = True
         self._ready.clear()
-        self.state = "stopped"
+        if self.state != "failed":  # (a failure stays visible: its error says why)
+            self.state = "stopped"
         process = self._process
         if process is not None and process.returncode is None:
             process.terminate()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from anonproxy.config.profiles import LoadedProfile, load_profile, open_geo
 from anonproxy.exits.context import Context
-from anonproxy.exits.tor_process import Tor, TorSpec, tor_binary
+from anonproxy.exits.tor_datadir import tor_binary
+from anonproxy.exits.tor_process import Tor, TorSpec
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import AuthRequired, NoSuchProfile
 

@@ -33,11 +33,11 @@ from anonproxy.config.profiles import (
     load_profile,
 )
 from anonproxy.exits.context import Context
-from anonproxy.exits.tor_process import TorUnavailable, site_renewal_words
+from anonproxy.exits.tor_process import TorUnavailable
 from anonproxy.inbound.listener import Listener
 from anonproxy.runtime.asks import Asks
 from anonproxy.runtime.contexts import Contexts, profile_credentials
-from anonproxy.runtime.tors import Tors
+from anonproxy.runtime.tors import Tors, site_renewal_words
 from anonproxy.runtime.workers import forward, reap
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address, AddressError, check_host
@@ -53,10 +53,13 @@ class ProxyServer:
     def __init__(self, loaded: LoadedProfile, listen: Address | None = None,
                  profile_ref: str | None = None,
                  credentials: tuple[str, str] | None = None,
-                 admin: Admin | None = None, loopback_allowed: bool = True) -> None:
+                 admin: Admin | None = None, loopback_allowed: bool = True,
+                 tor_keep: float | None = None) -> None:
         """`profile_ref` (a name or path) is what reloads re-read; without it, no reloads.
         `admin`: the dashboard's settings (started by start_admin). `loopback_allowed=False`
-        (exec --strict): this machine's addresses only where a rule's cidrs name them."""
+        (exec --strict): this machine's addresses only where a rule's cidrs name them.
+        `tor_keep`: a managed tor this process must start is kept by a keeper for that many
+        seconds after its last use (exec); None: it dies with this process (serve)."""
         self.loopback_allowed = loopback_allowed
         self.listen = listen or loaded.profile.listen_address
         self.profile_ref = profile_ref
@@ -71,7 +74,7 @@ class ProxyServer:
         self.last_reload_error: str | None = None
         self.children: list[int] = []  # other worker processes on our port (workers.py)
         self._fixed_credentials = credentials is not None  # given by `exec`, not the profile
-        self._tors = Tors()
+        self._tors = Tors(tor_keep)
         self.tors = self._tors.running  # (every Context holds this same dict)
         self.contexts = self._load(loaded, credentials or profile_credentials(loaded))
         self._stopping = asyncio.Event()
@@ -246,10 +249,6 @@ class ProxyServer:
     def _sync_tors(self, tasks: asyncio.TaskGroup) -> None:
         """Run one tor per spec the profiles use; stop those no profile uses any more."""
         self._tors.sync({spec for ctx in self.contexts.all() for spec in ctx.tor_specs()}, tasks)
-
-    async def tors_ready(self, timeout: float) -> None:
-        """Wait until every tor the profiles use is ready (serve_until_signalled starts them)."""
-        await self._tors.ready(timeout)
 
     async def new_identity(self, site: str | None) -> None:
         """New circuits: for one site (new isolation keys), or for everything (also NEWNYM);

@@ -16,17 +16,34 @@ from anonproxy import logs
 from anonproxy.exits.tor_process import Tor, TorSpec
 
 
+def site_renewal_words(site: str, exits: list[tuple[str, str, str]]) -> str:
+    """What a new identity for one site did, in words, given (profile, exit, isolation) of each
+    Tor exit: a profile key carries every site of its profile, so it was renewed whole; a
+    per-connection exit had nothing to renew."""
+    modes = {mode for _, _, mode in exits}
+    said = [f"new identity for {site}"] if not modes or "site" in modes else []
+    for profile, name, mode in exits:
+        if mode == "profile":
+            said.append(f"exit '{name}' isolates per profile: a new identity for one site is a "
+                        f"new identity for the whole profile '{profile}'")
+        elif mode == "connection":
+            said.append(f"exit '{name}' isolates per connection: every connection already gets "
+                        f"a circuit of its own, so there was nothing to renew for {site}")
+    return "; ".join(dict.fromkeys(said))
+
+
 class Tors:
     """The running tors and the tasks that run them (inside the serve loop's TaskGroup)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: float | None = None) -> None:
+        self.keep = keep  # Tor(keep=...): None for serve, seconds for exec
         self.running: dict[TorSpec, Tor] = {}  # shared with every Context (Context.tors)
         self._tasks: dict[TorSpec, asyncio.Task] = {}
 
     def sync(self, wanted: set[TorSpec], tasks: asyncio.TaskGroup) -> None:
         """Run one tor per spec in `wanted`; stop those not in it any more."""
         for spec in wanted - self._tasks.keys():
-            self.running[spec] = Tor(spec)
+            self.running[spec] = Tor(spec, self.keep)
             self._tasks[spec] = tasks.create_task(self.running[spec].run())
         for spec in self._tasks.keys() - wanted:
             self._tasks.pop(spec).cancel()
@@ -34,12 +51,6 @@ class Tors:
 
     def tasks(self) -> list[asyncio.Task]:
         return list(self._tasks.values())
-
-    async def ready(self, timeout: float) -> None:
-        """Wait until every tor started is ready (TorUnavailable when one is not in time)."""
-        await asyncio.sleep(0)  # (let the tasks sync just created start)
-        for tor in list(self.running.values()):
-            await tor.wait_ready(timeout)
 
     async def new_identity(self, site: str | None) -> None:
         """New isolation keys for `site` (or every site) in every tor; for every site also

@@ -134,6 +134,8 @@ function showTor(tors) {
     part.className = "tor";
     const title = document.createElement("p");
     title.textContent = t.label + ": " + t.state + (t.error ? " (" + t.error + ")" : "") +
+      (t.shared_with ? ", shared with " + t.shared_with : "") +
+      (t.state !== "ready" && t.last_said ? ", tor last said: " + t.last_said : "") +
       (t.socks ? ", SOCKS " + t.socks : "") +
       (t.exit_countries.length ? ", exits seen in " + t.exit_countries.join(", ") : "");
     const bar = document.createElement("span");
