@@ -319,11 +319,12 @@ def test_cli_status_reload_and_newnym_use_the_api(dashboard, origin, tmp_path):
     assert "1 conns" in status.stdout
 
     newnym = _run_cli("newnym", "--listen", listen, "--site", "www.example.com", env=env)
-    assert newnym.returncode == 0 and "new identity for example.com" in newnym.stdout
+    # no Tor exit: nothing to renew, and it says so instead of claiming success
+    assert newnym.returncode == 1 and "has no Tor exit" in newnym.stderr, newnym
     reload = _run_cli("reload", "--admin", f"127.0.0.1:{admin.port}", env=env)
     assert reload.returncode == 0 and "reloaded profile test" in reload.stdout
     state = admin.json("/api/status")
-    assert state["identities"] == 1 and state["reloads"] == 1
+    assert state["identities"] == 0 and state["reloads"] == 1
 
     gone = _run_cli("status", "--admin", f"127.0.0.1:{free_port('127.0.0.1')}", env=env)
     assert gone.returncode == 1 and "no dashboard on" in gone.stderr
@@ -398,3 +399,20 @@ def test_a_killed_proxys_dashboard_file_does_not_mislead_the_next_one(start_prox
     assert status.returncode == 1 and "has no dashboard" in status.stderr
     named = _run_cli("reload", "--admin", f"127.0.0.1:{admin_port}", env=env)
     assert named.returncode == 1 and "no dashboard on" in named.stderr  # named: no guessing
+
+
+def test_traffic_through_a_pool_counts_for_the_pool_and_its_member(dashboard, origin, tmp_path):
+    proxy, admin = dashboard('[exits.d2]\n[exits.p]\npool = ["d2"]\n'
+                             '[[rules]]\ncidrs = ["127.0.0.1/32"]\nexit = "p"\n')
+    for _ in range(2):
+        out = curl("-x", proxy.url, "--data-binary", "hello", origin.url("/echo"))
+        assert out.returncode == 0, out.stderr
+    traffic = admin.json("/api/status")["traffic"]
+    for name in ("p", "d2"):
+        assert traffic[name]["connections"] == 2 and traffic[name]["up"] == 2 * len("hello")
+    assert "p>d2" not in traffic
+    status = _run_cli("status", "--listen", f"{proxy.host}:{proxy.port}",
+                      env={"XDG_RUNTIME_DIR": str(tmp_path / "run")})
+    lines = {line.split()[1]: line for line in status.stdout.splitlines()
+             if line.startswith("exit ")}
+    assert "2 conns, 10 B up" in lines["p"] and "2 conns, 10 B up" in lines["d2"], status.stdout

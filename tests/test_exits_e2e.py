@@ -11,7 +11,7 @@ import struct
 import pytest
 from geodb import write_country_db
 from helpers import curl
-from upstreams import dante, microsocks, tinyproxy
+from upstreams import Upstream, dante, microsocks, tinyproxy
 
 
 @pytest.fixture
@@ -267,3 +267,16 @@ def test_round_robin_reuses_each_members_connection(start_proxy, origin, upstrea
         peers.append(peer_of(origin))
     assert peers == ["127.0.0.2", "127.0.0.5", "127.0.0.2", "127.0.0.5"]
     assert len(origin.connections) == 2
+
+
+def test_a_probed_http_hop_that_refuses_our_credentials_is_down(start_proxy, origin, upstreams):
+    """Before, a probe only connected to an HTTP hop: one refusing our credentials counted as
+    up (and flapped with every real request). Now it answers OPTIONS * with them."""
+    good = upstreams(tinyproxy, "127.0.0.4", user="alice", password="hunter2secret")
+    bad = Upstream(good.kind, good.host, good.port, good.process, "alice:wrong@")
+    proxy = start_proxy(pool_profile({"good": good, "bad": bad}, extra=(
+        "[health]\ninterval = 1\ntimeout = 2\nfall = 1\nrise = 1\n")))
+    line = proxy.wait_log("exit 'bad' is down", timeout=10)
+    assert "exit 'bad' is down" in line and "refuses our credentials (401" in line, line
+    assert "exit 'good' is down" not in proxy.log()
+    assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0

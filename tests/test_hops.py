@@ -173,3 +173,24 @@ def test_the_socks5_client_handshake_is_rfc_1928_and_1929_bytes():
     assert hops.socks5_parse_auth(b"\x01\x00") == (True, 2)
     with pytest.raises(HopRefused, match="rejected the username and password"):
         hops.socks5_parse_auth(b"\x01\x01")
+
+
+def test_http_probe_asks_the_hop_itself_with_our_credentials():
+    hop = parse_hop("http://alice:s3cret@127.0.0.4:3128")
+    assert hops.http_probe(hop) == (b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.4:3128\r\n"
+                                    b"Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n")
+    assert hops.http_probe(parse_hop("http://127.0.0.4:3128")) == (
+        b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.4:3128\r\n\r\n")
+
+
+@pytest.mark.parametrize("status", [401, 407])
+def test_http_probe_refused_credentials_mean_down(status):
+    with pytest.raises(HopRefused) as refused:
+        hops.http_probe_status(status, b" Unauthorized ")
+    assert refused.value.message == f"it refuses our credentials ({status} Unauthorized)"
+    assert refused.value.socks_reply == 0x02
+
+
+@pytest.mark.parametrize("status", [200, 204, 400, 403, 404, 405, 501, 502])
+def test_http_probe_any_other_answer_means_up(status):
+    assert hops.http_probe_status(status, b"Whatever") is None

@@ -107,11 +107,14 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
     return Upstream("socks5", host, port, process)
 
 
-def tinyproxy(host: str, work: Path) -> Upstream:
+def tinyproxy(host: str, work: Path, user: str | None = None,
+              password: str | None = None) -> Upstream:
+    """tinyproxy on `host`; with `user` and `password`, it demands them (BasicAuth)."""
     binary = need("tinyproxy")
     port = free_port(host)
     conf = work / f"tinyproxy-{host}.conf"
-    conf.write_text(f"""
+    auth = f"BasicAuth {user} {password}\n" if user else ""
+    conf.write_text(auth + f"""
 User nobody
 Group nogroup
 Port {port}
@@ -126,7 +129,7 @@ LogLevel Warning
         process = subprocess.Popen([binary, "-d", "-c", str(conf)],
                                    stdout=subprocess.DEVNULL, stderr=log)
     wait_listening(host, port, process)
-    return Upstream("http", host, port, process)
+    return Upstream("http", host, port, process, f"{user}:{password}@" if user else "")
 
 
 def restart(upstream: Upstream) -> None:

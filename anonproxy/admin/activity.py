@@ -1,6 +1,7 @@
 """What the proxy has been doing, for the dashboard: recent connections and bytes per exit.
 
-Fed by `logs.observers` with one Record per finished tunnel or plain-HTTP request. Holds the
+Fed by `logs.observers` with one Record per finished tunnel or plain-HTTP request. Traffic
+through a pool counts for the pool and for the member that carried it. Holds the
 site (host:port), the exit, the outcome and byte counts — never a path, query or body. Recent
 entries are bounded by number and by age; byte totals per exit are kept for the life of the
 process (or until cleared), and `sample()` turns them into a short time series for the chart.
@@ -41,13 +42,16 @@ class Activity:
     def observe(self, record: Record) -> None:
         """(logs observer) One finished connection or request."""
         self.finished += 1
-        totals = self.exits.get(record.exit)
-        if totals is None:
-            totals = self.exits[record.exit] = ExitTotals()
-        totals.up += record.up
-        totals.down += record.down
-        totals.connections += 1
-        totals.errors += record.error is not None  # the proxy's own errors, not 4xx from a site
+        # through a pool, the record names the path ("pool>member"): each exit on it carried
+        # the traffic, so the pool and the member it used both count it
+        for name in dict.fromkeys(record.exit.split(">")):
+            totals = self.exits.get(name)
+            if totals is None:
+                totals = self.exits[name] = ExitTotals()
+            totals.up += record.up
+            totals.down += record.down
+            totals.connections += 1
+            totals.errors += record.error is not None  # the proxy's own, not a site's 4xx
         self.recent.append((time.time(), record.proto, _site(record.dest), record.exit,
                             str(record.status), record.error, record.up, record.down,
                             round(record.seconds * 1000)))

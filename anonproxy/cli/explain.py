@@ -24,13 +24,19 @@ def describe_exit(plans: Mapping[str, Plan], name: str, indent: str = "") -> lis
     return plans[name].summary_lines(plans, indent)
 
 
-def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan]) -> list[str]:
+def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
+              bound: tuple[Address, Address | None] | None = None) -> list[str]:
+    """The profile in a few lines. `bound`: the listener's and the dashboard's addresses as
+    really bound (serve, after --listen, --admin and port 0; None: no dashboard), shown
+    instead of the profile's."""
     p = loaded.profile
-    lines = [f"profile {loaded.name} ({loaded.path})", f"  listen   {p.listen}",
+    listen, where = bound if bound is not None else (
+        p.listen, p.admin.address if p.admin is not None else None)
+    lines = [f"profile {loaded.name} ({loaded.path})", f"  listen   {listen}",
              f"  default  exit {p.default}", f"  geoip    {p.geoip}", f"  resolve  {p.resolve}"]
-    if p.admin is not None:
-        guard = ", password" if p.admin.password else ""
-        lines.insert(2, f"  admin    http://{p.admin.address.authority(0)}/ (dashboard{guard})")
+    if where is not None:
+        guard = ", password" if p.admin is not None and p.admin.password else ""
+        lines.insert(2, f"  admin    http://{where.authority(0)}/ (dashboard{guard})")
     for name in p.exits:
         for i, line in enumerate(describe_exit(plans, name)):
             lines.append(("  exit     " if i == 0 else "           ") + line)

@@ -97,7 +97,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
             await server.stop()
             exit_code = 1
             return
-        for line in summarize(loaded, server.ctx.plans):
+        for line in summarize(loaded, server.ctx.plans, bound=(address, dashboard)):
             logs.log.info(line)
         server.warn_if_direct()
         pidfile: Path | None  # None: not written, nothing to remove

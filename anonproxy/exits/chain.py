@@ -204,7 +204,8 @@ def _last_hop_local(plan: Chain, writer: asyncio.StreamWriter) -> bool:
 
 
 async def probe_chain(plan: Chain, *, timeout: float) -> None:
-    """Reach the last hop through the others and greet it (no destination is contacted)."""
+    """Reach the last hop through the others and greet it (no destination is contacted): a
+    SOCKS5 hop authenticates us, an HTTP hop answers OPTIONS * with our credentials."""
     last = plan.hops[-1]
     try:
         if len(plan.hops) > 1:
@@ -218,9 +219,11 @@ async def probe_chain(plan: Chain, *, timeout: float) -> None:
     except OSError as error:
         raise ExitFailed(f"exit '{plan.name}': {last}: {os_error(error)[0]}") from None
     try:
-        if last.kind == "socks5":
-            async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout):
+            if last.kind == "socks5":
                 await socks5_authenticate(reader, writer, last)
+            else:
+                await _http_probe(reader, writer, last)
     except TimeoutError:
         raise StageTimeout(f"exit '{plan.name}': {last} did not answer in {timeout:g} s") from None
     except HopRefused as error:
@@ -275,6 +278,20 @@ async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop,
         raise HopRefused("it sent a malformed reply to CONNECT")
     hops.http_connect_status(events[0].status, events[0].reason)
     return None
+
+
+async def _http_probe(reader: asyncio.StreamReader, writer, hop: Hop) -> None:
+    """Ask an HTTP hop something it answers itself (hops.http_probe), so that a hop refusing
+    our credentials counts as down, not up."""
+    writer.write(hops.http_probe(hop))
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise HopRefused("its answer has an over-long head") from None
+    events = ResponseParser(b"OPTIONS").feed(head)
+    if not events or not isinstance(events[0], ResponseHead):
+        raise HopRefused("it sent a malformed answer")
+    hops.http_probe_status(events[0].status, events[0].reason)
 
 
 async def resolve_through_socks(hop: Hop, name: str, *, timeout: float) -> str | None:

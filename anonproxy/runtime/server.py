@@ -42,6 +42,9 @@ from anonproxy.runtime.workers import forward, reap
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address, AddressError, check_host
 
+NO_IDENTITY = ("this proxy has no Tor exit, so there is no identity to renew (other exits "
+               "keep their addresses)")
+
 if TYPE_CHECKING:
     from anonproxy.admin.activity import Activity
     from anonproxy.admin.app import AdminApp
@@ -180,7 +183,10 @@ class ProxyServer:
         return await waiter
 
     async def control_newnym(self, site: str | None) -> str:
-        """A new identity now, for one site or all; what was done, in words."""
+        """A new identity now, for one site or all; what was done, in words. ValueError when
+        there is nothing to renew (no profile has a Tor exit)."""
+        if not self._has_identities():
+            raise ValueError(NO_IDENTITY)
         if site is not None:
             from anonproxy.policy.sites import site_of
 
@@ -191,6 +197,10 @@ class ProxyServer:
         self._newnym_children(site)
         await self.new_identity(site)
         return self._renewal_words(site) if site else "new identity for every site"
+
+    def _has_identities(self) -> bool:
+        return any(plan.identity is not None
+                   for ctx in self.contexts.all() for plan in ctx.plans.values())
 
     def _renewal_words(self, site: str) -> str:
         return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.identity)
@@ -253,6 +263,9 @@ class ProxyServer:
     async def new_identity(self, site: str | None) -> None:
         """New circuits: for one site (new isolation keys), or for everything (also NEWNYM);
         upstream connections kept for reuse are dropped either way."""
+        if not self._has_identities():  # (SIGUSR1: the log is where the answer goes)
+            logs.log.warning("new identity asked for, but %s", NO_IDENTITY)
+            return
         self.identities += 1
         await self._tors.new_identity(site)
         if site is not None:

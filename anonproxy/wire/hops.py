@@ -209,6 +209,26 @@ def http_connect(hop: Hop, dest: Address) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+def http_probe(hop: Hop) -> bytes:
+    """A request that an HTTP proxy answers itself, after checking our credentials, without
+    connecting anywhere: `OPTIONS *` (RFC 9110, 9.3.7), addressed to the hop."""
+    authority = str(hop.address).encode("idna")
+    lines = [b"OPTIONS * HTTP/1.1", b"Host: " + authority]
+    if hop.username is not None:
+        token = base64.b64encode(f"{hop.username}:{hop.password or ''}".encode()).decode()
+        lines.append(b"Proxy-Authorization: Basic " + token.encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def http_probe_status(status: int, reason: bytes) -> None:
+    """Raise HopRefused when the answer to http_probe says the hop refuses us (407 without or
+    with wrong credentials; some proxies, tinyproxy among them, answer 401 to wrong ones).
+    Any other answer shows a hop that is up and takes our credentials."""
+    text = reason.decode("latin-1", "replace").strip()
+    if status in (401, 407):
+        raise HopRefused(f"it refuses our credentials ({status} {text})", SOCKS_NOT_ALLOWED)
+
+
 def http_connect_status(status: int, reason: bytes) -> None:
     """Raise HopRefused unless the parsed CONNECT reply status says the tunnel is open."""
     if 200 <= status < 300:
