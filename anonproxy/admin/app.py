@@ -37,8 +37,10 @@ import base64
 import hmac
 import html
 import json
+import os
 import time
 from importlib import resources
+from pathlib import Path
 
 from aiohttp import web
 
@@ -64,9 +66,12 @@ class AdminApp:
     """The dashboard for one running ProxyServer: its aiohttp runner and live-update streams."""
 
     def __init__(self, server, address: Address, logins: Logins, password: str | None,
-                 activity: Activity) -> None:
+                 activity: Activity, unix: Path | None = None) -> None:
+        """`unix`: serve on this unix socket instead of `address` (a serve without a
+        dashboard: the CLI's status, reload and newnym; no browser can reach it)."""
         self.server = server
         self.address = address
+        self.unix = unix
         self.logins = logins
         self.password = password
         self.activity = activity
@@ -94,6 +99,11 @@ class AdminApp:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
+        if self.unix is not None:
+            self.unix.unlink(missing_ok=True)  # (one left by a serve that was killed)
+            await web.UnixSite(self._runner, str(self.unix)).start()
+            os.chmod(self.unix, 0o600)  # (in the 0700 runtime directory from the start)
+            return self.address
         site = web.TCPSite(self._runner, self.address.host, self.address.port,
                            reuse_address=True)
         await site.start()
@@ -109,6 +119,8 @@ class AdminApp:
     # -- guards -----------------------------------------------------------------------------
 
     def _host_ok(self, host: str | None) -> bool:
+        if self.unix is not None:
+            return True  # a unix socket in the owner's 0700 directory: no page reaches it
         if host is None:
             return False
         if is_unspecified_host(self.address.host) and self.password is not None:

@@ -13,18 +13,20 @@ Invariants:
   logs it); one that is not ours, or not a directory, is refused (RuntimeDirError) and nothing
   is written there.
 - The client talks to the admin address directly, never through a proxy named in the
-  environment (urllib would otherwise send our own control requests through http_proxy), and
-  sends the API token on every request, reads included.
+  environment (urllib would send our own control requests through http_proxy), and sends the
+  API token on every request, reads included. A serve without a dashboard answers the same API
+  on a unix socket in this directory (`serve-HOST-PORT.sock`, 0600), so status, reload and
+  newnym work for every running serve.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import socket
 import stat
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +130,20 @@ def read_private(path: Path) -> str | None:
         return None
 
 
-def token_file(admin: Address) -> Path:
+def token_file(admin: Address | Path) -> Path:
+    """Where the API token of a dashboard (its address) or of a control socket lives."""
+    if isinstance(admin, Path):
+        return admin.with_suffix(".token")
     return runtime_dir() / f"admin-{admin.host}-{admin.port}.token"
 
 
-def write_token(admin: Address, token: str) -> Path | None:
+def control_socket_for(listen: Address) -> Path:
+    """The unix socket on which `serve` (listening on `listen`) answers the dashboard's API
+    when it has no dashboard: status, reload and newnym need no TCP port."""
+    return runtime_dir() / f"serve-{listen.host}-{listen.port}.sock"
+
+
+def write_token(admin: Address | Path, token: str) -> Path | None:
     path = token_file(admin)
     try:
         write_private(path, token + "\n")
@@ -153,16 +164,21 @@ def login_url(admin: Address, login_token: str) -> str:
     return f"http://{browsable(admin)}/login?token={login_token}"
 
 
-def call(admin: Address, method: str, path: str, body: dict[str, Any] | None = None,
+def call(admin: Address | Path, method: str, path: str, body: dict[str, Any] | None = None,
          password: str | None = None, timeout: float = 30.0) -> Any:
-    """One API request; the decoded JSON answer, or ControlError with the dashboard's reason.
-    The answer is Any: its shape is the endpoint's (an object or a list, as admin/app.py
-    writes it), which the caller reads as that endpoint documents."""
+    """One API request to a dashboard (its address) or a control socket (its path); the
+    decoded JSON answer, or ControlError with the reason. The answer is Any: its shape is the
+    endpoint's (an object or a list, as admin/app.py writes it), which the caller reads as
+    that endpoint documents."""
+    where = f"the control socket {admin}" if isinstance(admin, Path) \
+        else f"the dashboard on {admin.authority(0)}"
     token = read_private(token_file(admin))
     if not token:
         raise ControlError(f"no dashboard on {admin.authority(0)} that you started (no token "
                            f"in {token_file(admin)}): is `anonproxy serve` running as you with "
-                           "admin on that address?", unreachable=True)
+                           "admin on that address?" if isinstance(admin, Address) else
+                           f"no token for {where}: is `anonproxy serve` still running?",
+                           unreachable=True)
     headers = {"Accept": "application/json", "X-Anonproxy-Token": token}
     data = None
     if method != "GET":
@@ -170,23 +186,48 @@ def call(admin: Address, method: str, path: str, body: dict[str, Any] | None = N
         headers["Content-Type"] = "application/json"
     if password is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(f"cli:{password}".encode()).decode()
-    url = f"http://{admin.authority(0)}{path}"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    # (http.client, not urllib: it never goes through a proxy named in the environment)
+    connection: http.client.HTTPConnection
+    if isinstance(admin, Path):
+        connection = _UnixConnection(admin, timeout)
+        headers["Host"] = "localhost"
+    else:
+        connection = http.client.HTTPConnection(admin.host, admin.port, timeout=timeout)
     try:
-        with opener.open(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        answer = response.read()
+    except OSError as error:
+        gone = f"no dashboard on {admin.authority(0)}" if isinstance(admin, Address) \
+            else f"no answer on {where}"
+        raise ControlError(f"{gone} ({error.strerror or error})", unreachable=True) from None
+    finally:
+        connection.close()
+    if response.status >= 400:
         try:
-            reason = json.loads(error.read()).get("error") or error.reason
+            reason = json.loads(answer).get("error") or response.reason
         except (ValueError, AttributeError):
-            reason = error.reason
-        raise ControlError(f"the dashboard on {admin.authority(0)} said {error.code}: {reason}") \
-            from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ControlError(f"no dashboard on {admin.authority(0)} ({reason})",
-                           unreachable=True) from None
+            reason = response.reason
+        raise ControlError(f"{where} said {response.status}: {reason}")
+    return json.loads(answer)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the control socket of a serve without a dashboard)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def newnym_request_file(listen: Address, pid: int | None = None) -> Path:

@@ -22,6 +22,7 @@ from anonproxy.admin.control import (
     ControlError,
     RuntimeDirError,
     call,
+    control_socket_for,
     login_url,
     newnym_request_file,
     read_private,
@@ -41,33 +42,43 @@ def adminfile_for(listen: Address) -> Path:
     return pidfile_for(listen).with_suffix(".admin")
 
 
-def admin_of(admin_text: str | None, listen_text: str) -> tuple[Address | None, str | None]:
-    """The dashboard to talk to: --admin, else the one the proxy on --listen announced (None
-    when it has none); and the password from the environment. Raises AddressError."""
+def admin_of(admin_text: str | None,
+             listen_text: str) -> tuple[Address | Path | None, str | None]:
+    """What to talk to: --admin, else the dashboard the proxy on --listen announced, else its
+    control socket (a serve without a dashboard), None when there is neither; and the password
+    from the environment. Raises AddressError."""
     password = os.environ.get("ANONPROXY_ADMIN_PASSWORD") or None
     if admin_text is not None:
         return parse_authority(admin_text), password
-    announced = read_private(adminfile_for(parse_authority(listen_text)))
-    if not announced:
-        return None, password
-    return parse_authority(announced), password
+    listen = parse_authority(listen_text)
+    announced = read_private(adminfile_for(listen))
+    if announced:
+        return parse_authority(announced), password
+    socket = control_socket_for(listen)
+    return (socket if socket.exists() else None), password
 
 
-def status(admin: Address | None, password: str | None, listen_text: str) -> int:
+RECENT = 10  # recent connections `status` shows (the dashboard keeps up to 500)
+
+
+def status(admin: Address | Path | None, password: str | None, listen_text: str) -> int:
     if admin is None:
-        print(f"anonproxy: status: the proxy on {listen_text} has no dashboard (or is not "
-              "running); give its profile admin = \"127.0.0.1:8119\", or name one with --admin",
+        print(f"anonproxy: status: no proxy of yours is running on {listen_text} (it left no "
+              "dashboard address or control socket); name its address with --listen",
               file=sys.stderr)
         return 1
     try:
         state = call(admin, "GET", "/api/status", password=password)
         exits = call(admin, "GET", "/api/exits", password=password)
         tors = call(admin, "GET", "/api/tor", password=password)
+        rules = call(admin, "GET", "/api/rules", password=password)
+        recent = call(admin, "GET", "/api/connections", password=password)
     except ControlError as error:
         print(f"anonproxy: status: {error}", file=sys.stderr)
         return 1
     print(f"profile      {state['profile']} ({state['profile_path']})")
-    print(f"listening    {state['listen']}    dashboard http://{admin.authority(0)}/")
+    board = "no dashboard" if isinstance(admin, Path) else f"dashboard http://{admin.authority(0)}/"
+    print(f"listening    {state['listen']}    {board}")
     print(f"uptime       {_duration(state['uptime_s'])}")
     print(f"connections  {state['connections_now']} open, {state['connections_total']} since start")
     for item in exits:
@@ -80,6 +91,15 @@ def status(admin: Address | None, password: str | None, listen_text: str) -> int
               f"({tor['summary'] or '-'}){shared}, {len(tor['circuits'])} circuits{countries}")
         if tor["state"] != "ready" and tor.get("last_said"):
             print(f"             tor last said: {tor['last_said']}")
+    for rule in rules:
+        number = "default " if rule["number"] == 0 else f"rule {rule['number']:<3}"
+        text = rule["text"] if rule["number"] else f"-> exit \"{rule['exit']}\""
+        print(f"{number}     {text}  ({rule['hits']} hits)")
+    for entry in recent[:RECENT]:
+        when = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
+        problem = f"  ({entry['error']})" if entry["error"] else ""
+        print(f"recent       {when} {entry['proto']} {entry['site']} exit={entry['exit']} "
+              f"status={entry['status']}{problem}")
     return 0
 
 
@@ -99,7 +119,7 @@ def exit_line(item: dict[str, Any], traffic: dict[str, Any] | None) -> str:
     return line
 
 
-def reload(admin: Address | None, password: str | None, listen_text: str,
+def reload(admin: Address | Path | None, password: str | None, listen_text: str,
            explicit: bool = False) -> int:
     """`explicit`: the dashboard was named with --admin (no falling back to signals)."""
     if admin is not None:
@@ -109,7 +129,7 @@ def reload(admin: Address | None, password: str | None, listen_text: str,
     return _signal(listen_text, signal.SIGHUP, "re-read its profile")
 
 
-def newnym(admin: Address | None, password: str | None, listen_text: str,
+def newnym(admin: Address | Path | None, password: str | None, listen_text: str,
            site: str | None, explicit: bool = False) -> int:
     if site:
         from anonproxy.policy.sites import site_of
@@ -138,7 +158,7 @@ def newnym(admin: Address | None, password: str | None, listen_text: str,
     return _signal(listen_text, signal.SIGUSR1, what)
 
 
-def _act(admin: Address, password: str | None, command: str, path: str, body: dict[str, Any],
+def _act(admin: Address | Path, password: str | None, command: str, path: str, body: dict[str, Any],
          explicit: bool) -> int | None:
     """One action through the dashboard API: its message, or its error and exit code 1. None
     when the dashboard a proxy announced does not answer (one killed without cleaning up):
@@ -201,10 +221,10 @@ def announced_services() -> tuple[Address, ...]:
     return tuple(found)
 
 
-def dashboard(admin: Address | None, password: str | None, listen_text: str,
+def dashboard(admin: Address | Path | None, password: str | None, listen_text: str,
               print_only: bool) -> int:
     """Ask the running dashboard for a one-time login URL and open it (or print it)."""
-    if admin is None:
+    if not isinstance(admin, Address):
         print(f"anonproxy: dashboard: the proxy on {listen_text} has no dashboard (or is not "
               "running); give its profile admin = \"127.0.0.1:8119\", or name one with --admin",
               file=sys.stderr)

@@ -71,6 +71,7 @@ class ProxyServer:
         self._admin_app: AdminApp | None = None
         self.activity: Activity | None = None  # what the dashboard shows (set by start_admin)
         self.token_path: Path | None = None
+        self.control_path: Path | None = None  # the control socket of a serve without dashboard
         self.started = time.time()
         self.identities = 0  # new identities made since start
         self.reloads = 0
@@ -118,15 +119,27 @@ class ProxyServer:
                 ctx.listen = bound
         return self.listen
 
-    async def start_admin(self) -> Address | None:
-        """Start the dashboard when the profile (or --admin) asks for one; its address."""
-        if self.admin is None:
-            return None
+    async def start_admin(self, control_socket: bool = True) -> Address | None:
+        """Start the dashboard when the profile (or --admin) asks for one; its address. Without
+        one, the same API on a unix socket in the runtime directory (`control_socket`), so
+        that status, reload and newnym work for every serve; None then."""
         from anonproxy.admin.activity import Activity
         from anonproxy.admin.app import AdminApp
-        from anonproxy.admin.control import write_token
+        from anonproxy.admin.control import control_socket_for, write_token
         from anonproxy.admin.login import Logins
 
+        if self.admin is None:
+            if not control_socket:
+                return None
+            activity = self.activity = Activity()
+            path = control_socket_for(self.listen)
+            self._admin_app = AdminApp(self, Address("localhost", 0), Logins(), None, activity,
+                                       unix=path)
+            await self._admin_app.start()
+            self.control_path = path
+            logs.observers.append(activity.observe)
+            self.token_path = write_token(path, self._admin_app.logins.api_token)
+            return None
         assert self.admin_address is not None  # (set with `admin`)
         activity = self.activity = Activity()
         app = AdminApp(self, self.admin_address, Logins(), self.admin.password, activity)
@@ -154,6 +167,8 @@ class ProxyServer:
             await app.stop()
             if self.token_path is not None:
                 self.token_path.unlink(missing_ok=True)
+            if self.control_path is not None:
+                self.control_path.unlink(missing_ok=True)
 
     @property
     def accepted(self) -> int:
