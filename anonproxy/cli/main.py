@@ -185,7 +185,9 @@ def _main(argv: list[str] | None) -> int:
             print(json.dumps(profile_schema(), indent=2))
             return 0
         if args.command == "geoip":
-            return _geoip(args.action, args.address, args.db)
+            from anonproxy.cli.geoip import geoip
+
+            return geoip(args.action, args.address, args.db)
         if args.command in ("status", "reload", "newnym", "dashboard"):
             from anonproxy.cli import remote
 
@@ -265,37 +267,6 @@ def _route(loaded: LoadedProfile, url: str) -> int:
         return EXIT_REFUSED
     print("\n".join(explain_route(ctx.plans, decision, dest, scheme, ctx.policy,
                                   loaded.profile.resolve)))
-    return 0
-
-
-def _geoip(action: str, address: str | None, db: str) -> int:
-    import ipaddress
-    import time
-
-    from anonproxy.policy.geo import GeoDB, GeoError
-
-    try:
-        geo = GeoDB.open(db)
-    except GeoError as error:
-        print(f"anonproxy: geoip --db {db}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if geo is None:
-        print("anonproxy: geoip --db none: no database", file=sys.stderr)
-        return EXIT_USAGE
-    if action == "info":
-        info = geo.info()
-        built = time.strftime("%Y-%m-%d", time.gmtime(info["built"]))
-        print(f"path         {info['path']}\ntype         {info['type']}\n"
-              f"description  {info['description']}\nbuilt        {built}\n"
-              f"size         {info['size'] / 1e6:.1f} MB\nnodes        {info['nodes']}")
-        return 0
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        print(f"anonproxy: geoip lookup: '{address or ''}' is not an IP address "
-              "(names are never resolved here)", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"{ip} {geo.country(ip) or 'unknown'}")
     return 0
 
 
