@@ -1,12 +1,21 @@
-"""Fixtures: a recording origin on loopback, the real `anonproxy serve` as a subprocess, curl."""
+"""Fixtures: a recording origin on loopback, the real `anonproxy serve` as a subprocess, curl.
+
+The whole session runs with XDG_RUNTIME_DIR, XDG_CACHE_HOME, XDG_CONFIG_HOME and XDG_DATA_HOME
+pointing into a temporary directory of its own (exported, so every `anonproxy` subprocess gets
+them too): nothing a test starts writes into the user's ~/.cache/anonproxy,
+~/.local/share/anonproxy or ~/.config/anonproxy, or reads profiles from there. A test that
+sets one of them itself (monkeypatch.setenv) gets its own for its duration.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +26,32 @@ from rawserver import start_raw_server
 from tornet import tornet  # noqa: F401  (session fixture: a private Tor network on loopback)
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+XDG = {"XDG_RUNTIME_DIR": "run", "XDG_CACHE_HOME": "cache", "XDG_CONFIG_HOME": "config",
+       "XDG_DATA_HOME": "data"}
+_SESSION_HOME: dict[str, object] = {}
+
+
+def pytest_configure(config) -> None:
+    """A private set of XDG directories for the session (0700, as the user's would be)."""
+    base = Path(tempfile.mkdtemp(prefix="anonproxy-tests-"))
+    _SESSION_HOME["base"] = base
+    _SESSION_HOME["before"] = {name: os.environ.get(name) for name in XDG}
+    for name, folder in XDG.items():
+        (base / folder).mkdir(mode=0o700)
+        os.environ[name] = str(base / folder)
+
+
+def pytest_unconfigure(config) -> None:
+    base = _SESSION_HOME.pop("base", None)
+    for name, value in _SESSION_HOME.pop("before", {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _serve_origin(host: str):
