@@ -55,14 +55,6 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def dashboard_login_url(proxy, timeout: float = 10) -> str:
-    """The one-time dashboard login URL `serve` prints after its listening line."""
-    import threading
-
-    lines: list[str] = []  # (the line may already sit in the pipe's buffer: no select)
-    reader = threading.Thread(target=lambda: lines.append(proxy.process.stdout.readline()),
-                              daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines, "serve printed no login URL after its listening line"
-    assert lines[0].startswith("anonproxy dashboard: http://"), lines[0]
-    return lines[0].split(": ", 1)[1].strip()
+    """A one-time dashboard login URL: the one `serve` prints after its listening line (a
+    proxy process), or a new one from the server (in-process)."""
+    return proxy.login_url(timeout)

@@ -1,4 +1,5 @@
-"""Hostile input, exhaustion and faults, end to end through the real proxy process.
+"""Hostile input, exhaustion and faults, end to end through the real proxy (a process where
+descriptors and memory are counted).
 
 Counted, not guessed: file descriptors from /proc/PID/fd, memory from VmRSS in
 /proc/PID/status (tests/probes.py). Smuggling tables live in test_smuggling.py, faults in
@@ -113,8 +114,8 @@ def _cut_outcome(sock: socket.socket) -> str:
     return "408" if data.startswith(b"HTTP/1.1 408") else "answered " + repr(data[:40])
 
 
-def test_file_descriptors_return_to_baseline_after_load(start_proxy, origin):
-    proxy = start_proxy()
+def test_file_descriptors_return_to_baseline_after_load(start_proxy_process, origin):
+    proxy = start_proxy_process()
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
     time.sleep(0.3)
     baseline = open_fds(proxy.process.pid)
@@ -145,8 +146,8 @@ def test_file_descriptors_return_to_baseline_after_load(start_proxy, origin):
 
 # --- memory and backpressure ------------------------------------------------------------
 
-def test_memory_returns_to_its_level_after_2000_requests_and_tunnels(start_proxy, raw):
-    proxy = start_proxy()
+def test_memory_returns_to_its_level_after_2000_requests_and_tunnels(start_proxy_process, raw):
+    proxy = start_proxy_process()
     url = raw.url("/good")
     pid = proxy.process.pid
 
@@ -181,8 +182,9 @@ def flood(raw, proxy, how: str) -> socket.socket:
 
 
 @pytest.mark.parametrize("how", ["connect", "http", "socks5"])
-def test_a_client_that_stops_reading_stops_the_upstream_not_grows_the_proxy(start_proxy, raw, how):
-    proxy = start_proxy()
+def test_a_client_that_stops_reading_stops_the_upstream_not_grows_the_proxy(start_proxy_process,
+                                                                            raw, how):
+    proxy = start_proxy_process()
     pid = proxy.process.pid
     before = rss_kib(pid)
     sock = flood(raw, proxy, how)

@@ -175,7 +175,8 @@ def test_new_identity_for_one_site_under_profile_isolation_renews_the_profile_an
         tor_proxy, origin, tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    proxy = tor_proxy("tor=/profile", extra=f'admin = "127.0.0.1:{free_port("127.0.0.1")}"\n')
+    proxy = tor_proxy("tor=/profile", extra=f'admin = "127.0.0.1:{free_port("127.0.0.1")}"\n',
+                      process=True)
     controller = _controller_for(tmp_path)
     try:
         def circuit(host: str) -> str:
@@ -198,11 +199,11 @@ def test_new_identity_for_one_site_under_profile_isolation_renews_the_profile_an
 
 
 def test_new_identity_for_one_site_under_connection_isolation_says_there_was_nothing_to_renew(
-        start_proxy, tmp_path, monkeypatch):
+        start_proxy_process, tmp_path, monkeypatch):
     """No tor network needed: the answer depends on the profile (its tor is unreachable)."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     admin, closed = free_port("127.0.0.1"), free_port("127.0.0.1")
-    proxy = start_proxy(f'admin = "127.0.0.1:{admin}"\ndefault = "t"\n[exits.t]\n'
+    proxy = start_proxy_process(f'admin = "127.0.0.1:{admin}"\ndefault = "t"\n[exits.t]\n'
                         f'tor = {{ control = "127.0.0.1:{closed}", isolation = "connection" }}\n')
     out = _newnym_site(proxy, "www.example.com")
     assert out.returncode == 0, out.stderr
