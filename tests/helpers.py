@@ -1,4 +1,4 @@
-"""Helpers for tests: real clients (curl, raw sockets)."""
+"""Helpers for tests: real clients (curl, raw sockets), and waiting for a condition."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -58,3 +59,12 @@ def dashboard_login_url(proxy, timeout: float = 10) -> str:
     """A one-time dashboard login URL: the one `serve` prints after its listening line (a
     proxy process), or a new one from the server (in-process)."""
     return proxy.login_url(timeout)
+
+
+def wait_until(predicate, timeout: float = 10, interval: float = 0.02):
+    """Poll `predicate` until it returns something true or `timeout` seconds pass; its last
+    value (the caller asserts on it, with its own message)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return value

@@ -11,7 +11,7 @@ import time
 
 import h11
 import pytest
-from helpers import curl, recv_all, recv_until
+from helpers import curl, recv_all, recv_until, wait_until
 from origin import pattern
 from probes import connections_now, get, open_fds, settle_fds, settle_tasks
 from upstreams import free_port, microsocks
@@ -22,16 +22,18 @@ def test_an_exit_killed_mid_download_fails_that_download_promptly_only(start_pro
     proxy = start_proxy(f'default = "ms"\n[exits.ms]\nvia = ["{ms.url}"]\n')
     size = 200 * 1024 * 1024
     result = {}
+    body = tmp_path / "body"
 
     def download():
         started = time.monotonic()
         result["out"] = curl("-x", proxy.url, origin.url(f"/bytes/{size}"), "--limit-rate", "20M",
-                             "-o", os.devnull, timeout=60)
+                             "-o", str(body), timeout=60)
         result["seconds"] = time.monotonic() - started
 
     thread = threading.Thread(target=download)
     thread.start()
-    time.sleep(1.0)
+    # the download is under way: part of the body has reached the client
+    assert wait_until(lambda: body.exists() and body.stat().st_size > 0, timeout=10)
     ms.kill()
     thread.join(30)
     assert result["out"].returncode != 0  # truncated, and told so

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from helpers import curl, recv_all, recv_until
+from helpers import curl, recv_all, recv_until, wait_until
 from origin import pattern
 
 
@@ -76,7 +76,7 @@ def test_connection_limit_refuses_cleanly(start_proxy, origin):
     held = [proxy.connect() for _ in range(3)]
     for sock in held:
         sock.sendall(b"GET ")  # started but unfinished heads keep the slots busy
-    time.sleep(0.2)
+    assert wait_until(lambda: proxy.in_loop(proxy.server.connections_now) == 3)
     with proxy.connect() as sock:
         sock.settimeout(5)
         sock.sendall(f"GET {origin.url('/echo')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -87,7 +87,7 @@ def test_connection_limit_refuses_cleanly(start_proxy, origin):
         assert recv_all(sock) == b"\x05\xff"
     for sock in held:
         sock.close()
-    time.sleep(0.3)
+    assert wait_until(lambda: proxy.in_loop(proxy.server.connections_now) == 0)
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
 
 

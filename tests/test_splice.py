@@ -230,7 +230,7 @@ def test_bytes_queued_before_a_direction_turns_bulk_go_first(proxy):
     def trickle_then_blast(conn):
         for piece in trickle:
             conn.sendall(piece)
-            time.sleep(0.001)
+            time.sleep(0.001)  # the trickle itself
         conn.sendall(blast)
         conn.shutdown(socket.SHUT_WR)
         return sha_until_eof(conn)
@@ -243,7 +243,7 @@ def test_bytes_queued_before_a_direction_turns_bulk_go_first(proxy):
         with sock:
             sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert recv_exact(sock, 39).startswith(b"HTTP/1.1 200")
-            time.sleep(1)  # not reading yet
+            time.sleep(1)  # the client lagging is the case under test: not reading yet
             assert sha_until_eof(sock) == (
                 len(trickle) * len(trickle[0]) + len(blast),
                 hashlib.sha256(b"".join(trickle) + blast).hexdigest())
