@@ -1,4 +1,4 @@
-"""Counting what the proxy process holds (file descriptors and memory from /proc, connection
+"""Counting what a proxy process holds (file descriptors and memory from /proc, connection
 tasks from its dashboard API), and raw-socket clients for the hardening and fault tests."""
 
 from __future__ import annotations

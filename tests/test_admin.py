@@ -1,4 +1,4 @@
-"""The dashboard's API end to end: the real `anonproxy serve` with `admin` set, real traffic
+"""The dashboard's API end to end: the real proxy with `admin` set, real traffic
 through it (curl, a real microsocks exit), and the API read and driven with plain HTTP."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""End to end through the real proxy process with curl and raw sockets: plain HTTP."""
+"""End to end through the real proxy with curl and raw sockets: plain HTTP."""
 
 from __future__ import annotations
 
