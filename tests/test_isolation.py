@@ -14,7 +14,7 @@ import threading
 
 import pytest
 import test_tor
-from helpers import curl
+from helpers import curl, wait_until
 from test_tor import NAME, _circuit_of_next_stream, _controller_for
 from upstreams import free_port
 
@@ -101,9 +101,11 @@ def test_a_selectable_profiles_password_still_splits_circuits(tor_proxy, tornet,
         controller.close()
 
 
-def _resolves_and_streams(controller, action) -> tuple[dict[str, str], list[str]]:
-    """Run `action`; the circuit of each RESOLVE by name, and of each stream that connected
-    (tor reports those by the address the exit reached)."""
+def _resolves_and_streams(controller, action, names: frozenset[str] = frozenset({NAME})):
+    """Run `action`, which looks up `names` and connects once; the circuit of each RESOLVE by
+    name, and of each stream that connected (tor reports those by the address the exit
+    reached). Events arrive on stem's own thread, after the action may have returned: they are
+    awaited before the listener goes."""
     from stem.control import EventType
 
     resolves: dict[str, str] = {}
@@ -119,9 +121,14 @@ def _resolves_and_streams(controller, action) -> tuple[dict[str, str], list[str]
             elif event.status == "SUCCEEDED" and event.target_port:
                 streams.append(event.circ_id)
 
+    def arrived() -> bool:
+        with lock:
+            return names <= resolves.keys() and bool(streams)
+
     controller.add_event_listener(on_stream, EventType.STREAM)
     try:
         action()
+        wait_until(arrived, timeout=30)
     finally:
         controller.remove_event_listener(on_stream)
     return resolves, streams
@@ -144,7 +151,7 @@ def test_tor_lookups_use_the_isolation_key_of_the_request_they_serve(tor_proxy, 
             curl("-x", f"socks5h://{proxy.host}:{proxy.port}",
                  origin.url("/echo", host=ELSEWHERE), timeout=90)  # NXDOMAIN at the exit
 
-        resolves, streams = _resolves_and_streams(controller, both)
+        resolves, streams = _resolves_and_streams(controller, both, frozenset({NAME, ELSEWHERE}))
     finally:
         controller.close()
     assert set(resolves) == {NAME, ELSEWHERE}, (resolves, proxy.log()[-2000:])
