@@ -1,4 +1,4 @@
-"""Helpers for tests: real clients (curl, raw sockets)."""
+"""Helpers for tests: real clients (curl, raw sockets), and waiting for a condition."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -55,14 +56,15 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def dashboard_login_url(proxy, timeout: float = 10) -> str:
-    """The one-time dashboard login URL `serve` prints after its listening line."""
-    import threading
+    """A one-time dashboard login URL: the one `serve` prints after its listening line (a
+    proxy process), or a new one from the server (in-process)."""
+    return proxy.login_url(timeout)
 
-    lines: list[str] = []  # (the line may already sit in the pipe's buffer: no select)
-    reader = threading.Thread(target=lambda: lines.append(proxy.process.stdout.readline()),
-                              daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines, "serve printed no login URL after its listening line"
-    assert lines[0].startswith("anonproxy dashboard: http://"), lines[0]
-    return lines[0].split(": ", 1)[1].strip()
+
+def wait_until(predicate, timeout: float = 10, interval: float = 0.02):
+    """Poll `predicate` until it returns something true or `timeout` seconds pass; its last
+    value (the caller asserts on it, with its own message)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return value

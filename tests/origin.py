@@ -206,5 +206,6 @@ def start_origin(host: str = "127.0.0.1") -> tuple[Origin, _Server]:
     server = _Server((host, 0), family)
     origin = Origin(host, server.server_address[1])
     server.origin = origin
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # polled every 50 ms (not the default 0.5 s): shutdown() at teardown waits for one poll
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return origin, server

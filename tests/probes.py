@@ -1,4 +1,4 @@
-"""Counting what the proxy process holds (file descriptors and memory from /proc, connection
+"""Counting what a proxy process holds (file descriptors and memory from /proc, connection
 tasks from its dashboard API), and raw-socket clients for the hardening and fault tests."""
 
 from __future__ import annotations
@@ -41,6 +41,33 @@ def listening_ports(pid: int) -> set[int]:
                 if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def receive_queue(local: tuple[str, int]) -> int | None:
+    """Bytes the kernel holds unread for the established IPv4 TCP socket bound to `local`
+    (from /proc/net/tcp; None when there is no such socket)."""
+    want = f"{socket.inet_aton(local[0])[::-1].hex().upper()}:{local[1]:04X}"
+    with open("/proc/net/tcp") as table:
+        for line in table.read().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "01":  # ESTABLISHED
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def client_connections(pid: int, port: int) -> int:
+    """Connections process `pid` holds on its listening port `port` (its clients), from /proc:
+    sockets with that local port in any state but LISTEN."""
+    inodes = socket_inodes(pid)
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] != "0A"
+                        and fields[9] in inodes):
+                    count += 1
+    return count
 
 
 def rss_kib(pid: int) -> int:

@@ -1,4 +1,4 @@
-"""The dashboard's API end to end: the real `anonproxy serve` with `admin` set, real traffic
+"""The dashboard's API end to end: the real proxy with `admin` set, real traffic
 through it (curl, a real microsocks exit), and the API read and driven with plain HTTP."""
 
 from __future__ import annotations
@@ -63,13 +63,17 @@ def _profile(admin_port: int, body: str, admin: str | None = None) -> str:
 
 
 @pytest.fixture
-def dashboard(start_proxy, tmp_path, monkeypatch):
-    """A proxy with a dashboard on a free loopback port, and its API client."""
+def dashboard(start_proxy, start_proxy_process, tmp_path, monkeypatch):
+    """A proxy with a dashboard on a free loopback port, and its API client. `process=True`:
+    `anonproxy serve` itself, for tests of the CLI against it (it leaves the pid and dashboard
+    files the CLI finds it by)."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
 
-    def start(body: str = "", admin: str | None = None, name: str = "test"):
+    def start(body: str = "", admin: str | None = None, name: str = "test",
+              process: bool = False):
         port = free_port("127.0.0.1")
-        proxy = start_proxy(_profile(port, body, admin), name=name)
+        proxy = (start_proxy_process if process else start_proxy)(_profile(port, body, admin),
+                                                                   name=name)
         return proxy, Admin(port)
 
     return start
@@ -164,7 +168,8 @@ def test_state_changing_requests_need_the_token(dashboard, origin, method, path)
 
 
 def test_a_password_guards_every_page_and_call(dashboard, tmp_path):
-    proxy, admin = dashboard(admin='{ listen = "127.0.0.1:{port}", password = "correct horse" }')
+    proxy, admin = dashboard(admin='{ listen = "127.0.0.1:{port}", password = "correct horse" }',
+                             process=True)
     for path in ("/", "/api/status", "/static/app.js"):
         response = admin.get(path)
         assert response.status_code == 401, path
@@ -308,7 +313,7 @@ def _run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_cli_status_reload_and_newnym_use_the_api(dashboard, origin, tmp_path):
-    proxy, admin = dashboard('[exits.s]\nvia = ["socks5://127.0.0.1:9"]\n')
+    proxy, admin = dashboard('[exits.s]\nvia = ["socks5://127.0.0.1:9"]\n', process=True)
     env = {"XDG_RUNTIME_DIR": str(tmp_path / "run")}
     curl("-x", proxy.url, f"http://127.0.0.1:{origin.port}/echo")
     listen = f"{proxy.host}:{proxy.port}"
@@ -348,13 +353,13 @@ def test_serve_admin_option_is_checked_as_the_profile_key_is(tmp_path, admin, li
     assert f"--admin {admin.format(**ports)}" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_a_taken_admin_address_stops_serve_with_a_clear_message(start_proxy, tmp_path):
+def test_a_taken_admin_address_stops_serve_with_a_clear_message(start_proxy_process, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match=r"cannot start the dashboard on 127\.0\.0\.1:"):
-            start_proxy(_profile(port, ""))
+            start_proxy_process(_profile(port, ""))
 
 
 def test_exits_show_pool_members_health_with_probe_time_and_latency(dashboard, tmp_path):
@@ -381,17 +386,17 @@ def test_exits_show_pool_members_health_with_probe_time_and_latency(dashboard, t
         dead.stop()
 
 
-def test_a_killed_proxys_dashboard_file_does_not_mislead_the_next_one(start_proxy, tmp_path,
-                                                                     monkeypatch):
+def test_a_killed_proxys_dashboard_file_does_not_mislead_the_next_one(start_proxy_process,
+                                                                     tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
     listen = f"127.0.0.1:{free_port('127.0.0.1')}"
     admin_port = free_port("127.0.0.1")
-    first = start_proxy(_profile(admin_port, ""), name="first", listen=listen)
+    first = start_proxy_process(_profile(admin_port, ""), name="first", listen=listen)
     first.process.kill()  # no clean-up: its pid and dashboard files stay behind
     first.process.wait()
     assert list(run.glob("anonproxy/*.admin"))
-    start_proxy('default = "direct"\n[exits.direct]\n', name="second", listen=listen)
+    start_proxy_process('default = "direct"\n[exits.direct]\n', name="second", listen=listen)
     env = {"XDG_RUNTIME_DIR": str(run)}
     # the second has no dashboard: its control socket answers, not the first's stale file
     reload = _run_cli("reload", "--listen", listen, env=env)

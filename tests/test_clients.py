@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from conftest import ROOT
-from helpers import curl
+from helpers import curl, wait_until
 from origin import pattern
 from upstreams import microsocks
 
@@ -201,9 +201,15 @@ def test_the_proxy_serves_its_pac_file(proxy):
     assert printed.stdout == out.stdout
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` (SigCgt in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (sig - 1)))
+
+
 def test_exec_passes_signals_and_stdin_through(profile):
     import signal
-    import time
 
     process = subprocess.Popen([sys.executable, "-m", "anonproxy", "exec", "--profile", profile,
                                 "--", "sh", "-c", "read line; echo got:$line; sleep 30"],
@@ -212,7 +218,7 @@ def test_exec_passes_signals_and_stdin_through(profile):
     process.stdin.write(b"hello\n")
     process.stdin.flush()
     assert process.stdout.readline() == b"got:hello\n"
-    time.sleep(0.3)
+    assert wait_until(lambda: _catches(process.pid, signal.SIGTERM))  # exec passes it on now
     process.send_signal(signal.SIGTERM)
     assert process.wait(15) == 128 + signal.SIGTERM  # the program's own death, passed on
     process.stdin.close()

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Playwright drives Debian's headless Chromium (its own
-executable, no browser download). The browser logs in with the one-time link `serve` prints,
-and a context without the session cookie sees only the login form. With curl traffic flowing
+executable, no browser download). The browser logs in with a one-time login link (as `serve`
+prints), and a context without the session cookie sees only the login form. With curl traffic flowing
 through the proxy and a managed tor on the private Tor network (tests/tornet.py), the page must
 show the exits and a rising connection count, and clicking reload and new identity must
 visibly take effect. A screenshot is saved to build/screenshots/dashboard.png (the README's

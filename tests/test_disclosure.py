@@ -1,5 +1,5 @@
 """What the proxy tells others about the user and about itself, end to end through the real
-proxy process: identifying headers a client sends, the PAC file, the error pages a web page can
+proxy: identifying headers a client sends, the PAC file, the error pages a web page can
 read, and what /api/exits shows."""
 
 from __future__ import annotations

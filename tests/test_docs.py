@@ -1,7 +1,7 @@
 """The docs' checkable claims, checked: links resolve, the profile example and its commented
 alternatives are accepted by `anonproxy check`, the documented error lines are what `check`
 prints, every documented command and option exists, and a cut response body is visible to the
-client exactly when the docs say it is. Real CLI runs and a real proxy process; no mocks."""
+client exactly when the docs say it is. Real CLI runs and a real proxy; no mocks."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import time
 
 import h11
 import pytest
-from helpers import curl, recv_all, recv_until
+from helpers import curl, recv_all, recv_until, wait_until
 from origin import pattern
 from probes import connections_now, get, open_fds, settle_fds, settle_tasks
 from upstreams import free_port, microsocks
@@ -22,21 +22,23 @@ def test_an_exit_killed_mid_download_fails_that_download_promptly_only(start_pro
     proxy = start_proxy(f'default = "ms"\n[exits.ms]\nvia = ["{ms.url}"]\n')
     size = 200 * 1024 * 1024
     result = {}
+    body = tmp_path / "body"
 
     def download():
         started = time.monotonic()
         result["out"] = curl("-x", proxy.url, origin.url(f"/bytes/{size}"), "--limit-rate", "20M",
-                             "-o", os.devnull, timeout=60)
+                             "-o", str(body), timeout=60)
         result["seconds"] = time.monotonic() - started
 
     thread = threading.Thread(target=download)
     thread.start()
-    time.sleep(1.0)
+    # the download is under way: part of the body has reached the client
+    assert wait_until(lambda: body.exists() and body.stat().st_size > 0, timeout=10)
     ms.kill()
     thread.join(30)
     assert result["out"].returncode != 0  # truncated, and told so
     assert result["seconds"] < 10
-    assert proxy.process.poll() is None
+    assert proxy.alive()
     direct = curl("-x", proxy.url, origin.url("/bytes/1000"), "-i")
     assert direct.stdout.startswith(b"HTTP/1.1 502")  # the exit is down: fails closed, clearly
     assert b"exit 'ms' failed at hop 1" in direct.stdout
@@ -71,12 +73,14 @@ def test_an_upstream_that_never_answers_gets_a_prompt_clear_error_and_others_car
         assert expected in recv_all(sock) or expected in answer
         sock.close()
     assert time.monotonic() - started < 10  # the 3 s limit, not the default 60 s (or never)
-    assert proxy.process.poll() is None
+    assert proxy.alive()
 
 
-def test_an_origin_resetting_mid_response_is_a_prompt_error_and_leaks_nothing(start_proxy, origin, raw):
+def test_an_origin_resetting_mid_response_is_a_prompt_error_and_leaks_nothing(
+        start_proxy_process, origin, raw):
     admin = free_port("127.0.0.1")
-    proxy = start_proxy(f'default = "direct"\nadmin = "127.0.0.1:{admin}"\n[exits.direct]\n')
+    proxy = start_proxy_process(
+        f'default = "direct"\nadmin = "127.0.0.1:{admin}"\n[exits.direct]\n')
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
     baseline = open_fds(proxy.process.pid)
     for _ in range(50):
@@ -93,14 +97,14 @@ def test_an_origin_resetting_mid_response_is_a_prompt_error_and_leaks_nothing(st
 
 
 def test_a_pool_fails_over_under_load_and_only_requests_in_flight_at_the_kill_fail(
-        start_proxy, origin, tmp_path):
+        start_proxy_process, origin, tmp_path):
     a, b = microsocks("127.0.0.2", tmp_path), microsocks("127.0.0.5", tmp_path)
     try:
         admin = free_port("127.0.0.1")
-        proxy = start_proxy(f'default = "p"\nadmin = "127.0.0.1:{admin}"\n'
-                            f'[exits.a]\nvia = ["{a.url}"]\n[exits.b]\n'
-                            f'via = ["{b.url}"]\n[exits.p]\npool = ["a", "b"]\n'
-                            f'strategy = "failover"\n[health]\ninterval = 3600\n')
+        proxy = start_proxy_process(f'default = "p"\nadmin = "127.0.0.1:{admin}"\n'
+                                    f'[exits.a]\nvia = ["{a.url}"]\n[exits.b]\n'
+                                    f'via = ["{b.url}"]\n[exits.p]\npool = ["a", "b"]\n'
+                                    f'strategy = "failover"\n[health]\ninterval = 3600\n')
         size = 300_000
         url = origin.url(f"/bytes/{size}?close=1")  # the origin closes: no idle upstreams kept
         assert curl("-x", proxy.url, url, "-o", os.devnull).returncode == 0

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 import test_tor
-from helpers import curl
+from helpers import curl, wait_until
 from test_tor import NAME, _circuit_of_next_stream, _controller_for
 from upstreams import free_port
 
@@ -101,9 +101,11 @@ def test_a_selectable_profiles_password_still_splits_circuits(tor_proxy, tornet,
         controller.close()
 
 
-def _resolves_and_streams(controller, action) -> tuple[dict[str, str], list[str]]:
-    """Run `action`; the circuit of each RESOLVE by name, and of each stream that connected
-    (tor reports those by the address the exit reached)."""
+def _resolves_and_streams(controller, action, names: frozenset[str] = frozenset({NAME})):
+    """Run `action`, which looks up `names` and connects once; the circuit of each RESOLVE by
+    name, and of each stream that connected (tor reports those by the address the exit
+    reached). Events arrive on stem's own thread, after the action may have returned: they are
+    awaited before the listener goes."""
     from stem.control import EventType
 
     resolves: dict[str, str] = {}
@@ -119,9 +121,14 @@ def _resolves_and_streams(controller, action) -> tuple[dict[str, str], list[str]
             elif event.status == "SUCCEEDED" and event.target_port:
                 streams.append(event.circ_id)
 
+    def arrived() -> bool:
+        with lock:
+            return names <= resolves.keys() and bool(streams)
+
     controller.add_event_listener(on_stream, EventType.STREAM)
     try:
         action()
+        wait_until(arrived, timeout=30)
     finally:
         controller.remove_event_listener(on_stream)
     return resolves, streams
@@ -144,7 +151,7 @@ def test_tor_lookups_use_the_isolation_key_of_the_request_they_serve(tor_proxy, 
             curl("-x", f"socks5h://{proxy.host}:{proxy.port}",
                  origin.url("/echo", host=ELSEWHERE), timeout=90)  # NXDOMAIN at the exit
 
-        resolves, streams = _resolves_and_streams(controller, both)
+        resolves, streams = _resolves_and_streams(controller, both, frozenset({NAME, ELSEWHERE}))
     finally:
         controller.close()
     assert set(resolves) == {NAME, ELSEWHERE}, (resolves, proxy.log()[-2000:])
@@ -175,7 +182,8 @@ def test_new_identity_for_one_site_under_profile_isolation_renews_the_profile_an
         tor_proxy, origin, tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    proxy = tor_proxy("tor=/profile", extra=f'admin = "127.0.0.1:{free_port("127.0.0.1")}"\n')
+    proxy = tor_proxy("tor=/profile", extra=f'admin = "127.0.0.1:{free_port("127.0.0.1")}"\n',
+                      process=True)
     controller = _controller_for(tmp_path)
     try:
         def circuit(host: str) -> str:
@@ -198,11 +206,11 @@ def test_new_identity_for_one_site_under_profile_isolation_renews_the_profile_an
 
 
 def test_new_identity_for_one_site_under_connection_isolation_says_there_was_nothing_to_renew(
-        start_proxy, tmp_path, monkeypatch):
+        start_proxy_process, tmp_path, monkeypatch):
     """No tor network needed: the answer depends on the profile (its tor is unreachable)."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     admin, closed = free_port("127.0.0.1"), free_port("127.0.0.1")
-    proxy = start_proxy(f'admin = "127.0.0.1:{admin}"\ndefault = "t"\n[exits.t]\n'
+    proxy = start_proxy_process(f'admin = "127.0.0.1:{admin}"\ndefault = "t"\n[exits.t]\n'
                         f'tor = {{ control = "127.0.0.1:{closed}", isolation = "connection" }}\n')
     out = _newnym_site(proxy, "www.example.com")
     assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from helpers import curl, recv_all, recv_until
+from helpers import curl, recv_all, recv_until, wait_until
 from origin import pattern
 
 
@@ -29,8 +29,9 @@ def test_one_line_per_request_with_protocol_host_exit_status_and_bytes(proxy, or
     assert f"http 127.0.0.1:{origin.port} exit=direct status=200 up=0 down=1234" in line
 
 
-def test_sigterm_drains_active_transfers_and_exits_zero(proxy, origin):
+def test_sigterm_drains_active_transfers_and_exits_zero(proxy_process, origin):
     """A download in flight when SIGTERM arrives completes; idle connections close; exit 0."""
+    proxy = proxy_process
     with proxy.connect() as idle, proxy.connect() as busy:  # closed even when a check fails
         idle.sendall(f"GET {origin.url('/bytes/10')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         recv_until(idle, pattern(10))
@@ -53,8 +54,8 @@ def test_sigterm_drains_active_transfers_and_exits_zero(proxy, origin):
         assert sock.connect_ex(proxy.address) != 0  # no longer listening
 
 
-def test_sigint_stops_cleanly(proxy):
-    assert proxy.stop(signal.SIGINT) == 0
+def test_sigint_stops_cleanly(proxy_process):
+    assert proxy_process.stop(signal.SIGINT) == 0
 
 
 def test_slow_header_client_is_cut_and_does_not_delay_others(start_proxy, origin):
@@ -75,7 +76,7 @@ def test_connection_limit_refuses_cleanly(start_proxy, origin):
     held = [proxy.connect() for _ in range(3)]
     for sock in held:
         sock.sendall(b"GET ")  # started but unfinished heads keep the slots busy
-    time.sleep(0.2)
+    assert wait_until(lambda: proxy.in_loop(proxy.server.connections_now) == 3)
     with proxy.connect() as sock:
         sock.settimeout(5)
         sock.sendall(f"GET {origin.url('/echo')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -86,7 +87,7 @@ def test_connection_limit_refuses_cleanly(start_proxy, origin):
         assert recv_all(sock) == b"\x05\xff"
     for sock in held:
         sock.close()
-    time.sleep(0.3)
+    assert wait_until(lambda: proxy.in_loop(proxy.server.connections_now) == 0)
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
 
 
@@ -100,7 +101,7 @@ def test_bad_input_never_takes_the_process_down(proxy, origin):
             sock.sendall(raw)
             sock.shutdown(socket.SHUT_WR)
             recv_all(sock)
-    assert proxy.process.poll() is None
+    assert proxy.alive()
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0
     assert "Traceback" not in proxy.log()
 

@@ -116,10 +116,10 @@ def _serve_refused(profile: Path, *args: str) -> subprocess.CompletedProcess:
 
 # -- another local account ---------------------------------------------------------------------
 
-def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, start_proxy,
+def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, start_proxy_process,
                                                        origin):
     admin_port = free_port("127.0.0.1")
-    proxy = start_proxy(_profile(admin_port))
+    proxy = start_proxy_process(_profile(admin_port))
     base = f"http://127.0.0.1:{admin_port}"
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0  # history exists
     token = _token(run_dir, admin_port)
@@ -152,12 +152,13 @@ def test_other_user_cannot_read_or_steer_the_dashboard(other_user, run_dir, star
 
 
 def test_a_captured_session_cookie_alone_reads_and_steers_nothing(other_user, run_dir,
-                                                                 start_proxy, origin, tmp_path):
+                                                                 start_proxy_process, origin,
+                                                                 tmp_path):
     """Browsers send a cookie to every port of its host: a page another account serves on
     127.0.0.1:<any port> gets the dashboard's session cookie. With that cookie (and the request
     header and same Origin that it can forge) the other account reads and steers nothing."""
     admin_port = free_port("127.0.0.1")
-    proxy = start_proxy(_profile(admin_port))
+    proxy = start_proxy_process(_profile(admin_port))
     (tmp_path / "blocking.toml").write_text('default = "block"\n[exits.direct]\n')
     base = f"http://127.0.0.1:{admin_port}"
     assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0  # history exists
@@ -185,9 +186,9 @@ def test_a_captured_session_cookie_alone_reads_and_steers_nothing(other_user, ru
 
 
 def test_other_user_cannot_read_or_list_the_runtime_directory(other_user, run_dir,
-                                                              start_proxy):
+                                                              start_proxy_process):
     admin_port = free_port("127.0.0.1")
-    start_proxy(_profile(admin_port))
+    start_proxy_process(_profile(admin_port))
     folder = run_dir / "anonproxy"
     files = sorted(folder.iterdir())
     assert {f.suffix for f in files} == {".pid", ".admin", ".token"}
@@ -198,9 +199,9 @@ def test_other_user_cannot_read_or_list_the_runtime_directory(other_user, run_di
         assert read.returncode != 0 and read.stdout == b"", (path, read.stdout)
 
 
-def test_runtime_files_are_owner_only(run_dir, start_proxy):
+def test_runtime_files_are_owner_only(run_dir, start_proxy_process):
     admin_port = free_port("127.0.0.1")
-    start_proxy(_profile(admin_port))
+    start_proxy_process(_profile(admin_port))
     listen = f"127.0.0.1:{free_port('127.0.0.1')}"  # nobody runs there: the file stays
     _cli("newnym", "--site", "example.com", "--listen", listen)
     folder = run_dir / "anonproxy"
@@ -212,14 +213,14 @@ def test_runtime_files_are_owner_only(run_dir, start_proxy):
         assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid(), path
 
 
-def test_a_world_readable_runtime_dir_is_tightened(run_dir, start_proxy):
+def test_a_world_readable_runtime_dir_is_tightened(run_dir, start_proxy_process):
     folder = run_dir / "anonproxy"
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
     old = folder / "serve-127.0.0.1-9.pid"  # as an older version left it
     old.write_text("1\n")
     old.chmod(0o644)
-    proxy = start_proxy(_profile(free_port("127.0.0.1")))
+    proxy = start_proxy_process(_profile(free_port("127.0.0.1")))
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(old).st_mode) == 0o600
     assert "was mode 0755; made it 0700" in proxy.log()
@@ -269,9 +270,9 @@ def test_owner_logs_in_with_the_one_time_url_and_the_page_carries_no_token(run_d
         assert secret not in page.text
 
 
-def test_a_page_key_works_only_with_its_own_sessions_cookie(run_dir, start_proxy):
+def test_a_page_key_works_only_with_its_own_sessions_cookie(run_dir, start_proxy_process):
     admin_port = free_port("127.0.0.1")
-    proxy = start_proxy(_profile(admin_port))
+    proxy = start_proxy_process(_profile(admin_port))
     base, name = f"http://127.0.0.1:{admin_port}", f"anonproxy-{admin_port}"
     logins = [requests.get(url, allow_redirects=False, timeout=10) for url in
               (dashboard_login_url(proxy), _cli_login_url(proxy))]
@@ -330,9 +331,9 @@ def test_the_login_form_takes_the_api_token(run_dir, start_proxy):
     assert right.status_code == 303 and "HttpOnly" in right.headers["Set-Cookie"]
 
 
-def test_cli_dashboard_status_reload_newnym_use_the_token(run_dir, start_proxy):
+def test_cli_dashboard_status_reload_newnym_use_the_token(run_dir, start_proxy_process):
     admin_port = free_port("127.0.0.1")
-    proxy = start_proxy(_profile(admin_port))
+    proxy = start_proxy_process(_profile(admin_port))
     listen = f"{proxy.host}:{proxy.port}"
     printed = _cli("dashboard", "--print", "--listen", listen)
     assert printed.returncode == 0, printed.stderr
@@ -407,18 +408,18 @@ def test_serve_listen_beyond_loopback_needs_allow_or_auth(tmp_path, monkeypatch,
     'allow = ["127.0.0.0/8"]\n',
     'auth = { username = "me", password = "secret-1234" }\n',
 ])
-def test_serve_listen_beyond_loopback_starts_with_allow_or_auth(start_proxy, origin, extra):
-    proxy = start_proxy(f'{extra}default = "direct"\n[exits.direct]\n', listen="0.0.0.0:0")
+def test_serve_listen_beyond_loopback_starts_with_allow_or_auth(start_proxy_process, origin, extra):
+    proxy = start_proxy_process(f'{extra}default = "direct"\n[exits.direct]\n', listen="0.0.0.0:0")
     user = ["-U", "me:secret-1234"] if "auth" in extra else []
     out = curl("-x", f"http://127.0.0.1:{proxy.port}", *user, origin.url("/echo"))
     assert out.returncode == 0 and origin.received
 
 
-def test_a_reload_that_would_open_the_listener_is_refused(run_dir, start_proxy, origin,
+def test_a_reload_that_would_open_the_listener_is_refused(run_dir, start_proxy_process, origin,
                                                           tmp_path):
     admin_port = free_port("127.0.0.1")
-    proxy = start_proxy(_profile(admin_port, 'auth = { username = "me", password = '
-                                             '"secret-1234" }\n'), listen="0.0.0.0:0")
+    proxy = start_proxy_process(_profile(admin_port, 'auth = { username = "me", password = '
+                                                     '"secret-1234" }\n'), listen="0.0.0.0:0")
     path = tmp_path / "test.toml"
     path.write_text(_profile(admin_port))  # the same profile without auth
     answer = _owner(_token(run_dir, admin_port)).post(

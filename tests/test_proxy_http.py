@@ -1,4 +1,4 @@
-"""End to end through the real proxy process with curl and raw sockets: plain HTTP."""
+"""End to end through the real proxy with curl and raw sockets: plain HTTP."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import hashlib
 import json
 import socket
 
-from helpers import curl, recv_all, recv_until
+from helpers import curl, recv_all, recv_until, wait_until
 from origin import pattern
+from probes import receive_queue
 
 IDENTIFYING = {
     "X-Forwarded-For": "203.0.113.7",
@@ -257,6 +258,7 @@ def test_unasked_upstream_bytes_never_reach_the_next_client(proxy):
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     connections = []
+    unasked = threading.Event()  # the unasked response has been sent on the first connection
 
     def serve():
         while True:
@@ -267,9 +269,10 @@ def test_unasked_upstream_bytes_never_reach_the_next_client(proxy):
             connections.append(conn)
             recv_until(conn, b"\r\n\r\n")
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
-            time.sleep(0.3)
+            time.sleep(0.3)  # the hostile part: a response later, once the exchange is over
             try:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nFOR-FIRST-ONLY")
+                unasked.set()
                 data = recv_until(conn, b"\r\n\r\n")
                 if data:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
@@ -280,9 +283,14 @@ def test_unasked_upstream_bytes_never_reach_the_next_client(proxy):
     thread.start()
     listener.settimeout(3)
     assert curl("-x", proxy.url, f"http://127.0.0.1:{port}/first").stdout == b"first"
-    time.sleep(0.6)
+    assert unasked.wait(5)
+    # ... and the proxy has read it off its idle upstream connection (the kernel holds none)
+    proxy_end = connections[0].getpeername()
+    assert wait_until(lambda: receive_queue(proxy_end) == 0), receive_queue(proxy_end)
     out = curl("-x", proxy.url, f"http://127.0.0.1:{port}/second")
     listener.close()
+    for conn in connections:  # (ends the server's wait for a request that never comes)
+        conn.shutdown(socket.SHUT_RDWR)
     thread.join(5)
     for conn in connections:
         conn.close()

@@ -8,8 +8,9 @@ import socket
 from helpers import curl, recv_until
 
 
-def test_sighup_switches_routes_without_dropping_an_open_tunnel(start_proxy, origin, tmp_path):
-    proxy = start_proxy('default = "a"\n[exits.a]\nsource = "127.0.0.2"\n', name="live")
+def test_sighup_switches_routes_without_dropping_an_open_tunnel(start_proxy_process, origin,
+                                                               tmp_path):
+    proxy = start_proxy_process('default = "a"\n[exits.a]\nsource = "127.0.0.2"\n', name="live")
     tunnel = proxy.connect()
     tunnel.sendall(f"CONNECT 127.0.0.1:{origin.port} HTTP/1.1\r\n\r\n".encode())
     assert recv_until(tunnel, b"\r\n\r\n").startswith(b"HTTP/1.1 200")
@@ -28,8 +29,9 @@ def test_sighup_switches_routes_without_dropping_an_open_tunnel(start_proxy, ori
     tunnel.close()
 
 
-def test_a_broken_profile_on_reload_keeps_the_running_one(start_proxy, origin, tmp_path):
-    proxy = start_proxy('default = "a"\n[exits.a]\nsource = "127.0.0.2"\n', name="live")
+def test_a_broken_profile_on_reload_keeps_the_running_one(start_proxy_process, origin,
+                                                          tmp_path):
+    proxy = start_proxy_process('default = "a"\n[exits.a]\nsource = "127.0.0.2"\n', name="live")
     (tmp_path / "live.toml").write_text('default = "a"\n[exits.a]\nsource = "not an ip"\n')
     proxy.process.send_signal(signal.SIGHUP)
     log = proxy.wait_log("reload failed")
@@ -39,11 +41,11 @@ def test_a_broken_profile_on_reload_keeps_the_running_one(start_proxy, origin, t
     assert proxy.process.poll() is None
 
 
-def test_cli_reload_signals_the_proxy_on_an_address(start_proxy, origin, tmp_path):
+def test_cli_reload_signals_the_proxy_on_an_address(start_proxy_process, origin, tmp_path):
     import subprocess
     import sys
 
-    proxy = start_proxy('default = "a"\n[exits.a]\nsource = "127.0.0.2"\n', name="live")
+    proxy = start_proxy_process('default = "a"\n[exits.a]\nsource = "127.0.0.2"\n', name="live")
     (tmp_path / "live.toml").write_text('default = "b"\n[exits.b]\nsource = "127.0.0.4"\n')
     out = subprocess.run([sys.executable, "-m", "anonproxy", "reload", "--listen",
                           f"{proxy.host}:{proxy.port}"], capture_output=True, text=True, timeout=30)

@@ -1,4 +1,4 @@
-"""Request smuggling end to end, both ways, through the real proxy process.
+"""Request smuggling end to end, both ways, through the real proxy.
 
 Requests: a table of raw request bytes, each sent in one write over a raw socket to the running
 proxy and aimed at the recording origin. A request whose framing is ambiguous or malformed must
@@ -20,7 +20,7 @@ import socket
 
 import h11
 import pytest
-from conftest import DIRECT, launch
+from conftest import DIRECT, launch_in_process
 from helpers import recv_all, recv_until
 from origin import start_origin
 from rawserver import start_raw_server
@@ -30,16 +30,16 @@ REFUSED_STATUSES = (b"HTTP/1.1 400 ", b"HTTP/1.1 431 ")
 
 @pytest.fixture(scope="module")
 def shared_proxy(tmp_path_factory):
-    """One proxy process for every row (starting one per row would cost a second each)."""
-    proxy = launch(tmp_path_factory.mktemp("smuggling"), DIRECT)
+    """One proxy for every row; stopped cleanly at the end, with nothing left behind."""
+    proxy = launch_in_process(tmp_path_factory.mktemp("smuggling"), DIRECT)
     yield proxy
-    proxy.stop()
-    proxy.process.stdout.close()
+    assert proxy.stop() == 0
+    assert not proxy.problems, "\n".join(proxy.problems)
 
 
 @pytest.fixture
 def proxy(shared_proxy):
-    assert shared_proxy.process.poll() is None, shared_proxy.log()[-2000:]
+    assert shared_proxy.alive(), shared_proxy.log()[-2000:]
     return shared_proxy
 
 

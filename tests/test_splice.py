@@ -1,6 +1,6 @@
 """Bulk tunnels end to end: directions that turn bulk are spliced socket -> pipe -> socket
 (Linux); checksums both ways, half-close, backpressure, resets, descriptors handed back and
-byte order, counted from /proc."""
+byte order, counted from /proc (so the proxy is a process of its own where they are counted)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,9 @@ def sha_until_eof(sock: socket.socket) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("how", ["connect", "socks5"])
-def test_a_bulk_tunnel_relays_50mb_each_way_unchanged_with_half_close_each_way(proxy, how):
+def test_a_bulk_tunnel_relays_50mb_each_way_unchanged_with_half_close_each_way(proxy_process,
+                                                                              how):
+    proxy = proxy_process
     pid = proxy.process.pid
     baseline = len(open_fds(pid))
     up, down = os.urandom(BULK), os.urandom(BULK)
@@ -126,7 +128,8 @@ def test_a_bulk_tunnel_relays_50mb_each_way_unchanged_with_half_close_each_way(p
 
 
 @pytest.mark.parametrize("how", ["connect", "socks5"])
-def test_a_client_that_stops_reading_a_spliced_tunnel_keeps_the_proxy_small(proxy, how):
+def test_a_client_that_stops_reading_a_spliced_tunnel_keeps_the_proxy_small(proxy_process, how):
+    proxy = proxy_process
     pid = proxy.process.pid
     baseline, base_pipes, before = len(open_fds(pid)), pipes(pid), rss_kib(pid)
     sent = [0]
@@ -161,7 +164,8 @@ def test_a_client_that_stops_reading_a_spliced_tunnel_keeps_the_proxy_small(prox
     assert settle(lambda: len(open_fds(pid)), baseline) == baseline
 
 
-def test_an_upstream_reset_mid_splice_closes_the_client_promptly(proxy):
+def test_an_upstream_reset_mid_splice_closes_the_client_promptly(proxy_process):
+    proxy = proxy_process
     pid = proxy.process.pid
     baseline, base_pipes = len(open_fds(pid)), pipes(pid)
     streamed = threading.Event()
@@ -186,7 +190,9 @@ def test_an_upstream_reset_mid_splice_closes_the_client_promptly(proxy):
     assert settle(lambda: len(open_fds(pid)), baseline) == baseline
 
 
-def test_a_spliced_direction_gives_its_descriptors_back_when_quiet_and_keeps_order(proxy):
+def test_a_spliced_direction_gives_its_descriptors_back_when_quiet_and_keeps_order(
+        proxy_process):
+    proxy = proxy_process
     pid = proxy.process.pid
     baseline, base_pipes = len(open_fds(pid)), pipes(pid)
     go_on = threading.Event()
@@ -224,7 +230,7 @@ def test_bytes_queued_before_a_direction_turns_bulk_go_first(proxy):
     def trickle_then_blast(conn):
         for piece in trickle:
             conn.sendall(piece)
-            time.sleep(0.001)
+            time.sleep(0.001)  # the trickle itself
         conn.sendall(blast)
         conn.shutdown(socket.SHUT_WR)
         return sha_until_eof(conn)
@@ -237,7 +243,7 @@ def test_bytes_queued_before_a_direction_turns_bulk_go_first(proxy):
         with sock:
             sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert recv_exact(sock, 39).startswith(b"HTTP/1.1 200")
-            time.sleep(1)  # not reading yet
+            time.sleep(1)  # the client lagging is the case under test: not reading yet
             assert sha_until_eof(sock) == (
                 len(trickle) * len(trickle[0]) + len(blast),
                 hashlib.sha256(b"".join(trickle) + blast).hexdigest())

@@ -58,7 +58,7 @@ def run(strict_works, tmp_path):
 
 @pytest.fixture
 def main_proxy(start_proxy, tmp_path, monkeypatch):
-    """The owner's real `anonproxy serve` with a dashboard, and its token (from its file)."""
+    """The owner's real proxy with a dashboard, and its token (from its file)."""
     from anonproxy.admin.control import runtime_dir
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))

@@ -19,18 +19,20 @@ NAME = "origin.tor.test"  # resolvable only by the exits (the network's DNS stub
 
 
 @pytest.fixture
-def tor_proxy(start_proxy, tornet, tmp_path, monkeypatch):
-    """Start anonproxy with managed tors joining the private network; wait until ready."""
+def tor_proxy(start_proxy, start_proxy_process, tornet, tmp_path, monkeypatch):
+    """Start anonproxy with managed tors joining the private network; wait until ready.
+    `process=True`: `anonproxy serve` itself (for `anonproxy newnym --listen`, which finds it
+    by its pid file)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def start(exits: str, rules: str = "", default: str = "tor", extra: str = "",
-              wait: bool = True) -> object:
+              wait: bool = True, process: bool = False) -> object:
         text = f'default = "{default}"\n{extra}\n'
         for name, countries, isolation in _parse(exits):
             text += (f'[exits.{name}]\ntor = {{ control = "managed", countries = {countries}, '
                      f'isolation = "{isolation}", torrc = "{tornet.client_torrc}" }}\n')
         text += '[limits]\nconnect_timeout = 20\n' + rules
-        proxy = start_proxy(text)
+        proxy = (start_proxy_process if process else start_proxy)(text)
         if not wait:
             return proxy
         count = len(_parse(exits))
@@ -135,7 +137,7 @@ def _circuit_of_next_stream(controller, action) -> str:
 
 
 def test_per_site_isolation_and_new_identity_give_new_circuits(tor_proxy, tornet, origin, tmp_path):
-    proxy = tor_proxy("tor=")
+    proxy = tor_proxy("tor=", process=True)
     controller = _controller_for(tmp_path)
     try:
         circuit: dict[str, list[str]] = {}  # tunnels (-p): each fetch is a new tor stream
@@ -228,7 +230,7 @@ def test_a_system_tor_is_used_through_its_control_port(start_proxy, tornet, orig
 
 
 def test_new_identity_for_one_site_leaves_other_sites_alone(tor_proxy, tornet, origin, tmp_path):
-    proxy = tor_proxy("tor=")
+    proxy = tor_proxy("tor=", process=True)
     controller = _controller_for(tmp_path)
     try:
         def circuit(host: str) -> str:

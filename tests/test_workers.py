@@ -35,8 +35,8 @@ def _inodes_of_peers(ports: set[int]) -> set[str]:
     return inodes
 
 
-def test_workers_share_the_port_and_each_carries_connections(start_proxy, origin):
-    proxy = start_proxy(WORKERS)
+def test_workers_share_the_port_and_each_carries_connections(start_proxy_process, origin):
+    proxy = start_proxy_process(WORKERS)
     pids = _workers(proxy.process.pid)
     assert len(pids) == 3
     tunnels = []
@@ -57,8 +57,9 @@ def test_workers_share_the_port_and_each_carries_connections(start_proxy, origin
             s.close()
 
 
-def test_sighup_reloads_every_worker_and_sigterm_stops_them_all(start_proxy, origin, tmp_path):
-    proxy = start_proxy(WORKERS)
+def test_sighup_reloads_every_worker_and_sigterm_stops_them_all(start_proxy_process, origin,
+                                                                tmp_path):
+    proxy = start_proxy_process(WORKERS)
     pids = _workers(proxy.process.pid)
     path = tmp_path / "test.toml"
     path.write_text(path.read_text() + '[[rules]]\ndomains = ["blocked.example"]\nexit = "block"\n')
