@@ -410,7 +410,8 @@ def test_a_killed_proxys_dashboard_file_does_not_mislead_the_next_one(start_prox
 
 def test_traffic_through_a_pool_counts_for_the_pool_and_its_member(dashboard, origin, tmp_path):
     proxy, admin = dashboard('[exits.d2]\n[exits.p]\npool = ["d2"]\n'
-                             '[[rules]]\ncidrs = ["127.0.0.1/32"]\nexit = "p"\n')
+                             '[[rules]]\ncidrs = ["127.0.0.1/32"]\nexit = "p"\n',
+                             process=True)  # (status finds it by the files serve leaves)
     for _ in range(2):
         out = curl("-x", proxy.url, "--data-binary", "hello", origin.url("/echo"))
         assert out.returncode == 0, out.stderr

@@ -101,12 +101,13 @@ def test_listens_on_loopback_by_default_and_never_beyond_without_an_allow_list(t
 
 
 def test_a_profile_using_tor_without_a_tor_program_says_what_to_do(monkeypatch):
+    import anonproxy.exits.tor_datadir as datadir
     import anonproxy.exits.tor_process as tor
     from anonproxy.config.profiles import load_profile as load
     from anonproxy.runtime.server import ProxyServer
 
-    monkeypatch.setattr(tor.shutil, "which", lambda name: None)
-    monkeypatch.setattr(tor.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(datadir.shutil, "which", lambda name: None)
+    monkeypatch.setattr(datadir.os.path, "exists", lambda path: False)
     with pytest.raises(tor.TorUnavailable) as error:
         ProxyServer(load("default"))
     assert "apt-get install tor" in str(error.value) and "--profile direct" in str(error.value)

@@ -125,7 +125,12 @@ class ProxyServer:
         that status, reload and newnym work for every serve; None then."""
         from anonproxy.admin.activity import Activity
         from anonproxy.admin.app import AdminApp
-        from anonproxy.admin.control import control_socket_for, write_token
+        from anonproxy.admin.control import (
+            RuntimeDirError,
+            control_socket_for,
+            prepare_runtime_dir,
+            write_token,
+        )
         from anonproxy.admin.login import Logins
 
         if self.admin is None:
@@ -133,9 +138,16 @@ class ProxyServer:
                 return None
             activity = self.activity = Activity()
             path = control_socket_for(self.listen)
-            self._admin_app = AdminApp(self, Address("localhost", 0), Logins(), None, activity,
-                                       unix=path)
-            await self._admin_app.start()
+            app = AdminApp(self, Address("localhost", 0), Logins(), None, activity, unix=path)
+            try:
+                prepare_runtime_dir()
+                await app.start()
+            except (OSError, RuntimeDirError) as error:  # status then has nothing to ask
+                logs.log.warning("no control socket for status, reload and newnym (%s): %s",
+                                 path, getattr(error, "strerror", None) or error)
+                await app.stop()
+                return None
+            self._admin_app = app
             self.control_path = path
             logs.observers.append(activity.observe)
             self.token_path = write_token(path, self._admin_app.logins.api_token)
