@@ -25,6 +25,9 @@ __all__ = ["DIRECT", "ROOT", "InProcessProxy", "Proxy", "launch", "launch_in_pro
 
 XDG = {"XDG_RUNTIME_DIR": "run", "XDG_CACHE_HOME": "cache", "XDG_CONFIG_HOME": "config",
        "XDG_DATA_HOME": "data"}
+# a tor that fetch or exec leaves to a keeper stops 10 s after its last use, not 10 minutes:
+# nothing of the session outlives it for long (tests of the keeper set their own)
+KEEP = {"ANONPROXY_TOR_KEEP": "10"}
 _SESSION_HOME: dict[str, object] = {}
 
 
@@ -32,10 +35,11 @@ def pytest_configure(config) -> None:
     """A private set of XDG directories for the session (0700, as the user's would be)."""
     base = Path(tempfile.mkdtemp(prefix="anonproxy-tests-"))
     _SESSION_HOME["base"] = base
-    _SESSION_HOME["before"] = {name: os.environ.get(name) for name in XDG}
+    _SESSION_HOME["before"] = {name: os.environ.get(name) for name in (*XDG, *KEEP)}
     for name, folder in XDG.items():
         (base / folder).mkdir(mode=0o700)
         os.environ[name] = str(base / folder)
+    os.environ.update(KEEP)
 
 
 def pytest_unconfigure(config) -> None:

@@ -38,8 +38,12 @@ class Control:
 
         try:
             controller = Controller.from_port(address=host, port=port)
+        except stem.SocketError as error:
+            raise TorUnavailable(f"cannot use the control port {host}:{port}: {error}") from None
+        try:
             controller.authenticate(password=password)
         except (stem.SocketError, stem.connection.AuthenticationFailure) as error:
+            controller.close()
             raise TorUnavailable(f"cannot use the control port {host}:{port}: {error}") from None
         return cls(controller)
 

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,16 @@ def control_port(data: Path) -> tuple[str, int] | None:
         return None
     host, _, port = text.rpartition(":")
     return (host, int(port)) if port.isdigit() and host else None
+
+
+def answering(where: tuple[str, int]) -> bool:
+    """Whether something accepts connections on `where` (a control port tor wrote down may be
+    that of a tor killed since: asking stem to connect there would leak its socket)."""
+    try:
+        with socket.create_connection(where, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 class OwnerLock:

@@ -226,7 +226,7 @@ class Tor:
         follow its bootstrap, then stay with it until it goes away (True); False when none
         answers."""
         where = tor_datadir.control_port(data)
-        if where is None:
+        if where is None or not await asyncio.to_thread(tor_datadir.answering, where):
             return False
         try:
             socks = await asyncio.to_thread(self._connect, *where, None)
