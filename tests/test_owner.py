@@ -446,3 +446,17 @@ def test_every_proxy_server_start_asks_the_listen_check(tmp_path):
 
     with pytest.raises(ProfileError, match="open proxy"):
         asyncio.run(start())
+
+
+def test_other_user_cannot_reach_the_control_socket(other_user, run_dir, start_proxy_process):
+    """A serve without a dashboard answers its API on a unix socket in the runtime directory:
+    0600 there, and another account cannot connect to it (nor list the directory)."""
+    proxy = start_proxy_process('default = "direct"\n[exits.direct]\n')
+    sockets = list((run_dir / "anonproxy").glob("*.sock"))
+    assert len(sockets) == 1 and stat.S_IMODE(os.stat(sockets[0]).st_mode) == 0o600
+    assert _cli("status", "--listen", f"{proxy.host}:{proxy.port}").returncode == 0
+    probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1])\nexcept OSError as e:\n    print(e.errno)\n"
+             "else:\n    print('connected')\n")
+    reached = as_other(other_user, "/usr/bin/python3", "-c", probe, str(sockets[0]))
+    assert reached.stdout.strip() == b"13", reached  # EACCES
