@@ -8,16 +8,17 @@ address.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from anonproxy import __version__
-from anonproxy.config.profiles import LoadedProfile, ProfileError, load_profile
-from anonproxy.exits.tor_process import TorUnavailable
-from anonproxy.wire.address import AddressError, parse_authority
+from anonproxy.cli import fetch_lean
+
+if TYPE_CHECKING:  # (imported where used: a lean fetch must not pay for them)
+    import argparse
+
+    from anonproxy.config.profiles import LoadedProfile
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3  # as fetch's: the destination is refused
@@ -28,6 +29,10 @@ EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away
 
 def _host_port(text: str) -> str:
     """An option's HOST:PORT, checked as it is parsed (argparse then names the option)."""
+    import argparse
+
+    from anonproxy.wire.address import AddressError, parse_authority
+
     try:
         parse_authority(text)
     except AddressError as error:
@@ -36,6 +41,8 @@ def _host_port(text: str) -> str:
 
 
 def _seconds(text: str) -> float:
+    import argparse
+
     try:
         value = float(text)
     except ValueError:
@@ -46,6 +53,8 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="anonproxy",
         description="A local privacy proxy: HTTP, HTTPS (CONNECT) and SOCKS5 on one port.",
@@ -148,8 +157,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; whatever happens, the user gets one sentence, never a traceback
-    (ANONPROXY_DEBUG=1 shows it for an unexpected error)."""
+    (ANONPROXY_DEBUG=1 shows it for an unexpected error). A fetch that a running serve of
+    its profile can carry goes through it, before anything else is imported (fetch_lean)."""
     try:
+        lean = fetch_lean.run(sys.argv[1:] if argv is None else argv)
+        if lean is not None:
+            return lean
         return _main(argv)
     except BrokenPipeError:
         # the reader went away (`anonproxy schema | head`): nothing more to say, to anyone;
@@ -168,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    import json
+
+    from anonproxy.config.profiles import ProfileError, load_profile
+    from anonproxy.exits.tor_process import TorUnavailable
+    from anonproxy.wire.address import AddressError, parse_authority
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
@@ -235,12 +254,14 @@ def _check(loaded: LoadedProfile) -> int:
 
 
 def _route(loaded: LoadedProfile, url: str) -> int:
+    import asyncio
     from urllib.parse import urlsplit
 
     from anonproxy.cli.explain import explain_route
     from anonproxy.cli.remote import announced_services
     from anonproxy.config.profiles import open_geo
     from anonproxy.exits.context import Context
+    from anonproxy.wire.address import AddressError, parse_authority
     from anonproxy.wire.errors import Forbidden
 
     try:
@@ -272,8 +293,11 @@ def _route(loaded: LoadedProfile, url: str) -> int:
 
 
 def _exec(args) -> int:
+    import asyncio
+
     from anonproxy import logs
     from anonproxy.cli.wrap import StrictUnavailable, require_linux, run_wrapped
+    from anonproxy.config.profiles import load_profile
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
