@@ -19,6 +19,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,6 +283,52 @@ def test_lean_fetch_verifies_the_certificate(lean, served, tls_origin, tmp_path)
                 env={"SSL_CERT_FILE": str(tmp_path / "none.pem")})
     assert done.returncode == 5 and b"TLS with 127.0.0.1 failed" in done.stderr, done.stderr
     assert not secure.received
+
+
+class Silent:
+    """A server that takes connections and requests and never answers."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.server.accept()[0])
+            except OSError:
+                return
+
+    def hang_up(self) -> None:
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def silent():
+    server = Silent()
+    yield server
+    server.server.close()
+    server.hang_up()
+
+
+def test_the_limits_and_max_time_are_the_full_fetchs(lean, silent):
+    """A silent origin: the profile's response_timeout, or --max-time first, in the same words
+    and exit code (5) as the full fetch."""
+    text = POLICY + "[limits]\nresponse_timeout = 2\n"
+    profile, copy = lean.profile(text, "slow"), lean.profile(text, "slow-copy")
+    serve = lean.serve(profile)
+    url = f"http://127.0.0.1:{silent.port}/"
+    for extra, said in (([], b"never answered within 2 s (limits.response_timeout)"),
+                        (["--max-time", "1"], b"--max-time 1 s reached")):
+        through = lean.fetch("--profile", str(profile), *extra, url)
+        itself = lean.fetch("--profile", str(copy), *extra, url)
+        assert through.returncode == itself.returncode == 5, through.stderr
+        assert through.stderr == itself.stderr and said in through.stderr, through.stderr
+    silent.hang_up()  # (a tunnel is logged once it closed)
+    assert serve.wait_connects(2) == 2
 
 
 # --- exit codes -------------------------------------------------------------------------------
