@@ -472,6 +472,12 @@ def test_a_redirect_to_another_serves_port_is_refused(lean, served, origin):
         assert done.stderr == (f"anonproxy: fetch: refusing to forward to another running "
                                f"anonproxy {host}:{other.port}\n").encode()
     assert serve.wait_connects(3) == 3 and other.connects() == 0
+    # the profile's own listen address, which no serve uses here: refused as the full fetch
+    # refuses it
+    done = lean.fetch("--profile", str(profile), "-L",
+                      origin.url("/redirect?to=http://127.0.0.1:8118/"))
+    assert (done.returncode, done.stderr) == (3, b"anonproxy: fetch: refusing to forward to "
+                                                 b"the proxy's own address 127.0.0.1:8118\n")
 
 
 # --- the command line and the files it resolves, as the full fetch resolves them -------------

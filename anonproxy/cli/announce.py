@@ -141,6 +141,7 @@ def announcement(loaded: LoadedProfile, listen: Address, stamped: tuple[str, str
         f"pid={os.getpid()}",
         f"started={_started(os.getpid())}",
         f"connect={f'[{host}]' if ':' in host else host}:{listen.port}",
+        f"listen={profile.listen_address.authority()}",  # (what the full fetch refuses as ours)
         f"profile={os.fsencode(stamped[0]).hex()}",
         f"stamp={stamped[1]}",
         f"auth={'no' if profile.auth is None else 'yes'}",
@@ -157,14 +158,17 @@ def _hex(value: bytes | None) -> str:
 
 
 class Announced:
-    """A running serve of the profile fetch was asked for: where to connect, the header policy
-    fetch applies inside TLS (HeaderPolicy's fields) and the timeouts it keeps."""
+    """A running serve of the profile fetch was asked for: where to connect, the profile's own
+    listen address (which the full fetch refuses as a destination, whatever the serve's),
+    the header policy fetch applies inside TLS (HeaderPolicy's fields) and the timeouts it
+    keeps."""
 
-    __slots__ = ("host", "limits", "policy", "port")
+    __slots__ = ("host", "limits", "listen", "policy", "port")
 
-    def __init__(self, host: str, port: int, policy: dict[str, Any],
+    def __init__(self, host: str, port: int, listen: tuple[str, int], policy: dict[str, Any],
                  limits: dict[str, float]) -> None:
-        self.host, self.port, self.policy, self.limits = host, port, policy, limits
+        self.host, self.port, self.listen = host, port, listen
+        self.policy, self.limits = policy, limits
 
 
 def find(ref: str) -> Announced | None:
@@ -242,6 +246,7 @@ def _announced(fields: dict[str, str]) -> Announced | None:
     """The announcement's values, checked; None when one of them is not as written."""
     try:
         host, _, port = fields["connect"].rpartition(":")
+        listen_host, _, listen_port = fields["listen"].rpartition(":")
         policy: dict[str, Any] = {}
         for key, words in POLICY_WORDS.items():
             if fields[key] not in words:
@@ -250,7 +255,8 @@ def _announced(fields: dict[str, str]) -> Announced | None:
         for key in ("user_agent_replace", "accept_language_replace"):
             policy[key] = None if fields[key] == "-" else bytes.fromhex(fields[key])
         limits = {key: float(fields[key]) for key in LIMITS}
-        return Announced(host.strip("[]"), int(port), policy, limits)
+        return Announced(host.strip("[]"), int(port),
+                         (listen_host.strip("[]"), int(listen_port)), policy, limits)
     except (KeyError, ValueError):
         return None
 

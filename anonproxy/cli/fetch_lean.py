@@ -135,9 +135,10 @@ def _fetch(given: _Options, proxy: Announced) -> int | None:
         first = parse_target(given.url)
     except FetchFailed:
         return None  # (a bad URL: the full fetch says so)
-    own = services()
-    if any(port == first.dest.port for _, port in own):
-        return None  # the full fetch decides whether that is one of our own services
+    # what the full fetch refuses as ours: the profile's listen address, running serves'
+    own = [(*proxy.listen, "listener"), *((host, port, "other") for host, port in services())]
+    if any(port == first.dest.port for _, port, _ in own):
+        return None  # the full fetch decides whether that is one of them
     body: bytes | BinaryIO | None = None
     if given.data is not None:
         try:

@@ -11,8 +11,9 @@ Invariants:
 - Each step is bounded as the full fetch bounds it (the profile's connect_timeout for TLS,
   response_timeout for the answer, idle_timeout for the request body and between pieces of
   the answer) and all of them by --max-time.
-- A redirect to what another running serve announced is refused here, as the full fetch
-  refuses it; the proxy refuses its own services itself.
+- A redirect to what the full fetch refuses as ours (the profile's listen address, what
+  running serves announced) is refused here, in its words; the proxy refuses its own
+  services itself.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Chain:
     """One fetch through the proxy: the request, and each redirect it follows (-L)."""
 
     def __init__(self, request: FetchRequest, first: Target, proxy: Announced,
-                 policy: HeaderPolicy, out: BinaryIO, own: list[tuple[str, int]],
+                 policy: HeaderPolicy, out: BinaryIO, own: list[tuple[str, int, str]],
                  clock: Clock) -> None:
         self.request, self.first, self.proxy, self.policy = request, first, proxy, policy
         self.out, self.own, self.clock = out, own, clock
@@ -107,22 +108,22 @@ class Chain:
         raise FetchFailed(NETWORK, f"more than {MAX_REDIRECTS} redirects")
 
     def _refuse_own(self, target: Target) -> None:
-        """A redirect to what another running serve announced is refused, as the full fetch
-        refuses it (the proxy refuses only its own services). A name on such a port is refused
-        too: the full fetch sees where a name led once connected, which this side cannot see,
-        and it must not resolve the name itself."""
+        """A redirect to what the full fetch refuses as ours (the profile's listen address,
+        what running serves announced) is refused in its words; the proxy refuses only its
+        own services. A name on such a port is refused too: the full fetch sees where a name
+        led once connected, which this side cannot see, and must not resolve it itself."""
         from anonproxy.policy.own_services import KINDS
         from anonproxy.wire.address import Address, AddressError, check_host, targets_listener
 
         dest = target.dest
         named = dest.ip is None
-        for host, port in self.own:
+        for host, port, kind in self.own:
             try:
                 own = Address(check_host(host), port)
             except AddressError:
                 continue
             if targets_listener(dest, own) or (named and port == dest.port):
-                raise FetchFailed(BLOCKED, f"refusing to forward to {KINDS['other'][0]} {dest}")
+                raise FetchFailed(BLOCKED, f"refusing to forward to {KINDS[kind][0]} {dest}")
 
     def _tunnel(self, target: Target, first: bool) -> tuple[socket.socket, bytes]:
         """A connection through the proxy to the target (CONNECT), and what came after the
@@ -203,8 +204,6 @@ class Chain:
             return done
         except ProxyError as error:
             raise FetchFailed(NETWORK, error.message) from None
-        except (MaxTime, FetchFailed):
-            raise
         except OSError as error:
             raise FetchFailed(NETWORK, f"{target.dest}: {error or type(error).__name__}") \
                 from None
