@@ -476,8 +476,8 @@ def test_a_redirect_to_another_serves_port_is_refused(lean, served, origin):
     # refuses it
     done = lean.fetch("--profile", str(profile), "-L",
                       origin.url("/redirect?to=http://127.0.0.1:8118/"))
-    assert (done.returncode, done.stderr) == (3, b"anonproxy: fetch: refusing to forward to "
-                                                 b"the proxy's own address 127.0.0.1:8118\n")
+    said = b"anonproxy: fetch: refusing to forward to the proxy's own address 127.0.0.1:8118\n"
+    assert (done.returncode, done.stderr) == (3, said)
 
 
 # --- the command line and the files it resolves, as the full fetch resolves them -------------

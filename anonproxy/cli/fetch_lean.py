@@ -121,7 +121,7 @@ def _fetch(given: _Options, proxy: Announced) -> int | None:
     """The fetch `given` asks for, through `proxy`: its exit code, or None to hand over."""
     from anonproxy.cli.announce import services
     from anonproxy.cli.fetch_http import NETWORK, OK, FetchFailed, FetchRequest, parse_target
-    from anonproxy.cli.fetch_tunnel import Chain, Clock, HandOver, MaxTime
+    from anonproxy.cli.fetch_tunnel import Clock, HandOver, MaxTime, ProxiedFetch
     from anonproxy.wire.headers import HeaderPolicy
 
     headers = []
@@ -152,7 +152,7 @@ def _fetch(given: _Options, proxy: Announced) -> int | None:
     out = None
     try:
         out = open(given.output, "wb") if given.output else sys.stdout.buffer  # noqa: SIM115
-        Chain(request, first, proxy, HeaderPolicy(**proxy.policy), out, own,
+        ProxiedFetch(request, first, proxy, HeaderPolicy(**proxy.policy), out, own,
               Clock(given.max_time)).run()
         return OK  # (-f on a status >= 400 raised FetchFailed)
     except HandOver:

@@ -72,7 +72,7 @@ class Clock:
         return (left, True) if left < seconds else (seconds, False)
 
 
-class Chain:
+class ProxiedFetch:
     """One fetch through the proxy: the request, and each redirect it follows (-L)."""
 
     def __init__(self, request: FetchRequest, first: Target, proxy: Announced,
