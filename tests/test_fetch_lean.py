@@ -449,6 +449,33 @@ def test_the_announcement_is_private_and_gone_when_serve_stops(lean, served):
     assert not list(lean.runtime.glob("serve-*"))
 
 
+def test_the_announcement_carries_the_policy_and_limits_as_loaded(tmp_path):
+    """Every field of the header policy, by name (a field this version does not write would
+    make the lean fetch hand over), the limits fetch keeps, where to connect (a wildcard
+    listener on loopback) and the profile's own listen address."""
+    from anonproxy.cli import announce
+    from anonproxy.config.profiles import load_profile
+    from anonproxy.wire.address import Address
+    from anonproxy.wire.headers import HeaderPolicy
+
+    path = tmp_path / "p.toml"
+    path.write_text(POLICY + "[limits]\nconnect_timeout = 3.5\n")
+    stamped = announce.stamp_of(str(path))
+    loaded = load_profile(str(path))
+    text = announce.announcement(loaded, Address("0.0.0.0", 8000), stamped)
+    assert text is not None
+    found = announce._announced(dict(line.partition("=")[::2] for line in text.splitlines()))
+    assert found is not None
+    assert HeaderPolicy(**found.policy) == loaded.profile.headers.policy()
+    assert set(found.policy) == set(HeaderPolicy.__dataclass_fields__)
+    assert found.limits == {"connect_timeout": 3.5, "response_timeout": 60.0,
+                            "idle_timeout": 300.0}
+    assert (found.host, found.port, found.listen) == ("127.0.0.1", 8000, ("127.0.0.1", 8118))
+    # not the file the profile came from: nothing is announced
+    assert announce.announcement(loaded, Address("127.0.0.1", 8000),
+                                 (str(tmp_path / "other.toml"), stamped[1])) is None
+
+
 def test_the_services_it_sees_are_those_the_full_fetch_refuses(lean, served, monkeypatch):
     from anonproxy.cli import announce
     from anonproxy.cli.remote import announced_services

@@ -36,12 +36,6 @@ if TYPE_CHECKING:
 
 FORMAT = "anonproxy-fetch 1"
 SUFFIX = ".fetch"
-POLICY_WORDS = {  # the header policy's keys and the words each may take
-    "user_agent": ("keep", "strip"),
-    "referer": ("keep", "strip", "origin-only", "same-origin-only"),
-    "cookie": ("keep", "strip"),
-    "client_hints": ("keep", "strip-high-entropy", "strip-all"),
-}
 LIMITS = ("connect_timeout", "response_timeout", "idle_timeout")
 
 
@@ -134,6 +128,8 @@ def announcement(loaded: LoadedProfile, listen: Address, stamped: tuple[str, str
     host = listen.host
     if is_unspecified_host(host):  # a wildcard listener is reached on loopback
         host = "::1" if ":" in host else "127.0.0.1"
+    from dataclasses import fields
+
     profile = loaded.profile
     policy = profile.headers.policy()
     lines = [
@@ -145,23 +141,37 @@ def announcement(loaded: LoadedProfile, listen: Address, stamped: tuple[str, str
         f"profile={os.fsencode(stamped[0]).hex()}",
         f"stamp={stamped[1]}",
         f"auth={'no' if profile.auth is None else 'yes'}",
-        *(f"{key}={getattr(policy, key)}" for key in POLICY_WORDS),
-        *(f"{key}={_hex(getattr(policy, key))}"
-          for key in ("user_agent_replace", "accept_language_replace")),
+        *(f"policy.{field.name}={_value(getattr(policy, field.name))}"
+          for field in fields(policy)),
         *(f"{key}={getattr(profile.limits, key)!r}" for key in LIMITS),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _hex(value: bytes | None) -> str:
-    return "-" if value is None else value.hex()
+def _value(value: str | bytes | None) -> str:
+    """A header policy value as one line: a word, bytes in hex, or nothing."""
+    if value is None:
+        return "-"
+    return f"b:{value.hex()}" if isinstance(value, bytes) else f"s:{value}"
+
+
+def _parsed(value: str) -> str | bytes | None:
+    """A header policy value as _value wrote it; ValueError for anything else."""
+    kind, _, text = value.partition(":")
+    if value == "-":
+        return None
+    if kind == "b":
+        return bytes.fromhex(text)
+    if kind == "s":
+        return text
+    raise ValueError(f"not a policy value: {value[:40]}")
 
 
 class Announced:
     """A running serve of the profile fetch was asked for: where to connect, the profile's own
-    listen address (which the full fetch refuses as a destination, whatever the serve's),
-    the header policy fetch applies inside TLS (HeaderPolicy's fields) and the timeouts it
-    keeps."""
+    listen address (which the full fetch refuses as a destination, whatever the serve's), the
+    header policy fetch applies inside TLS (HeaderPolicy's fields, by name) and the timeouts
+    it keeps."""
 
     __slots__ = ("host", "limits", "listen", "policy", "port")
 
@@ -212,7 +222,7 @@ def _fields(path: str) -> dict[str, str] | None:
     """An announcement's keys and values, or None unless it is a regular file of ours that
     only we can read and write, in the format we write."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     try:
@@ -248,12 +258,9 @@ def _announced(fields: dict[str, str]) -> Announced | None:
         host, _, port = fields["connect"].rpartition(":")
         listen_host, _, listen_port = fields["listen"].rpartition(":")
         policy: dict[str, Any] = {}
-        for key, words in POLICY_WORDS.items():
-            if fields[key] not in words:
-                return None
-            policy[key] = fields[key]
-        for key in ("user_agent_replace", "accept_language_replace"):
-            policy[key] = None if fields[key] == "-" else bytes.fromhex(fields[key])
+        for key, value in fields.items():
+            if key.startswith("policy."):
+                policy[key.removeprefix("policy.")] = _parsed(value)
         limits = {key: float(fields[key]) for key in LIMITS}
         return Announced(host.strip("[]"), int(port),
                          (listen_host.strip("[]"), int(listen_port)), policy, limits)

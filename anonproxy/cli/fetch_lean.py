@@ -124,6 +124,8 @@ def _fetch(given: _Options, proxy: Announced) -> int | None:
     from anonproxy.cli.fetch_tunnel import Clock, HandOver, MaxTime, ProxiedFetch
     from anonproxy.wire.headers import HeaderPolicy
 
+    if set(proxy.policy) != set(HeaderPolicy.__dataclass_fields__):
+        return None  # (a serve of another version: its policy is not all this one knows)
     headers = []
     for header in given.header:
         name, sep, value = header.partition(":")
