@@ -191,7 +191,7 @@ def test_other_user_cannot_read_or_list_the_runtime_directory(other_user, run_di
     start_proxy_process(_profile(admin_port))
     folder = run_dir / "anonproxy"
     files = sorted(folder.iterdir())
-    assert {f.suffix for f in files} == {".pid", ".admin", ".token"}
+    assert {f.suffix for f in files} == {".pid", ".admin", ".token", ".fetch"}
     listing = as_other(other_user, "/bin/ls", "-la", str(folder))
     assert listing.returncode != 0 and listing.stdout == b"", listing.stdout
     for path in files:

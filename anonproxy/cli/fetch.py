@@ -3,18 +3,14 @@ policy and exits as the proxy — a curl-like client for scripts.
 
 It speaks HTTP/1.1 itself (llhttp via http1.py) over a stream that Context.open gives it, with
 TLS on top for https:// (certificates verified with the system's trust store). Because it is
-the client, the header policy applies inside TLS too. Each redirect (-L) is routed anew.
+the client, the header policy applies inside TLS too. Each redirect (-L) is routed anew. What
+it sends and how it reads the answer is fetch_http.py, shared with the lean fetch
+(fetch_lean.py) that goes through a running `serve` of the same profile instead.
 
-Invariants: nothing identifies the tool or the user — the request carries Host, the framing a
-body needs and what the user gave (-H, the profile's User-Agent), nothing else: no Accept, no
-Connection (the response's own framing ends the exchange, then we close), no User-Agent unless
-the profile or the command line gives one, no cookies kept between runs or hops. Credentials
-given with -H (Authorization, Cookie, Proxy-Authorization) go to the URL's own origin only (scheme,
-host and port, as curl does); with --location-trusted to every origin a redirect leads to, but
-never over http once the request began over https (there curl would send them; we do not).
-Failures map to distinct exit codes; the body streams to its destination and is never held whole
-in memory. No step waits longer than the profile allows the proxy: connect_timeout for the exit
-and TLS, response_timeout for the answer, idle_timeout between pieces of the body.
+Invariants: those of fetch_http.py (nothing of our own is sent; credentials stay with their
+origin; the body streams to its destination). Failures map to distinct exit codes. No step
+waits longer than the profile allows the proxy: connect_timeout for the exit and TLS,
+response_timeout for the answer, idle_timeout between pieces of the body.
 """
 
 from __future__ import annotations
@@ -22,12 +18,30 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-from dataclasses import dataclass, field
 from typing import BinaryIO
-from urllib.parse import urljoin, urlsplit
 
+from anonproxy.cli.fetch_http import (
+    BLOCKED,
+    EXIT_DOWN,
+    HTTP_ERROR,
+    MAX_REDIRECTS,
+    NETWORK,
+    OK,
+    REDIRECTS,
+    USAGE,
+    FetchFailed,
+    FetchRequest,
+    ResponseReader,
+    Target,
+    body_length,
+    headers_for,
+    parse_target,
+    redirect,
+    request_head,
+    say,
+    sends_credentials,
+)
 from anonproxy.exits.context import Context
-from anonproxy.wire.address import Address, AddressError, check_host
 from anonproxy.wire.errors import (
     ExitDown,
     ExitFailed,
@@ -35,111 +49,29 @@ from anonproxy.wire.errors import (
     ProxyError,
     StageTimeout,
 )
-from anonproxy.wire.headers import sanitize_request
-from anonproxy.wire.http1 import (
-    END,
-    Body,
-    ResponseHead,
-    ResponseParser,
-    render_request_head,
-)
 
-OK, USAGE, BLOCKED, EXIT_DOWN, NETWORK, HTTP_ERROR = 0, 2, 3, 4, 5, 22
-REDIRECTS = (301, 302, 303, 307, 308)
-MAX_REDIRECTS = 10
-
-
-class FetchFailed(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-@dataclass
-class FetchRequest:
-    url: str
-    method: str = "GET"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | BinaryIO | None = None
-    follow: bool = False
-    include_head: bool = False
-    fail: bool = False
-    exit: str | None = None  # force this exit instead of the rules' choice
-    verbose: bool = False
-    trusted: bool = False  # --location-trusted: credentials follow redirects to other origins
-
-
-@dataclass
-class _Target:
-    scheme: str
-    dest: Address
-    path: bytes
-    authority: bytes
-
-
-def _target(url: str) -> _Target:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise FetchFailed(USAGE, f"{url[:200]}: only http:// and https:// URLs can be fetched")
-    try:
-        host = check_host(parts.hostname)
-        port = parts.port or (443 if scheme == "https" else 80)
-    except (AddressError, ValueError) as error:
-        raise FetchFailed(USAGE, f"bad URL: {error}") from None
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    dest = Address(host, port)
-    authority = dest.authority(443 if scheme == "https" else 80)
-    return _Target(scheme, dest, path.encode("utf-8"), authority.encode("idna"))
-
-
-def _say(request: FetchRequest, line: str) -> None:
-    if request.verbose:
-        print(f"* {line}", file=sys.stderr)
-
-
-# Request headers that carry the user's identity at a site (curl's list for -L).
-CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
-
-
-def sends_credentials(first: _Target, target: _Target, trusted: bool) -> bool:
-    """Whether the user's credentials go with a request to `target` in a chain of redirects
-    that began at `first`: to the same origin (scheme, host, port) only, or to any with
-    `trusted` — but never over http when the chain began over https."""
-    if first.scheme == "https" and target.scheme == "http":
-        return False
-    return trusted or (target.scheme, target.dest) == (first.scheme, first.dest)
-
-
-def _headers_for(request: FetchRequest, first: _Target, target: _Target) -> list[tuple[str, str]]:
-    """The -H headers to send to `target`: without credentials where they may not go."""
-    if sends_credentials(first, target, request.trusted):
-        return request.headers
-    kept = [(n, v) for n, v in request.headers if n.strip().lower() not in CREDENTIALS]
-    if len(kept) < len(request.headers):
-        _say(request, f"not sending Authorization/Cookie to {target.scheme}://"
-                      f"{target.authority.decode()} (another origin, or http after https)")
-    return kept
+# (the names callers and tests import from here)
+__all__ = ["BLOCKED", "EXIT_DOWN", "HTTP_ERROR", "MAX_REDIRECTS", "NETWORK", "OK", "REDIRECTS",
+           "USAGE", "FetchFailed", "FetchRequest", "_target", "fetch", "sends_credentials"]
+_target = parse_target
 
 
 async def fetch(ctx: Context, request: FetchRequest, out: BinaryIO, progress=None) -> int:
     """Fetch `request.url` into `out`. Returns the final HTTP status; raises FetchFailed."""
     url, method, body = request.url, request.method.upper(), request.body
-    first = _target(url)
+    first = parse_target(url)
     for _ in range(MAX_REDIRECTS + 1):
-        target = _target(url)
-        headers = _headers_for(request, first, target)
+        target = parse_target(url)
+        headers = headers_for(request, first, target)
         status, location = await _one(ctx, request, target, method, body, headers, out, progress)
-        if not (request.follow and status in REDIRECTS and location):
+        following = redirect(request, url, status, location, method, body)
+        if following is None:
             return status
-        url = urljoin(url, location)
-        if status == 303 or (status in (301, 302) and method == "POST"):
-            method, body = ("GET" if method != "HEAD" else "HEAD"), None
-        _say(request, f"following the redirect to {urlsplit(url).hostname} (routed again)")
+        url, method, body = following
     raise FetchFailed(NETWORK, f"more than {MAX_REDIRECTS} redirects")
 
 
-async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str, body,
+async def _one(ctx: Context, request: FetchRequest, target: Target, method: str, body,
                headers: list[tuple[str, str]], out: BinaryIO, progress) -> tuple[int, str | None]:
     dest = target.dest
     try:
@@ -154,15 +86,14 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
             exit_name = decision.exit
             rule = f"rule {decision.rule.number}: {decision.rule.text}" if decision.rule else \
                 "no rule matched: the default exit"
-            _say(request, f"{dest}: {rule}")
+            say(request, f"{dest}: {rule}")
         opened = await ctx.open(exit_name, dest)
     except Forbidden as error:
         raise FetchFailed(BLOCKED, error.message) from None
     except (ExitDown, ExitFailed, StageTimeout) as error:
         hop = isinstance(error, ExitDown) or getattr(error, "hop_failed", False)
         raise FetchFailed(EXIT_DOWN if hop else NETWORK, error.message) from None
-    _say(request, f"{dest} through exit {'>'.join(opened.path)}: "
-                  f"{opened.plan.describe()}")
+    say(request, f"{dest} through exit {'>'.join(opened.path)}: {opened.plan.describe()}")
     reader, writer = opened.stream
     try:
         if target.scheme == "https":
@@ -176,8 +107,8 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
                                            f"{limit:g} s (limits.connect_timeout)") from None
             except (ssl.SSLError, OSError) as error:
                 raise FetchFailed(NETWORK, f"TLS with {dest.host} failed: {error}") from None
-        return await _exchange(ctx, request, target, method, body, headers, reader, writer, out,
-                               progress)
+        return await _exchange(ctx, target, method, body, headers, reader, writer,
+                               ResponseReader(request, method, out, progress))
     except (OSError, asyncio.IncompleteReadError) as error:
         raise FetchFailed(NETWORK, f"{dest}: {error or type(error).__name__}") from None
     except ProxyError as error:
@@ -186,54 +117,27 @@ async def _one(ctx: Context, request: FetchRequest, target: _Target, method: str
         writer.close()
 
 
-def _request_head(ctx: Context, given: list[tuple[str, str]], target: _Target, method: str,
-                  length: int | None) -> bytes:
-    """Host, what the user gave, and Content-Length for a body: nothing of our own."""
-    headers = [(b"Host", target.authority)]  # (a Host given with -H is replaced by sanitizing)
-    headers += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in given]
-    if length is not None:
-        headers.append((b"Content-Length", str(length).encode()))
-    origin = f"{target.scheme}://{target.authority.decode()}"
-    clean = sanitize_request(headers, ctx.policy, target_origin=origin, host=target.authority)
-    replace = ctx.policy.user_agent_replace
-    if replace is not None and b"user-agent" not in {n.lower() for n, _ in clean}:
-        clean.append((b"User-Agent", replace))
-    return render_request_head(method.encode(), target.path, clean)
-
-
-async def _exchange(ctx: Context, request: FetchRequest, target: _Target, method: str, body,
-                    headers: list[tuple[str, str]], reader, writer, out: BinaryIO,
-                    progress) -> tuple[int, str | None]:
+async def _exchange(ctx: Context, target: Target, method: str, body,
+                    headers: list[tuple[str, str]], reader, writer,
+                    response: ResponseReader) -> tuple[int, str | None]:
     """One request and its response, which ends where its framing says (the caller closes)."""
     limits = ctx.limits
-    writer.write(_request_head(ctx, headers, target, method, _body_length(body)))
+    writer.write(request_head(ctx.policy, headers, target, method, body_length(body)))
     await _within(limits.idle_timeout, "took the request body", "idle", target,
                   _send_body(writer, body))
-    parser = ResponseParser(method.encode())
-    final: ResponseHead | None = None
-    location, keep_body = None, False
     while True:
-        if final is None:  # the server's answer: as the proxy waits for one
+        if response.final is None:  # the server's answer: as the proxy waits for one
             data = await _within(limits.response_timeout, "answered", "response", target,
                                  reader.read(1 << 16))
         else:  # the body: as the proxy waits on an idle connection
             data = await _within(limits.idle_timeout, "sent more of the body", "idle", target,
                                  reader.read(1 << 16))
-        for event in parser.feed(data) if data else parser.feed_eof():
-            if isinstance(event, ResponseHead) and event.status >= 200:  # (not an interim one)
-                final, location = event, _final_head(request, event, out, progress)
-                # the body of a redirect we follow is not what the user asked for
-                keep_body = not (request.follow and event.status in REDIRECTS and location)
-            elif isinstance(event, Body) and keep_body:
-                out.write(event.data)
-                if progress is not None:
-                    progress.advance(len(event.data))
-            elif event is END and final is not None:
-                out.flush()
-                return final.status, location
+        done = response.feed(data)
+        if done is not None:
+            return done
 
 
-async def _within(seconds: float, what: str, limit: str, target: _Target, step):
+async def _within(seconds: float, what: str, limit: str, target: Target, step):
     """Await `step` for at most `seconds` (the profile's `limits.<limit>_timeout`)."""
     try:
         async with asyncio.timeout(seconds):
@@ -241,16 +145,6 @@ async def _within(seconds: float, what: str, limit: str, target: _Target, step):
     except TimeoutError:
         raise FetchFailed(NETWORK, f"{target.dest} never {what} within {seconds:g} s "
                                    f"(limits.{limit}_timeout)") from None
-
-
-def _body_length(body: bytes | BinaryIO | None) -> int | None:
-    """The request body's size (a file's from its end), None without one."""
-    if body is None or isinstance(body, bytes):
-        return None if body is None else len(body)
-    body.seek(0, 2)
-    length = body.tell()
-    body.seek(0)
-    return length
 
 
 async def _send_body(writer, body: bytes | BinaryIO | None) -> None:
@@ -264,19 +158,87 @@ async def _send_body(writer, body: bytes | BinaryIO | None) -> None:
     await writer.drain()
 
 
-def _final_head(request: FetchRequest, head: ResponseHead, out: BinaryIO,
-                progress) -> str | None:
-    """Act on the final response head: fail on an error status if asked (-f), write the head
-    if asked (-i), start the progress bar; returns its Location, if any."""
-    _say(request, f"HTTP {head.status} {head.reason.decode('latin-1')}")
-    if request.fail and head.status >= 400:
-        raise FetchFailed(HTTP_ERROR, f"the server answered {head.status}")
-    if request.include_head:
-        lines = b"HTTP/%s %d %s\r\n" % (head.version, head.status, head.reason)
-        lines += b"".join(n + b": " + v + b"\r\n" for n, v in head.headers)
-        out.write(lines + b"\r\n")
-    if progress is not None:
-        size = next((int(v) for n, v in head.headers
-                     if n.lower() == b"content-length" and v.strip().isdigit()), None)
-        progress.start(size)
-    return next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"location"), None)
+def fetch_command(args) -> int:
+    """`anonproxy fetch` with the profile run here (argparse's `args`): the exit code."""
+    from anonproxy import logs
+    from anonproxy.cli.progress import Progress
+    from anonproxy.cli.remote import announced_services
+    from anonproxy.cli.tor_wait import TorNotReady, wait_for_tors
+    from anonproxy.cli.wrap import TOR_WAIT
+    from anonproxy.config.profiles import load_profile, open_geo
+    from anonproxy.exits.context import Context
+    from anonproxy.exits.tor_datadir import keep_seconds
+    from anonproxy.exits.tor_process import Tor
+
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            print(f"anonproxy: fetch -H '{header}': write it as 'Name: value'", file=sys.stderr)
+            return USAGE
+        headers.append((name.strip(), value.strip()))
+    body: BinaryIO | bytes | None = None
+    if args.data is not None:
+        if args.data.startswith("@"):
+            try:
+                body = open(args.data[1:], "rb")  # noqa: SIM115 - closed below
+            except OSError as error:
+                print(f"anonproxy: fetch -d {args.data}: {error.strerror}", file=sys.stderr)
+                return USAGE
+        else:
+            body = args.data.encode()
+    method = args.method or ("POST" if body is not None else "GET")
+    loaded = load_profile(args.profile)
+    logs.setup(False)
+    # fetch says what went wrong itself, in one sentence (and, with -v, what happens)
+    logs.log.setLevel("WARNING" if args.verbose else "CRITICAL")
+    request = FetchRequest(args.url, method, headers, body, args.location or args.location_trusted,
+                           args.include, args.fail, args.exit, args.verbose,
+                           trusted=args.location_trusted)
+
+    async def main() -> int:
+        ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
+                      also_own=announced_services())
+        async with asyncio.TaskGroup() as tasks:
+            # a tor already running for these settings is used; else a keeper starts one that
+            # the next fetch finds ready
+            tors = [Tor(spec, keep_seconds()) for spec in ctx.tor_specs()]
+            runs = [tasks.create_task(tor.run()) for tor in tors]
+            ctx.tors.update({tor.spec: tor for tor in tors})
+            try:
+                try:
+                    await wait_for_tors(tors, args.max_time or TOR_WAIT)
+                except TorNotReady as error:
+                    print(f"anonproxy: fetch: {error}", file=sys.stderr)
+                    return EXIT_DOWN
+                for tor in tors:
+                    if args.verbose and tor.shared_with:
+                        print(f"* tor ({tor.spec.label()}): using the tor already running for "
+                              f"these settings ({tor.shared_with})", file=sys.stderr)
+                # a local file, opened once before the transfer: closed below
+                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115, ASYNC230
+                progress = Progress.for_terminal(args.output) if args.output else None
+                try:
+                    async with asyncio.timeout(args.max_time):
+                        await fetch(ctx, request, out, progress)
+                finally:
+                    if progress is not None:
+                        progress.close()
+                    if args.output:
+                        out.close()
+                return OK  # (--fail on status >= 400 already raised FetchFailed)
+            except FetchFailed as error:
+                print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
+                return error.code
+            except TimeoutError:  # (only --max-time sets one around the transfer)
+                print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
+                return NETWORK
+            finally:
+                for run in runs:
+                    run.cancel()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        if body is not None and not isinstance(body, bytes):  # the file opened for -d @path
+            body.close()

@@ -8,17 +8,17 @@ address.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import os
 import sys
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from anonproxy import __version__
-from anonproxy.config.profiles import LoadedProfile, ProfileError, load_profile
-from anonproxy.exits.tor_process import TorUnavailable
-from anonproxy.wire.address import AddressError, parse_authority
+from anonproxy.cli import fetch_lean
+
+if TYPE_CHECKING:  # (imported where used: a lean fetch must not pay for them)
+    import argparse
+
+    from anonproxy.config.profiles import LoadedProfile
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3  # as fetch's: the destination is refused
@@ -29,6 +29,10 @@ EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away
 
 def _host_port(text: str) -> str:
     """An option's HOST:PORT, checked as it is parsed (argparse then names the option)."""
+    import argparse
+
+    from anonproxy.wire.address import AddressError, parse_authority
+
     try:
         parse_authority(text)
     except AddressError as error:
@@ -37,6 +41,8 @@ def _host_port(text: str) -> str:
 
 
 def _seconds(text: str) -> float:
+    import argparse
+
     try:
         value = float(text)
     except ValueError:
@@ -47,6 +53,8 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="anonproxy",
         description="A local privacy proxy: HTTP, HTTPS (CONNECT) and SOCKS5 on one port.",
@@ -149,8 +157,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; whatever happens, the user gets one sentence, never a traceback
-    (ANONPROXY_DEBUG=1 shows it for an unexpected error)."""
+    (ANONPROXY_DEBUG=1 shows it for an unexpected error). A fetch that a running serve of
+    its profile can carry goes through it, before anything else is imported (fetch_lean)."""
     try:
+        lean = fetch_lean.run(sys.argv[1:] if argv is None else argv)
+        if lean is not None:
+            return lean
         return _main(argv)
     except BrokenPipeError:
         # the reader went away (`anonproxy schema | head`): nothing more to say, to anyone;
@@ -169,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    import json
+
+    from anonproxy.config.profiles import ProfileError, load_profile
+    from anonproxy.exits.tor_process import TorUnavailable
+    from anonproxy.wire.address import AddressError, parse_authority
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
@@ -201,7 +219,9 @@ def _main(argv: list[str] | None) -> int:
             return remote.newnym(admin, password, args.listen, args.site,
                                  args.admin is not None)
         if args.command == "fetch":
-            return _fetch(args)
+            from anonproxy.cli.fetch import fetch_command
+
+            return fetch_command(args)
         if args.command == "exec":
             return _exec(args)
         if args.command == "pac":
@@ -234,12 +254,14 @@ def _check(loaded: LoadedProfile) -> int:
 
 
 def _route(loaded: LoadedProfile, url: str) -> int:
+    import asyncio
     from urllib.parse import urlsplit
 
     from anonproxy.cli.explain import explain_route
     from anonproxy.cli.remote import announced_services
     from anonproxy.config.profiles import open_geo
     from anonproxy.exits.context import Context
+    from anonproxy.wire.address import AddressError, parse_authority
     from anonproxy.wire.errors import Forbidden
 
     try:
@@ -270,95 +292,12 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     return 0
 
 
-def _fetch(args) -> int:
-    from anonproxy import logs
-    from anonproxy.cli.fetch import EXIT_DOWN, NETWORK, OK, FetchFailed, FetchRequest, fetch
-    from anonproxy.cli.progress import Progress
-    from anonproxy.cli.remote import announced_services
-    from anonproxy.cli.tor_wait import TorNotReady, wait_for_tors
-    from anonproxy.cli.wrap import TOR_WAIT
-    from anonproxy.config.profiles import open_geo
-    from anonproxy.exits.context import Context
-    from anonproxy.exits.tor_datadir import keep_seconds
-    from anonproxy.exits.tor_process import Tor
-
-    headers = []
-    for header in args.header:
-        name, sep, value = header.partition(":")
-        if not sep or not name.strip():
-            print(f"anonproxy: fetch -H '{header}': write it as 'Name: value'", file=sys.stderr)
-            return EXIT_USAGE
-        headers.append((name.strip(), value.strip()))
-    body: BinaryIO | bytes | None = None
-    if args.data is not None:
-        if args.data.startswith("@"):
-            try:
-                body = open(args.data[1:], "rb")  # noqa: SIM115 - closed below
-            except OSError as error:
-                print(f"anonproxy: fetch -d {args.data}: {error.strerror}", file=sys.stderr)
-                return EXIT_USAGE
-        else:
-            body = args.data.encode()
-    method = args.method or ("POST" if body is not None else "GET")
-    loaded = load_profile(args.profile)
-    logs.setup(False)
-    # fetch says what went wrong itself, in one sentence (and, with -v, what happens)
-    logs.log.setLevel("WARNING" if args.verbose else "CRITICAL")
-    request = FetchRequest(args.url, method, headers, body, args.location or args.location_trusted,
-                           args.include, args.fail, args.exit, args.verbose,
-                           trusted=args.location_trusted)
-
-    async def main() -> int:
-        ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
-                      also_own=announced_services())
-        async with asyncio.TaskGroup() as tasks:
-            # a tor already running for these settings is used; else a keeper starts one that
-            # the next fetch finds ready
-            tors = [Tor(spec, keep_seconds()) for spec in ctx.tor_specs()]
-            runs = [tasks.create_task(tor.run()) for tor in tors]
-            ctx.tors.update({tor.spec: tor for tor in tors})
-            try:
-                try:
-                    await wait_for_tors(tors, args.max_time or TOR_WAIT)
-                except TorNotReady as error:
-                    print(f"anonproxy: fetch: {error}", file=sys.stderr)
-                    return EXIT_DOWN
-                for tor in tors:
-                    if args.verbose and tor.shared_with:
-                        print(f"* tor ({tor.spec.label()}): using the tor already running for "
-                              f"these settings ({tor.shared_with})", file=sys.stderr)
-                # a local file, opened once before the transfer: closed below
-                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115, ASYNC230
-                progress = Progress.for_terminal(args.output) if args.output else None
-                try:
-                    async with asyncio.timeout(args.max_time):
-                        await fetch(ctx, request, out, progress)
-                finally:
-                    if progress is not None:
-                        progress.close()
-                    if args.output:
-                        out.close()
-                return OK  # (--fail on status >= 400 already raised FetchFailed)
-            except FetchFailed as error:
-                print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
-                return error.code
-            except TimeoutError:  # (only --max-time sets one around the transfer)
-                print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
-                return NETWORK
-            finally:
-                for run in runs:
-                    run.cancel()
-
-    try:
-        return asyncio.run(main())
-    finally:
-        if body is not None and not isinstance(body, bytes):  # the file opened for -d @path
-            body.close()
-
-
 def _exec(args) -> int:
+    import asyncio
+
     from anonproxy import logs
     from anonproxy.cli.wrap import StrictUnavailable, require_linux, run_wrapped
+    from anonproxy.config.profiles import load_profile
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:

@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from anonproxy.cli import announce
 from anonproxy.config.models import Admin
 from anonproxy.config.profiles import admin_problems, listen_problems, load_profile
 from anonproxy.wire.address import Address, AddressError, parse_authority
@@ -25,6 +26,7 @@ EXIT_USAGE = 2
 
 def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
           workers: int | None, verbose: bool) -> int:
+    stamped = announce.stamp_of(profile_ref)  # the profile file before it is read
     loaded = load_profile(profile_ref)
     workers, workers_source = _workers(loaded, workers)
     if workers != 1:
@@ -110,6 +112,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
                 adminfile.unlink(missing_ok=True)
         except (OSError, RuntimeDirError):
             pidfile = None
+        announced = announce.write(pidfile_for(address), loaded, address, stamped)  # for fetch
         logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
                       f", {len(children) + 1} workers" if children else "")
         login = server.login_url()
@@ -126,6 +129,8 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
             if pidfile is not None:
                 pidfile.unlink(missing_ok=True)
                 adminfile.unlink(missing_ok=True)
+            if announced is not None:
+                announced.unlink(missing_ok=True)
 
     run_loop(main)
     return exit_code
