@@ -44,6 +44,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from anonproxy import logs
 from anonproxy.admin import snapshot
 from anonproxy.admin.activity import Activity
 from anonproxy.admin.login import Logins, Session
@@ -60,6 +61,30 @@ SECURITY_HEADERS = {
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
 }
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+async def open_control_socket(server, listen: Address) -> tuple[AdminApp, Path, Path | None] | None:
+    """The dashboard's API on a unix socket in the runtime directory, for a serve without a
+    dashboard (status, reload, newnym): the app, the socket and its token file; None, with a
+    warning in the log, when the directory or the socket cannot be made."""
+    from anonproxy.admin.control import (
+        RuntimeDirError,
+        control_socket_for,
+        prepare_runtime_dir,
+        write_token,
+    )
+
+    path = control_socket_for(listen)
+    app = AdminApp(server, Address("localhost", 0), Logins(), None, Activity(), unix=path)
+    try:
+        prepare_runtime_dir()
+        await app.start()
+    except (OSError, RuntimeDirError) as error:  # status then has nothing to ask
+        logs.log.warning("no control socket for status, reload and newnym (%s): %s", path,
+                         getattr(error, "strerror", None) or error)
+        await app.stop()
+        return None
+    return app, path, write_token(path, app.logins.api_token)
 
 
 class AdminApp:

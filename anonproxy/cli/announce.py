@@ -157,12 +157,12 @@ def _value(value: str | bytes | None) -> str:
 
 def _parsed(value: str) -> str | bytes | None:
     """A header policy value as _value wrote it; ValueError for anything else."""
-    kind, _, text = value.partition(":")
+    tag, _, text = value.partition(":")
     if value == "-":
         return None
-    if kind == "b":
+    if tag == "b":
         return bytes.fromhex(text)
-    if kind == "s":
+    if tag == "s":
         return text
     raise ValueError(f"not a policy value: {value[:40]}")
 

@@ -124,33 +124,16 @@ class ProxyServer:
         one, the same API on a unix socket in the runtime directory (`control_socket`), so
         that status, reload and newnym work for every serve; None then."""
         from anonproxy.admin.activity import Activity
-        from anonproxy.admin.app import AdminApp
-        from anonproxy.admin.control import (
-            RuntimeDirError,
-            control_socket_for,
-            prepare_runtime_dir,
-            write_token,
-        )
+        from anonproxy.admin.app import AdminApp, open_control_socket
+        from anonproxy.admin.control import write_token
         from anonproxy.admin.login import Logins
 
         if self.admin is None:
-            if not control_socket:
-                return None
-            activity = self.activity = Activity()
-            path = control_socket_for(self.listen)
-            app = AdminApp(self, Address("localhost", 0), Logins(), None, activity, unix=path)
-            try:
-                prepare_runtime_dir()
-                await app.start()
-            except (OSError, RuntimeDirError) as error:  # status then has nothing to ask
-                logs.log.warning("no control socket for status, reload and newnym (%s): %s",
-                                 path, getattr(error, "strerror", None) or error)
-                await app.stop()
-                return None
-            self._admin_app = app
-            self.control_path = path
-            logs.observers.append(activity.observe)
-            self.token_path = write_token(path, self._admin_app.logins.api_token)
+            opened = await open_control_socket(self, self.listen) if control_socket else None
+            if opened is not None:
+                self._admin_app, self.control_path, self.token_path = opened
+                self.activity = self._admin_app.activity
+                logs.observers.append(self.activity.observe)
             return None
         assert self.admin_address is not None  # (set with `admin`)
         activity = self.activity = Activity()
