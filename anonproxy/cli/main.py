@@ -249,6 +249,10 @@ def _check(loaded: LoadedProfile) -> int:
     # a missing or broken GeoIP database is a profile error too
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
     print("\n".join(summarize(loaded, ctx.plans)))
+    if loaded.blocker is not None:
+        from anonproxy.cli.explain import summarize_blocklists
+
+        print("\n".join(summarize_blocklists(loaded.blocker)))
     print("ok")
     return 0
 
@@ -264,6 +268,7 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     from anonproxy.wire.address import AddressError, parse_authority
     from anonproxy.wire.errors import Forbidden
 
+    path = b"/"
     try:
         if "://" in url:
             parts = urlsplit(url)
@@ -272,11 +277,21 @@ def _route(loaded: LoadedProfile, url: str) -> int:
             if default is None or not parts.hostname:
                 raise AddressError("give an http:// or https:// URL, or host:port")
             dest = parse_authority(parts.netloc.rsplit("@", 1)[-1], default)
+            path = (parts.path or "/").encode() + (b"?" + parts.query.encode() if parts.query
+                                                   else b"")
         else:
             scheme, dest = "tunnel", parse_authority(url)
     except (AddressError, ValueError) as error:
         print(f"anonproxy: route {url}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    listed: list[str] = []
+    if loaded.blocker is not None:  # block lists answer before the rules
+        from anonproxy.cli.explain import explain_blocklists
+
+        listed, blocked = explain_blocklists(loaded.blocker, dest, scheme, path)
+        if blocked:
+            print("\n".join([f"destination  {dest}", *listed]))
+            return 0
     admin = loaded.profile.admin
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
                   admin=admin.address if admin is not None else None,
@@ -287,8 +302,10 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     except Forbidden as error:
         print(f"anonproxy: route {url}: {error.message}", file=sys.stderr)
         return EXIT_REFUSED
-    print("\n".join(explain_route(ctx.plans, decision, dest, scheme, ctx.policy,
-                                  loaded.profile.resolve)))
+    explained = explain_route(ctx.plans, decision, dest, scheme, ctx.policy,
+                              loaded.profile.resolve)
+    explained[1:1] = listed
+    print("\n".join(explained))
     return 0
 
 

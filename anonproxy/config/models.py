@@ -317,6 +317,8 @@ class Profile(_Strict):
     resolve: Literal["never", "local", "tor"] = "never"
     exits: dict[ExitName, Exit] = {"direct": Exit()}
     rules: list[Rule] = []
+    # Adblock Plus / uBlock Origin lists or hosts files, relative to the profile: before rules
+    blocklists: list[Annotated[str, Field(min_length=1, max_length=4096)]] = []
     selectable: list[Annotated[str, Field(min_length=1)]] = []  # profiles a proxy username may pick
     headers: Headers = Headers()
     limits: Limits = Limits()
