@@ -1,8 +1,9 @@
 """Plain-text explanations for the CLI: a profile's summary and why a URL takes its route.
 
 Formatting only: decisions come from rules.py through Context and from the block lists
-(policy/blocklists.py), so what `route` prints is what the proxy does; each exit says what it is and where it resolves names (Plan.summary_lines and
-Plan.resolution, exits/base.py), so nothing here knows the kinds.
+(policy/blocklists.py), so what `route` prints is what the proxy does; each exit says what it
+is and where it resolves names (Plan.summary_lines and Plan.resolution, exits/base.py), so
+nothing here knows the kinds.
 """
 
 from __future__ import annotations

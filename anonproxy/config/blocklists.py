@@ -24,7 +24,8 @@ from pathlib import Path
 from anonproxy.policy.blocklists import ADBLOCK, HOSTS, Blocker, FilterList
 
 COSMETIC = re.compile(r"#@?(?:\$\?|[?$%])?#|\$@?\$")
-HOST_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?$")
+LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+HOST_NAME = re.compile(rf"^{LABEL}(?:\.{LABEL})*\.?$")
 # names hosts files give this machine (uBlock Origin skips the same): never rules
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "local", "broadcasthost",
                          "0.0.0.0", "ip6-localhost", "ip6-loopback", "ip6-localnet",
@@ -91,8 +92,8 @@ def _parse_hosts(name: str, lines: list[str]) -> FilterList:
         if len(fields) > 1 and not _is_address(fields[0]):
             bad.append((number, raw.strip(), "expected an IP address, then host names"))
             continue
-        for host in fields[1:] if len(fields) > 1 else fields:
-            host = host.lower()
+        for name in fields[1:] if len(fields) > 1 else fields:
+            host = name.lower()
             if host in LOCAL_NAMES or host.startswith("ip6-") or _is_address(host):
                 skipped += 1
             elif not HOST_NAME.match(host) or "." not in host.strip("."):

@@ -38,8 +38,8 @@ from anonproxy.wire.address import (
 )
 from anonproxy.wire.errors import (
     BadRequest,
-    Blocked,
     BadUpstreamResponse,
+    Blocked,
     NotFound,
     NotImplementedByProxy,
     ProxyError,

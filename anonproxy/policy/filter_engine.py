@@ -67,8 +67,8 @@ class Engine:
 
 def option_problem(rule: str) -> str | None:
     """Why the engine would not take `rule`, when an option it does not know explains it."""
-    body = rule[2:] if rule.startswith("@@") else rule
-    if "$" not in body or body.startswith("/") and body.endswith("/"):
+    body = rule.removeprefix("@@")
+    if "$" not in body or (body.startswith("/") and body.endswith("/")):
         return None
     for option in body.rsplit("$", 1)[1].split(","):
         name = option.lstrip("~").split("=", 1)[0].strip().lower()
