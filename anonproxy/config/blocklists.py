@@ -92,8 +92,8 @@ def _parse_hosts(name: str, lines: list[str]) -> FilterList:
         if len(fields) > 1 and not _is_address(fields[0]):
             bad.append((number, raw.strip(), "expected an IP address, then host names"))
             continue
-        for name in fields[1:] if len(fields) > 1 else fields:
-            host = name.lower()
+        for field in fields[1:] if len(fields) > 1 else fields:
+            host = field.lower()
             if host in LOCAL_NAMES or host.startswith("ip6-") or _is_address(host):
                 skipped += 1
             elif not HOST_NAME.match(host) or "." not in host.strip("."):
