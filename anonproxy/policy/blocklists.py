@@ -19,7 +19,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import NamedTuple
 
 from anonproxy.policy.filter_engine import Engine, option_problem
 from anonproxy.wire.address import Address
@@ -41,21 +41,18 @@ class FilterList:
     bad: tuple[tuple[int, str, str], ...] = ()  # (line, text, why) not made into a rule
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     list: str  # the list's name, as the profile gives it
     rule: str  # as written in the list (a hosts entry: its host name)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     block: Hit | None  # the rule that blocks the request, if one does
     allowed_by: Hit | None = None  # the exception that let it through, if one matched
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What the engine is asked about one request."""
+class Request(NamedTuple):
+    """What the engine is asked about one request (a tuple: built for every request)."""
 
     url: str
     host: str
@@ -65,6 +62,7 @@ class Request:
 
 
 NOT_BLOCKED = Verdict(None)
+KNOWN = 4096  # verdicts remembered (then forgotten all at once, as route() does)
 # The page of a request that names none: a host no `domain=` option names (the engine would
 # otherwise apply every rule limited to some pages, exceptions included), across sites.
 UNKNOWN_PAGE = "unknown-page.invalid"
@@ -93,26 +91,39 @@ EXTENSIONS = {
 }
 
 
+_WANTED = frozenset({b"sec-fetch-dest", b"accept", b"upgrade", b"referer", b"origin",
+                     b"sec-fetch-site"})
+
+
+def _clues(headers: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The headers the verdict reads, by lower-case name (the first of each), in one pass."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        low = name.lower()
+        if low in _WANTED and low not in found:
+            found[low] = value
+    return found
+
+
 def request_kind(headers: Sequence[tuple[bytes, bytes]], path: bytes) -> str:
     """The request type of a plain-HTTP request: Sec-Fetch-Dest, else the first type Accept
     names, else the path's extension, else "other"."""
-    dest = accept = None
-    websocket = False
-    for name, value in headers:
-        low = name.lower()
-        if low == b"sec-fetch-dest":
-            dest = value.decode("latin-1").strip().lower()
-        elif low == b"accept" and accept is None:
-            accept = value.decode("latin-1").strip().lower()
-        elif low == b"upgrade":
-            websocket = value.strip().lower() == b"websocket"
-    if websocket:
+    return _kind(_clues(headers), path)
+
+
+def _kind(clues: dict[bytes, bytes], path: bytes) -> str:
+    if clues.get(b"upgrade", b"").strip().lower() == b"websocket":
         return "websocket"
-    if dest in DESTINATIONS:
-        return DESTINATIONS[dest]
+    dest = clues.get(b"sec-fetch-dest")
+    if dest is not None:
+        kind = DESTINATIONS.get(dest.decode("latin-1").strip().lower())
+        if kind is not None:
+            return kind
+    accept = clues.get(b"accept")
     if accept:
+        media = accept.decode("latin-1").lstrip().lower()
         for prefix, kind in ACCEPTS:
-            if accept.startswith(prefix):
+            if media.startswith(prefix):
                 return kind
     name = path.split(b"?", 1)[0].rsplit(b"/", 1)[-1]
     if b"." in name:
@@ -125,35 +136,44 @@ def page_of(headers: Sequence[tuple[bytes, bytes]], host: str,
     """(the page's host, whether the request is third-party): from Referer, else Origin, else
     Sec-Fetch-Site; a document with neither is its own page. Unknown: a page of another site
     (UNKNOWN_PAGE, True)."""
-    referer = origin = site = None
-    for name, value in headers:
-        low = name.lower()
-        if low == b"referer":
-            referer = value
-        elif low == b"origin":
-            origin = value
-        elif low == b"sec-fetch-site":
-            site = value.strip().lower()
-    for source in (referer, origin):
-        if source is not None and source != b"null":
-            try:
-                page = urlsplit(source.decode("latin-1")).hostname
-            except ValueError:
-                page = None
-            if page:
-                return page, None
+    return _page(_clues(headers), host, kind)
+
+
+def _page(clues: dict[bytes, bytes], host: str, kind: str) -> tuple[str, bool | None]:
+    for name in (b"referer", b"origin"):
+        page = _url_host(clues.get(name))
+        if page:
+            return page, None
+    site = clues.get(b"sec-fetch-site", b"").strip().lower()
     if site in (b"same-origin", b"same-site"):
         return host, False
-    if kind == "document" and site in (None, b"none"):
+    if kind == "document" and site in (b"", b"none"):
         return host, False
     return UNKNOWN_PAGE, True
+
+
+def _url_host(url: bytes | None) -> str | None:
+    """The host of an absolute URL (scheme://[user@]host[:port]/...), lower case; None when
+    there is none."""
+    if not url:
+        return None
+    _, sep, rest = url.partition(b"://")
+    if not sep:
+        return None
+    authority = rest.split(b"/", 1)[0].split(b"?", 1)[0].split(b"#", 1)[0].rsplit(b"@", 1)[-1]
+    if authority.startswith(b"["):
+        host = authority[1:].split(b"]", 1)[0]
+    else:
+        host = authority.split(b":", 1)[0]
+    return host.decode("latin-1").lower() or None
 
 
 def http_request(dest: Address, path: bytes,
                  headers: Sequence[tuple[bytes, bytes]]) -> Request:
     """The question a plain-HTTP request to `dest` for `path` asks, from its headers."""
-    kind = request_kind(headers, path)
-    page, third_party = page_of(headers, dest.host, kind)
+    clues = _clues(headers)
+    kind = _kind(clues, path)
+    page, third_party = _page(clues, dest.host, kind)
     url = f"http://{dest.authority(80)}{path.decode('latin-1')}"
     return Request(url, dest.host, kind, page, third_party)
 
@@ -172,25 +192,36 @@ class Blocker:
     """The profile's lists in one engine, so that an exception in any list wins over a block in
     any other; and which list holds each rule, to name it."""
 
-    __slots__ = ("_engine", "_owner", "lists")
+    __slots__ = ("_engine", "_known", "_owner", "lists")
 
     def __init__(self, lists: Sequence[FilterList]) -> None:
         self.lists = tuple(lists)
         self._engine = Engine(rule for filter_list in self.lists for rule in filter_list.rules)
         # rule text -> the first list holding it (with one list, there is nothing to look up)
         self._owner: dict[str, int] = {}
+        self._known: dict[Request, Verdict] = {}  # verdicts of recent questions (bounded)
         if len(self.lists) > 1:
             for index in range(len(self.lists) - 1, -1, -1):
                 self._owner.update(dict.fromkeys(self.lists[index].rules, index))
 
     def check(self, request: Request) -> Verdict:
+        """The verdict on `request`; the same question asked again (a page's resources on
+        every visit, polling) is answered from the last KNOWN verdicts."""
+        verdict = self._known.get(request)
+        if verdict is not None:
+            return verdict
         rule, exception = self._engine.check(request.url, request.host, request.page_host,
                                              request.kind, request.third_party)
         if rule is not None:
-            return Verdict(self._hit(rule))
-        if exception is not None:
-            return Verdict(None, self._hit(exception))
-        return NOT_BLOCKED
+            verdict = Verdict(self._hit(rule))
+        elif exception is not None:
+            verdict = Verdict(None, self._hit(exception))
+        else:
+            verdict = NOT_BLOCKED
+        if len(self._known) >= KNOWN:
+            self._known.clear()
+        self._known[request] = verdict
+        return verdict
 
     def check_tunnel(self, dest: Address) -> Verdict:
         """A tunnel to `dest` (tunnel_requests): blocked if either question is."""
