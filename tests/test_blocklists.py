@@ -25,7 +25,7 @@ from anonproxy.policy.blocklists import (
     Request,
     http_request,
     page_of,
-    request_kind,
+    request_type_of,
     tunnel_requests,
 )
 from anonproxy.policy.filter_engine import option_problem
@@ -146,7 +146,7 @@ def test_tunnels_are_matched_by_host(host, port, expected):
 def test_tunnel_questions_name_the_root_from_an_unknown_page():
     plain, page = tunnel_requests(Address("a.example", 80))
     assert plain == Request("http://a.example/", "a.example", "other", UNKNOWN_PAGE, True)
-    assert page.kind == "document"
+    assert page.request_type == "document"
     assert tunnel_requests(Address("a.example", 443))[0].url == "https://a.example/"
     assert tunnel_requests(Address("::1", 8443))[0].url == "https://[::1]:8443/"
 
@@ -173,7 +173,7 @@ KINDS = [
 
 @pytest.mark.parametrize(("headers", "path", "kind"), KINDS)
 def test_the_request_type_comes_from_fetch_metadata_accept_or_extension(headers, path, kind):
-    assert request_kind(headers, path) == kind
+    assert request_type_of(headers, path) == kind
 
 
 PAGES = [

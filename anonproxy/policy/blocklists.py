@@ -56,7 +56,7 @@ class Request(NamedTuple):
 
     url: str
     host: str
-    kind: str  # a filter_engine.KINDS word
+    request_type: str  # a filter_engine.REQUEST_TYPES word
     page_host: str = ""  # UNKNOWN_PAGE when unknown
     third_party: bool | None = None  # None: from the two hosts' registrable domains
 
@@ -105,26 +105,26 @@ def _clues(headers: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return found
 
 
-def request_kind(headers: Sequence[tuple[bytes, bytes]], path: bytes) -> str:
+def request_type_of(headers: Sequence[tuple[bytes, bytes]], path: bytes) -> str:
     """The request type of a plain-HTTP request: Sec-Fetch-Dest, else the first type Accept
     names, else the path's extension, else "other"."""
-    return _kind(_clues(headers), path)
+    return _request_type(_clues(headers), path)
 
 
-def _kind(clues: dict[bytes, bytes], path: bytes) -> str:
+def _request_type(clues: dict[bytes, bytes], path: bytes) -> str:
     if clues.get(b"upgrade", b"").strip().lower() == b"websocket":
         return "websocket"
     dest = clues.get(b"sec-fetch-dest")
     if dest is not None:
-        kind = DESTINATIONS.get(dest.decode("latin-1").strip().lower())
-        if kind is not None:
-            return kind
+        request_type = DESTINATIONS.get(dest.decode("latin-1").strip().lower())
+        if request_type is not None:
+            return request_type
     accept = clues.get(b"accept")
     if accept:
         media = accept.decode("latin-1").lstrip().lower()
-        for prefix, kind in ACCEPTS:
+        for prefix, request_type in ACCEPTS:
             if media.startswith(prefix):
-                return kind
+                return request_type
     name = path.split(b"?", 1)[0].rsplit(b"/", 1)[-1]
     if b"." in name:
         return EXTENSIONS.get(name.rsplit(b".", 1)[1].decode("latin-1").lower(), "other")
@@ -132,14 +132,14 @@ def _kind(clues: dict[bytes, bytes], path: bytes) -> str:
 
 
 def page_of(headers: Sequence[tuple[bytes, bytes]], host: str,
-            kind: str) -> tuple[str, bool | None]:
+            request_type: str) -> tuple[str, bool | None]:
     """(the page's host, whether the request is third-party): from Referer, else Origin, else
     Sec-Fetch-Site; a document with neither is its own page. Unknown: a page of another site
     (UNKNOWN_PAGE, True)."""
-    return _page(_clues(headers), host, kind)
+    return _page(_clues(headers), host, request_type)
 
 
-def _page(clues: dict[bytes, bytes], host: str, kind: str) -> tuple[str, bool | None]:
+def _page(clues: dict[bytes, bytes], host: str, request_type: str) -> tuple[str, bool | None]:
     for name in (b"referer", b"origin"):
         page = _url_host(clues.get(name))
         if page:
@@ -147,7 +147,7 @@ def _page(clues: dict[bytes, bytes], host: str, kind: str) -> tuple[str, bool | 
     site = clues.get(b"sec-fetch-site", b"").strip().lower()
     if site in (b"same-origin", b"same-site"):
         return host, False
-    if kind == "document" and site in (b"", b"none"):
+    if request_type == "document" and site in (b"", b"none"):
         return host, False
     return UNKNOWN_PAGE, True
 
@@ -172,10 +172,10 @@ def http_request(dest: Address, path: bytes,
                  headers: Sequence[tuple[bytes, bytes]]) -> Request:
     """The question a plain-HTTP request to `dest` for `path` asks, from its headers."""
     clues = _clues(headers)
-    kind = _kind(clues, path)
-    page, third_party = _page(clues, dest.host, kind)
+    request_type = _request_type(clues, path)
+    page, third_party = _page(clues, dest.host, request_type)
     url = f"http://{dest.authority(80)}{path.decode('latin-1')}"
-    return Request(url, dest.host, kind, page, third_party)
+    return Request(url, dest.host, request_type, page, third_party)
 
 
 def tunnel_requests(dest: Address) -> tuple[Request, Request]:
@@ -211,7 +211,7 @@ class Blocker:
         if verdict is not None:
             return verdict
         rule, exception = self._engine.check(request.url, request.host, request.page_host,
-                                             request.kind, request.third_party)
+                                             request.request_type, request.third_party)
         if rule is not None:
             verdict = Verdict(self._hit(rule))
         elif exception is not None:

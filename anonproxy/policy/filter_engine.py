@@ -22,8 +22,8 @@ from collections.abc import Iterable
 import adblock
 
 # the request types the engine knows (Sec-Fetch-Dest and Accept are mapped onto these)
-KINDS = frozenset({"document", "subdocument", "script", "stylesheet", "image", "font", "media",
-                   "object", "xmlhttprequest", "websocket", "ping", "other"})
+REQUEST_TYPES = frozenset({"document", "subdocument", "script", "stylesheet", "image", "font",
+                           "media", "object", "xmlhttprequest", "websocket", "ping", "other"})
 
 # the options adblock-rust 0.5.6 parses (src/filters/network.rs, parse_filter_options); a rule
 # with any other option is dropped by the engine
@@ -47,14 +47,14 @@ class Engine:
         filters.add_filters(list(rules), rule_types="networkonly")
         self._engine = adblock.Engine(filters, optimize=False)
 
-    def check(self, url: str, host: str, page_host: str, kind: str,
+    def check(self, url: str, host: str, page_host: str, request_type: str,
               third_party: bool | None) -> tuple[str | None, str | None]:
         """(the blocking rule, the exception that let the request through): the first is None
         unless the request is blocked; the second is set when an exception rule won. `page_host`
         is the page's host ("" if unknown); `third_party` None: decided from the two hosts'
         registrable domains."""
         result = self._engine.check_network_urls_with_hostnames(
-            url, host, page_host, kind, third_party)
+            url, host, page_host, request_type, third_party)
         if result.matched:
             return result.filter or "(a rule of the list)", None
         return None, result.exception
