@@ -176,6 +176,52 @@ def test_the_request_type_comes_from_fetch_metadata_accept_or_extension(headers,
     assert request_type_of(headers, path) == kind
 
 
+# every destination Fetch defines, and every extension the table knows, with the engine's type
+EVERY_DESTINATION = {
+    "document": "document", "iframe": "subdocument", "frame": "subdocument",
+    "fencedframe": "subdocument", "script": "script", "worker": "script",
+    "sharedworker": "script", "serviceworker": "script", "audioworklet": "script",
+    "paintworklet": "script", "xslt": "script", "style": "stylesheet", "image": "image",
+    "font": "font", "audio": "media", "video": "media", "track": "media", "object": "object",
+    "embed": "object", "report": "ping", "empty": "xmlhttprequest", "manifest": "other",
+}
+EVERY_EXTENSION = {
+    "js": "script", "mjs": "script", "css": "stylesheet", "png": "image", "gif": "image",
+    "jpg": "image", "jpeg": "image", "webp": "image", "avif": "image", "svg": "image",
+    "ico": "image", "woff": "font", "woff2": "font", "ttf": "font", "otf": "font",
+    "mp4": "media", "webm": "media", "mp3": "media", "m3u8": "media", "html": "document",
+    "htm": "document",
+}
+
+
+@pytest.mark.parametrize(("dest", "expected"), sorted(EVERY_DESTINATION.items()))
+def test_every_fetch_destination_has_its_request_type(dest, expected):
+    assert request_type_of([(b"Sec-Fetch-Dest", dest.encode())], b"/") == expected
+
+
+@pytest.mark.parametrize(("extension", "expected"), sorted(EVERY_EXTENSION.items()))
+def test_every_known_extension_has_its_request_type(extension, expected):
+    assert request_type_of([(b"Accept", b"*/*")], f"/a/file.{extension}?v=1".encode()) == expected
+
+
+@pytest.mark.parametrize(("accept", "expected"), [
+    ("video/webm,video/ogg,*/*", "media"), ("audio/mpeg,*/*", "media"),
+    ("font/woff2,*/*", "font"), ("application/javascript, */*", "script"),
+    ("text/javascript", "script"), ("application/xhtml+xml", "document"),
+])
+def test_accept_names_the_request_type(accept, expected):
+    assert request_type_of([(b"Accept", accept.encode())], b"/x") == expected
+
+
+@pytest.mark.parametrize(("referer", "page"), [
+    (b"http://a.example#top", "a.example"), (b"http://a.example?q=1", "a.example"),
+    (b"http://user:pw@A.Example:8080/p", "a.example"), (b"http://[2001:db8::1]:80/", "2001:db8::1"),
+    (b"https://a.example:443", "a.example"), (b"/relative/only", UNKNOWN_PAGE), (b"", UNKNOWN_PAGE),
+])
+def test_the_page_host_is_read_from_the_referer_url(referer, page):
+    assert page_of([(b"Referer", referer)], "x.example", "script")[0] == page
+
+
 PAGES = [
     # headers, host, type -> (page host, third party)
     ([(b"Referer", b"http://www.news.example/a?b")], "ads.example", "script", ("www.news.example", None)),

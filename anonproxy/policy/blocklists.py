@@ -239,9 +239,6 @@ class Blocker:
             rule = rule[2:-1]
         return Hit(listed.name, rule)
 
-    def rule_count(self) -> int:
-        return sum(len(filter_list.rules) for filter_list in self.lists)
-
     def not_taken(self, filter_list: FilterList) -> list[tuple[int, str, str]]:
         """The rules of `filter_list` the engine did not take, with why: (line, text, reason);
         a rule a `$badfilter` cancels, and the `$badfilter` rules themselves, are not among
