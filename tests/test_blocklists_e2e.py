@@ -45,13 +45,22 @@ def _easylists() -> list[str]:
     return [str(EASYLIST_DIR / "easylist.txt"), str(EASYLIST_DIR / "easyprivacy.txt")]
 
 
-@pytest.fixture
-def listed(start_proxy, tmp_path):
+def _listed_profile(tmp_path: Path) -> str:
     (tmp_path / "mine.txt").write_text(MINE)
     (tmp_path / "hosts.txt").write_text(HOSTS)
     lists = ", ".join(f'"{name}"' for name in [*_easylists(), "mine.txt", "hosts.txt"])
-    return start_proxy(f'blocklists = [{lists}]\ndefault = "direct"\n[exits.direct]\n',
-                       name="lists")
+    return f'blocklists = [{lists}]\ndefault = "direct"\n[exits.direct]\n'
+
+
+@pytest.fixture
+def listed(start_proxy, tmp_path):
+    return start_proxy(_listed_profile(tmp_path), name="lists")
+
+
+@pytest.fixture
+def listed_process(start_proxy_process, tmp_path):
+    """As `listed`, as an `anonproxy serve` process (for signals)."""
+    return start_proxy_process(_listed_profile(tmp_path), name="lists")
 
 
 def _get(proxy, url: str, *args: str) -> tuple[int, str]:
@@ -127,7 +136,8 @@ def test_a_blocked_socks5_request_gets_reply_2(listed):
     assert "socks5 tracker.hosts.test:443 exit=- status=2" in listed.wait_log("status=2")
 
 
-def test_a_reload_picks_up_a_changed_list(listed, origin, tmp_path):
+def test_a_reload_picks_up_a_changed_list(listed_process, origin, tmp_path):
+    listed = listed_process
     assert _reached(listed, origin, "/fresh/x")
     (tmp_path / "mine.txt").write_text(MINE + "||127.0.0.1^*/fresh/\n")
     listed.process.send_signal(signal.SIGHUP)
@@ -136,7 +146,8 @@ def test_a_reload_picks_up_a_changed_list(listed, origin, tmp_path):
     assert code == 403 and "(rule: ||127.0.0.1^*/fresh/)" in body
 
 
-def test_a_list_that_vanishes_on_reload_keeps_the_running_lists(listed, origin, tmp_path):
+def test_a_list_that_vanishes_on_reload_keeps_the_running_lists(listed_process, tmp_path):
+    listed = listed_process
     (tmp_path / "hosts.txt").unlink()
     listed.process.send_signal(signal.SIGHUP)
     log = listed.wait_log("reload failed")
@@ -193,14 +204,11 @@ def test_check_prints_rules_loaded_and_lines_not_understood(tmp_path):
     assert text.rstrip().endswith("ok")
 
 
-def test_the_dashboard_counts_blocks_per_list_and_shows_the_latest(start_proxy, tmp_path,
-                                                                  monkeypatch, origin):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+def test_the_dashboard_counts_blocks_per_list_and_shows_the_latest(start_proxy_process,
+                                                                  tmp_path, origin):
     (tmp_path / "mine.txt").write_text(MINE)
     (tmp_path / "hosts.txt").write_text(HOSTS)
-    proxy = start_proxy('blocklists = ["mine.txt", "hosts.txt"]\n[exits.direct]\n', name="board")
+    proxy = start_proxy_process('blocklists = ["mine.txt", "hosts.txt"]\n[exits.direct]\n', name="board")
     for url in (origin.url("/blocked/1"), origin.url("/blocked/2"), "http://ads.hosts.test/",
                 origin.url("/blocked/ok")):
         _get(proxy, url)
