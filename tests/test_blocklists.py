@@ -288,6 +288,15 @@ def test_rules_the_engine_does_not_take_are_reported_with_line_and_why():
     assert lists.check(req("http://ok.example/")).block == Hit("mine.txt", "||ok.example^")
 
 
+def test_a_badfilter_is_found_in_the_options_after_the_last_dollar():
+    from anonproxy.policy.blocklists import _has_badfilter, _without_badfilter
+
+    assert _has_badfilter("/ads$/$script,badfilter")
+    assert not _has_badfilter("/a$badfilter/$script")
+    assert _without_badfilter("/ads$/$script,badfilter") == "/ads$/$script"
+    assert _without_badfilter("||a.example^$badfilter") == "||a.example^"
+
+
 @pytest.mark.parametrize(("rule", "problem"), [
     ("||a^$popup", "option 'popup' is not supported by the engine"),
     ("@@||a^$~third-party,removeparam=x", "option 'removeparam' is not supported by the engine"),
