@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's) through the proxy with EasyList and EasyPrivacy: a local page
-whose own script loads while its script from an ad server EasyList names is blocked.
+whose own script loads while its script from an ad server EasyList names is blocked; and the
+dashboard's page showing what a list blocked.
 
 The page (page.test) and the ad server's name (ad.doubleclick.net) are known only to the exit,
 a microsocks whose private /etc/hosts maps both to 127.0.0.1, and a rule sends both there: so
@@ -15,8 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import curl, dashboard_login_url
 from test_browser import FLAGS
-from upstreams import microsocks
+from upstreams import free_port, microsocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -106,3 +108,29 @@ exit = "named"
     protocol = "http" if how == "http" else "socks5"
     assert f"{protocol} ad.doubleclick.net:{port} exit=- status=" in log
     assert "is blocked by" in log and "easylist.txt (rule: ||ad.doubleclick.net^)" in log
+
+
+def test_the_dashboard_page_shows_blocks_per_list_and_the_latest_match(start_proxy, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (scripts/test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    (tmp_path / "hosts.txt").write_text("0.0.0.0 ads.hosts.test\n")
+    admin_port = free_port("127.0.0.1")
+    proxy = start_proxy(f'admin = "127.0.0.1:{admin_port}"\nblocklists = ["hosts.txt"]\n'
+                        "[exits.direct]\n")
+    assert b"403" in curl("-x", proxy.url, "-i", "http://cdn.ads.hosts.test/x").stdout
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=[f for f in FLAGS if f != "--headless"])
+        try:
+            page = browser.new_page()
+            page.goto(dashboard_login_url(proxy))
+            row = page.wait_for_selector('#blocklists tbody tr[data-list="hosts.txt"]')
+            assert row.inner_text().split("\t") == ["hosts.txt", "hosts", "1", "1"]
+            match = page.wait_for_selector("#matches tbody tr")
+            assert "cdn.ads.hosts.test:80" in match.inner_text()
+            assert "ads.hosts.test" in match.inner_text().split("\t")[-1]
+            assert page.is_visible("#blocklists-section")
+        finally:
+            browser.close()
