@@ -27,10 +27,12 @@ def describe_exit(plans: Mapping[str, Plan], name: str, indent: str = "") -> lis
 
 
 def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
-              bound: tuple[Address, Address | None] | None = None) -> list[str]:
+              bound: tuple[Address, Address | None] | None = None,
+              lists: bool = False) -> list[str]:
     """The profile in a few lines. `bound`: the listener's and the dashboard's addresses as
     really bound (serve, after --listen, --admin and port 0; None: no dashboard), shown
-    instead of the profile's."""
+    instead of the profile's. `lists` (check): each block list, and its lines not
+    understood."""
     p = loaded.profile
     listen, where = bound if bound is not None else (
         p.listen, p.admin.address if p.admin is not None else None)
@@ -52,6 +54,8 @@ def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
         f" accept_language={_policy(h.accept_language)}"
         f" referer={h.referer} cookie={h.cookie} client_hints={h.client_hints}"
     )
+    if lists and loaded.blocker is not None:
+        lines += summarize_blocklists(loaded.blocker)
     return lines
 
 
@@ -106,10 +110,12 @@ BLOCKED_WORDS = "403 for HTTP and CONNECT, SOCKS reply 0x02"
 SHOWN_LINES = 5  # lines not understood shown for each reason, with the count of the rest
 
 
-def explain_blocklists(blocker: Blocker, dest: Address, scheme: str,
+def explain_blocklists(blocker: Blocker | None, dest: Address, scheme: str,
                        path: bytes) -> tuple[list[str], bool]:
     """`route`: the list and rule that block the destination (a plain-HTTP URL by its path,
-    anything else by host), or that none does; and whether one does."""
+    anything else by host), or that none does; and whether one does. Nothing without lists."""
+    if blocker is None:
+        return [], False
     verdict = (blocker.check(http_request(dest, path, [])) if scheme == "http"
                else blocker.check_tunnel(dest))
     return _verdict_lines(blocker, verdict, scheme), verdict.block is not None

@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--profile", default="default", help=profile_help)
     route.add_argument("url", help="http://host/..., https://host/... or host:port")
 
+    lists = commands.add_parser("lists", help="fetch the profile's block lists that name a URL")
+    lists.add_argument("action", choices=["update"])
+    lists.add_argument("--profile", default="default", help=profile_help)
+
     commands.add_parser("schema", help="print the profile format as JSON Schema")
 
     geoip = commands.add_parser("geoip", help="the GeoIP database: info, or look up an address")
@@ -197,6 +201,10 @@ def _main(argv: list[str] | None) -> int:
             return serve(args.profile, args.listen, args.admin, args.workers, args.verbose)
         if args.command == "route":
             return _route(load_profile(args.profile), args.url)
+        if args.command == "lists":
+            from anonproxy.cli.lists import update
+
+            return update(load_profile(args.profile, lists=False))
         if args.command == "schema":
             from anonproxy.config.models import profile_schema
 
@@ -248,11 +256,7 @@ def _check(loaded: LoadedProfile) -> int:
 
     # a missing or broken GeoIP database is a profile error too
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
-    print("\n".join(summarize(loaded, ctx.plans)))
-    if loaded.blocker is not None:
-        from anonproxy.cli.explain import summarize_blocklists
-
-        print("\n".join(summarize_blocklists(loaded.blocker)))
+    print("\n".join(summarize(loaded, ctx.plans, lists=True)))
     print("ok")
     return 0
 
@@ -261,7 +265,7 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     import asyncio
     from urllib.parse import urlsplit
 
-    from anonproxy.cli.explain import explain_route
+    from anonproxy.cli.explain import explain_blocklists, explain_route
     from anonproxy.cli.remote import announced_services
     from anonproxy.config.profiles import open_geo
     from anonproxy.exits.context import Context
@@ -284,14 +288,10 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     except (AddressError, ValueError) as error:
         print(f"anonproxy: route {url}: {error}", file=sys.stderr)
         return EXIT_USAGE
-    listed: list[str] = []
-    if loaded.blocker is not None:  # block lists answer before the rules
-        from anonproxy.cli.explain import explain_blocklists
-
-        listed, blocked = explain_blocklists(loaded.blocker, dest, scheme, path)
-        if blocked:
-            print("\n".join([f"destination  {dest}", *listed]))
-            return 0
+    listed, blocked = explain_blocklists(loaded.blocker, dest, scheme, path)  # before rules
+    if blocked:
+        print("\n".join([f"destination  {dest}", *listed]))
+        return 0
     admin = loaded.profile.admin
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
                   admin=admin.address if admin is not None else None,

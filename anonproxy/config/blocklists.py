@@ -34,7 +34,12 @@ SNIFF_LINES = 200  # lines looked at to tell the format
 
 
 class ListError(Exception):
-    """A list that cannot be used; `str()` is the sentence (the caller names the profile)."""
+    """A list that cannot be used; `str()` is the sentence (the caller names the profile).
+    `number`: which `blocklists` entry (from 1; 0 when not known), `missing`: no such file."""
+
+    def __init__(self, message: str, number: int = 0, missing: bool = False) -> None:
+        super().__init__(message)
+        self.number, self.missing = number, missing
 
 
 def _is_address(text: str) -> bool:
@@ -109,7 +114,7 @@ def read_list(path: Path, name: str) -> FilterList:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ListError(f"no such file ({path})") from None
+        raise ListError(f"no such file ({path})", missing=True) from None
     except IsADirectoryError:
         raise ListError(f"a directory, not a list ({path})") from None
     except OSError as error:
@@ -148,7 +153,8 @@ def load_blocker(profile_path: Path | None, entries: list[str]) -> Blocker | Non
             try:
                 lists.append(read_list(path, entry))
             except ListError as error:
-                raise ListError(f'blocklists[{number}] = "{entry}": {error}') from None
+                raise ListError(f'blocklists[{number}] = "{entry}": {error}', number,
+                                error.missing) from None
         blocker = Blocker(lists)
         if len(_compiled) >= 4:
             _compiled.clear()

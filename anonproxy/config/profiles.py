@@ -184,7 +184,9 @@ def known_profiles(beside: Path | None = None) -> dict[str, str]:
     return found
 
 
-def load_profile(ref: str) -> LoadedProfile:
+def load_profile(ref: str, lists: bool = True) -> LoadedProfile:
+    """The profile `ref` names, its block lists compiled (`lists=False`: not read, for
+    `lists update`, which fetches them)."""
     path = resolve_ref(ref)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -195,10 +197,15 @@ def load_profile(ref: str) -> LoadedProfile:
     except tomllib.TOMLDecodeError as error:
         raise ProfileError(f"{path}: not valid TOML: {error}") from None
     profile = parse_profile(data, str(path))
+    if not lists:
+        return LoadedProfile(path.stem, path, profile)
     try:
-        blocker = load_blocker(path, profile.blocklists)
+        blocker = load_blocker(path, profile.blocklist_paths)
     except ListError as error:
-        raise ProfileError(f"{path}: {error}") from None
+        entry = profile.blocklists[error.number - 1] if error.number else None
+        hint = (f"; it comes from {entry.url}: run anonproxy lists update --profile {ref}"
+                if entry is not None and not isinstance(entry, str) and error.missing else "")
+        raise ProfileError(f"{path}: {error}{hint}") from None
     return LoadedProfile(path.stem, path, profile, blocker)
 
 
