@@ -2,12 +2,13 @@
 the `adblock` package. The one module that imports it, so that another engine can take its
 place without a change elsewhere (blocklists.py asks only what is here).
 
-Chosen over the alternatives (compared in docs/benchmarks.md): adblock-rust is the engine Brave
-ships, about 5 µs a URL here against EasyList and EasyPrivacy; `adblockparser` is pure Python
-and turns a list into one regular expression per rule (seconds to load, milliseconds a URL);
-`braveblock` wraps the same Rust engine with fewer of its options exposed and no release in
-years. The `adblock` package pins adblock-rust 0.5.6: options that version does not know
-(`popup`, `removeparam`, `method`, ...) make the engine drop the rule, and `check` says so.
+Chosen over the alternatives by their design (not measured here): adblock-rust is the engine
+Brave ships, about 4 µs a URL here against EasyList and EasyPrivacy (docs/benchmarks.md);
+`adblockparser` is pure Python and compiles each rule to a regular expression, so it is known
+to be orders of magnitude slower on lists of this size; `braveblock` wraps the same Rust engine
+with less of it exposed and no release in years. The `adblock` package pins adblock-rust 0.5.6
+(its last release is from 2022): options that version does not know (`popup`, `removeparam`,
+`method`, `rewrite`, ...) make the engine drop the rule, and `check` says so.
 
 Invariants: the engine is built unoptimized and in debug mode, so a match reports the exact text
 of the rule that matched (the optimizer merges rules and reports the merged text; unoptimized
