@@ -5,8 +5,8 @@ place without a change elsewhere (blocklists.py asks only what is here).
 Chosen over the alternatives by their design (not measured here): adblock-rust is the engine
 Brave ships, about 4 µs a URL here against EasyList and EasyPrivacy (docs/benchmarks.md);
 `adblockparser` is pure Python and compiles each rule to a regular expression, so it is known
-to be orders of magnitude slower on lists of this size; `braveblock` wraps the same Rust engine
-with less of it exposed and no release in years. The `adblock` package pins adblock-rust 0.5.6
+to be orders of magnitude slower on lists of this size; `braveblock` wraps the same Rust engine,
+so it would match the same rules the same way. The `adblock` package pins adblock-rust 0.5.6
 (its last release is from 2022): options that version does not know (`popup`, `removeparam`,
 `method`, `rewrite`, ...) make the engine drop the rule, and `check` says so.
 
