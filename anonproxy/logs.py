@@ -29,6 +29,7 @@ class Record(NamedTuple):
     down: int
     seconds: float
     error: str | None
+    blocked: tuple[str, str] | None = None  # (list, rule) when a block list refused it
 
 
 # Called with each connection's Record, e.g. by `anonproxy exec --summary` and the dashboard;
@@ -102,9 +103,10 @@ def connection(
     down: int,
     seconds: float,
     error: str | None = None,
+    blocked: tuple[str, str] | None = None,
 ) -> None:
     if observers:
-        record = Record(proto, dest, exit_name, status, up, down, seconds, error)
+        record = Record(proto, dest, exit_name, status, up, down, seconds, error, blocked)
         for observe in observers:
             observe(record)
     if not log.isEnabledFor(logging.INFO):

@@ -103,6 +103,8 @@ def test_every_key_of_the_profile_example_is_accepted_by_check(tmp_path, name, t
     (tmp_path / "full.toml").write_text(text)
     for ref in re.findall(r'"([\w-]+\.toml)"', text):  # selectable profiles it names
         (tmp_path / ref).write_text('default = "direct"\n')
+    for ref in re.findall(r'"([\w-]+\.txt)"', text):  # block lists it names
+        (tmp_path / ref).write_text("||ads.example^\n")
     out = anonproxy("check", "full.toml", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith("ok")

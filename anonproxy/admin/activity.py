@@ -1,4 +1,5 @@
-"""What the proxy has been doing, for the dashboard: recent connections and bytes per exit.
+"""What the proxy has been doing, for the dashboard: recent connections, bytes per exit, and
+what the block lists blocked (a count per list, the latest matches).
 
 Fed by `logs.observers` with one Record per finished tunnel or plain-HTTP request. Traffic
 through a pool counts for the pool and for the member that carried it. Holds the
@@ -33,15 +34,23 @@ class Activity:
     exits: dict[str, ExitTotals] = field(default_factory=dict)
     series: deque = field(init=False)
     finished: int = 0  # connections and requests recorded since start (not reset by clear)
+    blocks: dict[str, int] = field(default_factory=dict)  # blocked requests per list
+    max_matches: int = 50
+    matches: deque = field(init=False)  # (time, list, rule, site), the latest last
     _sampled: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.max_entries)
         self.series = deque(maxlen=self.series_length)
+        self.matches = deque(maxlen=self.max_matches)
 
     def observe(self, record: Record) -> None:
         """(logs observer) One finished connection or request."""
         self.finished += 1
+        if record.blocked is not None:
+            name, rule = record.blocked
+            self.blocks[name] = self.blocks.get(name, 0) + 1
+            self.matches.append((time.time(), name, rule, _site(record.dest)))
         # through a pool, the record names the path ("pool>member"): each exit on it carried
         # the traffic, so the pool and the member it used both count it
         for name in dict.fromkeys(record.exit.split(">")):
@@ -63,6 +72,11 @@ class Activity:
             self.recent.popleft()
         keys = ("time", "proto", "site", "exit", "status", "error", "up", "down", "ms")
         return [dict(zip(keys, entry, strict=True)) for entry in reversed(self.recent)]
+
+    def latest_matches(self) -> list[dict]:
+        """What the block lists blocked last, newest first (the site and rule, never a path)."""
+        keys = ("time", "list", "rule", "site")
+        return [dict(zip(keys, match, strict=True)) for match in reversed(self.matches)]
 
     def clear(self) -> None:
         self.recent.clear()

@@ -112,7 +112,8 @@ class AdminApp:
         app.router.add_get("/static/{name}", self._static)
         for name, handler in (("status", self._status), ("exits", self._exits),
                               ("rules", self._rules), ("connections", self._connections),
-                              ("tor", self._tor), ("state", self._state),
+                              ("tor", self._tor), ("blocklists", self._blocklists),
+                              ("state", self._state),
                               ("events", self._events)):
             app.router.add_get(f"/api/{name}", handler)
         app.router.add_post("/api/reload", self._reload)
@@ -259,6 +260,9 @@ class AdminApp:
     async def _connections(self, request: web.Request) -> web.Response:
         return web.json_response(self.activity.entries())
 
+    async def _blocklists(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot.blocklists(self.server.ctx, self.activity))
+
     async def _tor(self, request: web.Request) -> web.Response:
         return web.json_response(await snapshot.tors(self.server))
 
@@ -268,6 +272,7 @@ class AdminApp:
             "status": snapshot.overview(self.server, self.activity),
             "exits": snapshot.exits(ctx, self._geo_for(ctx)),
             "rules": snapshot.rules(ctx),
+            "blocklists": snapshot.blocklists(ctx, self.activity),
             "connections": self.activity.entries(),
             "tor": await snapshot.tors(self.server),
             "series": list(self.activity.series),

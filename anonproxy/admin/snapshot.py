@@ -71,6 +71,16 @@ def rules(ctx) -> list[dict]:
     return listed
 
 
+def blocklists(ctx, activity) -> dict:
+    """The active profile's block lists with the rules each holds and how many requests each
+    blocked, and the latest matches. The counts are by list name and outlive reloads."""
+    blocker = ctx.loaded.blocker
+    lists = [] if blocker is None else [
+        {"name": fl.name, "format": fl.format, "rules": len(fl.rules),
+         "blocks": activity.blocks.get(fl.name, 0)} for fl in blocker.lists]
+    return {"lists": lists, "latest": activity.latest_matches()}
+
+
 async def tors(server) -> list[dict]:
     found = []
     for tor in list(server.tors.values()):

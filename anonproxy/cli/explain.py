@@ -1,8 +1,9 @@
 """Plain-text explanations for the CLI: a profile's summary and why a URL takes its route.
 
-Formatting only: decisions come from rules.py through Context, so what `route` prints is what
-the proxy does; each exit says what it is and where it resolves names (Plan.summary_lines and
-Plan.resolution, exits/base.py), so nothing here knows the kinds.
+Formatting only: decisions come from rules.py through Context and from the block lists
+(policy/blocklists.py), so what `route` prints is what the proxy does; each exit says what it
+is and where it resolves names (Plan.summary_lines and Plan.resolution, exits/base.py), so
+nothing here knows the kinds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from anonproxy.config.models import BLOCK
 from anonproxy.config.profiles import LoadedProfile
 from anonproxy.exits.base import Plan
+from anonproxy.policy.blocklists import Blocker, Verdict, http_request
 from anonproxy.policy.rules import Decision
 from anonproxy.wire.address import Address
 from anonproxy.wire.headers import IDENTIFYING, HeaderPolicy
@@ -25,10 +27,12 @@ def describe_exit(plans: Mapping[str, Plan], name: str, indent: str = "") -> lis
 
 
 def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
-              bound: tuple[Address, Address | None] | None = None) -> list[str]:
+              bound: tuple[Address, Address | None] | None = None,
+              lists: bool = False) -> list[str]:
     """The profile in a few lines. `bound`: the listener's and the dashboard's addresses as
     really bound (serve, after --listen, --admin and port 0; None: no dashboard), shown
-    instead of the profile's."""
+    instead of the profile's. `lists` (check): each block list, and its lines not
+    understood."""
     p = loaded.profile
     listen, where = bound if bound is not None else (
         p.listen, p.admin.address if p.admin is not None else None)
@@ -50,6 +54,8 @@ def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
         f" accept_language={_policy(h.accept_language)}"
         f" referer={h.referer} cookie={h.cookie} client_hints={h.client_hints}"
     )
+    if lists and loaded.blocker is not None:
+        lines += summarize_blocklists(loaded.blocker)
     return lines
 
 
@@ -98,3 +104,64 @@ def explain_route(plans: Mapping[str, Plan], decision: Decision, dest: Address, 
     else:
         lines.append("headers      not visible: the tunnel carries TLS (or other bytes) unchanged")
     return lines
+
+
+BLOCKED_WORDS = "403 for HTTP and CONNECT, SOCKS reply 0x02"
+SHOWN_LINES = 5  # lines not understood shown for each reason, with the count of the rest
+
+
+def explain_blocklists(blocker: Blocker | None, dest: Address, scheme: str,
+                       path: bytes) -> tuple[list[str], bool]:
+    """`route`: the list and rule that block the destination (a plain-HTTP URL by its path,
+    anything else by host), or that none does; and whether one does. Nothing without lists."""
+    if blocker is None:
+        return [], False
+    verdict = (blocker.check(http_request(dest, path, [])) if scheme == "http"
+               else blocker.check_tunnel(dest))
+    return _verdict_lines(blocker, verdict, scheme), verdict.block is not None
+
+
+def _verdict_lines(blocker: Blocker, verdict: Verdict, scheme: str) -> list[str]:
+    how = ("by its full URL, as a plain-HTTP request from an unknown page" if scheme == "http"
+           else "by host, as a CONNECT or SOCKS5 tunnel")
+    if verdict.block is not None:
+        return [f"blocklist    blocked by {verdict.block.list}: {verdict.block.rule}",
+                f"             ({BLOCKED_WORDS}; matched {how}; the rules are not asked)"]
+    names = ", ".join(fl.name for fl in blocker.lists)
+    lines = [f"blocklist    not blocked ({names}; matched {how})"]
+    if verdict.allowed_by is not None:
+        lines.append(f"             an exception let it through: {verdict.allowed_by.list}: "
+                     f"{verdict.allowed_by.rule}")
+    return lines
+
+
+def summarize_blocklists(blocker: Blocker) -> list[str]:
+    """`check`: per list its format, the rules loaded, what was skipped, and the lines not
+    understood with their numbers (grouped by why; the first few of each reason in full)."""
+    lines = []
+    for fl in blocker.lists:
+        kind = "hosts file" if fl.format == "hosts" else "Adblock Plus list"
+        not_taken = blocker.not_taken(fl)
+        bad = sorted([*fl.bad, *not_taken])
+        said = [f"{len(fl.rules) - len(not_taken)} rules loaded"]
+        if fl.cosmetic:
+            said.append(f"{fl.cosmetic} cosmetic rules skipped")
+        if fl.skipped:
+            said.append(f"{fl.skipped} entries for this machine skipped")
+        said.append(f"{len(bad)} lines not understood")
+        lines.append(f"  blocklist {fl.name}: {kind}, " + ", ".join(said))
+        by_reason: dict[str, list[tuple[int, str]]] = {}
+        for number, text, why in bad:
+            by_reason.setdefault(why, []).append((number, text))
+        for why, found in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+            for number, text in found[:SHOWN_LINES]:
+                lines.append(f"           line {number}: {_clip(text)}: {why}")
+            if len(found) > SHOWN_LINES:
+                rest = [str(number) for number, _ in found[SHOWN_LINES:]]
+                shown = ", ".join(rest[:20]) + (", ..." if len(rest) > 20 else "")
+                lines.append(f"           and {len(rest)} more lines ({why}): {shown}")
+    return lines
+
+
+def _clip(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."

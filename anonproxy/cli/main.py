@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--profile", default="default", help=profile_help)
     route.add_argument("url", help="http://host/..., https://host/... or host:port")
 
+    lists = commands.add_parser("lists", help="fetch the profile's block lists that name a URL")
+    lists.add_argument("action", choices=["update"])
+    lists.add_argument("--profile", default="default", help=profile_help)
+
     commands.add_parser("schema", help="print the profile format as JSON Schema")
 
     geoip = commands.add_parser("geoip", help="the GeoIP database: info, or look up an address")
@@ -197,6 +201,10 @@ def _main(argv: list[str] | None) -> int:
             return serve(args.profile, args.listen, args.admin, args.workers, args.verbose)
         if args.command == "route":
             return _route(load_profile(args.profile), args.url)
+        if args.command == "lists":
+            from anonproxy.cli.lists import update
+
+            return update(load_profile(args.profile, lists=False))
         if args.command == "schema":
             from anonproxy.config.models import profile_schema
 
@@ -248,7 +256,7 @@ def _check(loaded: LoadedProfile) -> int:
 
     # a missing or broken GeoIP database is a profile error too
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded))
-    print("\n".join(summarize(loaded, ctx.plans)))
+    print("\n".join(summarize(loaded, ctx.plans, lists=True)))
     print("ok")
     return 0
 
@@ -257,13 +265,14 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     import asyncio
     from urllib.parse import urlsplit
 
-    from anonproxy.cli.explain import explain_route
+    from anonproxy.cli.explain import explain_blocklists, explain_route
     from anonproxy.cli.remote import announced_services
     from anonproxy.config.profiles import open_geo
     from anonproxy.exits.context import Context
     from anonproxy.wire.address import AddressError, parse_authority
     from anonproxy.wire.errors import Forbidden
 
+    path = b"/"
     try:
         if "://" in url:
             parts = urlsplit(url)
@@ -272,11 +281,17 @@ def _route(loaded: LoadedProfile, url: str) -> int:
             if default is None or not parts.hostname:
                 raise AddressError("give an http:// or https:// URL, or host:port")
             dest = parse_authority(parts.netloc.rsplit("@", 1)[-1], default)
+            path = (parts.path or "/").encode() + (b"?" + parts.query.encode() if parts.query
+                                                   else b"")
         else:
             scheme, dest = "tunnel", parse_authority(url)
     except (AddressError, ValueError) as error:
         print(f"anonproxy: route {url}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    listed, blocked = explain_blocklists(loaded.blocker, dest, scheme, path)  # before rules
+    if blocked:
+        print("\n".join([f"destination  {dest}", *listed]))
+        return 0
     admin = loaded.profile.admin
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
                   admin=admin.address if admin is not None else None,
@@ -287,8 +302,10 @@ def _route(loaded: LoadedProfile, url: str) -> int:
     except Forbidden as error:
         print(f"anonproxy: route {url}: {error.message}", file=sys.stderr)
         return EXIT_REFUSED
-    print("\n".join(explain_route(ctx.plans, decision, dest, scheme, ctx.policy,
-                                  loaded.profile.resolve)))
+    explained = explain_route(ctx.plans, decision, dest, scheme, ctx.policy,
+                              loaded.profile.resolve)
+    explained[1:1] = listed
+    print("\n".join(explained))
     return 0
 
 

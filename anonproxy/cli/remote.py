@@ -73,6 +73,7 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
         tors = call(admin, "GET", "/api/tor", password=password)
         rules = call(admin, "GET", "/api/rules", password=password)
         recent = call(admin, "GET", "/api/connections", password=password)
+        listed = call(admin, "GET", "/api/blocklists", password=password)
     except ControlError as error:
         print(f"anonproxy: status: {error}", file=sys.stderr)
         return 1
@@ -95,6 +96,12 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
         number = "default " if rule["number"] == 0 else f"rule {rule['number']:<3}"
         text = rule["text"] if rule["number"] else f"-> exit \"{rule['exit']}\""
         print(f"{number}     {text}  ({rule['hits']} hits)")
+    for item in listed["lists"]:
+        print(f"blocklist    {item['name']} ({item['format']}, {item['rules']} rules): "
+              f"{item['blocks']} blocked")
+    for match in listed["latest"][:RECENT]:
+        when = time.strftime("%H:%M:%S", time.localtime(match["time"]))
+        print(f"blocked      {when} {match['site']} by {match['list']}: {match['rule']}")
     for entry in recent[:RECENT]:
         when = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
         problem = f"  ({entry['error']})" if entry["error"] else ""

@@ -306,6 +306,17 @@ class Admin(_Strict):
         return parse_authority(self.listen, listening=True)
 
 
+class ListSource(_Strict):
+    """A block list fetched from `url` into `path` by `anonproxy lists update` (never by the
+    running proxy)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=4096)]
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+ListPath = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
 class Profile(_Strict):
     listen: str = "127.0.0.1:8118"
     admin: Admin | None = None  # the dashboard; off when absent
@@ -317,6 +328,8 @@ class Profile(_Strict):
     resolve: Literal["never", "local", "tor"] = "never"
     exits: dict[ExitName, Exit] = {"direct": Exit()}
     rules: list[Rule] = []
+    # Adblock Plus / uBlock Origin lists or hosts files, relative to the profile: before rules
+    blocklists: list[ListPath | ListSource] = []
     selectable: list[Annotated[str, Field(min_length=1)]] = []  # profiles a proxy username may pick
     headers: Headers = Headers()
     limits: Limits = Limits()
@@ -326,6 +339,11 @@ class Profile(_Strict):
     @classmethod
     def _listen(cls, value: str) -> str:
         return _listen_address(value)
+
+    @property
+    def blocklist_paths(self) -> list[str]:
+        """Where each block list is read from, as written (a fetched list: its `path`)."""
+        return [e if isinstance(e, str) else e.path for e in self.blocklists]
 
     @property
     def uses_managed_tor(self) -> bool:

@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from anonproxy.config.blocklists import ListError, load_blocker
 from anonproxy.config.models import (
     BLOCK,
     Admin,
@@ -30,6 +31,7 @@ from anonproxy.config.models import (
     Profile,
     validate_profile,
 )
+from anonproxy.policy.blocklists import Blocker
 from anonproxy.policy.geo import GeoDB, GeoError
 from anonproxy.wire.address import Address, is_loopback_host, is_unspecified_host
 
@@ -158,6 +160,7 @@ class LoadedProfile:
     name: str
     path: Path
     profile: Profile
+    blocker: Blocker | None = None  # its block lists, compiled (config/blocklists.py)
 
 
 def resolve_ref(ref: str) -> Path:
@@ -181,7 +184,9 @@ def known_profiles(beside: Path | None = None) -> dict[str, str]:
     return found
 
 
-def load_profile(ref: str) -> LoadedProfile:
+def load_profile(ref: str, lists: bool = True) -> LoadedProfile:
+    """The profile `ref` names, its block lists compiled (`lists=False`: not read, for
+    `lists update`, which fetches them)."""
     path = resolve_ref(ref)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -191,7 +196,17 @@ def load_profile(ref: str) -> LoadedProfile:
         raise ProfileError(f"{path}: cannot read: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ProfileError(f"{path}: not valid TOML: {error}") from None
-    return LoadedProfile(path.stem, path, parse_profile(data, str(path)))
+    profile = parse_profile(data, str(path))
+    if not lists:
+        return LoadedProfile(path.stem, path, profile)
+    try:
+        blocker = load_blocker(path, profile.blocklist_paths)
+    except ListError as error:
+        entry = profile.blocklists[error.number - 1] if error.number else None
+        hint = (f"; it comes from {entry.url}: run anonproxy lists update --profile {ref}"
+                if entry is not None and not isinstance(entry, str) and error.missing else "")
+        raise ProfileError(f"{path}: {error}{hint}") from None
+    return LoadedProfile(path.stem, path, profile, blocker)
 
 
 def parse_profile(data: dict[str, Any], source: str) -> Profile:

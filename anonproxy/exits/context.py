@@ -1,7 +1,9 @@
 """What every connection of a running proxy shares: the profile compiled for use, the exits'
 health, the GeoIP database and the reusable upstream connections; the I/O around the router.
 
-`route()` asks the pure router (policy/router.py) for an exit and its reason; when the router
+`route()` first asks the profile's block lists (policy/blocklists.py), by full URL for a
+plain-HTTP request and by host for a tunnel; then the pure router (policy/router.py) for an
+exit and its reason; when the router
 answers NEED_ADDRESS (a rule needs an address and the profile says `resolve = "local"` or
 `"tor"`), this module looks the name up and answers; then the router says what is refused.
 Outcomes that needed no lookup are remembered per destination. `open()` hands the decision to
@@ -29,12 +31,13 @@ from anonproxy.exits.dialer import Dialer
 from anonproxy.exits.health import Health
 from anonproxy.exits.registry import plan_from_config
 from anonproxy.exits.tor_process import Tor, TorSpec
+from anonproxy.policy.blocklists import Request
 from anonproxy.policy.geo import GeoDB
 from anonproxy.policy.router import Router
 from anonproxy.policy.rules import NEED_ADDRESS, CompiledRule, Decision, compile_rules
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address
-from anonproxy.wire.errors import ExitDown, Forbidden
+from anonproxy.wire.errors import Blocked, ExitDown, Forbidden
 from anonproxy.wire.headers import HeaderPolicy
 
 
@@ -179,13 +182,27 @@ class Context:
         if reason is not None:
             raise Forbidden(reason)
 
-    async def route(self, dest: Address, isolation: str | None = None) -> Decision:
-        """The exit for `dest`; raises Forbidden for unsafe destinations (refuse_unsafe) and
-        for rules that block.
+    def refuse_listed(self, dest: Address, request: Request | None = None) -> None:
+        """Blocked when a block list blocks `request` (a plain-HTTP request's URL and what its
+        headers say), or, without one, a tunnel to `dest`."""
+        blocker = self.loaded.blocker
+        if blocker is not None:
+            verdict = blocker.check(request) if request else blocker.check_tunnel(dest)
+            hit = verdict.block
+            if hit is not None:
+                raise Blocked(str(dest), hit.list, hit.rule)
+
+    async def route(self, dest: Address, isolation: str | None = None,
+                    request: Request | None = None) -> Decision:
+        """The exit for `dest`; raises Blocked when a block list blocks it (before the rules:
+        refuse_listed), Forbidden for unsafe destinations (refuse_unsafe) and for rules that
+        block.
 
         Outcomes that needed no lookup are remembered per destination: they depend only on the
         rules, the GeoIP table and the addresses refuse_unsafe checks (own_services), and
         what those addresses come from is the memo's key (also_own is fixed)."""
+        if self.loaded.blocker is not None:
+            self.refuse_listed(dest, request)
         key = self._own_key()
         if key != self._routes_key:
             self._routes.clear()

@@ -25,6 +25,7 @@ from anonproxy import logs
 from anonproxy.exits.context import Context
 from anonproxy.inbound.client import ClientConn
 from anonproxy.inbound.pac import pac_address, render_pac
+from anonproxy.policy.blocklists import http_request
 from anonproxy.transport.client_side import ClientGone, Trace
 from anonproxy.transport.exchange import StaleUpstream, exchange
 from anonproxy.transport.relay import relay
@@ -38,6 +39,7 @@ from anonproxy.wire.address import (
 from anonproxy.wire.errors import (
     BadRequest,
     BadUpstreamResponse,
+    Blocked,
     NotFound,
     NotImplementedByProxy,
     ProxyError,
@@ -94,7 +96,7 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
     proto, trace = "http", Trace()
     dest: Address | str = "-"  # logged as "-" until known
     status: object = "-"
-    problem = None
+    problem = blocked = None
     try:
         ctx = client.ctx = client.select(proxy_credentials(head.headers))
         if head.method == b"CONNECT":
@@ -117,11 +119,14 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
                 "for HTTPS too"
             )
         dest = _destination(host, port or 80)
-        trace.exit = (await ctx.route(dest)).exit
+        facts = http_request(dest, path, head.headers) if ctx.loaded.blocker else None
+        trace.exit = (await ctx.route(dest, request=facts)).exit
         status, keep = await _forward(client, head, dest, path, trace)
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message
+        if isinstance(error, Blocked):
+            blocked = (error.list_name, error.rule)
         if not client.writer.is_closing():
             client.writer.write(http_error_response(error))
         return False
@@ -130,7 +135,7 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         raise
     finally:
         logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
-                        time.monotonic() - t0, problem)
+                        time.monotonic() - t0, problem, blocked)
 
 
 _DESTINATIONS: dict[tuple[bytes, int], Address] = {}  # checked hosts, so a name is checked once

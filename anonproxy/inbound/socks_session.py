@@ -4,6 +4,9 @@ A client's own SOCKS5 credentials, when the proxy does not use them (`auth` uses
 `selectable` profile's name is the username), join the Tor isolation key as tor's
 IsolateSOCKSAuth would join them, so Tor Browser or torsocks keep their separation through us.
 
+A destination a block list blocks gets reply 0x02 (not allowed by ruleset), before any rule is
+asked (Context.route).
+
 Invariants: the destination is connected only after a complete, valid request; every refusal
 sends the matching reply code before closing; a hostname goes to the exit as a name; a client's
 credentials are never logged or passed on: only a keyed digest of them leaves this module.
@@ -25,6 +28,7 @@ from anonproxy.wire import socks5
 from anonproxy.wire.errors import (
     SOCKS_GENERAL_FAILURE,
     AuthRequired,
+    Blocked,
     ProxyError,
     StageTimeout,
 )
@@ -90,7 +94,7 @@ async def serve_socks5(
     t0 = time.monotonic()
     status: int | str  # the SOCKS reply code sent, or why none was
     dest, exit_label, status, up, down, problem = "-", "-", "-", 0, 0, None
-    main, isolation = ctx, None
+    main, isolation, blocked = ctx, None, None
     try:
         methods = await hs.take(socks5.parse_greeting)
         method = socks5.choose_method(methods, auth_required=auth_required)
@@ -129,9 +133,11 @@ async def serve_socks5(
             writer.write(socks5.reply(error.reply))
     except ProxyError as error:
         status, problem = error.socks_reply, error.message
+        if isinstance(error, Blocked):
+            blocked = (error.list_name, error.rule)
         writer.write(socks5.reply(error.socks_reply))
     except OSError:
         problem = "client closed the connection"
     finally:
         logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0,
-                        problem)
+                        problem, blocked)

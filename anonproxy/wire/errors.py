@@ -65,6 +65,18 @@ class Forbidden(ProxyError):
     socks_reply = SOCKS_NOT_ALLOWED
 
 
+class Blocked(Forbidden):
+    """A block list blocks the request: 403 (SOCKS reply 0x02) whose body names the list's file
+    and the rule, so that whoever wonders why a page broke sees which rule to except. The
+    public sentence names the file only (a path could say whose home folder it lives in)."""
+
+    def __init__(self, target: str, list_name: str, rule: str) -> None:
+        file = list_name.replace("\\", "/").rsplit("/", 1)[-1]
+        super().__init__(f"{target} is blocked by {list_name} (rule: {rule})",
+                         public=f"{target} is blocked by the block list {file} (rule: {rule})")
+        self.list_name, self.rule = list_name, rule
+
+
 class AuthRequired(ProxyError):
     """The client must authenticate (or authenticate differently) to use this proxy."""
 

@@ -109,6 +109,29 @@ function showRules(rules) {
   }
 }
 
+function showBlocklists(state) {
+  $("blocklists-section").hidden = state.lists.length === 0;
+  const lists = $("blocklists").tBodies[0];
+  lists.replaceChildren();
+  for (const l of state.lists) {
+    const row = lists.insertRow();
+    row.dataset.list = l.name;
+    cell(row, l.name);
+    cell(row, l.format);
+    cell(row, l.rules, "num");
+    cell(row, l.blocks, "num blocks");
+  }
+  const matches = $("matches").tBodies[0];
+  matches.replaceChildren();
+  for (const m of state.latest.slice(0, 20)) {
+    const row = matches.insertRow();
+    cell(row, clock(m.time));
+    cell(row, m.site);
+    cell(row, m.list);
+    cell(row, m.rule, "rule");
+  }
+}
+
 function showConnections(entries) {
   const body = $("recent").tBodies[0];
   body.replaceChildren();
@@ -216,6 +239,7 @@ async function refresh(key, trying) {
   showStatus(state.status);
   showExits(state.exits, state.status.traffic);
   showRules(state.rules);
+  showBlocklists(state.blocklists);
   showConnections(state.connections);
   showTor(state.tor);
   series = state.series.slice(-120);
