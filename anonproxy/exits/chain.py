@@ -269,14 +269,8 @@ async def _handshake(reader: asyncio.StreamReader, writer, hop: Hop,
         writer.write(hops.socks5_connect(target))
         return await _socks5_reply(reader)
     writer.write(hops.http_connect(hop, target))
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise HopRefused("its reply to CONNECT has an over-long head") from None
-    events = ResponseParser(b"CONNECT").feed(head)
-    if not events or not isinstance(events[0], ResponseHead):
-        raise HopRefused("it sent a malformed reply to CONNECT")
-    hops.http_connect_status(events[0].status, events[0].reason)
+    head = await _answer_head(reader, b"CONNECT", "reply to CONNECT")
+    hops.http_connect_status(head.status, head.reason)
     return None
 
 
@@ -284,14 +278,20 @@ async def _http_probe(reader: asyncio.StreamReader, writer, hop: Hop) -> None:
     """Ask an HTTP hop something it answers itself (hops.http_probe), so that a hop refusing
     our credentials counts as down, not up."""
     writer.write(hops.http_probe(hop))
+    head = await _answer_head(reader, b"OPTIONS", "answer")
+    hops.http_probe_status(head.status, head.reason)
+
+
+async def _answer_head(reader: asyncio.StreamReader, method: bytes, what: str) -> ResponseHead:
+    """An HTTP hop's answer head to `method`, read exactly (later bytes stay queued)."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
-        raise HopRefused("its answer has an over-long head") from None
-    events = ResponseParser(b"OPTIONS").feed(head)
+        raise HopRefused(f"its {what} has an over-long head") from None
+    events = ResponseParser(method).feed(head)
     if not events or not isinstance(events[0], ResponseHead):
-        raise HopRefused("it sent a malformed answer")
-    hops.http_probe_status(events[0].status, events[0].reason)
+        raise HopRefused(f"it sent a malformed {what}")
+    return events[0]
 
 
 async def resolve_through_socks(hop: Hop, name: str, *, timeout: float) -> str | None:
