@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT
 from helpers import curl, wait_until
 from origin import pattern
+from tlsorigin import tls_origin_in
 from upstreams import microsocks
 
 PROFILE = """
@@ -264,39 +265,7 @@ def test_fetch_never_sends_credentials_to_another_origin(profile, origin, second
 def tls_origin(tmp_path):
     """A recording origin behind TLS on 127.0.0.1 with a self-signed certificate, and the file
     to trust it by (SSL_CERT_FILE: fetch verifies with the default trust store)."""
-    import datetime
-    import ipaddress
-    import ssl
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    from origin import start_origin
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anonproxy test origin")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "origin.pem", tmp_path / "origin.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    origin, server = start_origin("127.0.0.1")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    yield origin, cert_file
-    server.shutdown()
-    server.server_close()
+    yield from tls_origin_in(tmp_path, "anonproxy test origin")
 
 
 def test_fetch_never_sends_credentials_on_a_downgrade(profile, tls_origin, origin):
