@@ -163,12 +163,10 @@ def fetch_command(args) -> int:
     from anonproxy import logs
     from anonproxy.cli.progress import Progress
     from anonproxy.cli.remote import announced_services
-    from anonproxy.cli.tor_wait import TorNotReady, wait_for_tors
+    from anonproxy.cli.tor_wait import TorNotReady, tors_for
     from anonproxy.cli.wrap import TOR_WAIT
     from anonproxy.config.profiles import load_profile, open_geo
     from anonproxy.exits.context import Context
-    from anonproxy.exits.tor_datadir import keep_seconds
-    from anonproxy.exits.tor_process import Tor
 
     headers = []
     for header in args.header:
@@ -199,18 +197,8 @@ def fetch_command(args) -> int:
     async def main() -> int:
         ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
                       also_own=announced_services())
-        async with asyncio.TaskGroup() as tasks:
-            # a tor already running for these settings is used; else a keeper starts one that
-            # the next fetch finds ready
-            tors = [Tor(spec, keep_seconds()) for spec in ctx.tor_specs()]
-            runs = [tasks.create_task(tor.run()) for tor in tors]
-            ctx.tors.update({tor.spec: tor for tor in tors})
-            try:
-                try:
-                    await wait_for_tors(tors, args.max_time or TOR_WAIT)
-                except TorNotReady as error:
-                    print(f"anonproxy: fetch: {error}", file=sys.stderr)
-                    return EXIT_DOWN
+        try:
+            async with tors_for(ctx, args.max_time or TOR_WAIT) as tors:
                 for tor in tors:
                     if args.verbose and tor.shared_with:
                         print(f"* tor ({tor.spec.label()}): using the tor already running for "
@@ -227,15 +215,15 @@ def fetch_command(args) -> int:
                     if args.output:
                         out.close()
                 return OK  # (--fail on status >= 400 already raised FetchFailed)
-            except FetchFailed as error:
-                print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
-                return error.code
-            except TimeoutError:  # (only --max-time sets one around the transfer)
-                print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
-                return NETWORK
-            finally:
-                for run in runs:
-                    run.cancel()
+        except TorNotReady as error:
+            print(f"anonproxy: fetch: {error}", file=sys.stderr)
+            return EXIT_DOWN
+        except FetchFailed as error:
+            print(f"anonproxy: fetch: {error.message}", file=sys.stderr)
+            return error.code
+        except TimeoutError:  # (only --max-time sets one around the transfer)
+            print(f"anonproxy: fetch: --max-time {args.max_time:g} s reached", file=sys.stderr)
+            return NETWORK
 
     try:
         return asyncio.run(main())

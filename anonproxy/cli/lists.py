@@ -40,33 +40,23 @@ def update(loaded: LoadedProfile) -> int:
 
 async def _update_all(loaded: LoadedProfile, sources: list[tuple[int, ListSource]]) -> int:
     from anonproxy.cli.remote import announced_services
-    from anonproxy.cli.tor_wait import TorNotReady, wait_for_tors
+    from anonproxy.cli.tor_wait import TorNotReady, tors_for
     from anonproxy.cli.wrap import TOR_WAIT
     from anonproxy.config.profiles import open_geo
     from anonproxy.exits.context import Context
-    from anonproxy.exits.tor_datadir import keep_seconds
-    from anonproxy.exits.tor_process import Tor
 
     ctx = Context(loaded, loaded.profile.listen_address, geo=open_geo(loaded),
                   also_own=announced_services())
     failed = 0
-    async with asyncio.TaskGroup() as tasks:
-        tors = [Tor(spec, keep_seconds()) for spec in ctx.tor_specs()]
-        runs = [tasks.create_task(tor.run()) for tor in tors]
-        ctx.tors.update({tor.spec: tor for tor in tors})
-        try:
-            try:
-                await wait_for_tors(tors, TOR_WAIT)
-            except TorNotReady as error:
-                print(f"anonproxy: lists update: {error}", file=sys.stderr)
-                return UPDATE_FAILED
+    try:
+        async with tors_for(ctx, TOR_WAIT):
             for number, source in sources:
                 line, ok = await _update_one(ctx, loaded, number, source)
                 print(line, file=sys.stdout if ok else sys.stderr)
                 failed += not ok
-        finally:
-            for run in runs:
-                run.cancel()
+    except TorNotReady as error:
+        print(f"anonproxy: lists update: {error}", file=sys.stderr)
+        return UPDATE_FAILED
     return UPDATE_FAILED if failed else 0
 
 

@@ -8,10 +8,15 @@ stalls or fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import AsyncIterator
 
 from anonproxy.cli.progress import Progress
+from anonproxy.exits.context import Context
+from anonproxy.exits.tor_datadir import keep_seconds
 from anonproxy.exits.tor_process import Tor
 
 STALL = 20.0  # seconds without progress before saying so
@@ -19,6 +24,29 @@ STALL = 20.0  # seconds without progress before saying so
 
 class TorNotReady(Exception):
     """Tor was not ready in time, or could not start: one sentence for the user."""
+
+
+@contextlib.asynccontextmanager
+async def tors_for(ctx: Context, timeout: float) -> AsyncIterator[list[Tor]]:
+    """The tors `ctx`'s exits need, ready, for a one-shot command (fetch, lists update): a tor
+    already running for the same settings is used, else a keeper starts one that the next
+    command finds ready (tor_datadir). TorNotReady when one is not ready within `timeout`;
+    stopped using them when the block ends."""
+    failure: Exception | None = None
+    async with asyncio.TaskGroup() as tasks:
+        tors = [Tor(spec, keep_seconds()) for spec in ctx.tor_specs()]
+        runs = [tasks.create_task(tor.run()) for tor in tors]
+        ctx.tors.update({tor.spec: tor for tor in tors})
+        try:
+            await wait_for_tors(tors, timeout)
+            yield tors
+        except Exception as error:  # noqa: BLE001 - the command's own: raised below, as itself
+            failure = error  # (raised in here, the task group would wrap it in a group)
+        finally:
+            for run in runs:
+                run.cancel()
+    if failure is not None:
+        raise failure
 
 
 async def wait_for_tors(tors: list[Tor], timeout: float) -> None:
