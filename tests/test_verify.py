@@ -25,6 +25,25 @@ def test_parse_echo_reads_the_address(body, address, seen):
     assert parse_echo(body) == Echo(address, seen)
 
 
+@pytest.mark.parametrize(("body", "is_tor"), [
+    (b'{"IsTor": true, "IP": "127.0.0.2"}', True),
+    (b'{"IsTor": false, "IP": "127.0.0.2"}', False),
+    (b'{"IsTor": "yes", "IP": "127.0.0.2"}', None),
+    (b'{"ip": "127.0.0.2"}', None),
+])
+def test_parse_echo_reads_what_tor_check_says(body, is_tor):
+    assert parse_echo(body).is_tor is is_tor
+
+
+@pytest.mark.parametrize(("told", "is_tor"), [
+    ((None,), None), ((True,), True), ((False,), False), ((True, None), True),
+    ((True, False), False),
+])
+def test_judge_says_tor_only_when_every_service_that_told_says_so(told, is_tor):
+    measured = [Measurement("u", Echo("127.0.0.2", (), t), "DE") for t in told]
+    assert judge("x", ("DE",), measured).is_tor is is_tor
+
+
 @pytest.mark.parametrize(("body", "says"), [
     (b"", "empty"),
     (b"   \n", "empty"),

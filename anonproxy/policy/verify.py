@@ -5,7 +5,8 @@ An echo service ("what is my IP") answers with the address it saw: as plain text
 alone), or as JSON whose `ip`, `IP`, `origin` or `query` key holds it (httpbin's `origin` may
 list several, comma-separated: the first is taken and the others count as seen identifying
 addresses). A JSON `headers` object, where the service echoes the request's headers, shows
-whether anything identifying reached it (the names of wire/headers.py's table).
+whether anything identifying reached it (the names of wire/headers.py's table). Tor's check
+service says `IsTor`: whether the address is a Tor exit relay's.
 
 Pure: no I/O; the caller fetches the bodies (through the exit) and looks the countries up.
 Invariants: an exit is `ok` only when at least one echo answered and every measured country
@@ -23,6 +24,10 @@ from dataclasses import dataclass
 from anonproxy.wire.headers import is_identifying
 
 ADDRESS_KEYS = ("ip", "IP", "origin", "query")
+# Used only when the profile's [verify] names no `echo`: plain text and JSON answers; for an
+# exit through tor, Tor's own check service (it also says whether the address is Tor's).
+DEFAULT_ECHO = ("https://api.ipify.org/", "https://ifconfig.co/json")
+TOR_ECHO = ("https://check.torproject.org/api/ip",)
 MAX_BODY = 1 << 16  # an echo answer longer than this is not an echo answer
 
 
@@ -37,6 +42,7 @@ class Echo:
 
     address: str
     seen: tuple[str, ...] = ()
+    is_tor: bool | None = None  # what Tor's check service says; None: not told
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,7 @@ class Verdict:
     ok: bool
     error: str | None
     seen: tuple[str, ...] = ()
+    is_tor: bool | None = None
 
     @property
     def word(self) -> str:
@@ -104,7 +111,8 @@ def parse_echo(body: bytes) -> Echo:
     if isinstance(headers, dict):
         seen += [f"{name}: {value}" for name, value in headers.items()
                  if isinstance(name, str) and is_identifying(name.encode("latin-1", "replace"))]
-    return Echo(_ip(first), tuple(seen))
+    is_tor = data.get("IsTor")
+    return Echo(_ip(first), tuple(seen), is_tor if isinstance(is_tor, bool) else None)
 
 
 def judge(exit_name: str, declared: tuple[str, ...],
@@ -118,19 +126,22 @@ def judge(exit_name: str, declared: tuple[str, ...],
     first = done[0]
     assert first.echo is not None
     seen = tuple(dict.fromkeys(s for m in done if m.echo for s in m.echo.seen))
+    told = [m.echo.is_tor for m in done if m.echo and m.echo.is_tor is not None]
+    is_tor = all(told) if told else None
     countries = list(dict.fromkeys(m.country for m in done))
     if declared:
         unknown = [m for m in done if m.country is None]
         if unknown:
             address = unknown[0].echo.address if unknown[0].echo else "?"
             return Verdict(exit_name, first.echo.address, None, declared, False,
-                           f"the GeoIP database has no country for {address}", seen)
+                           f"the GeoIP database has no country for {address}", seen, is_tor)
         wrong = [c for c in countries if c not in declared]
         if wrong:
             return Verdict(exit_name, first.echo.address, wrong[0], declared, False,
-                           f"leaves from {wrong[0]}, declares {', '.join(declared)}", seen)
+                           f"leaves from {wrong[0]}, declares {', '.join(declared)}", seen, is_tor)
     elif len(countries) > 1:
         return Verdict(exit_name, first.echo.address, first.country, declared, False,
                        "the echo services saw different countries: "
-                       + ", ".join(c or "unknown" for c in countries), seen)
-    return Verdict(exit_name, first.echo.address, first.country, declared, True, None, seen)
+                       + ", ".join(c or "unknown" for c in countries), seen, is_tor)
+    return Verdict(exit_name, first.echo.address, first.country, declared, True, None, seen,
+                   is_tor)
