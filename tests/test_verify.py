@@ -16,8 +16,8 @@ from anonproxy.policy.verify import Echo, EchoError, Measurement, judge, parse_e
     (b'{"origin": "127.0.0.6"}', "127.0.0.6", ()),
     (b'{"origin": "127.0.0.6, 10.0.0.1"}', "127.0.0.6", ("origin: 10.0.0.1",)),
     (b'{"ip": 5, "origin": "127.0.0.7"}', "127.0.0.7", ()),
-    (b'{"ip": "127.0.0.8", "headers": {"Host": "x", "X-Forwarded-For": "10.1.1.1", '
-     b'"via": "1.1 p", "X_Real_IP": "10.2.2.2", "Accept": "*/*"}}', "127.0.0.8",
+    ((b'{"ip": "127.0.0.8", "headers": {"Host": "x", "X-Forwarded-For": "10.1.1.1", '
+      b'"via": "1.1 p", "X_Real_IP": "10.2.2.2", "Accept": "*/*"}}'), "127.0.0.8",
      ("X-Forwarded-For: 10.1.1.1", "via: 1.1 p", "X_Real_IP: 10.2.2.2")),
     (b'{"ip": "127.0.0.9", "headers": ["Via"]}', "127.0.0.9", ()),
 ])

@@ -31,6 +31,7 @@ from anonproxy.exits.dialer import Dialer
 from anonproxy.exits.health import Health
 from anonproxy.exits.registry import plan_from_config
 from anonproxy.exits.tor_process import Tor, TorSpec
+from anonproxy.exits.verification import Verification
 from anonproxy.policy.blocklists import Request
 from anonproxy.policy.geo import GeoDB
 from anonproxy.policy.router import Router
@@ -51,6 +52,7 @@ class Context:
     plans: dict[str, Plan] = field(init=False)
     rules: tuple[CompiledRule, ...] = field(init=False)
     health: Health = field(init=False)
+    verification: Verification = field(default_factory=Verification)  # (exits/verification.py)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     admin: Address | None = None  # the dashboard's address: never a destination
     loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
@@ -75,7 +77,7 @@ class Context:
         self.health = Health(profile.health.rise, profile.health.fall)
         self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
                              profile.limits.connect_timeout, self.forbidden_peer,
-                             self.forbidden_via_hop)
+                             self.forbidden_via_hop, self.verification)
 
     @property
     def limits(self):
