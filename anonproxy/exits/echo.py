@@ -66,14 +66,14 @@ def echo_urls(ctx: Context, name: str) -> tuple[str, ...]:
 
 def target(url: str) -> tuple[str, Address, bytes]:
     """(scheme, destination, origin-form path) of an http(s) echo URL."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    default = {"http": 80, "https": 443}.get(scheme)
-    if default is None or not parts.hostname:
-        raise EchoFailed(f"{url}: give an http:// or https:// URL")
     try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        default = {"http": 80, "https": 443}.get(scheme)
+        if default is None or not parts.hostname:
+            raise EchoFailed(f"{url}: give an http:// or https:// URL")
         dest = parse_authority(parts.netloc.rsplit("@", 1)[-1], default)
-    except (AddressError, ValueError) as error:
+    except (AddressError, ValueError) as error:  # (urlsplit's too: "Invalid IPv6 URL")
         raise EchoFailed(f"{url}: {error}") from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return scheme, dest, path.encode()

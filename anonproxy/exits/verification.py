@@ -97,7 +97,11 @@ class Verification:
             await asyncio.sleep(interval)
 
     async def _check_one(self, name: str, check: Callable[[str], Awaitable[Verdict]]) -> None:
-        verdict = await check(name)
+        try:
+            verdict = await check(name)
+        except Exception as error:  # noqa: BLE001 - a check that broke must not stop the proxy
+            logs.log.error("exit '%s' verification could not run: %s", name, error)
+            return
         if not verdict.ok:
             logs.log.warning("exit '%s' verification: %s %s", name, verdict.word, verdict.error)
         self.record(verdict)
