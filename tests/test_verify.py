@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from anonproxy.policy.verify import Echo, EchoError, Measurement, judge, parse_echo
+from anonproxy.policy.verify import (
+    DEFAULT_ECHO,
+    TOR_ECHO,
+    Echo,
+    EchoError,
+    Measurement,
+    judge,
+    parse_echo,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_default_echo_services_are_the_documented_ones():
+    """Used only when a profile names none (never contacted by the tests)."""
+    assert DEFAULT_ECHO == ("https://api.ipify.org/", "https://ifconfig.co/json")
+    assert TOR_ECHO == ("https://check.torproject.org/api/ip",)
+    doc = (ROOT / "docs" / "profiles.md").read_text()
+    assert all(f"`{url}`" in doc for url in DEFAULT_ECHO + TOR_ECHO)
 
 
 @pytest.mark.parametrize(("body", "address", "seen"), [
@@ -84,6 +104,8 @@ def _failed(error, url="http://e/"):
     ((), [_m("127.0.0.2", "US")], True, "ok", "US", None),
     ((), [_m("127.0.0.2", "US"), _m("127.0.0.3", "DE")], False, "FAILED", "US",
      "the echo services saw different countries: US, DE"),
+    ((), [_m("127.0.0.2", "US"), _m("127.0.0.3", None)], False, "FAILED", "US",
+     "the echo services saw different countries: US, unknown"),
     (("DE",), [_failed("refused", "http://a/")], False, "FAILED", None, "http://a/: refused"),
     (("DE",), [_failed("refused", "http://a/"), _failed("timeout", "http://b/")], False,
      "FAILED", None, "http://a/: refused; http://b/: timeout"),
