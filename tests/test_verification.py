@@ -4,8 +4,13 @@ closed on a refused exit and a pool leaving it out (no network: the refusal come
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
+from test_exit_kinds import PAGE
 
 from anonproxy.config.profiles import load_profile
 from anonproxy.exits.context import Context
@@ -86,3 +91,23 @@ def test_a_refused_exit_fails_closed_and_its_pool_moves_on(tmp_path):
         assert "honest: exit 'honest' is out of service" in error.value.public
 
     asyncio.run(forced())
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node runs the page's script")
+def test_the_dashboard_shows_a_refused_exit_measured_against_declared(tmp_path):
+    script = tmp_path / "page.js"
+    script.write_text(PAGE)
+    verified = {"country": "US", "address": "127.0.0.3", "declared": ["DE"],
+                "checked": 1764590000, "ok": False, "verdict": "MISMATCH", "error": "lies",
+                "refused": True}
+    exits = [{"name": "liar", "default": False, "kind": "chain", "through": "socks5://h",
+              "state": None, "up": False, "country": "DE", "verified_country": None,
+              "verified": verified}]
+    app = Path(__file__).resolve().parents[1] / "anonproxy/admin/static/app.js"
+    out = subprocess.run(["node", str(script), str(app)], text=True, capture_output=True,
+                         input=json.dumps({"exits": exits, "traffic": {}}), timeout=60)
+    cells = json.loads(out.stdout)[0]["cells"]
+    assert (cells[3]["textContent"], cells[3]["className"]) == ("refused", "down")
+    country = cells[4]["textContent"]
+    assert country.startswith("DE / US (127.0.0.3, checked ") and country.endswith(" REFUSED")
+    assert cells[4]["className"] == "mismatch"

@@ -85,7 +85,8 @@ function showExits(exits, traffic) {
     // every kind describes itself in the same keys (exits/base.py, STATUS_KEYS): no kind here
     cell(row, e.kind);
     cell(row, e.through);
-    const [text, cls] = e.state !== null && e.state !== undefined
+    const [text, cls] = e.verified && e.verified.refused ? ["refused", "down"]
+      : e.state !== null && e.state !== undefined
       ? [e.state, e.up ? "up" : "down"] : healthText(e.health);
     cell(row, text, cls);
     const v = e.verified;  // the echo check (exits/verification.py), when one ran
