@@ -111,3 +111,20 @@ def test_the_dashboard_shows_a_refused_exit_measured_against_declared(tmp_path):
     country = cells[4]["textContent"]
     assert country.startswith("DE / US (127.0.0.3, checked ") and country.endswith(" REFUSED")
     assert cells[4]["className"] == "mismatch"
+
+
+def test_a_reload_keeps_the_verdicts_of_exits_left_as_they_were(tmp_path):
+    profile = tmp_path / "p.toml"
+    text = ('default = "liar"\n[exits.liar]\nvia = ["socks5://127.0.0.1:9"]\ncountry = "DE"\n'
+            '[exits.other]\nvia = ["socks5://127.0.0.1:8"]\ncountry = "DE"\n')
+    profile.write_text(text)
+    loaded = load_profile(str(profile))
+    before = Context(loaded, loaded.profile.listen_address)
+    for name in ("liar", "other"):
+        before.verification.record(Verdict(name, "127.0.0.3", "US", ("DE",), False, "lies"))
+    profile.write_text(text.replace('8"]\ncountry = "DE"', '8"]\ncountry = "US"'))
+    loaded = load_profile(str(profile))
+    after = Context(loaded, loaded.profile.listen_address)
+    after.carry_hits(before)
+    assert after.verification.refused("liar")  # unchanged: still refused
+    assert "other" not in after.verification.states  # changed: checked anew

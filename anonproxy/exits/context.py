@@ -85,7 +85,12 @@ class Context:
 
     def carry_hits(self, previous: Context) -> None:
         """After a reload of the same profile: rules left as they were (same text and exit)
-        keep their hit counts, and so does the default if it still names the same exit."""
+        keep their hit counts, and so does the default if it still names the same exit; exits
+        left as they were keep their verification (a refused one stays refused until the
+        checks that start anew measure it)."""
+        for name, state in previous.verification.states.items():
+            if name in self.plans and self.plans[name] == previous.plans.get(name):
+                self.verification.states[name] = state
         kept: dict[tuple[str, str], int] = {}
         for rule in previous.rules:
             kept.setdefault((rule.text, rule.exit), previous.hits[rule.number])
