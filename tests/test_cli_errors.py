@@ -24,6 +24,7 @@ def _files(tmp: Path) -> dict[str, str]:
     (tmp / "binary.toml").write_bytes(BINARY)
     (tmp / "dir.toml").mkdir(exist_ok=True)
     (tmp / "notdb.mmdb").write_text("not a database")
+    (tmp / "nogeo.toml").write_text('geoip = "none"\n')
     return {"tmp": str(tmp)}
 
 
@@ -61,6 +62,14 @@ CASES = [
      "argument --max-time: '-1': give a number of seconds above 0"),
     (["fetch", "http://abc.onion/", "--profile", "direct"], 3, "onion"),
     (["fetch", "http://x/", "--profile", "{tmp}/badkey.toml"], 2, "sourze"),
+    (["leaktest", "--profile", "{tmp}/broken.toml"], 2, "broken.toml"),
+    (["leaktest", "--profile", "{tmp}/nogeo.toml"], 2,
+     'geoip = "none", but leaktest looks up the countries'),
+    (["leaktest", "--profile", "direct", "--exit", "nosuch"], 2, "--exit nosuch"),
+    (["leaktest", "--profile", "direct", "--echo", "ftp://x/"], 2, "--echo ftp://x/"),
+    (["leaktest", "--profile", "direct", "--echo", "http://127.0.0.1:1/"], 1,
+     "1 of 1 exits inconsistent: direct (FAILED)"),
+    (["leaktest", "--profile", "direct", "--json", "--echo", "http://[bad/"], 2, "[bad"),
     (["exec", "--profile", "direct"], 2, "command"),
     (["exec", "--profile", "{tmp}/broken.toml", "--", "true"], 2, "broken.toml"),
     (["exec", "--profile", "direct", "--", "{tmp}/no-such-program"], 127, "no-such-program"),

@@ -69,6 +69,11 @@ def test_shipped_profiles_load():
     ('[headers]\nuser_agent = "fake"\n', 'headers.user_agent = "fake"'),
     ('[limits]\nheader_timeout = -1\n', "limits.header_timeout = -1"),
     ('lisen = "127.0.0.1:1"\n', "lisen: unknown key"),
+    ('[verify]\necho = ["ftp://x/"]\n', 'verify.echo[1] = "ftp://x/"'),
+    ('[verify]\necho = "http://x/"\n', 'verify.echo = "http://x/"'),
+    ('[verify]\ninterval = 1\n', "verify.interval = 1"),
+    ('[verify]\nenforce = "yes"\n', 'verify.enforce = "yes"'),
+    ('[verify]\nechos = []\n', "verify.echos: unknown key"),
     ('listen = \n', "not valid TOML"),
 ])
 def test_broken_profiles_name_file_key_and_value(tmp_path, text, expected):
@@ -79,6 +84,16 @@ def test_broken_profiles_name_file_key_and_value(tmp_path, text, expected):
     assert message.startswith(path + ":")
     assert expected in message
     assert "Traceback" not in message and "pydantic" not in message
+
+
+def test_verify_defaults_and_echo_urls(tmp_path):
+    loaded = load_profile(write(tmp_path, ""))
+    assert (loaded.profile.verify.echo, loaded.profile.verify.interval,
+            loaded.profile.verify.enforce) == ([], 600.0, False)
+    loaded = load_profile(write(tmp_path, '[verify]\necho = ["http://127.0.0.1:1/ip"]\n'
+                                          'interval = 60\nenforce = true\n'))
+    assert loaded.profile.verify.echo == ["http://127.0.0.1:1/ip"]
+    assert loaded.profile.verify.enforce is True
 
 
 def test_unknown_profile_name_lists_known_ones():

@@ -49,7 +49,7 @@ def overview(server, activity, profiles: bool = True) -> dict:
 def exits(ctx, geo: GeoDB | None) -> list[dict]:
     """Every exit of the active profile, as its kind describes itself (Plan.status: the keys
     in base.STATUS_KEYS, which the page and `status` render, and the kind's own), with its
-    health where it has a record or is probed."""
+    health where it has a record or is probed, and its verification where it was checked."""
     found = []
     probed = set(ctx.probed_members())
     env = ctx.dialer.env
@@ -58,6 +58,11 @@ def exits(ctx, geo: GeoDB | None) -> list[dict]:
                       **plan.status(env, geo)}
         if name in ctx.health.states or name in probed:
             item["health"] = ctx.health.snapshot(name)
+        verified = ctx.verification.snapshot(name)
+        if verified is not None:  # (checked: `[verify] enforce`; exits/verification.py)
+            item["verified"] = verified
+            if verified["refused"]:
+                item["up"] = False
         found.append(item)
     return found
 

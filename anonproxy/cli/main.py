@@ -1,5 +1,5 @@
-"""Command line (argparse): serve, check, route, schema, geoip, fetch, exec, pac, and the
-commands that steer a running proxy (status, reload, newnym, dashboard: remote.py).
+"""Command line (argparse): serve, check, route, schema, geoip, fetch, leaktest, exec, pac, and
+the commands that steer a running proxy (status, reload, newnym, dashboard: remote.py).
 
 Invariants: a bad profile or argument ends with one message naming the file, key and value and
 exit code 2, never a traceback; `serve` says loudly when traffic leaves with the user's own
@@ -123,6 +123,22 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("-v", "--verbose", action="store_true",
                        help="say which rule, exit and hops each request takes")
 
+    leak = commands.add_parser(
+        "leaktest", help="where each exit really leaves: echo services fetched through it",
+        description="Fetch echo services (what is my IP) through each exit of the profile, as "
+                    "fetch --exit does, and compare the country of the address they saw with "
+                    "the country the exit declares. A pool's members are tested for it.",
+        epilog="exit status: 0 every tested exit is consistent, 1 one is not (MISMATCH or "
+               "FAILED), 2 usage")
+    leak.add_argument("--profile", default="default", help=profile_help)
+    leak.add_argument("--exit", action="append", default=[], metavar="NAME",
+                      help="test this exit only (repeatable; a pool: its members)")
+    leak.add_argument("--echo", action="append", default=[], metavar="URL",
+                      help="an echo service answering with the caller's address, as plain "
+                           "text or JSON (repeatable; default: the profile's [verify] echo)")
+    leak.add_argument("--json", action="store_true", dest="as_json",
+                      help="print a JSON list: exit, address, country, declared, ok, error")
+
     run = commands.add_parser("exec", help="run a program with an ephemeral proxy of its own")
     run.add_argument("--profile", default="default", help=profile_help)
     run.add_argument("--summary", action="store_true",
@@ -232,6 +248,10 @@ def _main(argv: list[str] | None) -> int:
             return fetch_command(args)
         if args.command == "exec":
             return _exec(args)
+        if args.command == "leaktest":
+            from anonproxy.cli.leaktest import leaktest
+
+            return leaktest(load_profile(args.profile), args.exit, args.echo, args.as_json)
         if args.command == "pac":
             from anonproxy.inbound.pac import render_pac
 

@@ -120,6 +120,15 @@ def exit_line(item: dict[str, Any], traffic: dict[str, Any] | None) -> str:
         line += f": {item['state']}"
     if "health" in item:
         line += "  up" if item["health"]["up"] else f"  DOWN ({item['health']['last_error']})"
+    verified = item.get("verified")
+    if verified:
+        when = time.strftime("%H:%M:%S", time.localtime(verified["checked"]))
+        seen = f"{verified['country'] or 'unknown'} from {verified['address']}" \
+            if verified["address"] else "nothing measured"
+        line += (f"  verified {when}: {seen}, declared {', '.join(verified['declared'])}: "
+                 f"{'REFUSED' if verified['refused'] else verified['verdict']}")
+        if verified["error"]:
+            line += f" ({verified['error']})"
     if traffic:
         line += (f"  {traffic['connections']} conns, {traffic['up']} B up, "
                  f"{traffic['down']} B down")

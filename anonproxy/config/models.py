@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    StrictBool,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -137,6 +138,15 @@ class Health(_Strict):
     timeout: PositiveSeconds = 5.0
     rise: Annotated[int, Field(ge=1, le=100)] = 2  # successes before a down member is up again
     fall: Annotated[int, Field(ge=1, le=100)] = 2  # failures before an up member is down
+
+
+class Verify(_Strict):
+    """Verified exits (`leaktest`, and with `enforce` the running proxy): echo services that
+    answer with the address a request came from, fetched through each exit."""
+
+    echo: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=4096)]] = []
+    interval: Annotated[float, Field(ge=10, le=86400)] = 600.0
+    enforce: StrictBool = False  # "yes" or 1 is a mistake, not true
 
 
 class Limits(_Strict):
@@ -334,6 +344,7 @@ class Profile(_Strict):
     headers: Headers = Headers()
     limits: Limits = Limits()
     health: Health = Health()
+    verify: Verify = Verify()  # `echo` empty: policy/verify.py's DEFAULT_ECHO
 
     @field_validator("listen")
     @classmethod

@@ -244,15 +244,20 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def open_geo(loaded: LoadedProfile) -> GeoDB | None:
-    """The GeoIP database, opened only when a rule asks for countries."""
+def open_geo(loaded: LoadedProfile, needed_by: str | None = None) -> GeoDB | None:
+    """The GeoIP database, opened only when a rule asks for countries, `[verify] enforce`
+    checks where exits leave, or a command (`needed_by`, such as leaktest) needs it."""
     profile = loaded.profile
-    if not any(rule.countries for rule in profile.rules):
+    if any(rule.countries for rule in profile.rules):
+        needed_by = "rules match on countries"
+    elif needed_by is None and profile.verify.enforce:
+        needed_by = "[verify] enforce checks the exits' countries"
+    if needed_by is None:
         return None
     try:
         geo = GeoDB.open(profile.geoip)
     except GeoError as error:
         raise ProfileError(f'{loaded.path}: geoip = "{profile.geoip}": {error}') from None
     if geo is None:
-        raise ProfileError(f'{loaded.path}: geoip = "none", but rules match on countries')
+        raise ProfileError(f'{loaded.path}: geoip = "none", but {needed_by}')
     return geo

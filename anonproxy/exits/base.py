@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from anonproxy.exits.connect import Stream
 from anonproxy.exits.health import Health
+from anonproxy.exits.verification import Verification
 from anonproxy.wire.address import Address
 
 if TYPE_CHECKING:
@@ -132,7 +133,8 @@ class Env:
     profile). `tors`: the running tors, shared and kept current by the server. `refuse_peer`
     and `refuse_via_hop`: why a direct connection or a tunnel through a chain must not be used
     (the router's forbidden_peer and forbidden_via_hop). `open_exit(name, dest, path, prefer,
-    isolation)`: open another exit of the profile (a pool's member)."""
+    isolation)`: open another exit of the profile (a pool's member). `verification`: the
+    verdicts of the echo checks (exits/verification.py)."""
 
     plans: Mapping[str, Plan]
     health: Health
@@ -144,6 +146,11 @@ class Env:
     open_exit: Callable[[str, Address, tuple[str, ...], tuple[str, ...], str | None],
                         Awaitable[Opened]]
     rotation: Rotation
+    verification: Verification  # exits refused for leaving from a country they do not declare
+
+    def usable(self, name: str) -> bool:
+        """Up as far as health knows, and not refused by verification (a pool's order)."""
+        return self.health.is_up(name) and self.verification.allows(name)
 
 
 def hop_failed(error: Exception) -> bool:

@@ -31,6 +31,7 @@ from anonproxy.exits.dialer import Dialer
 from anonproxy.exits.health import Health
 from anonproxy.exits.registry import plan_from_config
 from anonproxy.exits.tor_process import Tor, TorSpec
+from anonproxy.exits.verification import Verification
 from anonproxy.policy.blocklists import Request
 from anonproxy.policy.geo import GeoDB
 from anonproxy.policy.router import Router
@@ -51,6 +52,7 @@ class Context:
     plans: dict[str, Plan] = field(init=False)
     rules: tuple[CompiledRule, ...] = field(init=False)
     health: Health = field(init=False)
+    verification: Verification = field(default_factory=Verification)  # (exits/verification.py)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     admin: Address | None = None  # the dashboard's address: never a destination
     loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
@@ -75,7 +77,7 @@ class Context:
         self.health = Health(profile.health.rise, profile.health.fall)
         self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
                              profile.limits.connect_timeout, self.forbidden_peer,
-                             self.forbidden_via_hop)
+                             self.forbidden_via_hop, self.verification)
 
     @property
     def limits(self):
@@ -83,7 +85,12 @@ class Context:
 
     def carry_hits(self, previous: Context) -> None:
         """After a reload of the same profile: rules left as they were (same text and exit)
-        keep their hit counts, and so does the default if it still names the same exit."""
+        keep their hit counts, and so does the default if it still names the same exit; exits
+        left as they were keep their verification (a refused one stays refused until the
+        checks that start anew measure it)."""
+        for name, state in previous.verification.states.items():
+            if name in self.plans and self.plans[name] == previous.plans.get(name):
+                self.verification.states[name] = state
         kept: dict[tuple[str, str], int] = {}
         for rule in previous.rules:
             kept.setdefault((rule.text, rule.exit), previous.hits[rule.number])

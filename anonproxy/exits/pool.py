@@ -5,10 +5,12 @@ round-robin, sticky: policy/pools.py orders the members) and maybe a `fallback`.
 nothing itself: it asks the profile for its members in turn (`env.open_exit`), each of which
 opens as its own kind does.
 
-Invariants: a pool whose members are all down fails closed (ExitDown, 503) unless it names a
-`fallback` in plain words; only a failure of the exit itself (a hop) moves on to the next
-member, never a failure of the destination behind it; a member named in `prefer` (the one a
-reused connection was kept under) goes first, and then a round-robin pool does not move on.
+Invariants: a member is left out while health marks it down or verification refuses it
+(exits/verification.py); a pool whose members are all down fails closed (ExitDown, 503)
+unless it names a `fallback` in plain words; only a failure of the exit itself (a hop) moves
+on to the next member, never a failure of the destination behind it; a member named in
+`prefer` (the one a reused connection was kept under) goes first, and then a round-robin pool
+does not move on.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Pool:
         """Members to try, by strategy and health; a member named in `prefer` goes first
         (and then a round-robin pool does not move on again)."""
         chosen = next((m for m in self.members if m in prefer), None)
-        order = order_members(self.members, self.strategy, env.health.is_up,
+        order = order_members(self.members, self.strategy, env.usable,
                               turn=env.rotation.turn, site=site_of(dest.host))
         if chosen is None:
             env.rotation.turn += self.strategy == "round-robin"
@@ -96,8 +98,10 @@ class Pool:
             logs.log.warning("exit '%s' has no usable member; using its fallback '%s'",
                              self.name, self.fallback)
             return await env.open_exit(self.fallback, dest, path, (), isolation)
-        states = failures or [env.health.describe(m) for m in self.members]
-        public = public or [f"{m}: {'up' if env.health.is_up(m) else 'down'}"
+        states = failures or [env.verification.describe(m) or env.health.describe(m)
+                              for m in self.members]
+        public = public or [env.verification.describe(m) or
+                            f"{m}: {'up' if env.health.is_up(m) else 'down'}"
                             for m in self.members]
         raise ExitDown(f"exit '{self.name}' has no member up ({'; '.join(states)})",
                        public=f"exit '{self.name}' has no member up ({'; '.join(public)})")
@@ -110,6 +114,8 @@ class Pool:
 
     def status(self, env: Env, geo: GeoDB | None) -> dict[str, Any]:
         members = [{"name": m, **env.health.snapshot(m)} for m in self.members]
+        for member in members:  # (a member verification refuses is down for the pool)
+            member["up"] = member["up"] and env.verification.allows(member["name"])
         through = f"{self.strategy}: " + ", ".join(
             m["name"] + ("" if m["up"] else " (DOWN)") for m in members)
         if self.fallback:

@@ -1,6 +1,7 @@
 """The running proxy: its profiles (the main one and those a proxy username selects:
-contexts.py), the tors they use (tors.py), health probes, reloads, new identities, the
-dashboard, and the serve loop that turns signals and dashboard actions (asks.py) into them.
+contexts.py), the tors they use (tors.py), health probes and exit verification, reloads, new
+identities, the dashboard, and the serve loop that turns signals and dashboard actions
+(asks.py) into them.
 Accepting connections is the Listener's.
 
 Invariants:
@@ -19,6 +20,7 @@ import asyncio
 import signal
 import socket
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,7 @@ from anonproxy.config.profiles import (
     load_profile,
 )
 from anonproxy.exits.context import Context
+from anonproxy.exits.echo import check_enforced, declared
 from anonproxy.exits.tor_process import TorUnavailable
 from anonproxy.inbound.listener import Listener
 from anonproxy.runtime.asks import Asks
@@ -369,6 +372,8 @@ class ProxyServer:
         return None
 
     def _start_probers(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task]:
+        """Health probes of pool members and, with `[verify] enforce`, the echo checks of
+        exits that declare a country (exits/echo.py, exits/verification.py)."""
         probers = []
         for ctx in self.contexts.all():
             members = ctx.probed_members()
@@ -376,6 +381,10 @@ class ProxyServer:
                 health = ctx.profile.health
                 probers.append(tasks.create_task(
                     ctx.health.run(members, ctx.probe, health.interval, health.timeout)))
+            declaring = [name for name in ctx.plans if declared(ctx, name)]
+            if ctx.profile.verify.enforce and declaring:
+                probers.append(tasks.create_task(ctx.verification.run(
+                    declaring, partial(check_enforced, ctx), ctx.profile.verify.interval)))
         return probers
 
     async def _sweep_idle_upstreams(self) -> None:

@@ -85,12 +85,17 @@ function showExits(exits, traffic) {
     // every kind describes itself in the same keys (exits/base.py, STATUS_KEYS): no kind here
     cell(row, e.kind);
     cell(row, e.through);
-    const [text, cls] = e.state !== null && e.state !== undefined
+    const [text, cls] = e.verified && e.verified.refused ? ["refused", "down"]
+      : e.state !== null && e.state !== undefined
       ? [e.state, e.up ? "up" : "down"] : healthText(e.health);
     cell(row, text, cls);
-    const country = e.country || e.verified_country
-      ? (e.country || "–") + " / " + (e.verified_country || "unknown") : "";
-    cell(row, country, e.country_matches === false ? "mismatch" : "");
+    const v = e.verified;  // the echo check (exits/verification.py), when one ran
+    const measured = v ? (v.country || "unknown") + " (" + (v.address || "nothing measured")
+      + ", checked " + new Date(v.checked * 1000).toLocaleTimeString() + ")" : null;
+    const country = e.country || e.verified_country || v
+      ? (e.country || "–") + " / " + (measured || e.verified_country || "unknown") : "";
+    const mismatch = e.country_matches === false || (v && v.verdict === "MISMATCH");
+    cell(row, country + (v && v.refused ? " REFUSED" : ""), mismatch ? "mismatch" : "");
     const t = traffic[e.name];
     cell(row, t ? t.connections + " conns, ↑" + bytes(t.up) + " ↓" + bytes(t.down) : "");
   }
