@@ -44,6 +44,9 @@ class Timeouts(Protocol):
     @property
     def idle_timeout(self) -> float: ...
 
+    @property
+    def max_response_header_bytes(self) -> int: ...
+
 
 class ClientSide(Protocol):
     """One client connection, as an exchange or a WebSocket relay uses it."""

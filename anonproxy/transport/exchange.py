@@ -46,7 +46,8 @@ async def exchange(
     up_reader, up_writer = stream
     limits = client.limits
     machine = ResponseRelay(head, f"{key[1]}:{key[2]} (exit '{key[0]}')", reused=reused,
-                            head_timeout=limits.response_timeout, idle_timeout=limits.idle_timeout)
+                            head_timeout=limits.response_timeout, idle_timeout=limits.idle_timeout,
+                            max_head_bytes=limits.max_response_header_bytes)
     reusable = False
     try:
         up_writer.write(request)

@@ -4,6 +4,9 @@ This is the only module that imports httptools. Parsers are incremental: `feed(b
 the events found so far (a head, body pieces, the end of a message, or the start of a tunnel).
 Framing is decided by llhttp in its strict mode, never by hand: a request with both
 Content-Length and Transfer-Encoding, a bad chunk size or a malformed line is a BadRequest.
+Response heads reach llhttp through wire/response_head.py, which rewrites the lenient forms
+browsers accept (bare LF, space before a colon, a repeated Content-Length, Content-Length beside
+chunked) into strict ones and refuses the ambiguous ones.
 
 Invariants: header names keep their case and order; limits on head size and header count are
 enforced while the head is still arriving; body bytes are handed on as they come (never
@@ -19,6 +22,7 @@ import httptools
 
 from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
 from anonproxy.wire.headers import scan
+from anonproxy.wire.response_head import ResponseHeads
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -285,15 +289,17 @@ class _HeadDone(Exception):
 class ResponseParser:
     """Parses the responses to one request: any 1xx interim responses, then the final one."""
 
-    def __init__(self, request_method: bytes, max_head_bytes: int = 65536, max_headers: int = 200):
+    def __init__(self, request_method: bytes, max_head_bytes: int = 262144,
+                 max_headers: int = 200) -> None:
+        self._heads = ResponseHeads(max_head_bytes)  # lenient heads made strict, for llhttp
         self._collector = _ResponseCollector(max_head_bytes, max_headers, BadUpstreamResponse)
         self._collector.head_only = request_method == b"HEAD"
         self._parser = httptools.HttpResponseParser(self._collector)
         self._collector.parser = self._parser
 
-
     def feed(self, data: bytes) -> list[Event]:
         c = self._collector
+        raw, data = data, self._heads.feed(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -304,7 +310,8 @@ class ResponseParser:
                 c.events.append(END)
                 c.ended = True
                 # anything after the head of a response to HEAD puts the upstream out of step
-                c.after_end = not data.endswith(b"\r\n\r\n")
+                # (judged on the upstream's read: a blank line alone in it may hide more)
+                c.after_end = not raw.endswith((b"\n\r\n", b"\n\n"))
             elif c.ended:
                 c.after_end = True  # garbage after a complete response: keep the response
             elif isinstance(cause, BadUpstreamResponse):
@@ -329,6 +336,9 @@ class ResponseParser:
     def feed_eof(self) -> list[Event]:
         """The upstream closed: completes a close-delimited body, or is an error mid-message."""
         c = self._collector
+        if self._heads.feed_eof():
+            raise BadUpstreamResponse(
+                "the upstream closed the connection in the middle of a response")
         if c.final_framing == "close" and not c.ended:
             c.ended = c.after_end = True  # complete, and the connection is gone
             return [END]

@@ -24,8 +24,10 @@ The machine decides everything else:
 
 It also frames the request body going up (`request_body`), since reuse depends on its end.
 
-Framing itself is llhttp's (wire/http1.py): a response with both Transfer-Encoding and
-Content-Length is malformed (BadUpstreamResponse, before any of it reaches the client). Bytes
+Framing itself is llhttp's (wire/http1.py), after wire/response_head.py made lenient heads
+strict: a Content-Length beside a final chunked coding is dropped (the body goes on chunked),
+a repeated identical one collapses; differing ones, or one beside another coding, are
+BadUpstreamResponse, before any of it reaches the client. Bytes
 after the final response in the same read are dropped and make the upstream not reusable; the
 driver never feeds after `done` (a later feed is dropped the same way). A failure found in the
 read that brought the final head is answered: nothing of that read went out.
@@ -75,12 +77,12 @@ class ResponseRelay:
 
     def __init__(self, request: RequestHead, where: str = "the upstream", *,
                  reused: bool = False, head_timeout: float = 60.0,
-                 idle_timeout: float = 300.0) -> None:
+                 idle_timeout: float = 300.0, max_head_bytes: int = 262144) -> None:
         """`request`: the head sent upstream (its method, version, framing, keep-alive and
         WebSocket wish); `where`: the upstream as error messages name it; `reused`: the
         connection came from the pool; the timeouts: for the response head, then between
-        reads of its body."""
-        self._parser = ResponseParser(request.method)
+        reads of its body; `max_head_bytes`: the largest response head taken."""
+        self._parser = ResponseParser(request.method, max_head_bytes)
         self._http11 = request.version == b"1.1"
         self._websocket = request.websocket
         self.where = where
