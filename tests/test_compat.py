@@ -70,3 +70,68 @@ def test_the_response_head_limit_is_a_profile_setting(start_proxy, raw):
     answer = requests.get(raw.url(path), proxies={"http": proxy.url}, timeout=10)
     assert answer.status_code == 502
     assert "larger than 2048 bytes" in answer.text
+
+
+# -- requests: methods are tokens (RFC 9110 9), raw non-ASCII target bytes are percent-encoded
+
+@pytest.mark.parametrize("method", ["BAN", "VERSION-CONTROL", "MKWORKSPACE", "get", "PURGE", "PROPFIND"])
+def test_any_token_method_is_forwarded_as_curl_sent_it(proxy, origin, method):
+    done = curl("--max-time", "10", "-f", "-X", method, "--proxy", proxy.url, origin.url("/echo"))
+    assert done.returncode == 0, done.stderr
+    assert origin.received[-1].method == method and origin.received[-1].target == "/echo"
+
+
+def test_an_unknown_method_with_a_body_is_framed_as_any_other(proxy, origin):
+    answer = requests.request("BAN", origin.url("/upload"), data=b"x" * 100_000,
+                              proxies={"http": proxy.url}, timeout=10)
+    assert answer.status_code == 200 and answer.json()["length"] == 100_000
+    assert origin.received[-1].method == "BAN" and origin.received[-1].body_length == 100_000
+
+
+def test_raw_utf8_in_the_path_is_forwarded_percent_encoded(proxy, origin):
+    done = curl("--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--proxy", proxy.url,
+                origin.url("/echo") + "/é?q=ü")
+    assert done.stdout == b"404", done.stderr  # the origin's answer: it has no such path
+    assert origin.received[-1].target == "/echo/%C3%A9?q=%C3%BC"
+
+
+def test_a_method_that_is_not_a_token_is_still_refused(proxy, origin):
+    import socket
+    for line in (b"GE(T", b"G\x80T", b"GET\x01"):
+        with socket.create_connection(proxy.address) as sock:
+            sock.sendall(line + b" " + origin.url("/echo").encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    assert not origin.received
+
+
+def test_a_request_line_in_pieces_is_held_until_whole():
+    from anonproxy.wire.http1 import RequestHead, RequestParser
+    parser = RequestParser()
+    raw = b"VERSION-CONTROL http://a/\xc3\xa9 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok"
+    events = [e for i in range(len(raw)) for e in parser.feed(raw[i:i + 1])]
+    head = events[0]
+    assert isinstance(head, RequestHead)
+    assert (head.method, head.target, head.framing) == (b"VERSION-CONTROL", b"http://a/%C3%A9", "length")
+    # the next request on the connection, in a read of its own, is a request of its own
+    events = parser.feed(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert events[0].method == b"GET"
+
+
+def test_a_request_line_longer_than_the_head_limit_is_refused():
+    from anonproxy.wire.errors import HeadersTooLarge
+    from anonproxy.wire.http1 import RequestParser
+    parser = RequestParser(max_head_bytes=1024)
+    with pytest.raises(HeadersTooLarge):
+        parser.feed(b"BAN http://a/" + b"\xc3\xa9" * 1000)
+
+
+def test_llhttp_takes_every_method_the_request_line_rewriter_leaves_to_it():
+    import httptools
+
+    from anonproxy.wire.request_line import KNOWN
+    for method in KNOWN:
+        parser = httptools.HttpRequestParser(object())
+        try:
+            parser.feed_data(method + b" http://a/ HTTP/1.1\r\n\r\n")
+        except httptools.HttpParserUpgrade:
+            assert method == b"CONNECT"

@@ -6,7 +6,8 @@ Framing is decided by llhttp in its strict mode, never by hand: a request with b
 Content-Length and Transfer-Encoding, a bad chunk size or a malformed line is a BadRequest.
 Response heads reach llhttp through wire/response_head.py, which rewrites the lenient forms
 browsers accept (bare LF, space before a colon, a repeated Content-Length, Content-Length beside
-chunked) into strict ones and refuses the ambiguous ones.
+chunked) into strict ones and refuses the ambiguous ones; request lines through
+wire/request_line.py (any token as a method, raw non-ASCII target bytes percent-encoded).
 
 Invariants: header names keep their case and order; limits on head size and header count are
 enforced while the head is still arriving; body bytes are handed on as they come (never
@@ -22,6 +23,7 @@ import httptools
 
 from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
 from anonproxy.wire.headers import scan
+from anonproxy.wire.request_line import RequestLines
 from anonproxy.wire.response_head import ResponseHeads
 
 Headers = list[tuple[bytes, bytes]]
@@ -59,7 +61,6 @@ class Body:
 
 class End:
     """The current message is complete."""
-
     __slots__ = ()
 
 
@@ -106,6 +107,7 @@ class _Collector:
         self.max_headers = max_headers
         self.too_large = too_large
         self.fed_quietly = 0
+        self.begun = False  # llhttp is inside a message
 
     def guard(self, fed: int) -> None:
         """Bound what llhttp may buffer: it keeps a header or trailer line until the line ends,
@@ -126,6 +128,7 @@ class _Collector:
 
     def on_message_begin(self) -> None:
         self.url, self.reason, self.headers, self.head_bytes = b"", b"", [], 0
+        self.begun = True
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -149,10 +152,12 @@ class _Collector:
 
     def on_message_complete(self) -> None:
         self.events.append(END)
+        self.begun = False
 
 
 class _RequestCollector(_Collector):
     parser: httptools.HttpRequestParser
+    lines: RequestLines
 
     def on_headers_complete(self) -> None:
         p = self.parser
@@ -165,9 +170,10 @@ class _RequestCollector(_Collector):
         framing = _framing(encodings, lengths, BadRequest)
         if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
             framing = "none"
+        method, self.lines.method = self.lines.method or p.get_method(), None
         self.events.append(
             RequestHead(
-                method=p.get_method(),
+                method=method,
                 target=self.url,
                 version=version.encode("ascii"),
                 headers=self.headers,
@@ -186,17 +192,19 @@ class RequestParser:
 
     def __init__(self, max_head_bytes: int = 65536, max_headers: int = 100) -> None:
         self._limits = (max_head_bytes, max_headers)
+        self._lines = RequestLines(max_head_bytes)  # methods and targets llhttp would refuse
         self._new()
 
     def _new(self) -> None:
         self._collector = _RequestCollector(*self._limits, HeadersTooLarge)
         self._parser = httptools.HttpRequestParser(self._collector)
-        self._collector.parser = self._parser
+        self._collector.parser, self._collector.lines = self._parser, self._lines
 
     def feed(self, data: bytes) -> list[Event]:
         out: list[Event] = []
         while True:
             c = self._collector
+            data = self._lines.feed(data, at_start=not c.begun)
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
