@@ -16,6 +16,8 @@ so the caller may retry a bodiless request once on a fresh one.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
 from anonproxy.transport.relay import relay
@@ -91,9 +93,25 @@ def _carry_out(verdict: Failure, client: ClientSide) -> Exception:
     """The exception that carries out a failure's verdict: ABORT resets the client connection
     (it has a response head: an answer now would read as the rest of the body)."""
     if verdict is Failure.ABORT:
-        client.writer.transport.abort()
+        reset(client.writer)
         return ClientGone()
     return StaleUpstream()
+
+
+_LINGER_NONE = struct.pack("ii", 1, 0)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a TCP reset, not a FIN: a client reading a body until the
+    connection ends (HTTP/1.0, no length) takes a FIN for the body's end, a reset for an
+    error. (A plain abort sends a FIN, what was still queued dropped.)"""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NONE)
+        except OSError:
+            pass  # (already closed: nothing to reset)
+    writer.transport.abort()
 
 
 async def _pump_body(client: ClientSide, machine: ResponseRelay,
