@@ -4,8 +4,10 @@ reads until the connection ends reaches the client as a reset, never as a clean 
 from __future__ import annotations
 
 import socket
+import struct
 
 import pytest
+from helpers import recv_until, wait_until
 
 BODY = b"x" * 200_000
 
@@ -52,3 +54,32 @@ def test_a_framed_body_cut_by_a_clean_close_resets_the_client(proxy, raw, versio
             sock.sendall(f"GET {raw.url(path)} HTTP/{version}\r\nHost: raw.test\r\n\r\n".encode())
             data, end = read_to_the_end(sock)
         assert data.startswith(b"HTTP/1.1 200 ") and end == "reset", (name, version)
+
+
+def reset_close(sock: socket.socket) -> None:
+    """Close with an RST, as a browser does when it drops a connection with unread bytes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_client_gone_while_its_request_waits_frees_the_upstream_at_once(proxy, raw):
+    sock = proxy.connect()
+    sock.sendall(f"GET {raw.url('/silent')} HTTP/1.1\r\nHost: raw.test\r\n\r\n".encode())
+    assert wait_until(lambda: raw._open), "the request never reached the upstream"
+    reset_close(sock)
+    # the upstream connection is closed at once, not after the response or idle timeout
+    assert wait_until(lambda: not raw._open, timeout=3), "the upstream connection is still open"
+    # and never pooled: the next request comes on a new connection
+    with proxy.connect() as sock:
+        sock.sendall(f"GET {raw.url('/good')} HTTP/1.1\r\nHost: raw.test\r\n\r\n".encode())
+        assert recv_until(sock, b"good").startswith(b"HTTP/1.1 200 ")
+    assert [r.conn for r in raw.requests] == [0, 1]
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(proxy, raw):
+    path = raw.script("answer", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "keep")
+    with proxy.connect() as sock:
+        sock.sendall(f"GET {raw.url(path)} HTTP/1.1\r\nHost: raw.test\r\n\r\n".encode())
+        sock.shutdown(socket.SHUT_WR)
+        data, end = read_to_the_end(sock)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"ok") and end == "fin"

@@ -87,7 +87,7 @@ async def serve_http(
     except ClientGone:
         pass
     finally:
-        client.deadline.close()
+        client.close()
 
 
 async def _serve_one(client: ClientConn, head: RequestHead) -> bool:

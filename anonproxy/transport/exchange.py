@@ -136,7 +136,10 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
     while True:
         deadline.arm(machine.read_timeout)
         try:
-            data = await up_reader.read(READ_SIZE)
+            if machine.final is None:  # waiting for the answer: watch the client too
+                data = await _read_unless(up_reader, client.lost())
+            else:
+                data = await up_reader.read(READ_SIZE)
         except asyncio.CancelledError:
             if not deadline.expired():
                 raise
@@ -150,6 +153,23 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
             machine.sent()
         if machine.done:
             return machine.status
+
+
+async def _read_unless(up_reader: asyncio.StreamReader, lost: asyncio.Future[None]) -> bytes:
+    """One upstream read, or ClientGone when the client connection is lost first (a reset; a
+    FIN alone is a half-close, and the client still gets its answer): the upstream connection
+    is then closed at once, never pooled, instead of waiting out its answer."""
+    if lost.done():
+        raise ClientGone()
+    read = asyncio.ensure_future(up_reader.read(READ_SIZE))
+    try:
+        await asyncio.wait((read, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not read.done():
+            read.cancel()
+    if read.cancelled():
+        raise ClientGone()
+    return read.result()
 
 
 async def websocket(client: ClientSide, stream: Stream, rest: bytes, trace: Trace) -> None:
