@@ -135,3 +135,29 @@ def test_llhttp_takes_every_method_the_request_line_rewriter_leaves_to_it():
             parser.feed_data(method + b" http://a/ HTTP/1.1\r\n\r\n")
         except httptools.HttpParserUpgrade:
             assert method == b"CONNECT"
+
+
+# -- chunked trailers: passed when the client sent TE: trailers, dropped otherwise
+
+TRAILED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Grpc-Status\r\n\r\n"
+           b"5\r\nhello\r\n0\r\nGrpc-Status: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("te, passed", [(b"TE: trailers\r\n", True), (b"", False)])
+def test_trailers_pass_when_the_client_takes_them(proxy, raw, te, passed):
+    import socket
+
+    import h11
+    path = raw.script("trailed", TRAILED, "keep")
+    with socket.create_connection(proxy.address) as sock:
+        sock.sendall(b"GET " + raw.url(path).encode() + b" HTTP/1.1\r\nHost: raw.test\r\n" + te + b"\r\n")
+        client = h11.Connection(h11.CLIENT)
+        client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.send(h11.EndOfMessage())
+        while True:
+            event = client.next_event()
+            if event is h11.NEED_DATA:
+                client.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+    assert list(event.headers) == ([(b"grpc-status", b"0")] if passed else [])

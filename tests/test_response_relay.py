@@ -43,6 +43,7 @@ WHERE = "o.test:80 (exit 'direct')"
 GET = b"GET http://o.test/ HTTP/1.1\r\nHost: o.test\r\n\r\n"
 GET10 = b"GET http://o.test/ HTTP/1.0\r\nHost: o.test\r\n\r\n"
 GET10_KEEP = b"GET http://o.test/ HTTP/1.0\r\nHost: o.test\r\nConnection: keep-alive\r\n\r\n"
+GET_TE = b"GET http://o.test/ HTTP/1.1\r\nHost: o.test\r\nTE: trailers\r\n\r\n"
 GET_CLOSE = b"GET http://o.test/ HTTP/1.1\r\nHost: o.test\r\nConnection: close\r\n\r\n"
 HEAD = b"HEAD http://o.test/ HTTP/1.1\r\nHost: o.test\r\n\r\n"
 WS = (b"GET http://o.test/chat HTTP/1.1\r\nHost: o.test\r\nConnection: Upgrade\r\n"
@@ -259,6 +260,18 @@ TRANSCRIPTS = {
         GET, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"], b"",
         "502 the message has more than one Transfer-Encoding header"),
     # -- pipelined junk after a response: the response goes through, the upstream is not reused
+    # -- trailer fields: passed to a client that sent TE: trailers, dropped otherwise
+    "trailers to a client that takes them": (
+        GET_TE, [(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\n"
+                  b"Content-Type: text/x\r\nGrpc-Status: 0\r\n\r\n")],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\nGrpc-Status: 0\r\n\r\n",
+        "pool, keep"),
+    "trailers to a client that did not ask": (
+        GET, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n"],
+        OK_CHUNKED_OUT, "pool, keep"),
+    "trailers to an HTTP/1.0 client: no chunks, no trailers": (
+        GET10, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n"],
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello", "pool, close"),
     "junk after a length body": (GET, [OK_LENGTH + b"junk"], OK_LENGTH, "close, keep"),
     "a second response after a length body": (
         GET, [OK_LENGTH + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], OK_LENGTH, "close, keep"),

@@ -79,11 +79,9 @@ Event = RequestHead | ResponseHead | Body | End | Tunnel
 
 def _framing(encodings: list[bytes], lengths: list[bytes], error: type[Exception]) -> str:
     """How the body of a message with these (llhttp-validated) Transfer-Encoding and
-    Content-Length values is delimited.
-
-    More than one Transfer-Encoding line is refused: llhttp and a next hop could disagree on
-    which one frames the body (a smuggling shape), and no honest client needs it.
-    """
+    Content-Length values is delimited. More than one Transfer-Encoding line is refused: llhttp
+    and a next hop could disagree on which one frames the body (a smuggling shape), and no
+    honest client needs it."""
     if len(encodings) > 1:
         raise error("the message has more than one Transfer-Encoding header")
     if encodings:
@@ -341,6 +339,11 @@ class ResponseParser:
         """The final response ended cleanly and nothing followed it."""
         return self._collector.ended and not self._collector.after_end
 
+    @property
+    def trailers(self) -> Headers:
+        """The trailer fields of the final response, once it ended (chunked only)."""
+        return self._collector.headers if self._collector.ended else []
+
     def feed_eof(self) -> list[Event]:
         """The upstream closed: completes a close-delimited body, or is an error mid-message."""
         c = self._collector
@@ -359,8 +362,7 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _llhttp_reason(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text[:120]
+    return (str(error).strip() or type(error).__name__)[:120]
 
 
 def parse_absolute_url(target: bytes) -> tuple[bytes, bytes, int | None, bytes]:
@@ -371,15 +373,12 @@ def parse_absolute_url(target: bytes) -> tuple[bytes, bytes, int | None, bytes]:
         raise BadRequest("the request target is not a valid URL") from None
     if not url.schema or not url.host:
         raise BadRequest("the request target must be an absolute http:// URL")
-    path = url.path or b"/"
-    if url.query is not None:
-        path += b"?" + url.query
+    path = (url.path or b"/") + (b"?" + url.query if url.query is not None else b"")
     return url.schema.lower(), url.host, url.port, path
 
 
-def render_request_head(
-    method: bytes, target: bytes, headers: Headers, version: bytes = b"1.1"
-) -> bytes:
+def render_request_head(method: bytes, target: bytes, headers: Headers,
+                        version: bytes = b"1.1") -> bytes:
     lines = [method + b" " + target + b" HTTP/" + version]
     lines += [name + b": " + value for name, value in headers]
     lines.append(b"\r\n")
@@ -397,4 +396,4 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"  # (with trailer fields: b"0\r\n", the fields, b"\r\n")
