@@ -161,3 +161,26 @@ def test_trailers_pass_when_the_client_takes_them(proxy, raw, te, passed):
             elif isinstance(event, h11.EndOfMessage):
                 break
     assert list(event.headers) == ([(b"grpc-status", b"0")] if passed else [])
+
+
+def test_a_request_line_dribbled_byte_by_byte_costs_linear_work():
+    import time
+
+    from anonproxy.wire.http1 import RequestParser
+    parser = RequestParser()
+    started = time.monotonic()
+    for _ in range(60_000):
+        parser.feed(b"a")
+    assert time.monotonic() - started < 2
+
+
+def test_a_response_head_dribbled_byte_by_byte_costs_linear_work():
+    import time
+
+    from anonproxy.wire.http1 import ResponseParser
+    parser = ResponseParser(b"GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nX: ")
+    started = time.monotonic()
+    for _ in range(200_000):
+        parser.feed(b"a")
+    assert time.monotonic() - started < 3

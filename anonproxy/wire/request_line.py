@@ -31,6 +31,7 @@ _LINE = re.compile(b"(" + _TOKEN + b"+) (" + _TARGET + rb"+) (HTTP/\d\.\d\r?\n)"
 # what a request line may look like while it is still arriving
 _PREFIX = re.compile(_TOKEN + b"*(?: " + _TARGET + rb"*(?: [HTP/0-9.]*\r?)?)?")
 _RAW = re.compile(rb"[\x80-\xff]")
+_JUNK = re.compile(rb"[\x00-\x0c\x0e-\x1f\x7f]")  # never in a request line (\r at its end is)
 
 
 class RequestLines:
@@ -48,11 +49,13 @@ class RequestLines:
         request (nothing of one is in it). Holds a request line until it is whole."""
         if not at_start and not self._held:
             return data
-        data = (self._held + data).lstrip(b"\r\n")  # (llhttp skips empty lines between requests)
-        self._held = b""
-        end = data.find(b"\n")
+        held, self._held = self._held, b""
+        data = (held + data).lstrip(b"\r\n")  # (llhttp skips empty lines between requests)
+        end = data.find(b"\n", len(held))
         if end < 0:
-            if not _PREFIX.fullmatch(data):
+            # a line arriving in pieces is checked piece by piece, never rescanned (no quadratic
+            # work for a client dribbling bytes); its whole shape once it is complete
+            if not (_PREFIX.fullmatch(data) if not held else not _JUNK.search(data, len(held))):
                 return data  # not a request line: llhttp says what is wrong with it
             if len(data) > self._max:
                 raise HeadersTooLarge(f"the message head is larger than {self._max} bytes")

@@ -43,10 +43,12 @@ class ResponseHeads:
         """Bytes from the upstream -> the bytes for llhttp (heads held back until complete)."""
         if self._passing:
             return data
+        start = max(0, len(self._buffer) - 2)  # (where a head end may begin: no rescans)
         buffer = self._buffer + data
         out: list[bytes] = []
         while not self._passing:
-            end = _HEAD_END.search(buffer)
+            end = _HEAD_END.search(buffer, start)
+            start = 0
             if end is None:
                 if len(buffer) > self._max:
                     raise BadUpstreamResponse(
