@@ -151,6 +151,7 @@ class Verify(_Strict):
 
 class Limits(_Strict):
     max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 65536
+    max_response_header_bytes: Annotated[int, Field(ge=1024, le=1 << 24)] = 262144
     max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
     header_timeout: PositiveSeconds = 10.0
     idle_timeout: PositiveSeconds = 300.0

@@ -35,6 +35,7 @@ class ClientConn:
         self.pending: deque[Event] = deque()
         self.idle = True  # waiting between requests: safe to close on shutdown
         self.deadline = Deadline()  # for the connection's own task
+        self._lost: asyncio.Future[None] | None = None
 
     @property
     def limits(self) -> Limits:
@@ -43,6 +44,20 @@ class ClientConn:
 
     def feed(self, data: bytes) -> None:
         self.pending.extend(self.parser.feed(data))
+
+    def lost(self) -> asyncio.Future[None]:
+        """Done when the connection is lost (a reset, or closed after a write to a client that
+        closed); a FIN alone is a half-close and leaves it pending. One per connection."""
+        if self._lost is None:
+            self._lost = asyncio.ensure_future(self.writer.wait_closed())
+            self._lost.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._lost
+
+    def close(self) -> None:
+        """The connection's task is ending: its timer and watcher go with it."""
+        self.deadline.close()
+        if self._lost is not None:
+            self._lost.cancel()
 
     async def next_head(self, started: float | None) -> RequestHead | None:
         """The next request head, or None when the client is done (or idle too long)."""

@@ -87,7 +87,7 @@ async def serve_http(
     except ClientGone:
         pass
     finally:
-        client.deadline.close()
+        client.close()
 
 
 async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
@@ -113,7 +113,8 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             status = await _answer_locally(client, head)
             return head.keep_alive
         scheme, host, port, path = parse_absolute_url(head.target)
-        if scheme != b"http":
+        if scheme != b"http" and not (scheme == b"ws" and head.websocket):
+            # (a ws:// upgrade is an http:// one by another name: carried as a WebSocket tunnel)
             raise NotImplementedByProxy(
                 f"{scheme.decode('latin-1')}:// URLs go through CONNECT; set this proxy "
                 "for HTTPS too"

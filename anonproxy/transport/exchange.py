@@ -16,6 +16,8 @@ so the caller may retry a bodiless request once on a fresh one.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
 from anonproxy.transport.relay import relay
@@ -46,7 +48,8 @@ async def exchange(
     up_reader, up_writer = stream
     limits = client.limits
     machine = ResponseRelay(head, f"{key[1]}:{key[2]} (exit '{key[0]}')", reused=reused,
-                            head_timeout=limits.response_timeout, idle_timeout=limits.idle_timeout)
+                            head_timeout=limits.response_timeout, idle_timeout=limits.idle_timeout,
+                            max_head_bytes=limits.max_response_header_bytes)
     reusable = False
     try:
         up_writer.write(request)
@@ -90,9 +93,25 @@ def _carry_out(verdict: Failure, client: ClientSide) -> Exception:
     """The exception that carries out a failure's verdict: ABORT resets the client connection
     (it has a response head: an answer now would read as the rest of the body)."""
     if verdict is Failure.ABORT:
-        client.writer.transport.abort()
+        reset(client.writer)
         return ClientGone()
     return StaleUpstream()
+
+
+_LINGER_NONE = struct.pack("ii", 1, 0)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a TCP reset, not a FIN: a client reading a body until the
+    connection ends (HTTP/1.0, no length) takes a FIN for the body's end, a reset for an
+    error. (A plain abort sends a FIN, what was still queued dropped.)"""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NONE)
+        except OSError:
+            pass  # (already closed: nothing to reset)
+    writer.transport.abort()
 
 
 async def _pump_body(client: ClientSide, machine: ResponseRelay,
@@ -117,7 +136,10 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
     while True:
         deadline.arm(machine.read_timeout)
         try:
-            data = await up_reader.read(READ_SIZE)
+            if machine.final is None:  # waiting for the answer: watch the client too
+                data = await _read_unless(up_reader, client.lost())
+            else:
+                data = await up_reader.read(READ_SIZE)
         except asyncio.CancelledError:
             if not deadline.expired():
                 raise
@@ -131,6 +153,23 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
             machine.sent()
         if machine.done:
             return machine.status
+
+
+async def _read_unless(up_reader: asyncio.StreamReader, lost: asyncio.Future[None]) -> bytes:
+    """One upstream read, or ClientGone when the client connection is lost first (a reset; a
+    FIN alone is a half-close, and the client still gets its answer): the upstream connection
+    is then closed at once, never pooled, instead of waiting out its answer."""
+    if lost.done():
+        raise ClientGone()
+    read = asyncio.ensure_future(up_reader.read(READ_SIZE))
+    try:
+        await asyncio.wait((read, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not read.done():
+            read.cancel()
+    if read.cancelled():
+        raise ClientGone()
+    return read.result()
 
 
 async def websocket(client: ClientSide, stream: Stream, rest: bytes, trace: Trace) -> None:

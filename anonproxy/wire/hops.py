@@ -236,6 +236,8 @@ def http_connect_status(status: int, reason: bytes) -> None:
     text = reason.decode("latin-1", "replace").strip()
     if status == 407:
         raise HopRefused(f"it wants proxy authentication (407 {text})", SOCKS_NOT_ALLOWED)
+    if status == 401:  # what tinyproxy answers to wrong credentials
+        raise HopRefused(f"it refuses our credentials (401 {text})", SOCKS_NOT_ALLOWED)
     if status in (403, 405):
         raise HopRefused(f"it refused the tunnel ({status} {text})", SOCKS_NOT_ALLOWED,
                          about_target=True)

@@ -4,6 +4,10 @@ This is the only module that imports httptools. Parsers are incremental: `feed(b
 the events found so far (a head, body pieces, the end of a message, or the start of a tunnel).
 Framing is decided by llhttp in its strict mode, never by hand: a request with both
 Content-Length and Transfer-Encoding, a bad chunk size or a malformed line is a BadRequest.
+Response heads reach llhttp through wire/response_head.py, which rewrites the lenient forms
+browsers accept (bare LF, space before a colon, a repeated Content-Length, Content-Length beside
+chunked) into strict ones and refuses the ambiguous ones; request lines through
+wire/request_line.py (any token as a method, raw non-ASCII target bytes percent-encoded).
 
 Invariants: header names keep their case and order; limits on head size and header count are
 enforced while the head is still arriving; body bytes are handed on as they come (never
@@ -19,6 +23,8 @@ import httptools
 
 from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
 from anonproxy.wire.headers import scan
+from anonproxy.wire.request_line import RequestLines
+from anonproxy.wire.response_head import ResponseHeads
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -55,7 +61,6 @@ class Body:
 
 class End:
     """The current message is complete."""
-
     __slots__ = ()
 
 
@@ -74,11 +79,9 @@ Event = RequestHead | ResponseHead | Body | End | Tunnel
 
 def _framing(encodings: list[bytes], lengths: list[bytes], error: type[Exception]) -> str:
     """How the body of a message with these (llhttp-validated) Transfer-Encoding and
-    Content-Length values is delimited.
-
-    More than one Transfer-Encoding line is refused: llhttp and a next hop could disagree on
-    which one frames the body (a smuggling shape), and no honest client needs it.
-    """
+    Content-Length values is delimited. More than one Transfer-Encoding line is refused: llhttp
+    and a next hop could disagree on which one frames the body (a smuggling shape), and no
+    honest client needs it."""
     if len(encodings) > 1:
         raise error("the message has more than one Transfer-Encoding header")
     if encodings:
@@ -102,6 +105,7 @@ class _Collector:
         self.max_headers = max_headers
         self.too_large = too_large
         self.fed_quietly = 0
+        self.begun = False  # llhttp is inside a message
 
     def guard(self, fed: int) -> None:
         """Bound what llhttp may buffer: it keeps a header or trailer line until the line ends,
@@ -122,6 +126,7 @@ class _Collector:
 
     def on_message_begin(self) -> None:
         self.url, self.reason, self.headers, self.head_bytes = b"", b"", [], 0
+        self.begun = True
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -145,10 +150,12 @@ class _Collector:
 
     def on_message_complete(self) -> None:
         self.events.append(END)
+        self.begun = False
 
 
 class _RequestCollector(_Collector):
     parser: httptools.HttpRequestParser
+    lines: RequestLines
 
     def on_headers_complete(self) -> None:
         p = self.parser
@@ -161,9 +168,10 @@ class _RequestCollector(_Collector):
         framing = _framing(encodings, lengths, BadRequest)
         if framing == "close":  # a request without length or chunking has no body (RFC 9112 6.3)
             framing = "none"
+        method, self.lines.method = self.lines.method or p.get_method(), None
         self.events.append(
             RequestHead(
-                method=p.get_method(),
+                method=method,
                 target=self.url,
                 version=version.encode("ascii"),
                 headers=self.headers,
@@ -182,17 +190,19 @@ class RequestParser:
 
     def __init__(self, max_head_bytes: int = 65536, max_headers: int = 100) -> None:
         self._limits = (max_head_bytes, max_headers)
+        self._lines = RequestLines(max_head_bytes)  # methods and targets llhttp would refuse
         self._new()
 
     def _new(self) -> None:
         self._collector = _RequestCollector(*self._limits, HeadersTooLarge)
         self._parser = httptools.HttpRequestParser(self._collector)
-        self._collector.parser = self._parser
+        self._collector.parser, self._collector.lines = self._parser, self._lines
 
     def feed(self, data: bytes) -> list[Event]:
         out: list[Event] = []
         while True:
             c = self._collector
+            data = self._lines.feed(data, at_start=not c.begun)
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
@@ -285,15 +295,17 @@ class _HeadDone(Exception):
 class ResponseParser:
     """Parses the responses to one request: any 1xx interim responses, then the final one."""
 
-    def __init__(self, request_method: bytes, max_head_bytes: int = 65536, max_headers: int = 200):
+    def __init__(self, request_method: bytes, max_head_bytes: int = 262144,
+                 max_headers: int = 200) -> None:
+        self._heads = ResponseHeads(max_head_bytes)  # lenient heads made strict, for llhttp
         self._collector = _ResponseCollector(max_head_bytes, max_headers, BadUpstreamResponse)
         self._collector.head_only = request_method == b"HEAD"
         self._parser = httptools.HttpResponseParser(self._collector)
         self._collector.parser = self._parser
 
-
     def feed(self, data: bytes) -> list[Event]:
         c = self._collector
+        raw, data = data, self._heads.feed(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -304,7 +316,8 @@ class ResponseParser:
                 c.events.append(END)
                 c.ended = True
                 # anything after the head of a response to HEAD puts the upstream out of step
-                c.after_end = not data.endswith(b"\r\n\r\n")
+                # (judged on the upstream's read: a blank line alone in it may hide more)
+                c.after_end = not raw.endswith((b"\n\r\n", b"\n\n"))
             elif c.ended:
                 c.after_end = True  # garbage after a complete response: keep the response
             elif isinstance(cause, BadUpstreamResponse):
@@ -326,9 +339,17 @@ class ResponseParser:
         """The final response ended cleanly and nothing followed it."""
         return self._collector.ended and not self._collector.after_end
 
+    @property
+    def trailers(self) -> Headers:
+        """The trailer fields of the final response, once it ended (chunked only)."""
+        return self._collector.headers if self._collector.ended else []
+
     def feed_eof(self) -> list[Event]:
         """The upstream closed: completes a close-delimited body, or is an error mid-message."""
         c = self._collector
+        if self._heads.feed_eof():
+            raise BadUpstreamResponse(
+                "the upstream closed the connection in the middle of a response")
         if c.final_framing == "close" and not c.ended:
             c.ended = c.after_end = True  # complete, and the connection is gone
             return [END]
@@ -341,8 +362,7 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _llhttp_reason(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text[:120]
+    return (str(error).strip() or type(error).__name__)[:120]
 
 
 def parse_absolute_url(target: bytes) -> tuple[bytes, bytes, int | None, bytes]:
@@ -353,15 +373,12 @@ def parse_absolute_url(target: bytes) -> tuple[bytes, bytes, int | None, bytes]:
         raise BadRequest("the request target is not a valid URL") from None
     if not url.schema or not url.host:
         raise BadRequest("the request target must be an absolute http:// URL")
-    path = url.path or b"/"
-    if url.query is not None:
-        path += b"?" + url.query
+    path = (url.path or b"/") + (b"?" + url.query if url.query is not None else b"")
     return url.schema.lower(), url.host, url.port, path
 
 
-def render_request_head(
-    method: bytes, target: bytes, headers: Headers, version: bytes = b"1.1"
-) -> bytes:
+def render_request_head(method: bytes, target: bytes, headers: Headers,
+                        version: bytes = b"1.1") -> bytes:
     lines = [method + b" " + target + b" HTTP/" + version]
     lines += [name + b": " + value for name, value in headers]
     lines.append(b"\r\n")
@@ -379,4 +396,4 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"  # (with trailer fields: b"0\r\n", the fields, b"\r\n")

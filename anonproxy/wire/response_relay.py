@@ -8,7 +8,8 @@ The machine decides everything else:
 - what the client gets: interim (1xx) heads for HTTP/1.1 clients only (dropped for 1.0), a 101
   only when the client asked for a WebSocket (else the upstream is at fault), then the final
   head with hop-by-hop fields removed and the body re-framed — chunked passed through to an
-  HTTP/1.1 client (last chunk added), a chunked body to an HTTP/1.0 client and a close-delimited
+  HTTP/1.1 client (last chunk added, with the trailer fields if the client sent `TE: trailers`,
+  else without), a chunked body to an HTTP/1.0 client and a close-delimited
   one sent raw until the connection closes (then `Connection: close`, the client not kept);
 - when the response is done (`done`, `status`), or became a tunnel (`tunnel`: the bytes after
   the 101's head, for the WebSocket relay);
@@ -24,8 +25,10 @@ The machine decides everything else:
 
 It also frames the request body going up (`request_body`), since reuse depends on its end.
 
-Framing itself is llhttp's (wire/http1.py): a response with both Transfer-Encoding and
-Content-Length is malformed (BadUpstreamResponse, before any of it reaches the client). Bytes
+Framing itself is llhttp's (wire/http1.py), after wire/response_head.py made lenient heads
+strict: a Content-Length beside a final chunked coding is dropped (the body goes on chunked),
+a repeated identical one collapses; differing ones, or one beside another coding, are
+BadUpstreamResponse, before any of it reaches the client. Bytes
 after the final response in the same read are dropped and make the upstream not reusable; the
 driver never feeds after `done` (a later feed is dropped the same way). A failure found in the
 read that brought the final head is answered: nothing of that read went out.
@@ -62,6 +65,10 @@ class Failure(enum.Enum):
 ABORT = Failure.ABORT
 STALE = Failure.STALE
 
+_NOT_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"te", b"trailer", b"host",
+                           b"connection", b"keep-alive", b"proxy-connection", b"upgrade",
+                           b"content-encoding", b"content-type", b"content-range"))
+
 
 class ResponseRelay:
     """The state of one request/response exchange, from the request head sent on."""
@@ -70,17 +77,17 @@ class ResponseRelay:
         "_parser", "_http11", "_websocket", "where", "reused", "read_timeout", "_idle_timeout",
         "_chunked_up", "request_complete", "_client_keep_alive", "final", "to_client",
         "head_queued", "committed", "nothing_received", "done", "status", "tunnel",
-        "_upstream_clean", "up_bytes", "down_bytes",
+        "_upstream_clean", "up_bytes", "down_bytes", "_trailers",
     )
 
     def __init__(self, request: RequestHead, where: str = "the upstream", *,
                  reused: bool = False, head_timeout: float = 60.0,
-                 idle_timeout: float = 300.0) -> None:
+                 idle_timeout: float = 300.0, max_head_bytes: int = 262144) -> None:
         """`request`: the head sent upstream (its method, version, framing, keep-alive and
         WebSocket wish); `where`: the upstream as error messages name it; `reused`: the
         connection came from the pool; the timeouts: for the response head, then between
-        reads of its body."""
-        self._parser = ResponseParser(request.method)
+        reads of its body; `max_head_bytes`: the largest response head taken."""
+        self._parser = ResponseParser(request.method, max_head_bytes)
         self._http11 = request.version == b"1.1"
         self._websocket = request.websocket
         self.where = where
@@ -90,6 +97,9 @@ class ResponseRelay:
         self._chunked_up = request.framing == "chunked"
         self.request_complete = not request.has_body  # the request body all went up
         self._client_keep_alive = request.keep_alive
+        # trailer fields pass only to a client that said it takes them (RFC 9110 6.5, 10.1.4)
+        self._trailers = self._http11 and any(
+            n.lower() == b"te" and b"trailers" in v.lower() for n, v in request.headers)
         self.final: ResponseHead | None = None  # the final (2xx-5xx) response head, once it came
         self.to_client = "length"  # how its body goes to the client (see _client_framing)
         self.head_queued = False  # a response head is in the output (maybe not yet written)
@@ -190,10 +200,18 @@ class ResponseRelay:
         final = self.final
         assert final is not None
         if self.to_client == "chunked":
-            out.append(LAST_CHUNK)
+            out.append(self._last_chunk())
         self._upstream_clean = final.keep_alive and final.framing != "close" and clean
         self.status = final.status
         self.done = True
+
+    def _last_chunk(self) -> bytes:
+        """The last chunk, with the upstream's trailer fields when the client takes them
+        (framing and hop-by-hop fields never: they are not the trailer's to set)."""
+        fields = [name + b": " + value + b"\r\n"
+                  for name, value in (self._parser.trailers if self._trailers else ())
+                  if name.lower() not in _NOT_TRAILERS]
+        return b"0\r\n" + b"".join(fields) + b"\r\n" if fields else LAST_CHUNK
 
     def _final_headers(self, response: ResponseHead) -> Headers:
         """The final response's headers for the client, and whether its connection stays open."""

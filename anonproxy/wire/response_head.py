@@ -1,0 +1,123 @@
+"""Upstream response heads rewritten into the strict form llhttp parses, before it sees them.
+
+Browsers and curl accept response heads that llhttp's strict mode refuses; some of them are
+harmless and the proxy carries them, normalized, as RFC 9112 asks of an intermediary:
+
+- bare LF line endings become CRLF (RFC 9112 §2.2 lets a recipient accept them);
+- whitespace between a field name and its colon is removed (§5.1: a proxy MUST remove it);
+- Content-Length repeated with one value (`5` twice, or `5, 5`) collapses to one field
+  (RFC 9110 §8.6);
+- Content-Length beside a Transfer-Encoding whose final coding is chunked is dropped: chunked
+  frames the body (RFC 9112 §6.3), and the client gets it chunked, without the length.
+
+Strict where ambiguity enables smuggling: differing Content-Length values, or Content-Length
+beside a Transfer-Encoding that does not end in chunked, are BadUpstreamResponse; everything
+else llhttp judges as before. Only heads are touched: once the final head (or a 101's) went by,
+bytes pass unchanged, so bodies and chunk framing stay llhttp's alone.
+
+Invariants: a head is buffered whole (never more than `max_head_bytes`) before it is rewritten;
+interim (1xx) heads are rewritten one by one until the final one.
+"""
+
+from __future__ import annotations
+
+import re
+
+from anonproxy.wire.errors import BadUpstreamResponse
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+class ResponseHeads:
+    """The response heads of one exchange, normalized as they arrive; bodies pass as they are."""
+
+    __slots__ = ("_buffer", "_passing", "_max")
+
+    def __init__(self, max_head_bytes: int) -> None:
+        self._buffer = b""
+        self._passing = False  # the final head went by: bytes pass unchanged
+        self._max = max_head_bytes
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes from the upstream -> the bytes for llhttp (heads held back until complete)."""
+        if self._passing:
+            return data
+        start = max(0, len(self._buffer) - 2)  # (where a head end may begin: no rescans)
+        buffer = self._buffer + data
+        out: list[bytes] = []
+        while not self._passing:
+            end = _HEAD_END.search(buffer, start)
+            start = 0
+            if end is None:
+                if len(buffer) > self._max:
+                    raise BadUpstreamResponse(
+                        f"the message head is larger than {self._max} bytes")
+                break
+            head, buffer = buffer[: end.end()], buffer[end.end():]
+            text, final = normalize(head)
+            out.append(text)
+            self._passing = final
+        if self._passing:
+            out.append(buffer)
+            buffer = b""
+        self._buffer = buffer
+        return b"".join(out)
+
+    def feed_eof(self) -> bytes:
+        """The upstream closed: what was held back (part of a head), for llhttp to judge."""
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def normalize(head: bytes) -> tuple[bytes, bool]:
+    """One complete response head -> (its strict form, whether it is the final head or a 101).
+    Raises BadUpstreamResponse where its framing is ambiguous."""
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        return head, True  # not a head: llhttp says what is wrong with it
+    parts = lines[0].split(b" ", 2)
+    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    lines[1:] = _fields(lines[1:])
+    return b"\r\n".join(lines) + b"\r\n\r\n", not 100 <= code < 200 or code == 101
+
+
+def _fields(lines: list[bytes]) -> list[bytes]:
+    """Header lines with the space before colons removed and the framing fields reconciled."""
+    out: list[bytes] = []
+    lengths: list[int] = []  # positions in `out` of Content-Length lines
+    values: set[bytes] = set()
+    encodings: list[bytes] = []
+    for line in lines:
+        colon = line.find(b":")
+        name = line[:colon].rstrip(b" \t") if colon > 0 else b""
+        if not _TOKEN.fullmatch(name):
+            out.append(line)  # no field, or a malformed one: llhttp refuses it
+            continue
+        value = line[colon + 1:]
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths.append(len(out))
+            values.update(v.strip(b" \t") for v in value.split(b","))
+        elif lname == b"transfer-encoding":
+            encodings.append(value)
+        out.append(name + b":" + value)
+    if not lengths:
+        return out
+    if encodings:
+        final = encodings[-1].rsplit(b",", 1)[-1].strip(b" \t").lower()
+        if final != b"chunked":
+            raise BadUpstreamResponse(
+                "the upstream sent Content-Length with a Transfer-Encoding that does not end "
+                "in chunked")
+        drop = set(lengths)  # chunked frames the body; the length goes
+    elif len(values) > 1:
+        raise BadUpstreamResponse("the upstream sent differing Content-Length values")
+    elif len(lengths) == 1 and b"," not in out[lengths[0]]:
+        return out
+    else:
+        out[lengths[0]] = b"Content-Length: " + values.pop()
+        drop = set(lengths[1:])
+    return [line for i, line in enumerate(out) if i not in drop]
