@@ -119,9 +119,15 @@ def run(argv: list[str]) -> int | None:
 
 def _fetch(given: _Options, proxy: Announced) -> int | None:
     """The fetch `given` asks for, through `proxy`: its exit code, or None to hand over."""
+    prepared = _prepare(given, proxy)
+    return None if prepared is None else _transfer(given, proxy, *prepared)
+
+
+def _prepare(given: _Options, proxy: Announced):
+    """(request, first target, our own services) for the fetch, or None when the full fetch
+    should say or decide something instead."""
     from anonproxy.cli.announce import services
-    from anonproxy.cli.fetch_http import NETWORK, OK, FetchFailed, FetchRequest, parse_target
-    from anonproxy.cli.fetch_tunnel import Clock, HandOver, MaxTime, ProxiedFetch
+    from anonproxy.cli.fetch_http import FetchFailed, FetchRequest, parse_target
     from anonproxy.wire.headers import HeaderPolicy
 
     if set(proxy.policy) != set(HeaderPolicy.__dataclass_fields__):
@@ -145,17 +151,27 @@ def _fetch(given: _Options, proxy: Announced) -> int | None:
     if given.data is not None:
         try:
             body = open(given.data[1:], "rb") if given.data.startswith("@") \
-                else given.data.encode()  # noqa: SIM115 - (a file: closed below)
+                else given.data.encode()  # noqa: SIM115 - (a file: closed by _transfer)
         except OSError:
             return None
     request = FetchRequest(given.url, given.method or ("POST" if body is not None else "GET"),
                            headers, body, given.follow or given.trusted, given.include,
                            given.fail, trusted=given.trusted)
+    return request, first, own
+
+
+def _transfer(given: _Options, proxy: Announced, request, first, own) -> int | None:
+    """Run the prepared fetch through `proxy`: its exit code, or None to hand over."""
+    from anonproxy.cli.fetch_http import NETWORK, OK, FetchFailed
+    from anonproxy.cli.fetch_tunnel import Clock, HandOver, MaxTime, ProxiedFetch
+    from anonproxy.wire.headers import HeaderPolicy
+
+    body = request.body
     out = None
     try:
         out = open(given.output, "wb") if given.output else sys.stdout.buffer  # noqa: SIM115
         ProxiedFetch(request, first, proxy, HeaderPolicy(**proxy.policy), out, own,
-              Clock(given.max_time)).run()
+                     Clock(given.max_time)).run()
         return OK  # (-f on a status >= 400 raised FetchFailed)
     except HandOver:
         return None

@@ -125,23 +125,37 @@ def judge(exit_name: str, declared: tuple[str, ...],
         return Verdict(exit_name, None, None, declared, False, errors)
     first = done[0]
     assert first.echo is not None
-    seen = tuple(dict.fromkeys(s for m in done if m.echo for s in m.echo.seen))
-    told = [m.echo.is_tor for m in done if m.echo and m.echo.is_tor is not None]
-    is_tor = all(told) if told else None
-    countries = list(dict.fromkeys(m.country for m in done))
-    if declared:
-        unknown = [m for m in done if m.country is None]
-        if unknown:
-            address = unknown[0].echo.address if unknown[0].echo else "?"
-            return Verdict(exit_name, first.echo.address, None, declared, False,
-                           f"the GeoIP database has no country for {address}", seen, is_tor)
-        wrong = [c for c in countries if c not in declared]
-        if wrong:
-            return Verdict(exit_name, first.echo.address, wrong[0], declared, False,
-                           f"leaves from {wrong[0]}, declares {', '.join(declared)}", seen, is_tor)
-    elif len(countries) > 1:
-        return Verdict(exit_name, first.echo.address, first.country, declared, False,
-                       "the echo services saw different countries: "
-                       + ", ".join(c or "unknown" for c in countries), seen, is_tor)
+    seen, is_tor = _what_they_saw(done)
+    country, problem = _inconsistency(declared, done)
+    if problem is not None:
+        return Verdict(exit_name, first.echo.address, country, declared, False, problem, seen,
+                       is_tor)
     return Verdict(exit_name, first.echo.address, first.country, declared, True, None, seen,
                    is_tor)
+
+
+def _what_they_saw(done: list[Measurement]) -> tuple[tuple[str, ...], bool | None]:
+    """The identifying headers the echo services reported, and whether they all recognised
+    Tor (None: none of them said)."""
+    seen = tuple(dict.fromkeys(s for m in done if m.echo for s in m.echo.seen))
+    told = [m.echo.is_tor for m in done if m.echo and m.echo.is_tor is not None]
+    return seen, (all(told) if told else None)
+
+
+def _inconsistency(declared: tuple[str, ...],
+                   done: list[Measurement]) -> tuple[str | None, str | None]:
+    """(the country to report, why the measurements are inconsistent), or (None, None)."""
+    countries = list(dict.fromkeys(m.country for m in done))
+    if not declared:
+        if len(countries) > 1:
+            return done[0].country, ("the echo services saw different countries: "
+                                     + ", ".join(c or "unknown" for c in countries))
+        return None, None
+    unknown = next((m for m in done if m.country is None), None)
+    if unknown is not None:
+        address = unknown.echo.address if unknown.echo else "?"
+        return None, f"the GeoIP database has no country for {address}"
+    wrong = [c for c in countries if c not in declared]
+    if wrong:
+        return wrong[0], f"leaves from {wrong[0]}, declares {', '.join(declared)}"
+    return None, None
