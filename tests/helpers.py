@@ -6,7 +6,11 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -68,3 +72,30 @@ def wait_until(predicate, timeout: float = 10, interval: float = 0.02):
     while not (value := predicate()) and time.monotonic() < deadline:
         time.sleep(interval)
     return value
+
+
+def answer(handler: BaseHTTPRequestHandler, body: bytes, kind: str | None = None,
+           headers: tuple[tuple[str, str], ...] = ()) -> None:
+    """A 200 with `body` (and its length) from a test server's request handler."""
+    handler.send_response(200)
+    if kind is not None:
+        handler.send_header("Content-Type", kind)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler],
+            host: str = "127.0.0.1") -> Iterator[ThreadingHTTPServer]:
+    """A small HTTP server of a test's own on loopback, in a thread, shut down afterwards."""
+    server = ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from helpers import curl, dashboard_login_url
+from helpers import answer, curl, dashboard_login_url, serving
 from test_browser import FLAGS
 from upstreams import free_port, microsocks
 
@@ -47,11 +46,7 @@ class _Site(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, body, kind)
 
     def log_message(self, *args) -> None:
         pass
@@ -60,13 +55,9 @@ class _Site(BaseHTTPRequestHandler):
 @pytest.fixture
 def site():
     seen: list[str] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
-    _Site.seen, _Site.port = seen, server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], seen
-    server.shutdown()
-    server.server_close()
+    with serving(_Site) as server:
+        _Site.seen, _Site.port = seen, server.server_address[1]
+        yield server.server_address[1], seen
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from helpers import answer, serving
 from upstreams import microsocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +34,7 @@ class _Lists(BaseHTTPRequestHandler):
             self.end_headers()
             return
         body = self.body if self.path == "/list.txt" else b"! nothing here\n"
-        self.send_response(200)
-        self.send_header("ETag", etag)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, body, headers=(("ETag", etag),))
 
     def log_message(self, *args) -> None:
         pass
@@ -47,13 +43,9 @@ class _Lists(BaseHTTPRequestHandler):
 @pytest.fixture
 def lists_server():
     seen: list = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Lists)
     _Lists.seen, _Lists.body = seen, LIST
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], seen
-    server.shutdown()
-    server.server_close()
+    with serving(_Lists) as server:
+        yield server.server_address[1], seen
 
 
 @pytest.fixture

@@ -333,7 +333,7 @@ def _full(lean: Lean, serve: Serve, *args: str, env: dict | None = None):
     before = serve.connects()
     done = lean.fetch(*args, env=env)
     assert done.returncode == 0, done.stderr
-    time.sleep(0.1)
+    time.sleep(0.1)  # (a CONNECT the lean fetch made by mistake would be logged by now)
     assert serve.connects() == before, "the lean fetch was taken"
     return done
 

@@ -8,8 +8,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,9 +30,7 @@ def _serve(tmp_path: Path, *args: str) -> str:
             assert serve.stdout is not None
             first = serve.stdout.readline().decode()  # "anonproxy listening on HOST:PORT"
             assert first.startswith("anonproxy listening on "), first
-            deadline = time.monotonic() + 10
-            while "  resolve  " not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: "  resolve  " in log.read_text())
         finally:
             serve.send_signal(signal.SIGTERM)
             serve.communicate(timeout=30)

@@ -10,10 +10,9 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from helpers import curl
+from helpers import curl, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,9 +59,7 @@ def test_status_reload_and_newnym_work_without_a_dashboard(tmp_path, origin):
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.communicate(timeout=30)
-    deadline = time.monotonic() + 5
-    while list(run.rglob("*.sock")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not list(run.rglob("*.sock")), 5)
     assert not list(run.rglob("*.sock")) and not list(run.rglob("*.token"))
     gone = _cli(env, "status", "--listen", listen)
     assert gone.returncode == 1 and "no proxy of yours is running" in gone.stderr

@@ -10,10 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "origin.tor.test"  # resolvable only by the exits (the network's DNS stub)
@@ -61,10 +61,7 @@ def _tors(tmp_path: Path) -> list[int]:
 
 
 def _until(predicate, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not (ok := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return bool(ok)
+    return bool(wait_until(predicate, timeout, interval=0.2))
 
 
 @pytest.fixture
