@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,24 @@ def test_the_ca_is_made_once_and_read_after(ca_path):
     assert again.cert_pem == first.cert_pem == (ca_path / "ca.pem").read_bytes()
 
 
+def test_ca_made_by_many_at_once_is_one_pair(ca_path):
+    """Two commands (or workers) meeting an empty directory: the lock makes one CA, and every
+    one of them uses that one."""
+    barrier = threading.Barrier(8)
+    made: list[bytes] = []
+
+    def make() -> None:
+        barrier.wait()
+        made.append(Authority.load_or_create(ca_path).cert_pem)
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(made) == 8 and set(made) == {(ca_path / "ca.pem").read_bytes()}
+
+
 def test_a_wider_directory_of_ours_is_tightened_and_said(ca_path):
     ca_path.mkdir(parents=True, mode=0o755)
     ca_path.chmod(0o755)
@@ -157,6 +176,19 @@ def test_a_broken_key_file_is_named_without_its_content(authority, ca_path):
         Authority.load_or_create(ca_path)
     assert str(ca_path / "ca.key") in str(refused.value)
     assert "c2VjcmV0" not in str(refused.value)
+
+
+def test_a_broken_certificate_file_is_named(authority, ca_path):
+    (ca_path / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(AuthorityError, match=r"ca\.pem: not a readable PEM certificate"):
+        Authority.load_or_create(ca_path)
+
+
+def test_a_missing_certificate_makes_a_new_pair(authority, ca_path):
+    (ca_path / "ca.pem").unlink()
+    again = Authority.load_or_create(ca_path)
+    assert again.cert_pem != authority.cert_pem
+    assert again.server_context("x.example")  # the new key signs for the new certificate
 
 
 def test_rotate_makes_a_new_ca_even_over_a_refused_key(authority, ca_path):

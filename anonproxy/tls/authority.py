@@ -154,7 +154,8 @@ class _Locked:
 
 def _create(directory: Path) -> tuple[bytes, bytes]:
     cert_pem, key_pem = certs.new_authority(default_name())
-    try:  # the key first: a certificate without its key is made again on the next use
+    try:  # the key first: a first use cut short between the two leaves a key without a
+        # certificate, and the pair is made again on the next use
         _write_atomically(directory / KEY_NAME, key_pem, 0o600)
         _write_atomically(directory / CERT_NAME, cert_pem, 0o644)
     except OSError as error:
@@ -166,10 +167,14 @@ def _create(directory: Path) -> tuple[bytes, bytes]:
 def _checked_pair(directory: Path, cert_pem: bytes, key_pem: bytes) -> None:
     cert_path, key_path = directory / CERT_NAME, directory / KEY_NAME
     try:
-        info = certs.authority_info(cert_pem, key_pem)
+        certs.subject_of(cert_pem)
     except ValueError as error:
-        which = key_path if "key" in str(error) else cert_path
-        raise AuthorityError(f"{which}: {error}; run `anonproxy ca rotate` for a new CA"
+        raise AuthorityError(f"{cert_path}: {error}; run `anonproxy ca rotate` for a new CA"
+                             ) from None
+    try:
+        info = certs.authority_info(cert_pem, key_pem)
+    except ValueError as error:  # the certificate was read above: the key is at fault
+        raise AuthorityError(f"{key_path}: {error}; run `anonproxy ca rotate` for a new CA"
                              ) from None
     if not info.is_ca:
         raise AuthorityError(f"{cert_path}: not a CA certificate (BasicConstraints ca=False); "
