@@ -58,7 +58,7 @@ def _settle(context: ssl.SSLContext) -> None:
     # X509_STRICT (Python 3.13's default) is left off, as on 3.11 and 3.12: it refuses real
     # sites' certificates that every browser accepts (RFC 5280 details of older CAs, such as a
     # missing Authority Key Identifier), and the browser the user would otherwise use is the
-    # measure of what a site may present. Chain, expiry and host name are verified either way.
+    # measure of what a site may present. The chain, expiry and host name are verified anyway.
     context.verify_flags &= ~ssl.VERIFY_X509_STRICT
 
 
