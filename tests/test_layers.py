@@ -1,9 +1,11 @@
 """The package's layers keep to their contracts ([tool.importlinter] in pyproject.toml): the
 pure layers (wire, policy) and the profile format (config) import nothing above them, nothing
-below the command line imports it, and the layers import one way only (no cycles)."""
+below the command line imports it, and the layers import one way only (no cycles). And each
+third-party library wrapped in one module is imported by that module only."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -23,3 +25,28 @@ def test_the_layers_keep_their_import_contracts():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "broken" in out.stdout and "0 broken" in out.stdout  # it did check the contracts
     assert "the layers import downward only" in out.stdout  # ... the one that forbids cycles
+
+
+# A library -> the one module of ours that imports it (its errors translated at that border).
+ONE_IMPORTER = {
+    "cryptography": "anonproxy/tls/certs.py",
+    "stem": "anonproxy/exits/tor_control.py",
+    "adblock": "anonproxy/policy/filter_engine.py",
+}
+
+
+def _importers(library: str) -> set[str]:
+    found = set()
+    for path in (ROOT / "anonproxy").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     and node.module else [])
+            if any(name.split(".")[0] == library for name in names):
+                found.add(str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize("library", sorted(ONE_IMPORTER))
+def test_a_wrapped_library_is_imported_by_its_one_module_only(library):
+    assert _importers(library) == {ONE_IMPORTER[library]}

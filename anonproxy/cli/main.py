@@ -1,5 +1,5 @@
-"""Command line (argparse): serve, check, route, schema, geoip, fetch, leaktest, exec, pac, and
-the commands that steer a running proxy (status, reload, newnym, dashboard: remote.py).
+"""Command line (argparse): serve, check, route, schema, geoip, ca, fetch, leaktest, exec, pac,
+and the commands that steer a running proxy (status, reload, newnym, dashboard: remote.py).
 
 Invariants: a bad profile or argument ends with one message naming the file, key and value and
 exit code 2, never a traceback; `serve` says loudly when traffic leaves with the user's own
@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     geoip.add_argument("action", choices=["info", "lookup"])
     geoip.add_argument("address", nargs="?", help="an IP address (for lookup)")
     geoip.add_argument("--db", default="bundled", help='"bundled" or a path to a country .mmdb')
+
+    ca = commands.add_parser(
+        "ca", help="the local CA for HTTPS inspection: its path, install it, make a new one",
+        description="path: print the CA certificate's path (made on first use in "
+                    "$XDG_DATA_HOME/anonproxy/ca). install: add it to Chromium's and Firefox's "
+                    "NSS databases with certutil (libnss3-tools). rotate: make a new CA.",
+        epilog="exit status: 0 done, 1 the CA or a browser database could not be used, 2 usage")
+    ca.add_argument("action", choices=["path", "install", "rotate"])
 
     fetch = commands.add_parser(
         "fetch", help="fetch a URL through the profile's exits (curl-like)",
@@ -230,6 +238,10 @@ def _main(argv: list[str] | None) -> int:
             from anonproxy.cli.geoip import geoip
 
             return geoip(args.action, args.address, args.db)
+        if args.command == "ca":
+            from anonproxy.cli.ca import ca
+
+            return ca(args.action)
         if args.command in ("status", "reload", "newnym", "dashboard"):
             from anonproxy.cli import remote
 
