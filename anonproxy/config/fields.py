@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
 from anonproxy.policy.countries import country_problem
+from anonproxy.policy.rules import domain_pattern_problem
 from anonproxy.wire.address import AddressError, parse_authority
 from anonproxy.wire.hops import Hop, HopUrlError, parse_hop
 
@@ -78,3 +79,13 @@ def listen_address(value: str) -> str:
     return value
 
 
+
+
+def _check_domain_pattern(pattern: str) -> str:
+    problem = domain_pattern_problem(pattern)
+    if problem:
+        raise ValueError(problem)
+    return pattern
+
+
+DomainPattern = Annotated[str, AfterValidator(_check_domain_pattern)]

@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails
 
 from anonproxy.config.fields import (
     Country,
+    DomainPattern,
     ExitName,
     HopUrl,
     IPAddress,
@@ -263,6 +264,17 @@ class Admin(_Strict):
         return parse_authority(self.listen, listening=True)
 
 
+class Inspect(_Strict):
+    """HTTPS destinations opened at the proxy with the local CA (docs/inspection.md), so the
+    header policy and block lists reach inside; `skip` wins over `hosts`; empty `hosts`: off."""
+
+    hosts: list[DomainPattern] = []
+    skip: list[DomainPattern] = []
+    # trust for the sites' own certificates: "system" (the OS store) or a PEM bundle's path,
+    # relative to the profile
+    ca_bundle: Annotated[str, Field(min_length=1, max_length=4096)] = "system"
+
+
 class ListSource(_Strict):
     """A block list fetched from `url` into `path` by `anonproxy lists update` (never by the
     running proxy)."""
@@ -292,6 +304,7 @@ class Profile(_Strict):
     limits: Limits = Limits()
     health: Health = Health()
     verify: Verify = Verify()  # `echo` empty: policy/verify.py's DEFAULT_ECHO
+    inspect: Inspect = Inspect()  # off: no hosts
 
     @field_validator("listen")
     @classmethod

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from anonproxy import logs
 from anonproxy.exits.context import Context
 from anonproxy.inbound.client import ClientConn
+from anonproxy.inbound.inspected import NotTls, hold, serve_inspected
 from anonproxy.inbound.pac import pac_address, render_pac
 from anonproxy.policy.blocklists import http_request
 from anonproxy.transport.client_side import ClientGone, Trace
@@ -131,6 +132,9 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         if not client.writer.is_closing():
             client.writer.write(http_error_response(error))
         return False
+    except NotTls as error:  # an opened connection whose client did not speak TLS
+        problem = f"opened for inspection, but the client's TLS failed: {error}"
+        return False
     except ClientGone:
         problem = "client closed the connection"
         raise
@@ -180,11 +184,19 @@ async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
 async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
     rest_event = await client.next_event()
     rest = rest_event.rest if isinstance(rest_event, Tunnel) else b""
+    inspect = client.ctx.inspects(dest)
+    if inspect and rest:  # (what TLS would need was already read as plain bytes)
+        raise BadRequest("send the TLS handshake after the proxy answered CONNECT")
     opened = await client.ctx.open(trace.exit, dest)
     trace.exit = ">".join(opened.path)
     up_reader, up_writer = opened.stream
     try:
+        if inspect:
+            hold(client.writer)
         await client.send(CONNECTED)
+        if inspect:
+            await serve_inspected(client.reader, client.writer, client.ctx, dest, opened, trace)
+            return 200
         trace.up, trace.down = await relay(
             (client.reader, client.writer), (up_reader, up_writer),
             idle=client.ctx.limits.idle_timeout, early_ab=rest,
