@@ -18,13 +18,15 @@ import subprocess
 
 import pytest
 import requests
-from helpers import curl, recv_all, recv_until, socks_connect
+from helpers import curl, recv_all, recv_until, wait_until
 from pki import PublicRoot, https_origin, https_url
+from tlsprint import HelloCatcher, ja3, ja4, parse
 from upstreams import microsocks
 
 from anonproxy.tls.authority import Authority
 
-NAMES = ("site.test", "expired.test", "stranger.test", "plain.test", "skipped.site.test")
+NAMES = ("site.test", "expired.test", "stranger.test", "plain.test", "skipped.site.test",
+         "hello.test")
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +225,84 @@ def test_a_bad_host_pattern_is_named(tmp_path):
                          text=True, timeout=30)
     assert out.returncode == 2
     assert 'inspect.hosts[1] = "a.*.test": a wildcard may only start a pattern' in out.stderr
+
+
+def test_the_dashboard_and_status_show_what_is_opened(start_proxy, pki, local_ca, capsys):
+    from test_admin import Admin
+    from upstreams import free_port
+
+    from anonproxy.cli.remote import status
+    from anonproxy.wire.address import Address
+
+    port = free_port("127.0.0.1")
+    proxy = start_proxy(_profile(pki, f'admin = "127.0.0.1:{port}"'))
+    origin = _fresh(pki[1]["site.test"])
+    for _ in range(2):
+        assert curl("-sS", "--cacert", local_ca, "-x", proxy.url,
+                    https_url(origin, "site.test", "/echo")).returncode == 0
+    proxy.wait_log("https site.test")
+    found = Admin(port).json("/api/inspect")
+    assert found["hosts"] == ["site.test", "expired.test", "stranger.test", "*.site.test"]
+    assert found["skip"] == ["skipped.site.test"]
+    assert found["ca"] == local_ca and "anonproxy local CA" in found["ca_name"]
+    assert {"site": f"site.test:{origin.port}", "requests": 2} in found["opened"]
+    everything = json.dumps(Admin(port).json("/api/state"))
+    assert "PRIVATE KEY" not in everything and "/echo" not in everything
+    assert status(Address("127.0.0.1", port), None, proxy.url) == 0
+    printed = capsys.readouterr().out
+    expected = ("inspect      site.test, expired.test, stranger.test, *.site.test (skip "
+                f"skipped.site.test); local CA {local_ca}")
+    assert expected in printed
+    assert f"opened       site.test:{origin.port}: 2 requests" in printed
+
+
+def test_a_ca_bundle_without_certificates_stops_the_start(start_proxy, pki, tmp_path):
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    profile = _profile(pki).replace(f'ca_bundle = "{pki[0].path}"',
+                                    f'ca_bundle = "{tmp_path / "empty.pem"}"')
+    with pytest.raises(RuntimeError, match="holds no PEM certificate"):
+        start_proxy(profile)
+
+
+def _stock_hello() -> bytes:
+    """The ClientHello of Python's default client context with ALPN http/1.1 (the system
+    OpenSSL's defaults): what the proxy's own must stay."""
+    catcher = HelloCatcher()
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", catcher.port)) as raw:
+        try:
+            context.wrap_socket(raw, server_hostname="site.test")
+        except (OSError, ssl.SSLError):
+            pass  # the catcher closes once it has the ClientHello
+    wait_until(lambda: catcher.records)
+    catcher.close()
+    return catcher.records[0]
+
+
+# The proxy's ClientHello to sites, as JA3 and JA4 fingerprints, with OpenSSL 3.0 (Debian 12).
+# A change here changes what every opened site sees: docs/inspection.md says what it is.
+RECORDED = {"OpenSSL 3.0": ("304734bb1c086c3453b387400cf83f11", "t13d1812h1_85036bcba153_d41ae481755e")}
+
+
+def test_the_clienthello_sites_see_is_the_system_default_and_recorded(start_proxy, pki, local_ca):
+    catcher = HelloCatcher()
+    proxy = start_proxy(_profile(pki).replace('"*.site.test"]', '"*.site.test", "hello.test"]'))
+    try:
+        out = curl("-sS", "--cacert", local_ca, "-x", proxy.url,
+                   f"https://hello.test:{catcher.port}/")
+        # the catcher never answers: the client is told so, inside TLS
+        assert out.stdout.startswith(b"TLS with hello.test:%d failed: the connection closed"
+                                     % catcher.port), out
+        wait_until(lambda: catcher.records)
+    finally:
+        catcher.close()
+    ours = parse(catcher.records[0])
+    stock = parse(_stock_hello())
+    assert ja3(ours) == ja3(stock) and ja4(ours) == ja4(stock)
+    assert ours.alpn == [b"http/1.1"] and ours.sni
+    series = " ".join(ssl.OPENSSL_VERSION.split()[:2])[:11]  # "OpenSSL 3.0"
+    if series not in RECORDED:
+        pytest.skip(f"no fingerprint recorded for {ssl.OPENSSL_VERSION}; ours: "
+                    f"JA3 {ja3(ours)[1]} JA4 {ja4(ours)}")
+    assert (ja3(ours)[1], ja4(ours)) == RECORDED[series]

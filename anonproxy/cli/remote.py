@@ -74,6 +74,7 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
         rules = call(admin, "GET", "/api/rules", password=password)
         recent = call(admin, "GET", "/api/connections", password=password)
         listed = call(admin, "GET", "/api/blocklists", password=password)
+        opened = call(admin, "GET", "/api/inspect", password=password)
     except ControlError as error:
         print(f"anonproxy: status: {error}", file=sys.stderr)
         return 1
@@ -102,6 +103,11 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
     for match in listed["latest"][:RECENT]:
         when = time.strftime("%H:%M:%S", time.localtime(match["time"]))
         print(f"blocked      {when} {match['site']} by {match['list']}: {match['rule']}")
+    if opened["hosts"]:
+        skip = f" (skip {', '.join(opened['skip'])})" if opened["skip"] else ""
+        print(f"inspect      {', '.join(opened['hosts'])}{skip}; local CA {opened['ca']}")
+    for item in opened["opened"][:RECENT]:
+        print(f"opened       {item['site']}: {item['requests']} requests")
     for entry in recent[:RECENT]:
         when = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
         problem = f"  ({entry['error']})" if entry["error"] else ""

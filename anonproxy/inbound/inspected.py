@@ -243,4 +243,8 @@ def _tls_reason(error: BaseException) -> str:
         return "the TLS handshake did not complete in time"
     if isinstance(error, ssl.SSLError) and error.reason:
         return error.reason.lower().replace("_", " ")
+    if isinstance(error, ConnectionError):
+        return "the connection closed during the TLS handshake"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
     return str(error) or type(error).__name__

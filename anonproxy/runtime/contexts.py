@@ -40,11 +40,15 @@ class Contexts:
         authority: list[Authority] = []  # the local CA, loaded once when a profile inspects
 
         def context(profile: LoadedProfile) -> Context:
-            if profile.profile.inspect.hosts and not authority:
+            inspects = bool(profile.profile.inspect.hosts)
+            if inspects and not authority:
                 authority.append(local_authority(profile))
-            return Context(profile, listen, geo=open_geo(profile), tors=tors, admin=admin,
+            made = Context(profile, listen, geo=open_geo(profile), tors=tors, admin=admin,
                            loopback_allowed=loopback_allowed,
                            authority=authority[0] if authority else None)
+            if inspects:
+                site_trust(made)
+            return made
 
         main, selectable = context(loaded), {}
         for given in loaded.profile.selectable:
@@ -90,6 +94,18 @@ def local_authority(loaded: LoadedProfile) -> Authority:
     except AuthorityError as error:
         raise ProfileError(f"{loaded.path}: inspect.hosts: the local CA cannot be used: "
                            f"{error}") from None
+
+
+def site_trust(ctx: Context) -> None:
+    """Check now that the sites' certificates can be verified as `[inspect] ca_bundle` says
+    (ProfileError naming it), rather than at each opened connection."""
+    from anonproxy.tls.trust import TrustError
+
+    try:
+        ctx.site_tls()
+    except TrustError as error:
+        raise ProfileError(f'{ctx.loaded.path}: inspect.ca_bundle = '
+                           f'"{ctx.profile.inspect.ca_bundle}": {error}') from None
 
 
 def profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:
