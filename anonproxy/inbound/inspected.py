@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from typing import cast
 
 from anonproxy import logs
 from anonproxy.exits.base import Opened
@@ -105,7 +106,7 @@ def hold(writer: asyncio.StreamWriter) -> None:
     """Stop reading the client before telling it the connection is established: its TLS
     handshake must reach the TLS layer, not the plain reader (StreamWriter.start_tls does not
     hand over what the reader already took)."""
-    writer.transport.pause_reading()
+    cast(asyncio.Transport, writer.transport).pause_reading()  # (a socket's: both ways)
 
 
 async def serve_inspected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
