@@ -5,7 +5,8 @@ Inside TLS a client sends origin-form targets (`GET /path`, RFC 9112 §3.2.1) wi
 some send absolute-form (`https://host/path`), and `OPTIONS *` is asterisk-form. The proxy's
 connection to the site is for one host and port: a request naming another (in its target or its
 Host) is answered 421 Misdirected Request (RFC 9110 §15.5.20) instead of being sent to the wrong
-site, and a CONNECT inside is refused (400).
+site, and a CONNECT inside is refused (400). A Host without a port is taken for the
+connection's port (clients that leave a non-default port out mean no other).
 
 Invariant: the path returned is what the site receives, unchanged from the client's target
 (less the scheme and authority of an absolute-form one).
@@ -35,7 +36,8 @@ def inner_path(method: bytes, target: bytes, headers: Sequence[tuple[bytes, byte
     if len(hosts) != 1:
         raise BadRequest("a request needs exactly one Host header")
     try:
-        named = parse_authority(hosts[0].decode("ascii"), 443)
+        # a Host without a port names the connection's port: some clients leave a port out
+        named = parse_authority(hosts[0].decode("ascii"), dest.port)
     except (AddressError, UnicodeDecodeError):
         raise BadRequest("the Host header is not a valid host[:port]") from None
     if not _same(named.host.encode(), named.port, dest):
