@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import weakref
 from typing import cast
 
 from anonproxy import logs
@@ -44,6 +45,21 @@ from anonproxy.wire.errors import (
 from anonproxy.wire.headers import sanitize_request
 from anonproxy.wire.http1 import RequestHead, render_request_head
 from anonproxy.wire.origin_form import inner_path
+
+# The streams of opened connections' TLS (both sides): a TLS close waits for the peer's answer
+# after its connection's task has ended, so a stopping proxy drops those still waiting. (Held
+# weakly: a transport's protocol holds its writer while it lives; uvloop's transports cannot
+# be weakly referenced themselves.)
+_TLS: weakref.WeakSet[asyncio.StreamWriter] = weakref.WeakSet()
+
+
+def abort_closing() -> None:
+    """Drop every TLS connection of an opened host that is still open or closing (the proxy is
+    stopping and its connection tasks have ended)."""
+    for writer in list(_TLS):
+        writer.transport.abort()
+    _TLS.clear()
+
 
 TLS_CLOSE_WAIT = 2.0  # seconds a client has to answer our close_notify before it is dropped
 
@@ -80,6 +96,7 @@ class _Site:
         if self.untrusted is not None:
             writer.close()
             return None
+        _TLS.add(writer)
         return reader, writer
 
     async def reopen(self) -> Stream:
@@ -125,7 +142,7 @@ async def serve_inspected(reader: asyncio.StreamReader, writer: asyncio.StreamWr
             _accept_tls(writer, ctx, dest), site.secure(opened.stream), return_exceptions=True)
         if isinstance(client_done, BaseException):
             if isinstance(site_stream, tuple):
-                site_stream[1].close()
+                site_stream[1].transport.abort()  # (as _Site.close: no wait for the site)
             # the half-made TLS layer would hold the socket until the client's FIN: drop it
             writer.transport.abort()
             raise NotTls(_tls_reason(client_done)) from None
@@ -143,6 +160,7 @@ async def _accept_tls(writer: asyncio.StreamWriter, ctx: Context, dest: Address)
     assert ctx.authority is not None  # (Context.inspects says no without one)
     await writer.start_tls(ctx.authority.server_context(dest.host),
                            ssl_handshake_timeout=ctx.limits.header_timeout)
+    _TLS.add(writer)
 
 
 async def _end_tls(writer: asyncio.StreamWriter) -> None:
