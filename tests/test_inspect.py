@@ -306,3 +306,38 @@ def test_the_clienthello_sites_see_is_the_system_default_and_recorded(start_prox
         pytest.skip(f"no fingerprint recorded for {ssl.OPENSSL_VERSION}; ours: "
                     f"JA3 {ja3(ours)[1]} JA4 {ja4(ours)}")
     assert (ja3(ours)[1], ja4(ours)) == RECORDED[series]
+
+
+def test_https_in_absolute_form_goes_on_the_proxys_own_verified_tls(proxy, pki):
+    origin = _fresh(pki[1]["plain.test"])  # (not an opened host: absolute form needs none)
+    with socket.create_connection(proxy.address) as raw:
+        raw.sendall(b"GET https://plain.test:%d/echo HTTP/1.1\r\nHost: plain.test:%d\r\n"
+                    b"X-Forwarded-For: 10.1.2.3\r\nConnection: close\r\n\r\n"
+                    % (origin.port, origin.port))
+        answer = recv_all(raw)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["target"] == "/echo"
+    assert origin.last.header("X-Forwarded-For") is None
+    assert origin.last.peer[0] == "127.0.0.2"
+    expired = _fresh(pki[1]["expired.test"])
+    with socket.create_connection(proxy.address) as raw:
+        raw.sendall(b"GET https://expired.test:%d/echo HTTP/1.1\r\nHost: x\r\n\r\n"
+                    % expired.port)
+        answer = recv_all(raw)
+    assert answer.startswith(b"HTTP/1.1 502") and b"certificate has expired" in answer
+    assert expired.received == []
+
+
+def test_a_websocket_in_absolute_wss_form(proxy, pki):
+    origin = _fresh(pki[1]["plain.test"])
+    with socket.create_connection(proxy.address) as raw:
+        raw.sendall(b"GET wss://plain.test:%d/ws HTTP/1.1\r\nHost: plain.test:%d\r\n"
+                    b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n" % (origin.port, origin.port))
+        assert recv_until(raw, b"\r\n\r\n").startswith(b"HTTP/1.1 101")
+        raw.sendall(b"ping over wss")
+        got = b""
+        while len(got) < 13:
+            got += raw.recv(100)
+        assert got == b"ping over wss"

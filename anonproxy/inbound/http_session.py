@@ -24,7 +24,7 @@ from collections.abc import Callable
 from anonproxy import logs
 from anonproxy.exits.context import Context
 from anonproxy.inbound.client import ClientConn
-from anonproxy.inbound.inspected import NotTls, hold, serve_inspected
+from anonproxy.inbound.inspected import NotTls, forward_secure, hold, serve_inspected
 from anonproxy.inbound.pac import pac_address, render_pac
 from anonproxy.policy.blocklists import http_request
 from anonproxy.transport.client_side import ClientGone, Trace
@@ -114,16 +114,22 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             status = await _answer_locally(client, head)
             return head.keep_alive
         scheme, host, port, path = parse_absolute_url(head.target)
-        if scheme != b"http" and not (scheme == b"ws" and head.websocket):
+        secure = scheme == b"https" or (scheme == b"wss" and head.websocket)
+        if not secure and scheme != b"http" and not (scheme == b"ws" and head.websocket):
             # (a ws:// upgrade is an http:// one by another name: carried as a WebSocket tunnel)
             raise NotImplementedByProxy(
-                f"{scheme.decode('latin-1')}:// URLs go through CONNECT; set this proxy "
-                "for HTTPS too"
+                f"{scheme.decode('latin-1')}:// URLs are not proxied; http://, https:// and "
+                "ws(s):// are"
             )
-        dest = _destination(host, port or 80)
-        facts = http_request(dest, path, head.headers) if ctx.loaded.blocker else None
+        dest = _destination(host, port or (443 if secure else 80))
+        facts = (http_request(dest, path, head.headers, "https" if secure else "http")
+                 if ctx.loaded.blocker else None)
         trace.exit = (await ctx.route(dest, request=facts)).exit
-        status, keep = await _forward(client, head, dest, path, trace)
+        if secure:  # https:// or wss:// in absolute form: the proxy's own verified TLS
+            proto = "https"
+            status, keep = await forward_secure(client, head, dest, path, trace)
+        else:
+            status, keep = await _forward(client, head, dest, path, trace)
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message

@@ -207,12 +207,8 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
             raise SiteUntrusted(site.untrusted)
         if ctx.loaded.blocker is not None:
             ctx.refuse_listed(dest, http_request(dest, path, head.headers, scheme="https"))
-        authority = dest.authority(443).encode("ascii")
-        headers = sanitize_request(
-            head.headers, ctx.policy, target_origin="https://" + authority.decode(),
-            host=authority, websocket=head.websocket, listed=head.listed)
-        request = render_request_head(head.method, path, headers)
-        status, keep = await _exchange(client, site, head, request, trace)
+        status, keep = await _exchange(client, site, head, _request(ctx, head, dest, path),
+                                       trace)
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message
@@ -229,6 +225,37 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
         outer.down += trace.down
         logs.connection("https", dest, trace.exit, status, trace.up, trace.down,
                         time.monotonic() - t0, problem, blocked)
+
+
+def _request(ctx: Context, head: RequestHead, dest: Address, path: bytes) -> bytes:
+    """The request head the site receives: sanitized as for plain HTTP, Host the site's."""
+    authority = dest.authority(443).encode("ascii")
+    headers = sanitize_request(
+        head.headers, ctx.policy, target_origin="https://" + authority.decode(), host=authority,
+        websocket=head.websocket, listed=head.listed)
+    return render_request_head(head.method, path, headers)
+
+
+async def forward_secure(client: ClientConn, head: RequestHead, dest: Address, path: bytes,
+                         trace: Trace) -> tuple[int, bool]:
+    """An https:// or wss:// request in absolute form (routed, `trace.exit` set): sent on a
+    TLS connection of the proxy's own to the site, verified against `[inspect] ca_bundle`,
+    opened for this request alone; a site that fails verification gets no request (502)."""
+    ctx = client.ctx
+    opened = await ctx.open(trace.exit, dest)
+    trace.exit = ">".join(opened.path)
+    site = _Site(ctx, dest, trace.exit, None)
+    try:
+        stream = await site.secure(opened.stream)
+        if stream is None:
+            raise SiteUntrusted(site.untrusted or "TLS with the site failed")
+        return await exchange(client, head, stream, _request(ctx, head, dest, path),
+                              site.key, trace, reused=False, pool=None)
+    except StaleUpstream:
+        raise BadUpstreamResponse(
+            f"{dest} (exit '{trace.exit}') closed the connection without a response") from None
+    finally:
+        site.close()
 
 
 async def _exchange(client: ClientConn, site: _Site, head: RequestHead, request: bytes,
