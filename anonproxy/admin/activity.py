@@ -1,5 +1,6 @@
 """What the proxy has been doing, for the dashboard: recent connections, bytes per exit, and
-what the block lists blocked (a count per list, the latest matches).
+what the block lists blocked (a count per list, the latest matches), and the requests seen
+inside opened HTTPS connections per site (a count; no more than 1,000 sites).
 
 Fed by `logs.observers` with one Record per finished tunnel or plain-HTTP request. Traffic
 through a pool counts for the pool and for the member that carried it. Holds the
@@ -37,6 +38,7 @@ class Activity:
     blocks: dict[str, int] = field(default_factory=dict)  # blocked requests per list
     max_matches: int = 50
     matches: deque = field(init=False)  # (time, list, rule, site), the latest last
+    opened: dict[str, int] = field(default_factory=dict)  # requests inside opened HTTPS, by site
     _sampled: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,10 @@ class Activity:
             name, rule = record.blocked
             self.blocks[name] = self.blocks.get(name, 0) + 1
             self.matches.append((time.time(), name, rule, _site(record.dest)))
+        if record.proto == "https":  # a request inside an opened HTTPS connection
+            site = _site(record.dest)
+            if site in self.opened or len(self.opened) < 1000:
+                self.opened[site] = self.opened.get(site, 0) + 1
         # through a pool, the record names the path ("pool>member"): each exit on it carried
         # the traffic, so the pool and the member it used both count it
         for name in dict.fromkeys(record.exit.split(">")):

@@ -113,6 +113,7 @@ class AdminApp:
         for name, handler in (("status", self._status), ("exits", self._exits),
                               ("rules", self._rules), ("connections", self._connections),
                               ("tor", self._tor), ("blocklists", self._blocklists),
+                              ("inspect", self._inspect),
                               ("state", self._state),
                               ("events", self._events)):
             app.router.add_get(f"/api/{name}", handler)
@@ -263,6 +264,9 @@ class AdminApp:
     async def _blocklists(self, request: web.Request) -> web.Response:
         return web.json_response(snapshot.blocklists(self.server.ctx, self.activity))
 
+    async def _inspect(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot.inspection(self.server.ctx, self.activity))
+
     async def _tor(self, request: web.Request) -> web.Response:
         return web.json_response(await snapshot.tors(self.server))
 
@@ -273,6 +277,7 @@ class AdminApp:
             "exits": snapshot.exits(ctx, self._geo_for(ctx)),
             "rules": snapshot.rules(ctx),
             "blocklists": snapshot.blocklists(ctx, self.activity),
+            "inspect": snapshot.inspection(ctx, self.activity),
             "connections": self.activity.entries(),
             "tor": await snapshot.tors(self.server),
             "series": list(self.activity.series),

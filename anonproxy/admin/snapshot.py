@@ -86,6 +86,19 @@ def blocklists(ctx, activity) -> dict:
     return {"lists": lists, "latest": activity.latest_matches()}
 
 
+def inspection(ctx, activity) -> dict:
+    """Which HTTPS hosts the active profile opens (and skips), the local CA that signs what
+    their clients see (its file and name: never its key), and the requests seen inside per
+    site. `hosts` empty: inspection is off."""
+    found = ctx.profile.inspect
+    authority = ctx.authority if found.hosts else None
+    return {"hosts": list(found.hosts), "skip": list(found.skip), "ca_bundle": found.ca_bundle,
+            "ca": str(authority.cert_path) if authority is not None else None,
+            "ca_name": authority.subject if authority is not None else None,
+            "opened": [{"site": site, "requests": n}
+                       for site, n in sorted(activity.opened.items(), key=lambda i: -i[1])]}
+
+
 async def tors(server) -> list[dict]:
     found = []
     for tor in list(server.tors.values()):

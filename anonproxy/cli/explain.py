@@ -54,6 +54,10 @@ def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
         f" accept_language={_policy(h.accept_language)}"
         f" referer={h.referer} cookie={h.cookie} client_hints={h.client_hints}"
     )
+    if p.inspect.hosts:
+        skip = f" (skip {', '.join(p.inspect.skip)})" if p.inspect.skip else ""
+        lines.append(f"  inspect  {', '.join(p.inspect.hosts)}{skip}; sites verified against "
+                     f"{p.inspect.ca_bundle}")
     if lists and loaded.blocker is not None:
         lines += summarize_blocklists(loaded.blocker)
     return lines

@@ -74,6 +74,7 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
         rules = call(admin, "GET", "/api/rules", password=password)
         recent = call(admin, "GET", "/api/connections", password=password)
         listed = call(admin, "GET", "/api/blocklists", password=password)
+        opened = call(admin, "GET", "/api/inspect", password=password)
     except ControlError as error:
         print(f"anonproxy: status: {error}", file=sys.stderr)
         return 1
@@ -84,30 +85,61 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
     print(f"connections  {state['connections_now']} open, {state['connections_total']} since start")
     for item in exits:
         print(exit_line(item, state["traffic"].get(item["name"])))
+    for line in [*_tor_lines(tors), *_rule_lines(rules), *_list_lines(listed),
+                 *_inspect_lines(opened), *_recent_lines(recent)]:
+        print(line)
+    return 0
+
+
+def _tor_lines(tors: list) -> list[str]:
+    lines = []
     for tor in tors:
         seen = tor["exit_countries"]
         countries = f", exits seen in {', '.join(seen)}" if seen else ""
         shared = f", shared with {tor['shared_with']}" if tor.get("shared_with") else ""
-        print(f"tor          {tor['label']}: {tor['state']} {tor['progress']}% "
-              f"({tor['summary'] or '-'}){shared}, {len(tor['circuits'])} circuits{countries}")
+        lines.append(f"tor          {tor['label']}: {tor['state']} {tor['progress']}% "
+                     f"({tor['summary'] or '-'}){shared}, {len(tor['circuits'])} circuits"
+                     f"{countries}")
         if tor["state"] != "ready" and tor.get("last_said"):
-            print(f"             tor last said: {tor['last_said']}")
+            lines.append(f"             tor last said: {tor['last_said']}")
+    return lines
+
+
+def _rule_lines(rules: list) -> list[str]:
+    lines = []
     for rule in rules:
         number = "default " if rule["number"] == 0 else f"rule {rule['number']:<3}"
         text = rule["text"] if rule["number"] else f"-> exit \"{rule['exit']}\""
-        print(f"{number}     {text}  ({rule['hits']} hits)")
-    for item in listed["lists"]:
-        print(f"blocklist    {item['name']} ({item['format']}, {item['rules']} rules): "
-              f"{item['blocks']} blocked")
+        lines.append(f"{number}     {text}  ({rule['hits']} hits)")
+    return lines
+
+
+def _list_lines(listed: dict) -> list[str]:
+    lines = [f"blocklist    {item['name']} ({item['format']}, {item['rules']} rules): "
+             f"{item['blocks']} blocked" for item in listed["lists"]]
     for match in listed["latest"][:RECENT]:
         when = time.strftime("%H:%M:%S", time.localtime(match["time"]))
-        print(f"blocked      {when} {match['site']} by {match['list']}: {match['rule']}")
+        lines.append(f"blocked      {when} {match['site']} by {match['list']}: {match['rule']}")
+    return lines
+
+
+def _inspect_lines(opened: dict) -> list[str]:
+    if not opened["hosts"]:
+        return []
+    skip = f" (skip {', '.join(opened['skip'])})" if opened["skip"] else ""
+    return [f"inspect      {', '.join(opened['hosts'])}{skip}; local CA {opened['ca']}",
+            *(f"opened       {item['site']}: {item['requests']} requests"
+              for item in opened["opened"][:RECENT])]
+
+
+def _recent_lines(recent: list) -> list[str]:
+    lines = []
     for entry in recent[:RECENT]:
         when = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
         problem = f"  ({entry['error']})" if entry["error"] else ""
-        print(f"recent       {when} {entry['proto']} {entry['site']} exit={entry['exit']} "
-              f"status={entry['status']}{problem}")
-    return 0
+        lines.append(f"recent       {when} {entry['proto']} {entry['site']} "
+                     f"exit={entry['exit']} status={entry['status']}{problem}")
+    return lines
 
 
 def exit_line(item: dict[str, Any], traffic: dict[str, Any] | None) -> str:

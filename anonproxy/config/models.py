@@ -1,25 +1,21 @@
 """The profile format: what a user may write in a profile, as frozen pydantic models.
 
-This is the only module that imports pydantic. Every key is checked here on its own (types,
-ranges, hop URLs, domain patterns); checks across keys and the loading of files are in
-profiles.py.
+With fields.py (the field types), the only module that imports pydantic. Every key is checked
+here on its own (types, ranges, hop URLs, domain patterns); checks across keys and the loading
+of files are in profiles.py.
 
 Invariant: no field is accepted that the proxy would silently ignore (unknown keys are errors).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     PlainValidator,
     StrictBool,
     ValidationError,
@@ -29,12 +25,20 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from anonproxy.policy.countries import country_problem
+from anonproxy.config.fields import (
+    Country,
+    DomainPattern,
+    ExitName,
+    HopUrl,
+    IPAddress,
+    IPNetwork,
+    PositiveSeconds,
+    listen_address,
+)
 from anonproxy.policy.rules import BLOCK as BLOCK  # (re-exported: the profile format names it)
 from anonproxy.policy.rules import domain_pattern_problem
 from anonproxy.wire.address import Address, AddressError, parse_authority
 from anonproxy.wire.headers import HeaderPolicy
-from anonproxy.wire.hops import Hop, HopUrlError, parse_hop
 
 # No pydantic plugins: they would see every profile validated, credentials included, and
 # finding them means reading the entry points of every installed package (about 100 ms of
@@ -85,30 +89,6 @@ KeepStripOrReplace = Annotated[str | Replace, *_choice_or_replace("keep", "strip
 KeepOrReplace = Annotated[str | Replace, *_choice_or_replace("keep")]
 
 
-def _parsed(parse: Callable[[str], object], what: str,
-            json_format: str) -> tuple[PlainValidator, PlainSerializer, WithJsonSchema]:
-    """A field given as a string and kept parsed (IP address or network), with a plain error:
-    its validator, serializer and schema, used as Annotated[the parsed type, *these]."""
-
-    def check(value: Any) -> object:
-        if not isinstance(value, str):  # ipaddress would take 5 or true as an address
-            raise ValueError(f"not {what} (write it as a string)")
-        try:
-            return parse(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"not {what}") from None
-
-    return (PlainValidator(check), PlainSerializer(str),
-            WithJsonSchema({"type": "string", "format": json_format}))
-
-
-IPAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address,
-                      *_parsed(ipaddress.ip_address, "an IP address", "ip-address")]
-IPNetwork = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network,
-                      *_parsed(lambda v: ipaddress.ip_network(v, strict=False),
-                               "an IP network (CIDR)", "cidr")]
-
-
 class Headers(_Strict):
     user_agent: KeepStripOrReplace = "keep"
     accept_language: KeepOrReplace = "keep"
@@ -126,9 +106,6 @@ class Headers(_Strict):
             cookie=self.cookie,
             client_hints=self.client_hints,
         )
-
-
-PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
 
 
 class Health(_Strict):
@@ -159,28 +136,6 @@ class Limits(_Strict):
     response_timeout: PositiveSeconds = 60.0
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
     drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
-
-
-def _check_hop(value: Any) -> Hop:
-    if not isinstance(value, str):
-        raise ValueError("a hop is a URL string such as socks5://127.0.0.1:1080")
-    try:
-        return parse_hop(value)
-    except HopUrlError as error:
-        raise ValueError(str(error)) from None
-
-
-HopUrl = Annotated[Any, PlainValidator(_check_hop), PlainSerializer(lambda h: h.masked_url()),
-                   WithJsonSchema({"type": "string", "pattern": "^(socks5h?|http)://"})]
-def _check_country(code: str) -> str:
-    problem = country_problem(code)
-    if problem is not None:
-        raise ValueError(problem)
-    return code
-
-
-Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$"), AfterValidator(_check_country)]
-ExitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 class TorSettings(_Strict):
@@ -282,14 +237,6 @@ class Auth(_Strict):
     password: Annotated[str, Field(min_length=8, max_length=255)]
 
 
-def _listen_address(value: str) -> str:
-    try:
-        parse_authority(value, listening=True)
-    except AddressError as error:
-        raise ValueError(f"{error}; write it as HOST:PORT, e.g. 127.0.0.1:8118") from None
-    return value
-
-
 class Admin(_Strict):
     """The local dashboard and control API: `admin = "127.0.0.1:8119"`, or a table with a
     password (needed when it listens beyond loopback)."""
@@ -310,11 +257,22 @@ class Admin(_Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        return _listen_address(value)
+        return listen_address(value)
 
     @property
     def address(self) -> Address:
         return parse_authority(self.listen, listening=True)
+
+
+class Inspect(_Strict):
+    """HTTPS destinations opened at the proxy with the local CA (docs/inspection.md), so the
+    header policy and block lists reach inside; `skip` wins over `hosts`; empty `hosts`: off."""
+
+    hosts: list[DomainPattern] = []
+    skip: list[DomainPattern] = []
+    # trust for the sites' own certificates: "system" (the OS store) or a PEM bundle's path,
+    # relative to the profile
+    ca_bundle: Annotated[str, Field(min_length=1, max_length=4096)] = "system"
 
 
 class ListSource(_Strict):
@@ -346,11 +304,12 @@ class Profile(_Strict):
     limits: Limits = Limits()
     health: Health = Health()
     verify: Verify = Verify()  # `echo` empty: policy/verify.py's DEFAULT_ECHO
+    inspect: Inspect = Inspect()  # off: no hosts
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        return _listen_address(value)
+        return listen_address(value)
 
     @property
     def blocklist_paths(self) -> list[str]:

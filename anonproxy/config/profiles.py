@@ -162,6 +162,12 @@ class LoadedProfile:
     profile: Profile
     blocker: Blocker | None = None  # its block lists, compiled (config/blocklists.py)
 
+    @property
+    def ca_bundle(self) -> str:
+        """`[inspect] ca_bundle`: "system", or the bundle's path (relative to the profile)."""
+        given = self.profile.inspect.ca_bundle
+        return given if given == "system" else str(self.path.parent / given)
+
 
 def resolve_ref(ref: str) -> Path:
     """A profile name -> its file (user folder first, then shipped); a path -> itself."""
@@ -197,6 +203,10 @@ def load_profile(ref: str, lists: bool = True) -> LoadedProfile:
     except tomllib.TOMLDecodeError as error:
         raise ProfileError(f"{path}: not valid TOML: {error}") from None
     profile = parse_profile(data, str(path))
+    bundle = profile.inspect.ca_bundle
+    if bundle != "system" and not (path.parent / bundle).is_file():
+        raise ProfileError(f'{path}: inspect.ca_bundle = "{bundle}": no such file (give a PEM '
+                           'bundle\'s path, relative to the profile, or "system")')
     if not lists:
         return LoadedProfile(path.stem, path, profile)
     try:

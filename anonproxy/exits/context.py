@@ -24,6 +24,7 @@ import ipaddress
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from anonproxy.config.profiles import LoadedProfile
 from anonproxy.exits.base import Opened, Plan
@@ -34,12 +35,18 @@ from anonproxy.exits.tor_process import Tor, TorSpec
 from anonproxy.exits.verification import Verification
 from anonproxy.policy.blocklists import Request
 from anonproxy.policy.geo import GeoDB
+from anonproxy.policy.inspection import Inspection
 from anonproxy.policy.router import Router
 from anonproxy.policy.rules import NEED_ADDRESS, CompiledRule, Decision, compile_rules
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Blocked, ExitDown, Forbidden
 from anonproxy.wire.headers import HeaderPolicy
+
+if TYPE_CHECKING:
+    import ssl
+
+    from anonproxy.tls.authority import Authority
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Context:
     loopback_allowed: bool = True  # False (exec --strict): this machine only where cidrs name it
     also_own: tuple[Address, ...] = ()  # other proxies of this user (fetch): never destinations
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
+    authority: Authority | None = None  # the local CA, when the proxy opens HTTPS ([inspect])
+    inspection: Inspection | None = field(init=False)  # which HTTPS destinations it opens
     router: Router = field(init=False)  # destination -> decision, and what is refused
     dialer: Dialer = field(init=False)  # decision -> connected stream
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
@@ -75,6 +84,7 @@ class Context:
                              tuple(n for n, p in self.plans.items() if p.reaches_onion),
                              profile.resolve, self.loopback_allowed, self.country_of)
         self.health = Health(profile.health.rise, profile.health.fall)
+        self.inspection = Inspection.from_patterns(profile.inspect.hosts, profile.inspect.skip)
         self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
                              profile.limits.connect_timeout, self.forbidden_peer,
                              self.forbidden_via_hop, self.verification)
@@ -237,6 +247,18 @@ class Context:
                           bound: Address | None) -> str | None:
         """Why a tunnel to `dest` through a chain must not be used (Router.hop_refusal)."""
         return self.router.hop_refusal(dest, hop_local, bound, self.own_services())
+
+    def inspects(self, dest: Address) -> bool:
+        """Whether a tunnel to `dest` is opened at the proxy (`[inspect]`, with the local CA)."""
+        return (self.inspection is not None and self.authority is not None
+                and self.inspection.opens(dest.host))
+
+    def site_tls(self) -> ssl.SSLContext:
+        """The TLS settings for the proxy's own connections to opened sites: certificates
+        verified against `[inspect] ca_bundle` (tls/trust.py caches one per bundle)."""
+        from anonproxy.tls.trust import upstream_context
+
+        return upstream_context(self.loaded.ca_bundle)
 
     def shares_upstreams(self, name: str) -> bool:
         """Whether a connection through this exit may carry a later request too: not for a Tor

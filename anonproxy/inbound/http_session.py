@@ -24,6 +24,7 @@ from collections.abc import Callable
 from anonproxy import logs
 from anonproxy.exits.context import Context
 from anonproxy.inbound.client import ClientConn
+from anonproxy.inbound.inspected import NotTls, forward_secure, hold, serve_inspected
 from anonproxy.inbound.pac import pac_address, render_pac
 from anonproxy.policy.blocklists import http_request
 from anonproxy.transport.client_side import ClientGone, Trace
@@ -113,16 +114,22 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             status = await _answer_locally(client, head)
             return head.keep_alive
         scheme, host, port, path = parse_absolute_url(head.target)
-        if scheme != b"http" and not (scheme == b"ws" and head.websocket):
+        secure = scheme == b"https" or (scheme == b"wss" and head.websocket)
+        if not secure and scheme != b"http" and not (scheme == b"ws" and head.websocket):
             # (a ws:// upgrade is an http:// one by another name: carried as a WebSocket tunnel)
             raise NotImplementedByProxy(
-                f"{scheme.decode('latin-1')}:// URLs go through CONNECT; set this proxy "
-                "for HTTPS too"
+                f"{scheme.decode('latin-1')}:// URLs are not proxied; http://, https:// and "
+                "ws(s):// are"
             )
-        dest = _destination(host, port or 80)
-        facts = http_request(dest, path, head.headers) if ctx.loaded.blocker else None
+        dest = _destination(host, port or (443 if secure else 80))
+        facts = (http_request(dest, path, head.headers, "https" if secure else "http")
+                 if ctx.loaded.blocker else None)
         trace.exit = (await ctx.route(dest, request=facts)).exit
-        status, keep = await _forward(client, head, dest, path, trace)
+        if secure:  # https:// or wss:// in absolute form: the proxy's own verified TLS
+            proto = "https"
+            status, keep = await forward_secure(client, head, dest, path, trace)
+        else:
+            status, keep = await _forward(client, head, dest, path, trace)
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message
@@ -130,6 +137,9 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             blocked = (error.list_name, error.rule)
         if not client.writer.is_closing():
             client.writer.write(http_error_response(error))
+        return False
+    except NotTls as error:  # an opened connection whose client did not speak TLS
+        problem = f"opened for inspection, but the client's TLS failed: {error}"
         return False
     except ClientGone:
         problem = "client closed the connection"
@@ -180,11 +190,19 @@ async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
 async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
     rest_event = await client.next_event()
     rest = rest_event.rest if isinstance(rest_event, Tunnel) else b""
+    inspect = client.ctx.inspects(dest)
+    if inspect and rest:  # (what TLS would need was already read as plain bytes)
+        raise BadRequest("send the TLS handshake after the proxy answered CONNECT")
     opened = await client.ctx.open(trace.exit, dest)
     trace.exit = ">".join(opened.path)
     up_reader, up_writer = opened.stream
     try:
+        if inspect:
+            hold(client.writer)
         await client.send(CONNECTED)
+        if inspect:
+            await serve_inspected(client.reader, client.writer, client.ctx, dest, opened, trace)
+            return 200
         trace.up, trace.down = await relay(
             (client.reader, client.writer), (up_reader, up_writer),
             idle=client.ctx.limits.idle_timeout, early_ab=rest,

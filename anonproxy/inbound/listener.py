@@ -22,6 +22,7 @@ from collections.abc import Callable
 from anonproxy import logs
 from anonproxy.exits.context import Context
 from anonproxy.inbound.http_session import ClientConn, serve_http
+from anonproxy.inbound.inspected import abort_closing
 from anonproxy.inbound.socks_session import serve_socks5
 from anonproxy.wire import socks5
 from anonproxy.wire.address import Address
@@ -79,6 +80,7 @@ class Listener:
                 task.cancel()
             if busy:
                 await asyncio.wait(busy, timeout=2)
+        abort_closing()  # TLS connections still saying goodbye: their tasks have ended
 
     def _allowed(self, peer) -> bool:
         if not self.allow:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
+from anonproxy.inbound.inspected import NotTls, hold, serve_inspected
+from anonproxy.transport.client_side import Trace
 from anonproxy.transport.relay import relay
 from anonproxy.wire import socks5
 from anonproxy.wire.errors import (
@@ -115,16 +117,30 @@ async def serve_socks5(
         request = await hs.take(socks5.parse_request)
         dest = request.dest
         exit_label = (await ctx.route(dest, isolation)).exit
+        inspect = ctx.inspects(dest)
+        if inspect and hs.buf:  # (what TLS would need was already read as plain bytes)
+            raise socks5.SocksError("data before the SOCKS5 reply on a connection to open",
+                                    SOCKS_GENERAL_FAILURE)
         opened = await ctx.open(exit_label, dest, isolation=isolation)
         exit_label = ">".join(opened.path)
         up_reader, up_writer = opened.stream
         try:
+            if inspect:
+                hold(writer)
             writer.write(socks5.reply(socks5.SUCCEEDED))
             status = 0
-            up, down = await relay(
-                (reader, writer), (up_reader, up_writer), idle=ctx.limits.idle_timeout,
-                early_ab=hs.buf,
-            )
+            if inspect:
+                trace = Trace()
+                try:
+                    await serve_inspected(reader, writer, ctx, dest, opened, trace, isolation)
+                except NotTls as error:
+                    problem = f"opened for inspection, but the client's TLS failed: {error}"
+                up, down = trace.up, trace.down
+            else:
+                up, down = await relay(
+                    (reader, writer), (up_reader, up_writer), idle=ctx.limits.idle_timeout,
+                    early_ab=hs.buf,
+                )
         finally:
             up_writer.close()
     except socks5.SocksError as error:

@@ -168,13 +168,15 @@ def _url_host(url: bytes | None) -> str | None:
     return host.decode("latin-1").lower() or None
 
 
-def http_request(dest: Address, path: bytes,
-                 headers: Sequence[tuple[bytes, bytes]]) -> Request:
-    """The question a plain-HTTP request to `dest` for `path` asks, from its headers."""
+def http_request(dest: Address, path: bytes, headers: Sequence[tuple[bytes, bytes]],
+                 scheme: str = "http") -> Request:
+    """The question a request to `dest` for `path` asks, from its headers: plain HTTP, or
+    (`scheme` "https") one inside an opened HTTPS connection."""
     clues = _clues(headers)
     request_type = _request_type(clues, path)
     page, third_party = _page(clues, dest.host, request_type)
-    url = f"http://{dest.authority(80)}{path.decode('latin-1')}"
+    default = 443 if scheme == "https" else 80
+    url = f"{scheme}://{dest.authority(default)}{path.decode('latin-1')}"
     return Request(url, dest.host, request_type, page, third_party)
 
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from anonproxy.config.profiles import LoadedProfile, load_profile, open_geo
+from anonproxy.config.profiles import LoadedProfile, ProfileError, load_profile, open_geo
 from anonproxy.exits.context import Context
 from anonproxy.exits.tor_datadir import tor_binary
 from anonproxy.exits.tor_process import Tor, TorSpec
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import AuthRequired, NoSuchProfile
+
+if TYPE_CHECKING:
+    from anonproxy.tls.authority import Authority
 
 
 class Contexts:
@@ -33,9 +37,18 @@ class Contexts:
              loopback_allowed: bool) -> Contexts:
         """Contexts for `loaded` and the profiles it makes selectable (ProfileError when one
         cannot be loaded; TorUnavailable when one needs a managed tor and there is no tor)."""
+        authority: list[Authority] = []  # the local CA, loaded once when a profile inspects
+
         def context(profile: LoadedProfile) -> Context:
-            return Context(profile, listen, geo=open_geo(profile), tors=tors, admin=admin,
-                           loopback_allowed=loopback_allowed)
+            inspects = bool(profile.profile.inspect.hosts)
+            if inspects and not authority:
+                authority.append(local_authority(profile))
+            made = Context(profile, listen, geo=open_geo(profile), tors=tors, admin=admin,
+                           loopback_allowed=loopback_allowed,
+                           authority=authority[0] if authority else None)
+            if inspects:
+                site_trust(made)
+            return made
 
         main, selectable = context(loaded), {}
         for given in loaded.profile.selectable:
@@ -69,6 +82,30 @@ class Contexts:
                 f"no selectable profile named '{username[:64]}' "
                 f"(choose one of: {', '.join(sorted(self.selectable))})"
             ) from None
+
+
+def local_authority(loaded: LoadedProfile) -> Authority:
+    """The local CA that signs what the proxy shows clients of opened hosts (created on first
+    use: tls/authority.py); ProfileError naming the profile's `[inspect]` when it is unusable."""
+    from anonproxy.tls.authority import Authority, AuthorityError  # (cryptography: when needed)
+
+    try:
+        return Authority.load_or_create()
+    except AuthorityError as error:
+        raise ProfileError(f"{loaded.path}: inspect.hosts: the local CA cannot be used: "
+                           f"{error}") from None
+
+
+def site_trust(ctx: Context) -> None:
+    """Check now that the sites' certificates can be verified as `[inspect] ca_bundle` says
+    (ProfileError naming it), rather than at each opened connection."""
+    from anonproxy.tls.trust import TrustError
+
+    try:
+        ctx.site_tls()
+    except TrustError as error:
+        raise ProfileError(f'{ctx.loaded.path}: inspect.ca_bundle = '
+                           f'"{ctx.profile.inspect.ca_bundle}": {error}') from None
 
 
 def profile_credentials(loaded: LoadedProfile) -> tuple[str, str] | None:

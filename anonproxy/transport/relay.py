@@ -13,7 +13,8 @@ Invariants: bytes are relayed unchanged and in order (what the streams had alrea
 and the early bytes, go first; a splice starts only once the protocol's writes have drained);
 memory per direction is bounded by one read plus the writing transport's high-water mark
 (reading pauses above it, resumes below), or by one kernel pipe while spliced; when one side
-finishes sending, the other side is told (half-close) and may keep sending; when neither side
+finishes sending, the other side is told (half-close) and may keep sending (a TLS side cannot
+be told: then the tunnel ends); when neither side
 moves for `idle` seconds, or either side fails, both are torn down (splices included). Byte
 counts include the early bytes. Idle tunnels hold no descriptors beyond their two sockets.
 """
@@ -54,10 +55,14 @@ class _Side(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer.transport
-        if peer.can_write_eof() and not peer.is_closing():
+        if not peer.is_closing():
+            if not peer.can_write_eof():  # TLS has no half-close: one end ends the tunnel
+                self.tunnel.finish()
+                return False
             peer.write_eof()
         self.tunnel.side_done()
-        return True  # keep our own sending direction open (half-close)
+        # keep our own sending direction open (half-close); TLS cannot, and says so if asked
+        return self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.tunnel.finish()

@@ -51,6 +51,20 @@ class RequestTimeout(BadRequest):
     socks_reply = SOCKS_TTL_EXPIRED
 
 
+class Misdirected(BadRequest):
+    """A request inside an opened HTTPS connection for another host than the one it was opened
+    for (RFC 9110 §15.5.20): it would reach that host with this host's connection."""
+
+    status, reason = 421, "Misdirected Request"
+
+
+class SiteUntrusted(ProxyError):
+    """An opened HTTPS site whose certificate failed verification: the client gets a 502 naming
+    the reason (inside TLS), and the site no request."""
+
+    status, reason = 502, "Bad Gateway"
+
+
 class HeadersTooLarge(BadRequest):
     status, reason = 431, "Request Header Fields Too Large"
 

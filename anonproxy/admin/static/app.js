@@ -137,6 +137,20 @@ function showBlocklists(state) {
   }
 }
 
+function showInspect(state) {
+  $("inspect-section").hidden = state.hosts.length === 0;
+  $("inspect-hosts").textContent = state.hosts.join(", ");
+  $("inspect-skip").textContent = state.skip.join(", ") || "none";
+  $("inspect-ca").textContent = state.ca || "";
+  const opened = $("inspect-opened").tBodies[0];
+  opened.replaceChildren();
+  for (const o of state.opened.slice(0, 50)) {
+    const row = opened.insertRow();
+    cell(row, o.site);
+    cell(row, o.requests, "num");
+  }
+}
+
 function showConnections(entries) {
   const body = $("recent").tBodies[0];
   body.replaceChildren();
@@ -245,6 +259,7 @@ async function refresh(key, trying) {
   showExits(state.exits, state.status.traffic);
   showRules(state.rules);
   showBlocklists(state.blocklists);
+  showInspect(state.inspect);
   showConnections(state.connections);
   showTor(state.tor);
   series = state.series.slice(-120);
