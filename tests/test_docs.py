@@ -160,6 +160,32 @@ def test_every_command_of_the_cli_is_documented():
     assert listed and listed <= documented, listed - documented
 
 
+def _documented_scripts() -> dict[str, set[str]]:
+    """{script: options} from the `scripts/...` command lines in docs/benchmarks.md."""
+    found: dict[str, set[str]] = {}
+    for block in blocks(ROOT / "docs" / "benchmarks.md", "sh"):
+        for line in block.splitlines():
+            if line.startswith("scripts/"):
+                command = line.split("#")[0]
+                found.setdefault(command.split()[0], set()).update(
+                    re.findall(r"(?<!\S)(--[\w-]+)", command))
+    return found
+
+
+@pytest.mark.parametrize("script,options", sorted(_documented_scripts().items()),
+                         ids=sorted(_documented_scripts()))
+def test_every_documented_benchmark_command_and_option_exists(script, options):
+    """docs/benchmarks.md's commands run as written: the script is there and its --help (which
+    argparse prints before the script installs or starts anything) lists each option used."""
+    assert (ROOT / script).is_file(), script
+    help_text = subprocess.run([sys.executable, str(ROOT / script), "--help"], check=False,
+                               capture_output=True, text=True, timeout=60)
+    assert help_text.returncode == 0, help_text.stderr
+    listed = set(re.findall(r"(?<![\w-])(--[\w-]+)", help_text.stdout))
+    missing = sorted(options - listed)
+    assert not missing, (script, missing)
+
+
 @pytest.mark.parametrize("framing,head,visible", [
     ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", True),
     ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n", True),
