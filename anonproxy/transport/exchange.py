@@ -6,11 +6,12 @@ feeds each upstream read to the machine, writes what it returns to the client in
 and carries out its verdicts (pool or close the upstream, abort the client, retry, tunnel).
 The upstream is read here, not in a helper coroutine: this is the hot path of every request.
 
-Once the head of a large Content-Length response has gone out, and the client and the upstream
-are both plain sockets (never TLS), the rest of the body moves socket -> pipe -> socket with
-splice (transport/splice.py, Linux): what the upstream's reader already holds goes first through
-the machine, and the splice starts only when the client's write buffer is empty, so bytes keep
-their order. The machine counts spliced bytes and ends the exchange as if it had read them.
+Once the head of a Content-Length response has gone out with SPLICE_MIN or more body bytes to
+come, and the client and the upstream are both plain sockets (never TLS), the rest of the body
+moves socket -> pipe -> socket with splice (transport/splice.py, Linux): what the upstream's
+reader already holds goes first through the machine, and the splice starts only when the
+client's write buffer is empty, so bytes keep their order. The machine counts spliced bytes
+and ends the exchange as if it had read them.
 Chunked bodies stay on the reads: splicing their data would take a read of every chunk-size
 line into Python and a parser of our own beside llhttp for framing (a smuggling risk), which
 pays only for chunks far larger than the 4-32 KiB most servers send. Close-delimited bodies
@@ -42,7 +43,10 @@ from anonproxy.wire.errors import ProxyError
 from anonproxy.wire.http1 import END, RequestHead, Tunnel
 from anonproxy.wire.response_relay import Failure, ResponseRelay
 
-SPLICE_MIN = 1 << 18  # body bytes left that pay for a splice's descriptors and system calls
+# Body bytes left (once the reader's buffer is drained) that pay for a splice's descriptors
+# and system calls. Proxy CPU per keep-alive GET on loopback, reads -> splice: 350 KiB body
+# the same (~320 us), 600 KiB 475 -> 393 us, 1 MiB 769 -> 507 us.
+SPLICE_MIN = 1 << 18
 
 
 class StaleUpstream(Exception):
