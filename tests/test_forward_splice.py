@@ -18,6 +18,7 @@ import time
 import pytest
 from helpers import recv_exact, recv_until, wait_until
 from test_compat_abort import read_to_the_end, reset_close
+from test_splice import pipes, settle
 
 from anonproxy.transport import exchange, splice
 from anonproxy.transport.client_side import Trace
@@ -157,6 +158,29 @@ def test_a_client_that_stops_reading_holds_the_upstream_back_then_is_cut(start_p
         assert wait_until(lambda: not raw._open, timeout=10), "the upstream is still open"
     finally:
         sock.close()
+
+
+def test_a_spliced_body_holds_its_pipe_only_while_it_moves(proxy_process, raw):
+    """Descriptors counted from /proc (the proxy as a process): two more (the pipe) while a
+    body waits on a slow client, none left after it, nor after one that broke off."""
+    pid = proxy_process.process.pid
+    base_pipes = pipes(pid)
+    body = os.urandom(BIG)
+    path = raw.script("pipe", ok(len(body), body), "keep")
+    cut = raw.script("pipe-cut", ok(BIG, body[: BIG // 2]), "reset")
+    with proxy_process.connect() as sock:
+        sock.settimeout(30)
+        sock.sendall(get(raw.url(path)))
+        head, part = recv_until(sock, b"\r\n\r\n").split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        # the client reads no more for now: the splice waits on it, holding its pipe
+        assert wait_until(lambda: pipes(pid) == base_pipes + 2), pipes(pid)
+        assert part + recv_exact(sock, BIG - len(part)) == body
+    assert settle(lambda: pipes(pid), base_pipes) == base_pipes
+    with proxy_process.connect() as sock:
+        sock.sendall(get(raw.url(cut)))
+        assert read_to_the_end(sock)[1] == "reset"
+    assert settle(lambda: pipes(pid), base_pipes) == base_pipes
 
 
 @pytest.mark.parametrize("method, status", [("HEAD", 200), ("GET", 204), ("GET", 304)])
