@@ -160,6 +160,24 @@ def test_a_client_that_stops_reading_holds_the_upstream_back_then_is_cut(start_p
         sock.close()
 
 
+def test_a_stop_while_a_body_is_spliced_leaves_nothing_behind(start_proxy, raw, loop_kind,
+                                                               spliced):
+    """Drain ends, the splice is cancelled: its watchers and descriptors go, the upstream is
+    closed, and the loop saw no error and kept no task (the fixture checks `problems`)."""
+    proxy = start_proxy(FAST.replace("idle_timeout = 1", "drain_timeout = 0.5"))
+    sock = proxy.connect()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    try:
+        sock.sendall(get(raw.url("/flood")))
+        assert recv_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+        assert wait_until(lambda: spliced), "no splice under way"
+        proxy.stop()
+        assert proxy.problems == []
+        assert wait_until(lambda: not raw._open, timeout=5), "the upstream is still open"
+    finally:
+        sock.close()
+
+
 def test_a_spliced_body_holds_its_pipe_only_while_it_moves(proxy_process, raw):
     """Descriptors counted from /proc (the proxy as a process): two more (the pipe) while a
     body waits on a slow client, none left after it, nor after one that broke off."""
