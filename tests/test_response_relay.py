@@ -448,3 +448,53 @@ def test_body_bytes_are_counted_before_framing():
     machine = ResponseRelay(request_head(GET), WHERE)
     machine.feed(OK_CHUNKED)
     assert machine.down_bytes == len(b"hello world") and machine.up_bytes == 0
+
+
+# -- the rest of a Content-Length body moved by the driver (splice)
+
+LENGTH_10K = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_, response, left", [
+    (GET, LENGTH_10K + b"x" * 100, 9900),
+    (GET10, LENGTH_10K, 10000),  # the HTTP/1.0 client gets the length too
+    (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\nContent-Length: 10000\r\n\r\n", 10000),
+    (GET, b"HTTP/1.1 200 OK\r\nContent-Length:  10000 \r\n\r\nx", 9999),
+    (GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0),
+    (GET10, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0),
+    (GET, b"HTTP/1.1 200 OK\r\n\r\nclose-delimited", 0),
+    (HEAD, LENGTH_10K, 0),
+    (GET, b"HTTP/1.1 204 No Content\r\nContent-Length: 10000\r\n\r\n", 0),
+    (GET, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10000\r\n\r\n", 0),
+    (GET, b"HTTP/1.1 100 Continue\r\n\r\n", 0),
+    (WS, SWITCH, 0),
+])
+def test_body_left_is_the_rest_of_a_length_body_once_its_head_went_out(request_, response, left):
+    machine = ResponseRelay(request_head(request_), WHERE)
+    machine.feed(response)
+    assert machine.body_left == 0  # not before the head was written
+    machine.sent()
+    assert machine.body_left == left
+
+
+@pytest.mark.parametrize("trailing, expected", [(False, "pool, keep"), (True, "close, keep")])
+def test_a_body_moved_by_the_driver_ends_the_exchange_as_a_fed_one(trailing, expected):
+    machine = ResponseRelay(request_head(GET), WHERE)
+    machine.feed(LENGTH_10K + b"x" * 100)
+    machine.sent()
+    machine.body_moved(4000)
+    assert machine.body_left == 5900 and not machine.done
+    machine.body_moved(5900)
+    machine.body_moved_all(trailing)
+    assert machine.done and machine.status == 200 and machine.body_left == 0
+    assert machine.down_bytes == 10000  # counted as if fed
+    assert verdict(machine) == expected  # bytes past the body: the upstream is out of step
+
+
+def test_a_moved_body_that_broke_off_aborts_the_client():
+    machine = ResponseRelay(request_head(GET), WHERE)
+    machine.feed(LENGTH_10K)
+    machine.sent()
+    machine.body_moved(10)
+    assert machine.failure(ConnectionResetError("gone")) is ABORT
+    assert isinstance(machine.silence(), ConnectionResetError)

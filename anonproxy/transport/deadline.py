@@ -26,7 +26,7 @@ import asyncio
 
 
 class Deadline:
-    __slots__ = ("_loop", "_task", "_when", "_handle", "_fired")
+    __slots__ = ("_loop", "_task", "_when", "_handle", "_at", "_fired")
 
     def __init__(self, task: asyncio.Task[object] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -35,7 +35,9 @@ class Deadline:
             raise RuntimeError("a Deadline belongs to a task: create it inside one")
         self._task = current
         self._when: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
+        self._at = 0.0  # when the pending handle fires (uvloop's handle for a time already
+        # past is a plain Handle, without when())
         self._fired = False
 
     def arm(self, timeout: float) -> None:
@@ -43,10 +45,10 @@ class Deadline:
         when = self._loop.time() + timeout
         self._when = when
         handle = self._handle
-        if handle is None or handle.when() > when:
+        if handle is None or self._at > when:
             if handle is not None:
                 handle.cancel()
-            self._handle = self._loop.call_at(when, self._fire)
+            self._handle, self._at = self._loop.call_at(when, self._fire), when
 
     def disarm(self) -> None:
         self._when = None  # the pending handle (if any) finds nothing to do, and stops
@@ -71,7 +73,7 @@ class Deadline:
         if when is None:
             return
         if self._loop.time() < when:  # moved later since this handle was set
-            self._handle = self._loop.call_at(when, self._fire)
+            self._handle, self._at = self._loop.call_at(when, self._fire), when
             return
         self._when = None
         self._fired = True

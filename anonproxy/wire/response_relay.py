@@ -25,6 +25,11 @@ The machine decides everything else:
 
 It also frames the request body going up (`request_body`), since reuse depends on its end.
 
+The rest of a Content-Length body may bypass the parser: once the head went out, `body_left`
+says how many body bytes are still to come, and a driver that moves them itself (splice, socket
+to socket) reports them (`body_moved`) and their end (`body_moved_all`). The machine counts them
+as if fed, and the exchange ends as a fed one would: reusable only if nothing followed.
+
 Framing itself is llhttp's (wire/http1.py), after wire/response_head.py made lenient heads
 strict: a Content-Length beside a final chunked coding is dropped (the body goes on chunked),
 a repeated identical one collapses; differing ones, or one beside another coding, are
@@ -77,7 +82,7 @@ class ResponseRelay:
         "_parser", "_http11", "_websocket", "where", "reused", "read_timeout", "_idle_timeout",
         "_chunked_up", "request_complete", "_client_keep_alive", "final", "to_client",
         "head_queued", "committed", "nothing_received", "done", "status", "tunnel",
-        "_upstream_clean", "up_bytes", "down_bytes", "_trailers",
+        "_upstream_clean", "up_bytes", "down_bytes", "_trailers", "_length",
     )
 
     def __init__(self, request: RequestHead, where: str = "the upstream", *,
@@ -111,6 +116,7 @@ class ResponseRelay:
         self._upstream_clean = False
         self.up_bytes = 0  # request body bytes handed upstream (before chunk framing)
         self.down_bytes = 0  # response body bytes received (before chunk framing)
+        self._length: int | None = None  # the final response's Content-Length, once asked for
 
     # -- the request body, going up
 
@@ -235,6 +241,28 @@ class ResponseRelay:
             return "close-raw"
         return response.framing
 
+    # -- a Content-Length body moved by the driver itself
+
+    @property
+    def body_left(self) -> int:
+        """The body bytes still to come of a Content-Length response whose head went out to
+        a client that gets the body as it is (0 otherwise): what a driver may move itself."""
+        final = self.final
+        if final is None or self.done or not self.committed or self.to_client != "length":
+            return 0
+        if self._length is None:
+            self._length = _content_length(final.headers)
+        return max(self._length - self.down_bytes, 0)
+
+    def body_moved(self, n: int) -> None:
+        """The driver moved `n` more body bytes from the upstream to the client itself."""
+        self.down_bytes += n
+
+    def body_moved_all(self, trailing: bool) -> None:
+        """The driver moved all of `body_left`: the response is complete. `trailing`: the
+        upstream sent something past it (or closed), so its connection is out of step."""
+        self._finish([], clean=not trailing)
+
     # -- verdicts
 
     @property
@@ -268,3 +296,13 @@ class ResponseRelay:
         if self.committed:
             return ConnectionResetError("upstream idle")
         return StageTimeout(f"{self.where} did not answer within {self.read_timeout:g} s")
+
+
+def _content_length(headers: Headers) -> int:
+    """The Content-Length of a head llhttp framed by length (wire/response_head.py left one
+    field with one value), or 0 when it is not plain digits (the body then stays llhttp's)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            digits = value.strip(b" \t")
+            return int(digits) if digits.isdigit() and len(digits) < 20 else 0
+    return 0
