@@ -176,7 +176,7 @@ def test_a_new_identity_starts_with_an_empty_cache(proxy, origin):
     _get(proxy, url)
     _get(proxy, url)
     assert origin.counts["/ident"] == 1
-    proxy.in_loop(lambda: proxy.server.ctx.new_identity())
+    proxy.in_loop(proxy.server.ctx.new_identity)
     _get(proxy, url)
     assert origin.counts["/ident"] == 2
 
