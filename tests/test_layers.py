@@ -32,6 +32,7 @@ ONE_IMPORTER = {
     "cryptography": "anonproxy/tls/certs.py",
     "stem": "anonproxy/exits/tor_control.py",
     "adblock": "anonproxy/policy/filter_engine.py",
+    "hishel": "anonproxy/cache/rfc.py",
 }
 
 

@@ -1,12 +1,11 @@
 """The dashboard's web application (the only module that imports aiohttp).
 
-Pages: `/` (one page with overview, exits, rules, recent connections and Tor sections, or,
-without a session, only a login form) and its static files; `/login` (GET with a one-time
-login token from `serve` or `anonproxy dashboard`, or POST of a token pasted into the form)
-sets the session cookie and redirects to `/`. API under `/api/`: GET status, exits, rules,
-connections, tor, state (all at once), events (server-sent events, one `tick` per second);
-POST reload, profile (switch), newnym, login-token (a fresh one-time login token); DELETE
-connections (clear).
+Pages: `/` (the sections, or without a session only a login form) and its static files;
+`/login` (GET with a one-time login token from `serve` or `anonproxy dashboard`, or POST of one
+pasted into the form) sets the session cookie and redirects to `/`. API under `/api/`: GET
+status, exits, rules, connections, tor, blocklists, inspect, cache, state (all at once), events
+(server-sent events, a `tick` a second); POST reload, profile (switch), newnym, login-token,
+cache/clear; DELETE connections (clear).
 
 Guards, in order, on every request:
 1. Host must name the admin address (or, on loopback, localhost/127.0.0.1/[::1] with its port):
@@ -110,18 +109,21 @@ class AdminApp:
         app.router.add_get("/login", self._login)
         app.router.add_post("/login", self._login_form)
         app.router.add_get("/static/{name}", self._static)
-        for name, handler in (("status", self._status), ("exits", self._exits),
-                              ("rules", self._rules), ("connections", self._connections),
-                              ("tor", self._tor), ("blocklists", self._blocklists),
-                              ("inspect", self._inspect),
-                              ("state", self._state),
-                              ("events", self._events)):
+        for name, handler in (
+                ("status", self._status), ("exits", self._exits), ("tor", self._tor),
+                ("rules", self._section(lambda ctx, _: snapshot.rules(ctx))),
+                ("connections", self._section(lambda _, activity: activity.entries())),
+                ("blocklists", self._section(snapshot.blocklists)),
+                ("inspect", self._section(snapshot.inspection)),
+                ("cache", self._section(snapshot.cache)), ("state", self._state),
+                ("events", self._events)):
             app.router.add_get(f"/api/{name}", handler)
         app.router.add_post("/api/reload", self._reload)
         app.router.add_post("/api/profile", self._switch)
         app.router.add_post("/api/newnym", self._newnym)
         app.router.add_post("/api/login-token", self._login_token)
         app.router.add_delete("/api/connections", self._clear)
+        app.router.add_post("/api/cache/clear", self._cache_clear)
         app.on_response_prepare.append(_security_headers)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
@@ -255,17 +257,11 @@ class AdminApp:
         ctx = self.server.ctx
         return web.json_response(snapshot.exits(ctx, self._geo_for(ctx)))
 
-    async def _rules(self, request: web.Request) -> web.Response:
-        return web.json_response(snapshot.rules(self.server.ctx))
-
-    async def _connections(self, request: web.Request) -> web.Response:
-        return web.json_response(self.activity.entries())
-
-    async def _blocklists(self, request: web.Request) -> web.Response:
-        return web.json_response(snapshot.blocklists(self.server.ctx, self.activity))
-
-    async def _inspect(self, request: web.Request) -> web.Response:
-        return web.json_response(snapshot.inspection(self.server.ctx, self.activity))
+    def _section(self, make):
+        """The GET handler of a section made from the active profile and the activity."""
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(make(self.server.ctx, self.activity))
+        return handler
 
     async def _tor(self, request: web.Request) -> web.Response:
         return web.json_response(await snapshot.tors(self.server))
@@ -278,6 +274,7 @@ class AdminApp:
             "rules": snapshot.rules(ctx),
             "blocklists": snapshot.blocklists(ctx, self.activity),
             "inspect": snapshot.inspection(ctx, self.activity),
+            "cache": snapshot.cache(ctx, self.activity),
             "connections": self.activity.entries(),
             "tor": await snapshot.tors(self.server),
             "series": list(self.activity.series),
@@ -336,6 +333,13 @@ class AdminApp:
     async def _clear(self, request: web.Request) -> web.Response:
         self.activity.clear()
         return web.json_response({"ok": True, "message": "recent connections cleared"})
+
+    async def _cache_clear(self, request: web.Request) -> web.Response:
+        caches = [ctx.cache for ctx in self.server.contexts.all() if ctx.cache is not None]
+        entries = sum(len(cache) for cache in caches)
+        for cache in caches:
+            cache.clear()
+        return web.json_response({"ok": True, "message": f"cache cleared ({entries} entries)"})
 
 
 async def sample_forever(activity: Activity) -> None:

@@ -99,6 +99,14 @@ def inspection(ctx, activity) -> dict:
                        for site, n in sorted(activity.opened.items(), key=lambda i: -i[1])]}
 
 
+def cache(ctx, activity) -> dict:
+    """The active profile's cache: entries, bytes, hits and misses (cache/store.py); off when
+    `[cache] enabled` is false. Never a URL."""
+    del activity
+    return {"enabled": False} if ctx.cache is None else {"enabled": True,
+                                                          **ctx.cache.snapshot()}
+
+
 async def tors(server) -> list[dict]:
     found = []
     for tor in list(server.tors.values()):

@@ -174,7 +174,9 @@ def _parser() -> argparse.ArgumentParser:
                     "browser.")
     dashboard.add_argument("--print", action="store_true", dest="print_only",
                            help="print the link instead of opening a browser")
-    for command in (status, reload, newnym, dashboard):
+    cache = commands.add_parser("cache", help="a running proxy's response cache: clear it")
+    cache.add_argument("action", choices=["clear"])
+    for command in (status, reload, newnym, dashboard, cache):
         command.add_argument("--listen", default="127.0.0.1:8118", metavar="HOST:PORT",
                              type=_host_port,
                              help="the running proxy's listen address (default 127.0.0.1:8118)")
@@ -242,10 +244,12 @@ def _main(argv: list[str] | None) -> int:
             from anonproxy.cli.ca import ca
 
             return ca(args.action)
-        if args.command in ("status", "reload", "newnym", "dashboard"):
+        if args.command in ("status", "reload", "newnym", "dashboard", "cache"):
             from anonproxy.cli import remote
 
             admin, password = remote.admin_of(args.admin, args.listen)
+            if args.command == "cache":
+                return remote.cache_clear(admin, password, args.listen)
             if args.command == "dashboard":
                 return remote.dashboard(admin, password, args.listen, args.print_only)
             if args.command == "status":

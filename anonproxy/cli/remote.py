@@ -75,6 +75,7 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
         recent = call(admin, "GET", "/api/connections", password=password)
         listed = call(admin, "GET", "/api/blocklists", password=password)
         opened = call(admin, "GET", "/api/inspect", password=password)
+        cached = call(admin, "GET", "/api/cache", password=password)
     except ControlError as error:
         print(f"anonproxy: status: {error}", file=sys.stderr)
         return 1
@@ -86,7 +87,7 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
     for item in exits:
         print(exit_line(item, state["traffic"].get(item["name"])))
     for line in [*_tor_lines(tors), *_rule_lines(rules), *_list_lines(listed),
-                 *_inspect_lines(opened), *_recent_lines(recent)]:
+                 *_inspect_lines(opened), *_cache_lines(cached), *_recent_lines(recent)]:
         print(line)
     return 0
 
@@ -130,6 +131,25 @@ def _inspect_lines(opened: dict) -> list[str]:
     return [f"inspect      {', '.join(opened['hosts'])}{skip}; local CA {opened['ca']}",
             *(f"opened       {item['site']}: {item['requests']} requests"
               for item in opened["opened"][:RECENT])]
+
+
+def _cache_lines(cached: dict) -> list[str]:
+    if not cached["enabled"]:
+        return []
+    ratio = "-" if cached["hit_ratio"] is None else f"{cached['hit_ratio']:.0%}"
+    return [(f"cache        {cached['entries']} entries, {cached['bytes']} of "
+             f"{cached['max_bytes']} bytes; hit ratio {ratio} ({cached['hits']} hits, "
+             f"{cached['misses']} misses, {cached['revalidations']} revalidated)")]
+
+
+def cache_clear(admin: Address | Path | None, password: str | None, listen_text: str) -> int:
+    """`anonproxy cache clear`: empty a running proxy's cache (through its control API)."""
+    if admin is None:
+        print(f"anonproxy: cache clear: no proxy of yours is running on {listen_text}",
+              file=sys.stderr)
+        return 1
+    code = _act(admin, password, "cache clear", "/api/cache/clear", {}, True)
+    return 1 if code is None else code
 
 
 def _recent_lines(recent: list) -> list[str]:

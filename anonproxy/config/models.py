@@ -275,6 +275,14 @@ class Inspect(_Strict):
     ca_bundle: Annotated[str, Field(min_length=1, max_length=4096)] = "system"
 
 
+class Cache(_Strict):
+    """The response cache (docs/cache.md): off by default; in memory, partitioned."""
+
+    enabled: StrictBool = False
+    max_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 64 << 20
+    max_object_bytes: Annotated[int, Field(ge=0, le=1 << 32)] = 8 << 20
+
+
 class ListSource(_Strict):
     """A block list fetched from `url` into `path` by `anonproxy lists update` (never by the
     running proxy)."""
@@ -305,6 +313,7 @@ class Profile(_Strict):
     health: Health = Health()
     verify: Verify = Verify()  # `echo` empty: policy/verify.py's DEFAULT_ECHO
     inspect: Inspect = Inspect()  # off: no hosts
+    cache: Cache = Cache()  # off
 
     @field_validator("listen")
     @classmethod

@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from anonproxy.cache.store import MemoryCache
 from anonproxy.config.profiles import LoadedProfile
 from anonproxy.exits.base import Opened, Plan
 from anonproxy.exits.dialer import Dialer
@@ -67,6 +68,8 @@ class Context:
     hits: Counter = field(default_factory=Counter)  # routed requests by rule number (0: default)
     authority: Authority | None = None  # the local CA, when the proxy opens HTTPS ([inspect])
     inspection: Inspection | None = field(init=False)  # which HTTPS destinations it opens
+    cache: MemoryCache | None = field(init=False)  # responses kept ([cache] enabled)
+    identity_epoch: int = 0  # new identities made: a cache partition of each (cache/store.py)
     router: Router = field(init=False)  # destination -> decision, and what is refused
     dialer: Dialer = field(init=False)  # decision -> connected stream
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
@@ -85,6 +88,8 @@ class Context:
                              profile.resolve, self.loopback_allowed, self.country_of)
         self.health = Health(profile.health.rise, profile.health.fall)
         self.inspection = Inspection.from_patterns(profile.inspect.hosts, profile.inspect.skip)
+        kept = profile.cache
+        self.cache = MemoryCache(kept.max_bytes, kept.max_object_bytes) if kept.enabled else None
         self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
                              profile.limits.connect_timeout, self.forbidden_peer,
                              self.forbidden_via_hop, self.verification)
@@ -247,6 +252,15 @@ class Context:
                           bound: Address | None) -> str | None:
         """Why a tunnel to `dest` through a chain must not be used (Router.hop_refusal)."""
         return self.router.hop_refusal(dest, hop_local, bound, self.own_services())
+
+    def new_identity(self) -> None:
+        """Nothing fetched before carries over: kept upstream connections are dropped, the cache
+        emptied, and what is stored from now on goes to partitions of the new epoch."""
+        self.pool.close()
+        self.pool = UpstreamPool()
+        self.identity_epoch += 1
+        if self.cache is not None:
+            self.cache.clear()
 
     def inspects(self, dest: Address) -> bool:
         """Whether a tunnel to `dest` is opened at the proxy (`[inspect]`, with the local CA)."""

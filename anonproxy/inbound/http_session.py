@@ -23,11 +23,12 @@ from collections.abc import Callable
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
+from anonproxy.inbound import cached
 from anonproxy.inbound.client import ClientConn
 from anonproxy.inbound.inspected import NotTls, forward_secure, hold, serve_inspected
 from anonproxy.inbound.pac import pac_address, render_pac
 from anonproxy.policy.blocklists import http_request
-from anonproxy.transport.client_side import ClientGone, Trace
+from anonproxy.transport.client_side import ClientGone, ClientSide, Trace
 from anonproxy.transport.exchange import StaleUpstream, exchange
 from anonproxy.transport.relay import relay
 from anonproxy.wire.address import (
@@ -216,15 +217,25 @@ async def _forward(
     client: ClientConn, head: RequestHead, dest: Address, path: bytes, trace: Trace
 ) -> tuple[int, bool]:
     ctx = client.ctx
+    through = ctx.choose_path(trace.exit, dest)  # exit names, each pool resolved to a member
+    found = cached.plan(ctx, head, dest, path, "http", ">".join(through), None)
+    return await cached.through_cache(
+        client, head, found,
+        lambda sink, extra: _send(ctx, sink, head, dest, path, trace, through, extra))
+
+
+async def _send(ctx: Context, client: ClientSide, head: RequestHead, dest: Address, path: bytes,
+                trace: Trace, through: tuple[str, ...], extra: list) -> tuple[int, bool]:
+    """The request to `dest` on a kept upstream connection or a new one, `extra` fields added
+    (the cache's validators)."""
     authority = dest.authority(80).encode("ascii")
     headers = sanitize_request(
         head.headers, ctx.policy, target_origin="http://" + authority.decode(), host=authority,
         websocket=head.websocket, listed=head.listed,
     )
-    request = render_request_head(head.method, path, headers)
+    request = render_request_head(head.method, path, [*headers, *extra])
     websocket = head.websocket
     pool = ctx.pool if ctx.shares_upstreams(trace.exit) else None
-    through = ctx.choose_path(trace.exit, dest)  # exit names, each pool resolved to a member
     if pool is not None and not head.has_body and not websocket:
         key = (">".join(through), dest.host, dest.port)
         stream = pool.take(key)

@@ -29,9 +29,10 @@ from typing import cast
 from anonproxy import logs
 from anonproxy.exits.base import Opened
 from anonproxy.exits.context import Context
+from anonproxy.inbound import cached
 from anonproxy.inbound.client import ClientConn
 from anonproxy.policy.blocklists import http_request
-from anonproxy.transport.client_side import ClientGone, Trace
+from anonproxy.transport.client_side import ClientGone, ClientSide, Trace
 from anonproxy.transport.exchange import StaleUpstream, exchange
 from anonproxy.transport.upstream import Stream, UpstreamPool
 from anonproxy.wire.address import Address
@@ -207,8 +208,10 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
             raise SiteUntrusted(site.untrusted)
         if ctx.loaded.blocker is not None:
             ctx.refuse_listed(dest, http_request(dest, path, head.headers, scheme="https"))
-        status, keep = await _exchange(client, site, head, _request(ctx, head, dest, path),
-                                       trace)
+        found = cached.plan(ctx, head, dest, path, "https", site.exit_path, site.isolation)
+        status, keep = await cached.through_cache(
+            client, head, found, lambda sink, extra: _exchange(
+                sink, site, head, _request(ctx, head, dest, path, extra), trace))
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message
@@ -227,13 +230,15 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
                         time.monotonic() - t0, problem, blocked)
 
 
-def _request(ctx: Context, head: RequestHead, dest: Address, path: bytes) -> bytes:
-    """The request head the site receives: sanitized as for plain HTTP, Host the site's."""
+def _request(ctx: Context, head: RequestHead, dest: Address, path: bytes,
+             extra: list | None = None) -> bytes:
+    """The request head the site receives: sanitized as for plain HTTP, Host the site's;
+    `extra` fields added (the cache's validators)."""
     authority = dest.authority(443).encode("ascii")
     headers = sanitize_request(
         head.headers, ctx.policy, target_origin="https://" + authority.decode(), host=authority,
         websocket=head.websocket, listed=head.listed)
-    return render_request_head(head.method, path, headers)
+    return render_request_head(head.method, path, [*headers, *(extra or ())])
 
 
 async def forward_secure(client: ClientConn, head: RequestHead, dest: Address, path: bytes,
@@ -258,7 +263,7 @@ async def forward_secure(client: ClientConn, head: RequestHead, dest: Address, p
         site.close()
 
 
-async def _exchange(client: ClientConn, site: _Site, head: RequestHead, request: bytes,
+async def _exchange(client: ClientSide, site: _Site, head: RequestHead, request: bytes,
                     trace: Trace) -> tuple[int, bool]:
     """The request on the site connection opened with the client's, else on the kept one (a
     bodiless request; retried once on a new one when the kept one closed before answering, as

@@ -42,7 +42,6 @@ from anonproxy.runtime.asks import Asks
 from anonproxy.runtime.contexts import Contexts, profile_credentials
 from anonproxy.runtime.tors import Tors, site_renewal_words
 from anonproxy.runtime.workers import forward, reap
-from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address, AddressError, check_host
 
 NO_IDENTITY = ("this proxy has no Tor exit, so there is no identity to renew (other exits "
@@ -284,8 +283,7 @@ class ProxyServer:
         if site is not None:
             logs.log.info("%s", self._renewal_words(site))
         for ctx in self.contexts.all():
-            ctx.pool.close()
-            ctx.pool = UpstreamPool()
+            ctx.new_identity()
 
     async def serve_until_signalled(self) -> None:
         async with asyncio.TaskGroup() as tasks:

@@ -151,6 +151,15 @@ function showInspect(state) {
   }
 }
 
+function showCache(state) {
+  $("cache-section").hidden = !state.enabled;
+  if (!state.enabled) return;
+  const ratio = state.hit_ratio === null ? "-" : `${Math.round(state.hit_ratio * 100)}%`;
+  $("cache-figures").textContent = `${state.entries} entries, ${state.bytes} of ` +
+    `${state.max_bytes} bytes; hit ratio ${ratio} (${state.hits} hits, ${state.misses} misses, ` +
+    `${state.revalidations} revalidated)`;
+}
+
 function showConnections(entries) {
   const body = $("recent").tBodies[0];
   body.replaceChildren();
@@ -260,6 +269,7 @@ async function refresh(key, trying) {
   showRules(state.rules);
   showBlocklists(state.blocklists);
   showInspect(state.inspect);
+  showCache(state.cache);
   showConnections(state.connections);
   showTor(state.tor);
   series = state.series.slice(-120);

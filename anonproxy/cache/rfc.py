@@ -1,0 +1,177 @@
+"""RFC 9111 for a shared cache, by hishel 2's sans-IO state machine: the one module that imports
+hishel. What may be stored, what a stored response may answer, with which Age, and when it must
+be revalidated (and how) are hishel's decisions; this module turns our parsed messages into its
+models and its states into three answers: `Hit`, `Forward` (a miss, or a revalidation with the
+conditional header fields to add), and after the response, `Outcome`.
+
+Beyond RFC 9111, as a privacy proxy must (docs/cache.md): a response that sets a cookie is
+never stored (it belongs to one browser), nor one to a request that carried its own
+validators or a Range (the browser is revalidating its own copy: it gets the origin's answer).
+
+Invariant: nothing here does I/O or keeps state between calls; the store is store.py's.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+from hishel import (
+    CacheMiss,
+    CacheOptions,
+    Entry,
+    FromCache,
+    Headers,
+    IdleClient,
+    InvalidateEntries,
+    NeedRevalidation,
+    NeedToBeUpdated,
+    Request,
+    Response,
+    StoreAndUse,
+)
+
+Fields = list[tuple[bytes, bytes]]
+
+OPTIONS = CacheOptions(shared=True, supported_methods=["GET", "HEAD"], allow_stale=False)
+# request fields that mean the client revalidates its own copy or wants a part: passed through
+_CLIENT_OWNED = (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
+                 b"if-range", b"range")
+
+
+@dataclass
+class Stored:
+    """One stored response and the request it answered (its Vary fields are matched)."""
+
+    method: str
+    url: str
+    request_fields: Fields
+    status: int
+    reason: bytes
+    fields: Fields  # the response head's fields, as the client received them
+    body: bytes
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    @property
+    def size(self) -> int:
+        """Bytes this entry holds (body, fields, and a little for the rest)."""
+        return (len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.fields)
+                + sum(len(n) + len(v) + 4 for n, v in self.request_fields) + len(self.url) + 200)
+
+
+@dataclass
+class Hit:
+    """Answer from `stored`, with these fields (Age set)."""
+
+    stored: Stored
+    fields: Fields
+
+
+@dataclass
+class Forward:
+    """Send the request on, with `extra` fields added (validators when revalidating); then
+    call `outcome` with the response head."""
+
+    state: CacheMiss | NeedRevalidation | None  # None: the cache stays out of it
+    extra: Fields = field(default_factory=list)
+
+    @property
+    def revalidating(self) -> bool:
+        return isinstance(self.state, NeedRevalidation)
+
+
+@dataclass
+class Outcome:
+    """What the response head means for the store: `store` it (with its body, when complete);
+    or answer from the stored entry `refresh` (a 304 to our revalidation), whose fields become
+    `refreshed_fields`; and entries to drop."""
+
+    store: bool = False
+    refresh: uuid.UUID | None = None
+    refreshed_fields: Fields = field(default_factory=list)
+    drop: list[uuid.UUID] = field(default_factory=list)
+
+
+def _headers(fields: Fields) -> Headers:
+    found: dict[str, list[str]] = {}
+    for name, value in fields:
+        found.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    return Headers(found)
+
+
+def _fields(headers: Headers) -> Fields:
+    return [(name.encode("latin-1"), value.encode("latin-1"))
+            for name in headers for value in (headers.get_list(name) or [])]
+
+
+def _entry(stored: Stored) -> Entry:
+    return Entry(id=stored.id,
+                 request=Request(stored.method, stored.url, _headers(stored.request_fields)),
+                 response=Response(stored.status, _headers(stored.fields)))
+
+
+def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit | Forward:
+    """What to do with a request, given what is stored for its URL (in its partition)."""
+    if any(name.lower() in _CLIENT_OWNED for name, _ in fields):
+        return Forward(None)
+    request = Request(method.decode("latin-1").upper(), url, _headers(fields))
+    by_id = {s.id: s for s in stored}
+    entries = [_entry(s) for s in stored]
+    state = IdleClient(options=OPTIONS).next(request, entries)
+    if isinstance(state, FromCache):
+        found = _fields(state.entry.response.headers)
+        if not _older_than_asked(request, found):
+            return Hit(by_id[state.entry.id], found)
+        # the request's max-age refuses it: revalidate, as hishel does for no-cache
+        request.headers["cache-control"] = "no-cache"
+        state = IdleClient(options=OPTIONS).next(request, entries)
+    if isinstance(state, NeedRevalidation):
+        sent = {name.lower() for name, _ in fields}
+        extra = [(name, value) for name, value in _fields(state.request.headers)
+                 if name not in sent and name.startswith(b"if-")]
+        return Forward(state, extra)
+    assert isinstance(state, CacheMiss)  # (FromCache only for a response max-age refused)
+    return Forward(state)
+
+
+def _older_than_asked(request: Request, found: Fields) -> bool:
+    """Whether the request's `Cache-Control: max-age=N` refuses a stored response this old
+    (RFC 9111 §5.2.1.1; hishel applies only the request's no-cache)."""
+    asked = request.headers.get("cache-control") or ""
+    limit = next((part.split("=", 1)[1].strip() for part in asked.lower().split(",")
+                  if part.strip().startswith("max-age=")), None)
+    if limit is None or not limit.isdigit():
+        return False
+    age = next((value for name, value in found if name.lower() == b"age"), b"0")
+    return int(age) > int(limit) or int(limit) == 0
+
+
+def outcome(forward: Forward, status: int, fields: Fields) -> Outcome:
+    """The store's part in a response to a forwarded request (its head)."""
+    if forward.state is None or status == 101:
+        return Outcome()
+    response = Response(status, _headers(fields))
+    state: object = forward.state.next(response)
+    drop: list[uuid.UUID] = []
+    while isinstance(state, InvalidateEntries):
+        drop += state.entry_ids
+        state = state.next()
+    if isinstance(state, NeedToBeUpdated):
+        entry = state.updating_entries[-1]
+        return Outcome(refresh=entry.id, refreshed_fields=_fields(entry.response.headers),
+                       drop=drop)
+    if isinstance(state, StoreAndUse) and not any(
+            name.lower() == b"set-cookie" for name, _ in fields):
+        return Outcome(store=True, drop=drop)
+    return Outcome(drop=drop)  # CouldNotBeStored (or, by hishel's design, nothing else)
+
+
+def stored_fields(fields: Fields, now: float | None = None) -> Fields:
+    """A response's fields as stored: a Date added when the origin sent none (its age is
+    counted from when we received it, RFC 9110 §6.6.1)."""
+    if any(name.lower() == b"date" for name, _ in fields):
+        return list(fields)
+    stamp = formatdate(time.time() if now is None else now, usegmt=True).encode("ascii")
+    return [*fields, (b"Date", stamp)]

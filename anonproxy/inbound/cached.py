@@ -1,0 +1,197 @@
+"""The cache around one request (plain HTTP, or inside an opened HTTPS connection): look it up
+in its partition; answer a hit from memory (the origin is not contacted); otherwise forward it,
+with validators when a stored response needs revalidating, while a Capture watches what the
+client is sent and keeps a storable response.
+
+A Capture stands in for the client connection (transport/client_side.py's ClientSide): every
+write goes to the client unchanged and is parsed on the side (wire/http1.py's ResponseParser),
+keeping the body until `max_object_bytes`. When the request was sent with our validators, the
+response head is held until its status is known: a 304 is the cache's to use (the client, who
+asked without validators, gets the stored response refreshed), anything else goes through.
+
+Invariants: nothing the client receives differs from what it would without the cache, but a
+hit or a refreshed entry; a response is stored only when it ended complete and rfc.py says so;
+a parse failure on the side stops capturing, never the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from anonproxy.cache import rfc
+from anonproxy.cache.store import MemoryCache, Partition
+from anonproxy.exits.context import Context
+from anonproxy.inbound.client import ClientConn
+from anonproxy.policy.cache_partition import partition
+from anonproxy.transport.client_side import ClientSide
+from anonproxy.wire.address import Address
+from anonproxy.wire.errors import ProxyError
+from anonproxy.wire.http1 import END, Body, RequestHead, ResponseHead, ResponseParser
+
+# fields of a stored response that are about its original connection and framing, not it
+_NOT_REPLAYED = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
+                           b"trailer", b"proxy-connection", b"age"})
+
+
+class Capture:
+    """A client connection that also records the response it is sent (see the module)."""
+
+    def __init__(self, client: ClientSide, method: bytes, limit: int, hold: bool) -> None:
+        self.client = client
+        self._parser: ResponseParser | None = ResponseParser(method, max_head_bytes=1 << 24)
+        self._limit = limit
+        self.head: ResponseHead | None = None
+        self.body = bytearray()
+        self.complete = False
+        self.held: bytearray | None = bytearray() if hold else None
+        self.swallowed = False  # a 304 to the cache's own validators: the client gets none of it
+
+    def __getattr__(self, name: str) -> Any:  # reader, writer, pending, deadline, limits, ...
+        return getattr(self.client, name)
+
+    def write(self, data: bytes) -> bool:
+        self._record(data)
+        if self.swallowed:
+            return True
+        if self.held is not None:
+            self.held += data
+            if self.head is None:
+                return True  # (the head is not whole yet)
+            if self.head.status == 304:
+                self.swallowed, self.held = True, None
+                return True
+            data, self.held = bytes(self.held), None
+        return self.client.write(data)
+
+    async def drained(self) -> None:
+        if not self.swallowed:
+            await self.client.drained()
+
+    def _record(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            return
+        try:
+            events = parser.feed(data)
+        except ProxyError:
+            self._parser = None
+            return
+        for event in events:
+            if isinstance(event, ResponseHead):
+                if event.status >= 200 or event.status == 101:
+                    self.head = event
+            elif isinstance(event, Body):
+                self.body += event.data
+                if len(self.body) > self._limit:
+                    self._parser, self.body = None, bytearray()  # too large: not kept
+                    return
+            elif event is END and self.head is not None:
+                self.complete = True
+
+
+@dataclass
+class CachePlan:
+    """One request's way through the cache: its partition and URL, what is stored for it, and
+    what rfc.py said."""
+
+    cache: MemoryCache
+    partition: Partition
+    url: str
+    method: bytes
+    fields: rfc.Fields
+    variants: list[rfc.Stored]
+    forward: rfc.Forward
+    capture: Capture | None = field(default=None)
+
+    def client(self, client: ClientSide) -> ClientSide:
+        """What the exchange writes to: the client, through a Capture when there is anything
+        to learn from the response."""
+        if self.forward.state is None:
+            return client
+        self.capture = Capture(client, self.method, self.cache.max_object_bytes,
+                               hold=self.forward.revalidating)
+        return self.capture  # (a ClientSide by delegation: __getattr__)
+
+    def finish(self) -> rfc.Stored | None:
+        """After the exchange: store what may be stored; the entry the client must be answered
+        from (a 304 to our validators), if any."""
+        capture = self.capture
+        if capture is None or capture.head is None:
+            return None
+        head = capture.head
+        outcome = rfc.outcome(self.forward, head.status, head.headers)
+        self.cache.drop(outcome.drop)
+        if outcome.refresh is not None:
+            self.cache.revalidations += 1
+            kept = next((s for s in self.variants if s.id == outcome.refresh), None)
+            refreshed = self.cache.refresh(self.partition, self.url, outcome.refresh,
+                                           outcome.refreshed_fields)
+            return refreshed or kept
+        if outcome.store and capture.complete:
+            self.cache.put(self.partition, rfc.Stored(
+                self.method.decode("latin-1").upper(), self.url, self.fields, head.status,
+                head.reason, rfc.stored_fields(head.headers), bytes(capture.body)))
+        return None
+
+
+def plan(ctx: Context, head: RequestHead, dest: Address, path: bytes, scheme: str,
+         exit_name: str, isolation: str | None) -> CachePlan | rfc.Hit | None:
+    """The cache's part in a request: None (no cache, or not a method it serves), a Hit, or
+    the plan to follow while forwarding."""
+    cache = ctx.cache
+    if cache is None or head.method not in (b"GET", b"HEAD") or head.websocket:
+        return None
+    if not ctx.shares_upstreams(exit_name.split(">", 1)[0]):
+        return None  # an exit that makes every connection a new identity: nothing to share
+    default = 443 if scheme == "https" else 80
+    url = f"{scheme}://{dest.authority(default)}{path.decode('latin-1')}"
+    where = partition(ctx.loaded.name, exit_name, isolation, ctx.identity_epoch, dest.host,
+                      head.headers)
+    variants = cache.get(where, url)
+    found = rfc.lookup(head.method, url, head.headers, variants)
+    if isinstance(found, rfc.Hit):
+        cache.hits += 1
+        cache.used(found.stored)
+        return found
+    cache.misses += 1
+    return CachePlan(cache, where, url, head.method, list(head.headers), variants, found)
+
+
+async def answer(client: ClientConn | ClientSide, head: RequestHead, stored: rfc.Stored,
+                 fields: rfc.Fields) -> tuple[int, bool]:
+    """Answer `head` from a stored response (its `fields`, Age among them when a hit)."""
+    kept = [(n, v) for n, v in fields if n.lower() not in _NOT_REPLAYED]
+    age = next((v for n, v in fields if n.lower() == b"age"), None)
+    lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
+    lines += [n + b": " + v for n, v in kept]
+    if age is not None:
+        lines.append(b"Age: " + age)
+    lines.append(b"Content-Length: %d" % len(stored.body))
+    if not head.keep_alive:
+        lines.append(b"Connection: close")
+    data = b"\r\n".join(lines) + b"\r\n\r\n"
+    if head.method != b"HEAD":
+        data += stored.body
+    if not client.write(data):
+        await client.drained()
+    return stored.status, head.keep_alive
+
+
+async def through_cache(
+    client: ClientConn, head: RequestHead, found: CachePlan | rfc.Hit | None,
+    send: Callable[[ClientSide, rfc.Fields], Awaitable[tuple[int, bool]]],
+) -> tuple[int, bool]:
+    """Answer from the cache, or `send(client, extra fields)` the request through it."""
+    if isinstance(found, rfc.Hit):
+        return await answer(client, head, found.stored, found.fields)
+    if found is None:
+        return await send(client, [])
+    status, keep = await send(found.client(client), found.forward.extra)
+    refreshed = found.finish()
+    if refreshed is not None:  # our validators got a 304: the stored response, refreshed
+        fields = [*refreshed.fields, (b"Age", b"0")]
+        return await answer(client, head, refreshed, fields)
+    return status, keep
+
