@@ -162,7 +162,7 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
         deadline.arm(machine.read_timeout)
         try:
             if machine.final is None:  # waiting for the answer: watch the client too
-                data = await _read_unless(up_reader, client.lost())
+                data = await _read_unless(up_reader, up, client.lost())
             else:
                 data = await up_reader.read(READ_SIZE)
         except asyncio.CancelledError:
@@ -219,21 +219,33 @@ def _unread(reader: asyncio.StreamReader) -> int:
     return len(getattr(reader, "_buffer", b"x"))
 
 
-async def _read_unless(up_reader: asyncio.StreamReader, lost: asyncio.Future[None]) -> bytes:
+async def _read_unless(up_reader: asyncio.StreamReader, up: asyncio.Transport,
+                       lost: asyncio.Future[None]) -> bytes:
     """One upstream read, or ClientGone when the client connection is lost first (a reset; a
     FIN alone is a half-close, and the client still gets its answer): the upstream connection
-    is then closed at once, never pooled, instead of waiting out its answer."""
+    is then closed at once, never pooled, instead of waiting out its answer. (A callback on
+    `lost` aborts the upstream, which ends the read: no task or wait per request.)"""
     if lost.done():
         raise ClientGone()
-    read = asyncio.ensure_future(up_reader.read(READ_SIZE))
+    gone = False
+
+    def cut(_: object) -> None:
+        nonlocal gone
+        gone = True
+        up.abort()
+
+    lost.add_done_callback(cut)
     try:
-        await asyncio.wait((read, lost), return_when=asyncio.FIRST_COMPLETED)
+        data = await up_reader.read(READ_SIZE)
+    except ConnectionError:
+        if gone:
+            raise ClientGone() from None
+        raise
     finally:
-        if not read.done():
-            read.cancel()
-    if read.cancelled():
+        lost.remove_done_callback(cut)
+    if gone:
         raise ClientGone()
-    return read.result()
+    return data
 
 
 async def websocket(client: ClientSide, stream: Stream, rest: bytes, trace: Trace) -> None:
