@@ -313,3 +313,38 @@ def test_a_long_target_or_many_small_headers_count_against_the_head_limit():
 def test_a_malformed_response_says_what_llhttp_disliked():
     with pytest.raises(BadUpstreamResponse, match=r"malformed response: \S"):
         ResponseParser(b"GET").feed(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n")
+
+
+@pytest.mark.parametrize("head, strict", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: a\r\n\r\n", True),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    (b"HTTP/1.0 200\r\nServer: x\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\nContent-Length: 5\n\n", False),  # bare LF
+    (b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n", False),  # space before the colon
+    (b"HTTP/1.1 200 OK\r\nContent-Length\t: 5\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nX: a, b\r\nContent-Length: 5\r\n\r\n", True),  # a comma elsewhere
+    (b"HTTP/2 200\r\n\r\n", False),
+    (b"evil\r\n\r\n", False),
+])
+def test_a_head_already_strict_is_passed_as_it_is(head, strict):
+    """normalize's fast path: what needs no rewriting is recognised at C speed; anything
+    else takes the line-by-line way (and comes out strict)."""
+    from anonproxy.wire.response_head import _strict_already, normalize
+
+    assert _strict_already(head) is strict
+    if strict:
+        assert normalize(head)[0] is head
+
+
+@pytest.mark.parametrize("head, out", [
+    (b"HTTP/1.1 200 OK\nbad line\n\n", b"HTTP/1.1 200 OK\r\nbad line\r\n\r\n"),
+    (b"HTTP/1.1 200 OK\n: no name\nX : y\n\n", b"HTTP/1.1 200 OK\r\n: no name\r\nX: y\r\n\r\n"),
+    (b"\n\n", b"\n\n"),
+])
+def test_lines_that_are_no_field_are_left_for_llhttp_to_refuse(head, out):
+    from anonproxy.wire.response_head import normalize
+
+    assert normalize(head) == (out, True)

@@ -73,6 +73,9 @@ class ResponseHeads:
 def normalize(head: bytes) -> tuple[bytes, bool]:
     """One complete response head -> (its strict form, whether it is the final head or a 101).
     Raises BadUpstreamResponse where its framing is ambiguous."""
+    if _strict_already(head):  # the usual head: nothing to rewrite, checked at C speed
+        code = head[9:12]
+        return head, not (code[:1] == b"1" and code != b"101")
     lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
     while lines and not lines[-1]:
         lines.pop()
@@ -82,6 +85,26 @@ def normalize(head: bytes) -> tuple[bytes, bool]:
     code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
     lines[1:] = _fields(lines[1:])
     return b"\r\n".join(lines) + b"\r\n\r\n", not 100 <= code < 200 or code == 101
+
+
+def _strict_already(head: bytes) -> bool:
+    """Whether `head` is already in the strict form (so normalize would return it unchanged):
+    CRLF line ends only, no whitespace before a colon anywhere, a status line of the usual
+    shape, and at most one mention of Content-Length, without a comma and with no
+    Transfer-Encoding mentioned. Anything else (rare) takes the line-by-line way."""
+    if (head.count(b"\n") != head.count(b"\r\n") or b" :" in head or b"\t:" in head
+            or not _STATUS.match(head)):
+        return False
+    lower = head.lower()
+    at = lower.find(b"content-length")
+    if at < 0:
+        return True
+    if lower.find(b"content-length", at + 1) >= 0 or b"transfer-encoding" in lower:
+        return False
+    return b"," not in head[at:head.index(b"\r\n", at)]
+
+
+_STATUS = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9][ \r]")
 
 
 def _fields(lines: list[bytes]) -> list[bytes]:
