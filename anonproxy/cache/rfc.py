@@ -162,10 +162,21 @@ def outcome(forward: Forward, status: int, fields: Fields) -> Outcome:
         entry = state.updating_entries[-1]
         return Outcome(refresh=entry.id, refreshed_fields=_fields(entry.response.headers),
                        drop=drop)
-    if isinstance(state, StoreAndUse) and not any(
-            name.lower() == b"set-cookie" for name, _ in fields):
+    if isinstance(state, StoreAndUse) and _worth_keeping(fields):
         return Outcome(store=True, drop=drop)
     return Outcome(drop=drop)  # CouldNotBeStored (or, by hishel's design, nothing else)
+
+
+def _worth_keeping(fields: Fields) -> bool:
+    """Never a response that sets a cookie (one browser's); and only one that can answer a
+    later request: fresh for a while, or with a validator to revalidate it by (a response with
+    neither would be fetched again in full every time: storing it only costs memory)."""
+    names = {name.lower() for name, _ in fields}
+    if b"set-cookie" in names:
+        return False
+    control = b",".join(v for n, v in fields if n.lower() == b"cache-control").lower()
+    return bool(names & {b"etag", b"last-modified", b"expires"}
+                or b"max-age" in control)  # (s-maxage too)
 
 
 def stored_fields(fields: Fields, now: float | None = None) -> Fields:
