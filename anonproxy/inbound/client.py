@@ -18,7 +18,13 @@ from anonproxy.config.models import Limits
 from anonproxy.exits.context import Context
 from anonproxy.transport.client_side import READ_SIZE, ClientGone
 from anonproxy.transport.deadline import Deadline
-from anonproxy.wire.errors import BadRequest, RequestTimeout
+from anonproxy.wire.errors import (
+    BadRequest,
+    Blocked,
+    ProxyError,
+    RequestTimeout,
+    http_error_response,
+)
 from anonproxy.wire.http1 import END, Event, RequestHead, RequestParser
 
 
@@ -112,6 +118,13 @@ class ClientConn:
                 raise ClientGone()
             self.feed(data)
         return self.pending.popleft()
+
+    def refuse(self, error: ProxyError) -> tuple[str, str] | None:
+        """Answer a request with `error` (a response that closes the connection, unless the
+        connection is gone already); the list and rule when a block list refused it."""
+        if not self.writer.is_closing():
+            self.writer.write(http_error_response(error))
+        return (error.list_name, error.rule) if isinstance(error, Blocked) else None
 
     async def send(self, data: bytes) -> None:
         """Write to the client; one that stops reading for `idle_timeout` is cut off."""

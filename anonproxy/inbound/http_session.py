@@ -41,7 +41,6 @@ from anonproxy.wire.address import (
 from anonproxy.wire.errors import (
     BadRequest,
     BadUpstreamResponse,
-    Blocked,
     NotFound,
     NotImplementedByProxy,
     ProxyError,
@@ -134,10 +133,7 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message
-        if isinstance(error, Blocked):
-            blocked = (error.list_name, error.rule)
-        if not client.writer.is_closing():
-            client.writer.write(http_error_response(error))
+        blocked = client.refuse(error)
         return False
     except NotTls as error:  # an opened connection whose client did not speak TLS
         problem = f"opened for inspection, but the client's TLS failed: {error}"

@@ -38,7 +38,6 @@ from anonproxy.transport.upstream import Stream, UpstreamPool
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import (
     BadUpstreamResponse,
-    Blocked,
     ProxyError,
     SiteUntrusted,
     http_error_response,
@@ -215,10 +214,7 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message
-        if isinstance(error, Blocked):
-            blocked = (error.list_name, error.rule)
-        if not client.writer.is_closing():
-            client.writer.write(http_error_response(error))
+        blocked = client.refuse(error)
         return False
     except ClientGone:
         problem = "client closed the connection"

@@ -74,8 +74,8 @@ def normalize(head: bytes) -> tuple[bytes, bool]:
     """One complete response head -> (its strict form, whether it is the final head or a 101).
     Raises BadUpstreamResponse where its framing is ambiguous."""
     if _strict_already(head):  # the usual head: nothing to rewrite, checked at C speed
-        code = head[9:12]
-        return head, not (code[:1] == b"1" and code != b"101")
+        status = head[9:12]
+        return head, not (status[:1] == b"1" and status != b"101")
     lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
     while lines and not lines[-1]:
         lines.pop()
