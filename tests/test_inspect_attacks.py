@@ -268,6 +268,14 @@ def test_http_1_0_closes_unless_kept_alive(proxy, site, local_ca):
     assert len(site.received) == 3
 
 
+def test_http_1_0_without_host_means_the_connections_host(proxy, site, local_ca):
+    with _opened(proxy, "site.test", site.port, local_ca) as tls:
+        tls.sendall(b"GET /echo HTTP/1.0\r\n\r\n")
+        answer = recv_all(tls)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert site.last.header("Host") == f"site.test:{site.port}"
+
+
 def test_http_1_1_without_host_is_400(proxy, site, local_ca):
     with _opened(proxy, "site.test", site.port, local_ca) as tls:
         tls.sendall(b"GET /echo HTTP/1.1\r\n\r\n")
@@ -636,6 +644,16 @@ def test_the_ca_key_appears_in_no_log_error_or_document(start_proxy, pki, local_
         for piece in pieces:
             assert piece not in text
     assert "ca.key" not in "".join(documents)
+
+
+def test_inner_path_without_host():
+    assert inner_path(b"GET", b"/a", [], DEST, b"1.0") == b"/a"
+    with pytest.raises(Misdirected):
+        inner_path(b"GET", b"https://raw.test/a", [], DEST, b"1.0")
+    with pytest.raises(BadRequest, match="exactly one Host"):
+        inner_path(b"GET", b"/a", [], DEST, b"1.1")
+    with pytest.raises(BadRequest, match="exactly one Host"):
+        inner_path(b"GET", b"/a", [(b"Host", b"site.test")] * 2, DEST, b"1.0")
 
 
 def test_a_second_response_a_site_slips_in_never_answers_the_next_request(proxy, raw, local_ca):

@@ -203,7 +203,7 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
     status: object = "-"
     problem = blocked = None
     try:
-        path = inner_path(head.method, head.target, head.headers, dest)
+        path = inner_path(head.method, head.target, head.headers, dest, head.version)
         if site.untrusted is not None:
             raise SiteUntrusted(site.untrusted)
         if ctx.loaded.blocker is not None:
