@@ -503,6 +503,20 @@ def _client_hello(name: str) -> bytes:
     return outgoing.read()
 
 
+def test_a_client_that_stalls_mid_handshake_is_cut_at_header_timeout(start_proxy, pki, site):
+    proxy = start_proxy(_profile(pki, limits="[limits]\nheader_timeout = 1"))
+    sock = _connect(proxy, "site.test", site.port)
+    with sock:
+        sock.sendall(_client_hello("site.test")[:20])
+        t0 = time.monotonic()
+        sock.settimeout(10)
+        assert recv_all(sock) == b""
+        assert time.monotonic() - t0 < 5
+    assert "did not complete in time" in proxy.wait_log("did not complete in time")
+    assert site.received == []
+    _no_traceback(proxy)
+
+
 @pytest.mark.parametrize("garbage", [os.urandom(2000), b"\x16\x03\x01\x00\x05hello" * 10,
                                      b"\x00" * 100])
 def test_garbage_instead_of_a_client_hello_is_cut_off(proxy, site, garbage):

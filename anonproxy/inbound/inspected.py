@@ -328,7 +328,10 @@ async def _exchange(client: ClientSide, site: _Site, head: RequestHead, request:
 
 def _tls_reason(error: BaseException) -> str:
     """A TLS failure in a few words (OpenSSL's reason when it gives one)."""
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutError) or (
+            # (asyncio's and uvloop's ssl_handshake_timeout: "SSL handshake is taking longer
+            # than N seconds: aborting the connection")
+            isinstance(error, ConnectionAbortedError) and "taking longer" in str(error)):
         return "the TLS handshake did not complete in time"
     if isinstance(error, ssl.SSLError) and error.reason:
         return error.reason.lower().replace("_", " ")
