@@ -26,7 +26,7 @@ import time
 import warnings
 
 import pytest
-from helpers import recv_all, recv_until, wait_until
+from helpers import recv_all, recv_until, socks_connect, wait_until
 from origin import start_origin
 from pki import PublicRoot, https_origin
 from rawserver import start_raw_server
@@ -38,7 +38,7 @@ from anonproxy.wire.errors import BadRequest, Misdirected
 from anonproxy.wire.origin_form import inner_path
 
 BROKEN = ("wrongname.test", "selfsigned.test", "old.test", "mtls.test", "mtls12.test")
-NAMES = ("site.test", "raw.test", "other.test", *BROKEN)
+NAMES = ("site.test", "raw.test", "other.test", "stalled.test", *BROKEN)
 
 
 def _server_context(cert_file, key_file) -> ssl.SSLContext:
@@ -747,3 +747,33 @@ def test_a_body_to_the_sites_close_is_whole_even_without_its_close_notify(proxy,
     answer = _ask_raw(proxy, raw, local_ca, "closed", b"HTTP/1.1 200 OK\r\n\r\nuntil the close")
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nuntil the close")
     assert b"Connection: close" in answer
+
+
+def test_a_site_that_stalls_its_handshake_is_a_502_at_connect_timeout(start_proxy, pki,
+                                                                      local_ca):
+    proxy = start_proxy(_profile(pki, limits="[limits]\nconnect_timeout = 1"))
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # (connections wait in its backlog)
+        port = silent.getsockname()[1]
+        with _opened(proxy, "stalled.test", port, local_ca) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: stalled.test:%d\r\n\r\n" % port)
+            answer = recv_all(tls)
+    assert answer.startswith(b"HTTP/1.1 502 "), answer
+    assert b"TLS with stalled.test:%d failed: the TLS handshake did not complete in time" % port \
+        in answer
+    _no_traceback(proxy)
+
+
+def test_a_socks5_stream_to_a_site_whose_tls_fails_gets_a_502_inside(proxy, pki, local_ca):
+    origin = pki[1]["wrongname.test"]
+    origin.received.clear()
+    name = b"wrongname.test"
+    sock = socket.create_connection(proxy.address, timeout=10)
+    assert socks_connect(sock, 3, bytes([len(name)]) + name, origin.port)[:2] == b"\x05\x00"
+    context = ssl.create_default_context(cafile=local_ca)
+    with context.wrap_socket(sock, server_hostname="wrongname.test",
+                             suppress_ragged_eofs=False) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: wrongname.test:%d\r\n\r\n" % origin.port)
+        answer = recv_all(tls)
+    assert answer.startswith(b"HTTP/1.1 502 ") and b"Hostname mismatch" in answer
+    assert origin.received == []
+    _no_traceback(proxy)
