@@ -13,9 +13,11 @@ sides allow it and reopened through the same exit when it is gone.
 
 Invariants: the site receives no request unless its certificate verified; when it did not,
 the client's first request is answered 502 naming the reason (inside TLS) and the connection
-closes; a client that does not start TLS is cut off (never relayed unopened); the site
-connection serves this client connection only (never another client's: an identity per
-connection stays as it was for a tunnel); nothing here is spliced (TLS on both sides).
+closes; a TLS failure of the site after its handshake (TLS 1.3 tells a demanded client
+certificate only then) is a reset: a 502 naming it before an answer, a cut after one; a client
+that does not start TLS is cut off (never relayed unopened); the site connection serves this
+client connection only (never another client's: an identity per connection stays as it was for
+a tunnel); nothing here is spliced (TLS on both sides).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class _Site:
             writer.close()
             return None
         _TLS.add(writer)
+        _alerts_as_resets(reader, self.dest)
         return reader, writer
 
     async def reopen(self) -> Stream:
@@ -117,6 +120,37 @@ class _Site:
         while (kept := self.pool.take(self.key)) is not None:
             kept[1].transport.abort()
         self.pool.close()
+
+
+class _SiteTlsFailed(ConnectionResetError):
+    """The site's TLS failed after its handshake (an alert: a client certificate it demands,
+    which TLS 1.3 tells only once the handshake is over, or a bad record)."""
+
+
+def _alerts_as_resets(reader: asyncio.StreamReader, dest: Address) -> None:
+    """Have a TLS error from the site after its handshake reach the relay as the reset it is
+    (an OSError the relay does not know would end the connection with no answer at all):
+    before an answer the client gets a 502 naming it, after one a cut, and a kept connection
+    found so is replaced, as for a reset."""
+    set_exception = reader.set_exception
+
+    def translated(exc: Exception) -> None:
+        if isinstance(exc, ssl.SSLError):
+            exc = _SiteTlsFailed(f"TLS with {dest} failed: {_tls_reason(exc)}")
+        set_exception(exc)
+
+    reader.set_exception = translated  # type: ignore[method-assign]
+
+
+def _tls_failure(error: BadUpstreamResponse) -> BadUpstreamResponse:
+    """The relay's error for a reset, with the site's TLS failure in its words when that is
+    what it was."""
+    cause = error.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        for exc in cause.exceptions:
+            if isinstance(exc, _SiteTlsFailed):
+                return BadUpstreamResponse(str(exc))
+    return error
 
 
 def hold(writer: asyncio.StreamWriter) -> None:
@@ -202,7 +236,7 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
     status: object = "-"
     problem = blocked = None
     try:
-        path = inner_path(head.method, head.target, head.headers, dest)
+        path = inner_path(head.method, head.target, head.headers, dest, head.version)
         if site.untrusted is not None:
             raise SiteUntrusted(site.untrusted)
         if ctx.loaded.blocker is not None:
@@ -213,6 +247,8 @@ async def _serve_one(client: ClientConn, site: _Site, head: RequestHead, outer: 
                 sink, site, head, _request(ctx, head, dest, path, extra), trace))
         return keep
     except ProxyError as error:
+        if isinstance(error, BadUpstreamResponse):
+            error = _tls_failure(error)
         status, problem = error.status, error.message
         blocked = client.refuse(error)
         return False
@@ -252,6 +288,8 @@ async def forward_secure(client: ClientConn, head: RequestHead, dest: Address, p
             raise SiteUntrusted(site.untrusted or "TLS with the site failed")
         return await exchange(client, head, stream, _request(ctx, head, dest, path),
                               site.key, trace, reused=False, pool=None)
+    except BadUpstreamResponse as error:
+        raise _tls_failure(error) from None
     except StaleUpstream:
         raise BadUpstreamResponse(
             f"{dest} (exit '{trace.exit}') closed the connection without a response") from None
@@ -286,7 +324,10 @@ async def _exchange(client: ClientSide, site: _Site, head: RequestHead, request:
 
 def _tls_reason(error: BaseException) -> str:
     """A TLS failure in a few words (OpenSSL's reason when it gives one)."""
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutError) or (
+            # (asyncio's and uvloop's ssl_handshake_timeout: "SSL handshake is taking longer
+            # than N seconds: aborting the connection")
+            isinstance(error, ConnectionAbortedError) and "taking longer" in str(error)):
         return "the TLS handshake did not complete in time"
     if isinstance(error, ssl.SSLError) and error.reason:
         return error.reason.lower().replace("_", " ")

@@ -6,7 +6,9 @@ some send absolute-form (`https://host/path`), and `OPTIONS *` is asterisk-form.
 connection to the site is for one host and port: a request naming another (in its target or its
 Host) is answered 421 Misdirected Request (RFC 9110 §15.5.20) instead of being sent to the wrong
 site, and a CONNECT inside is refused (400). A Host without a port is taken for the
-connection's port (clients that leave a non-default port out mean no other).
+connection's port (clients that leave a non-default port out mean no other). An HTTP/1.0
+request may come without Host (RFC 9112 §3.2 asks it of HTTP/1.1 only): it is for the
+connection's host, which the site receives as its Host.
 
 Invariant: the path returned is what the site receives, unchanged from the client's target
 (less the scheme and authority of an absolute-form one).
@@ -22,8 +24,9 @@ from anonproxy.wire.http1 import parse_absolute_url
 
 
 def inner_path(method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]],
-               dest: Address) -> bytes:
-    """The path to send to `dest` for this request, or BadRequest / Misdirected."""
+               dest: Address, version: bytes = b"1.1") -> bytes:
+    """The path to send to `dest` for this request (of HTTP `version`), or BadRequest /
+    Misdirected."""
     if method == b"CONNECT":
         raise BadRequest("CONNECT inside an opened HTTPS connection")
     if target.startswith(b"/") or (target == b"*" and method == b"OPTIONS"):
@@ -33,6 +36,8 @@ def inner_path(method: bytes, target: bytes, headers: Sequence[tuple[bytes, byte
         if scheme != b"https" or not _same(host, port or 443, dest):
             raise Misdirected(f"a request for {_shown(target)} on a connection to {dest}")
     hosts = [value for name, value in headers if name.lower() == b"host"]
+    if not hosts and version == b"1.0":
+        return path
     if len(hosts) != 1:
         raise BadRequest("a request needs exactly one Host header")
     try:
