@@ -160,14 +160,11 @@ def plan(ctx: Context, head: RequestHead, dest: Address, path: bytes, scheme: st
 
 
 async def answer(client: ClientConn | ClientSide, head: RequestHead, stored: rfc.Stored,
-                 fields: rfc.Fields) -> tuple[int, bool]:
-    """Answer `head` from a stored response (its `fields`, Age among them when a hit)."""
-    kept = [(n, v) for n, v in fields if n.lower() not in _NOT_REPLAYED]
-    age = next((v for n, v in fields if n.lower() == b"age"), None)
+                 age: bytes) -> tuple[int, bool]:
+    """Answer `head` from a stored response: its fields as stored, with this Age."""
     lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
-    lines += [n + b": " + v for n, v in kept]
-    if age is not None:
-        lines.append(b"Age: " + age)
+    lines += [n + b": " + v for n, v in stored.fields if n.lower() not in _NOT_REPLAYED]
+    lines.append(b"Age: " + age)
     lines.append(b"Content-Length: %d" % len(stored.body))
     if not head.keep_alive:
         lines.append(b"Connection: close")
@@ -185,13 +182,13 @@ async def through_cache(
 ) -> tuple[int, bool]:
     """Answer from the cache, or `send(client, extra fields)` the request through it."""
     if isinstance(found, rfc.Hit):
-        return await answer(client, head, found.stored, found.fields)
+        return await answer(client, head, found.stored, found.age)
     if found is None:
         return await send(client, [])
     status, keep = await send(found.client(client), found.forward.extra)
     refreshed = found.finish()
     if refreshed is not None:  # our validators got a 304: the stored response, refreshed
-        fields = [*refreshed.fields, (b"Age", b"0")]
-        return await answer(client, head, refreshed, fields)
+        age = next((v for n, v in refreshed.fields if n.lower() == b"age"), b"0")
+        return await answer(client, head, refreshed, age)
     return status, keep
 
