@@ -53,20 +53,26 @@ class Stored:
     fields: Fields  # the response head's fields, as the client received them
     body: bytes
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # hishel's model of it, made once per `fields` (a refresh replaces the list): every lookup
+    # hands it to hishel, which never changes what it is given
+    entry: tuple[Fields, Entry] | None = field(default=None, init=False, repr=False,
+                                                compare=False)
 
     @property
     def size(self) -> int:
-        """Bytes this entry holds (body, fields, and a little for the rest)."""
-        return (len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.fields)
-                + sum(len(n) + len(v) + 4 for n, v in self.request_fields) + len(self.url) + 200)
+        """Bytes this entry holds (body, fields twice: ours and hishel's model of them, and a
+        little for the rest)."""
+        return (len(self.body) + 2 * sum(len(n) + len(v) + 4 for n, v in self.fields)
+                + 2 * sum(len(n) + len(v) + 4 for n, v in self.request_fields)
+                + len(self.url) + 200)
 
 
 @dataclass
 class Hit:
-    """Answer from `stored`, with these fields (Age set)."""
+    """Answer from `stored`, with this Age (its fields are those stored, Age replaced)."""
 
     stored: Stored
-    fields: Fields
+    age: bytes
 
 
 @dataclass
@@ -107,9 +113,14 @@ def _fields(headers: Headers) -> Fields:
 
 
 def _entry(stored: Stored) -> Entry:
-    return Entry(id=stored.id,
-                 request=Request(stored.method, stored.url, _headers(stored.request_fields)),
-                 response=Response(stored.status, _headers(stored.fields)))
+    made = stored.entry
+    if made is None or made[0] is not stored.fields:
+        made = stored.fields, Entry(
+            id=stored.id, request=Request(stored.method, stored.url,
+                                          _headers(stored.request_fields)),
+            response=Response(stored.status, _headers(stored.fields)))
+        stored.entry = made
+    return made[1]
 
 
 def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit | Forward:
@@ -121,9 +132,9 @@ def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit
     entries = [_entry(s) for s in stored]
     state = IdleClient(options=OPTIONS).next(request, entries)
     if isinstance(state, FromCache):
-        found = _fields(state.entry.response.headers)
-        if not _older_than_asked(request, found):
-            return Hit(by_id[state.entry.id], found)
+        age = (state.entry.response.headers.get("age") or "0").encode("latin-1")
+        if not _older_than_asked(request, age):
+            return Hit(by_id[state.entry.id], age)
         # the request's max-age refuses it: revalidate, as hishel does for no-cache
         request.headers["cache-control"] = "no-cache"
         state = IdleClient(options=OPTIONS).next(request, entries)
@@ -136,15 +147,14 @@ def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit
     return Forward(state)
 
 
-def _older_than_asked(request: Request, found: Fields) -> bool:
-    """Whether the request's `Cache-Control: max-age=N` refuses a stored response this old
-    (RFC 9111 §5.2.1.1; hishel applies only the request's no-cache)."""
+def _older_than_asked(request: Request, age: bytes) -> bool:
+    """Whether the request's `Cache-Control: max-age=N` refuses a stored response `age`
+    seconds old (RFC 9111 §5.2.1.1; hishel applies only the request's no-cache)."""
     asked = request.headers.get("cache-control") or ""
     limit = next((part.split("=", 1)[1].strip() for part in asked.lower().split(",")
                   if part.strip().startswith("max-age=")), None)
     if limit is None or not limit.isdigit():
         return False
-    age = next((value for name, value in found if name.lower() == b"age"), b"0")
     return int(age) > int(limit) or int(limit) == 0
 
 

@@ -4,10 +4,12 @@ with validators when a stored response needs revalidating, while a Capture watch
 client is sent and keeps a storable response.
 
 A Capture stands in for the client connection (transport/client_side.py's ClientSide): every
-write goes to the client unchanged and is parsed on the side (wire/http1.py's ResponseParser),
-keeping the body until `max_object_bytes`. When the request was sent with our validators, the
-response head is held until its status is known: a 304 is the cache's to use (the client, who
-asked without validators, gets the stored response refreshed), anything else goes through.
+write goes to the client unchanged and is parsed on the side (wire/http1.py's ResponseParser).
+Once the response head is whole, rfc.py says what it means for the store; only a response to
+be stored is followed further, its body kept until `max_object_bytes` (any other streams on,
+neither parsed nor copied). When the request was sent with our validators, the response head
+is held until its status is known: a 304 is the cache's to use (the client, who asked without
+validators, gets the stored response refreshed), anything else goes through.
 
 Invariants: nothing the client receives differs from what it would without the cache, but a
 hit or a refreshed entry; a response is stored only when it ended complete and rfc.py says so;
@@ -38,10 +40,12 @@ _NOT_REPLAYED = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b
 class Capture:
     """A client connection that also records the response it is sent (see the module)."""
 
-    def __init__(self, client: ClientSide, method: bytes, limit: int, hold: bool) -> None:
+    def __init__(self, client: ClientSide, method: bytes, limit: int, hold: bool,
+                 keeps: Callable[[ResponseHead], bool]) -> None:
         self.client = client
         self._parser: ResponseParser | None = ResponseParser(method, max_head_bytes=1 << 24)
         self._limit = limit
+        self._keeps = keeps  # given the final head: whether its body is wanted
         self.head: ResponseHead | None = None
         self.body = bytearray()
         self.complete = False
@@ -82,6 +86,9 @@ class Capture:
             if isinstance(event, ResponseHead):
                 if event.status >= 200 or event.status == 101:
                     self.head = event
+                    if not self._keeps(event):
+                        self._parser = None  # nothing to store: the rest is not followed
+                        return
             elif isinstance(event, Body):
                 self.body += event.data
                 if len(self.body) > self._limit:
@@ -104,6 +111,7 @@ class CachePlan:
     variants: list[rfc.Stored]
     forward: rfc.Forward
     capture: Capture | None = field(default=None)
+    outcome: rfc.Outcome | None = field(default=None)
 
     def client(self, client: ClientSide) -> ClientSide:
         """What the exchange writes to: the client, through a Capture when there is anything
@@ -111,17 +119,22 @@ class CachePlan:
         if self.forward.state is None:
             return client
         self.capture = Capture(client, self.method, self.cache.max_object_bytes,
-                               hold=self.forward.revalidating)
+                               hold=self.forward.revalidating, keeps=self._keeps)
         return self.capture  # (a ClientSide by delegation: __getattr__)
+
+    def _keeps(self, head: ResponseHead) -> bool:
+        """The response head is whole: what it means for the store; whether its body is
+        wanted (only when it is to be stored)."""
+        self.outcome = rfc.outcome(self.forward, head.status, head.headers)
+        return self.outcome.store
 
     def finish(self) -> rfc.Stored | None:
         """After the exchange: store what may be stored; the entry the client must be answered
         from (a 304 to our validators), if any."""
-        capture = self.capture
-        if capture is None or capture.head is None:
+        capture, outcome = self.capture, self.outcome
+        if capture is None or capture.head is None or outcome is None:
             return None
         head = capture.head
-        outcome = rfc.outcome(self.forward, head.status, head.headers)
         self.cache.drop(outcome.drop)
         if outcome.refresh is not None:
             self.cache.revalidations += 1
@@ -160,14 +173,11 @@ def plan(ctx: Context, head: RequestHead, dest: Address, path: bytes, scheme: st
 
 
 async def answer(client: ClientConn | ClientSide, head: RequestHead, stored: rfc.Stored,
-                 fields: rfc.Fields) -> tuple[int, bool]:
-    """Answer `head` from a stored response (its `fields`, Age among them when a hit)."""
-    kept = [(n, v) for n, v in fields if n.lower() not in _NOT_REPLAYED]
-    age = next((v for n, v in fields if n.lower() == b"age"), None)
+                 age: bytes) -> tuple[int, bool]:
+    """Answer `head` from a stored response: its fields as stored, with this Age."""
     lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
-    lines += [n + b": " + v for n, v in kept]
-    if age is not None:
-        lines.append(b"Age: " + age)
+    lines += [n + b": " + v for n, v in stored.fields if n.lower() not in _NOT_REPLAYED]
+    lines.append(b"Age: " + age)
     lines.append(b"Content-Length: %d" % len(stored.body))
     if not head.keep_alive:
         lines.append(b"Connection: close")
@@ -185,13 +195,13 @@ async def through_cache(
 ) -> tuple[int, bool]:
     """Answer from the cache, or `send(client, extra fields)` the request through it."""
     if isinstance(found, rfc.Hit):
-        return await answer(client, head, found.stored, found.fields)
+        return await answer(client, head, found.stored, found.age)
     if found is None:
         return await send(client, [])
     status, keep = await send(found.client(client), found.forward.extra)
     refreshed = found.finish()
     if refreshed is not None:  # our validators got a 304: the stored response, refreshed
-        fields = [*refreshed.fields, (b"Age", b"0")]
-        return await answer(client, head, refreshed, fields)
+        age = next((v for n, v in refreshed.fields if n.lower() == b"age"), b"0")
+        return await answer(client, head, refreshed, age)
     return status, keep
 
