@@ -200,6 +200,7 @@ async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
         if inspect:
             await serve_inspected(client.reader, client.writer, client.ctx, dest, opened, trace)
             return 200
+        client.become_tunnel()
         trace.up, trace.down = await relay(
             (client.reader, client.writer), (up_reader, up_writer),
             idle=client.ctx.limits.idle_timeout, early_ab=rest,
