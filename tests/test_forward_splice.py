@@ -238,6 +238,8 @@ class Limits:
 class Client:
     """The proxy's side of a client connection, as transport/ sees it (transport.ClientSide)."""
 
+    tap = None  # (no cache follows the responses)
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer, self.pending = reader, writer, None
         self.deadline, self.limits = Deadline(), Limits()

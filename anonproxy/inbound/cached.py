@@ -4,16 +4,17 @@ with validators when a stored response needs revalidating, while a Capture watch
 client is sent and keeps a storable response.
 
 A Capture stands in for the client connection (transport/client_side.py's ClientSide): every
-write goes to the client unchanged and is parsed on the side (wire/http1.py's ResponseParser).
-Once the response head is whole, rfc.py says what it means for the store; only a response to
-be stored is followed further, its body kept until `max_object_bytes` (any other streams on,
-neither parsed nor copied). When the request was sent with our validators, the response head
-is held until its status is known: a 304 is the cache's to use (the client, who asked without
+write goes to the client unchanged, and the relay tells it the final response as it parses it
+(wire/response_relay.py's ResponseTap: the head as the client gets it, the body, the end), so
+nothing is parsed twice. Once the final head came, rfc.py says what it means for the store;
+only a response to be stored is followed further, its body kept until `max_object_bytes` (any
+other streams on, not copied); a body moved by splice past the relay is not whole, not kept.
+When the request was sent with our validators, the response head is held until its status is
+known: a 304 is the cache's to use (the client, who asked without
 validators, gets the stored response refreshed), anything else goes through.
 
 Invariants: nothing the client receives differs from what it would without the cache, but a
-hit or a refreshed entry; a response is stored only when it ended complete and rfc.py says so;
-a parse failure on the side stops capturing, never the response.
+hit or a refreshed entry; a response is stored only when it ended complete and rfc.py says so.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anonproxy.cache import rfc
+from anonproxy.cache.rfc import Fields
 from anonproxy.cache.store import MemoryCache, Partition
 from anonproxy.exits.context import Context
 from anonproxy.inbound.client import ClientConn
 from anonproxy.policy.cache_partition import partition
 from anonproxy.transport.client_side import ClientSide
 from anonproxy.wire.address import Address
-from anonproxy.wire.errors import ProxyError
-from anonproxy.wire.http1 import END, Body, RequestHead, ResponseHead, ResponseParser
+from anonproxy.wire.http1 import RequestHead
+from anonproxy.wire.response_relay import ResponseTap
 
 # fields of a stored response that are about its original connection and framing, not it
 _NOT_REPLAYED = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
@@ -38,16 +40,21 @@ _NOT_REPLAYED = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b
 
 
 class Capture:
-    """A client connection that also records the response it is sent (see the module)."""
+    """A client connection whose responses the cache follows too (see the module): the
+    exchange writes to it as to the client, and its relay reports the final response to it
+    (wire/response_relay.py's ResponseTap), already parsed."""
 
-    def __init__(self, client: ClientSide, method: bytes, limit: int, hold: bool,
-                 keeps: Callable[[ResponseHead], bool]) -> None:
+    def __init__(self, client: ClientSide, limit: int, hold: bool,
+                 keeps: Callable[[int, Fields], bool]) -> None:
         self.client = client
-        self._parser: ResponseParser | None = ResponseParser(method, max_head_bytes=1 << 24)
+        self.tap: ResponseTap | None = self  # (the relay's ResponseTap)
         self._limit = limit
         self._keeps = keeps  # given the final head: whether its body is wanted
-        self.head: ResponseHead | None = None
-        self.body = bytearray()
+        self._following = True  # the body is wanted, and all of it went by so far
+        self.status: int | None = None
+        self.reason = b""
+        self.fields: Fields = []
+        self.kept = bytearray()  # the body, while it is wanted
         self.complete = False
         self.held: bytearray | None = bytearray() if hold else None
         self.swallowed = False  # a 304 to the cache's own validators: the client gets none of it
@@ -55,47 +62,40 @@ class Capture:
     def __getattr__(self, name: str) -> Any:  # reader, writer, pending, deadline, limits, ...
         return getattr(self.client, name)
 
+    # the relay's reports (ResponseTap), each before the bytes it concerns are written
+    def head(self, status: int, reason: bytes, headers: Fields) -> None:
+        self.status, self.reason, self.fields = status, reason, headers
+        self._following = self._keeps(status, headers)
+
+    def body(self, data: bytes) -> None:
+        if self._following:
+            self.kept += data
+            if len(self.kept) > self._limit:
+                self._following, self.kept = False, bytearray()  # too large: not kept
+
+    def end(self) -> None:
+        self.complete = self._following
+
+    def cut(self) -> None:
+        self._following, self.kept = False, bytearray()  # moved past us: not whole
+
+    # the client side, as the exchange uses it
     def write(self, data: bytes) -> bool:
-        self._record(data)
         if self.swallowed:
             return True
         if self.held is not None:
-            self.held += data
-            if self.head is None:
-                return True  # (the head is not whole yet)
-            if self.head.status == 304:
+            if self.status is None:
+                self.held += data
+                return True  # (no final head yet)
+            if self.status == 304:
                 self.swallowed, self.held = True, None
                 return True
-            data, self.held = bytes(self.held), None
+            data, self.held = bytes(self.held) + data, None
         return self.client.write(data)
 
     async def drained(self) -> None:
         if not self.swallowed:
             await self.client.drained()
-
-    def _record(self, data: bytes) -> None:
-        parser = self._parser
-        if parser is None:
-            return
-        try:
-            events = parser.feed(data)
-        except ProxyError:
-            self._parser = None
-            return
-        for event in events:
-            if isinstance(event, ResponseHead):
-                if event.status >= 200 or event.status == 101:
-                    self.head = event
-                    if not self._keeps(event):
-                        self._parser = None  # nothing to store: the rest is not followed
-                        return
-            elif isinstance(event, Body):
-                self.body += event.data
-                if len(self.body) > self._limit:
-                    self._parser, self.body = None, bytearray()  # too large: not kept
-                    return
-            elif event is END and self.head is not None:
-                self.complete = True
 
 
 @dataclass
@@ -118,23 +118,22 @@ class CachePlan:
         to learn from the response."""
         if self.forward.state is None:
             return client
-        self.capture = Capture(client, self.method, self.cache.max_object_bytes,
+        self.capture = Capture(client, self.cache.max_object_bytes,
                                hold=self.forward.revalidating, keeps=self._keeps)
         return self.capture  # (a ClientSide by delegation: __getattr__)
 
-    def _keeps(self, head: ResponseHead) -> bool:
-        """The response head is whole: what it means for the store; whether its body is
+    def _keeps(self, status: int, fields: Fields) -> bool:
+        """The final response head came: what it means for the store; whether its body is
         wanted (only when it is to be stored)."""
-        self.outcome = rfc.outcome(self.forward, head.status, head.headers)
+        self.outcome = rfc.outcome(self.forward, status, fields)
         return self.outcome.store
 
     def finish(self) -> rfc.Stored | None:
         """After the exchange: store what may be stored; the entry the client must be answered
         from (a 304 to our validators), if any."""
         capture, outcome = self.capture, self.outcome
-        if capture is None or capture.head is None or outcome is None:
+        if capture is None or capture.status is None or outcome is None:
             return None
-        head = capture.head
         self.cache.drop(outcome.drop)
         if outcome.refresh is not None:
             self.cache.revalidations += 1
@@ -144,8 +143,8 @@ class CachePlan:
             return refreshed or kept
         if outcome.store and capture.complete:
             self.cache.put(self.partition, rfc.Stored(
-                self.method.decode("latin-1").upper(), self.url, self.fields, head.status,
-                head.reason, rfc.stored_fields(head.headers), bytes(capture.body)))
+                self.method.decode("latin-1").upper(), self.url, self.fields, capture.status,
+                capture.reason, rfc.stored_fields(capture.fields), bytes(capture.kept)))
         return None
 
 

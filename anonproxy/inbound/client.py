@@ -26,6 +26,7 @@ from anonproxy.wire.errors import (
     http_error_response,
 )
 from anonproxy.wire.http1 import END, Event, RequestHead, RequestParser
+from anonproxy.wire.response_relay import ResponseTap
 
 _NO_EVENTS: deque[Event] = deque()  # every tunnel's (empty) queue: one, shared, never filled
 
@@ -33,6 +34,9 @@ _NO_EVENTS: deque[Event] = deque()  # every tunnel's (empty) queue: one, shared,
 class ClientConn:
     """The client side: a reader fed through the request parser, and the writer (the
     transport layer's ClientSide)."""
+
+    # nobody else follows its responses (a cache's Capture stands in when one does)
+    tap: ResponseTap | None = None
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  select: Callable[[tuple[str, str] | None], Context], ctx: Context):

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from anonproxy.transport.deadline import Deadline
 from anonproxy.wire.http1 import Event
+from anonproxy.wire.response_relay import ResponseTap
 
 READ_SIZE = 1 << 16  # one read from either side
 
@@ -55,6 +56,7 @@ class ClientSide(Protocol):
     writer: asyncio.StreamWriter
     pending: deque[Event]  # parsed, not yet taken: bytes the client sent past the request head
     deadline: Deadline  # the connection task's own timer
+    tap: ResponseTap | None  # who else follows the response (the cache), or None
 
     @property
     def limits(self) -> Timeouts: ...

@@ -73,6 +73,7 @@ async def exchange(
     machine = ResponseRelay(head, f"{key[1]}:{key[2]} (exit '{key[0]}')", reused=reused,
                             head_timeout=limits.response_timeout, idle_timeout=limits.idle_timeout,
                             max_head_bytes=limits.max_response_header_bytes)
+    machine.tap = client.tap
     reusable = False
     try:
         up_writer.write(request)

@@ -42,6 +42,7 @@ read that brought the final head is answered: nothing of that read went out.
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 from anonproxy.wire.errors import BadUpstreamResponse, ProxyError, StageTimeout
 from anonproxy.wire.headers import sanitize_response
@@ -75,6 +76,20 @@ _NOT_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"te", b"tra
                            b"content-encoding", b"content-type", b"content-range"))
 
 
+class ResponseTap(Protocol):
+    """Who else follows the final response (the cache): its head as the client gets it, its
+    body as received (never framing), and its end. `cut` says the driver moved body bytes
+    itself, past the tap: the body it saw is not the whole."""
+
+    def head(self, status: int, reason: bytes, headers: Headers) -> None: ...
+
+    def body(self, data: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def cut(self) -> None: ...
+
+
 class ResponseRelay:
     """The state of one request/response exchange, from the request head sent on."""
 
@@ -82,7 +97,7 @@ class ResponseRelay:
         "_parser", "_http11", "_websocket", "where", "reused", "read_timeout", "_idle_timeout",
         "_chunked_up", "request_complete", "_client_keep_alive", "final", "to_client",
         "head_queued", "committed", "nothing_received", "done", "status", "tunnel",
-        "_upstream_clean", "up_bytes", "down_bytes", "_trailers", "_length",
+        "_upstream_clean", "up_bytes", "down_bytes", "_trailers", "_length", "tap",
     )
 
     def __init__(self, request: RequestHead, where: str = "the upstream", *,
@@ -117,6 +132,7 @@ class ResponseRelay:
         self.up_bytes = 0  # request body bytes handed upstream (before chunk framing)
         self.down_bytes = 0  # response body bytes received (before chunk framing)
         self._length: int | None = None  # the final response's Content-Length, once asked for
+        self.tap: ResponseTap | None = None  # who else follows the final response
 
     # -- the request body, going up
 
@@ -166,6 +182,8 @@ class ResponseRelay:
             if isinstance(event, Body):
                 self.down_bytes += len(event.data)
                 out.append(chunk(event.data) if self.to_client == "chunked" else event.data)
+                if self.tap is not None:
+                    self.tap.body(event.data)
             elif isinstance(event, ResponseHead):
                 self._queue_head(event, out)
             elif isinstance(event, End) and self.final is not None:  # (not an interim's end)
@@ -197,6 +215,8 @@ class ResponseRelay:
             self.read_timeout = self._idle_timeout  # now between body reads
             headers = self._final_headers(event)
             self.to_client = self._client_framing(event)
+            if self.tap is not None:
+                self.tap.head(event.status, event.reason, headers)
         out.append(render_response_head(event.status, event.reason, headers))
         self.head_queued = True
 
@@ -210,6 +230,8 @@ class ResponseRelay:
         self._upstream_clean = final.keep_alive and final.framing != "close" and clean
         self.status = final.status
         self.done = True
+        if self.tap is not None:
+            self.tap.end()
 
     def _last_chunk(self) -> bytes:
         """The last chunk, with the upstream's trailer fields when the client takes them
@@ -257,6 +279,8 @@ class ResponseRelay:
     def body_moved(self, n: int) -> None:
         """The driver moved `n` more body bytes from the upstream to the client itself."""
         self.down_bytes += n
+        if self.tap is not None:
+            self.tap.cut()
 
     def body_moved_all(self, trailing: bool) -> None:
         """The driver moved all of `body_left`: the response is complete. `trailing`: the
