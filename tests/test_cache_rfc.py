@@ -1,13 +1,21 @@
-"""cache/rfc.py and inbound/cached.py without sockets: a hit replays the stored fields as the
-origin sent them (name case and order) with only Age added; hishel's model of a stored
-response, kept on the entry between lookups, follows its fields when a 304 refreshes them; a
-response that will not be stored is not followed past its head (its body neither parsed nor
-kept), one that will is kept whole."""
+"""cache/rfc.py as transcripts, and inbound/cached.py without sockets.
+
+A request and what is stored -> a Hit (with its Age) or a Forward (with the validators to add);
+a response head -> what the store does (store, refresh, drop). The clock is fixed, so ages are
+exact. And: a hit replays the stored fields as the origin sent them (name case and order) with
+only Age added; hishel's model of a stored response, kept on the entry between lookups, follows
+its fields when a 304 refreshes them; a response that will not be stored is not followed past
+its head (its body neither parsed nor kept), one that will is kept whole. The end-to-end side,
+with a counting origin and real clients, is tests/test_cache.py."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from email.utils import formatdate
+
+import pytest
 
 from anonproxy.cache import rfc
 from anonproxy.cache.store import MemoryCache
@@ -109,3 +117,263 @@ def test_a_response_to_be_stored_is_kept_whole() -> None:
     plan = _forwarded(cache, b"max-age=60", 100_000)
     assert plan.finish() is None and len(cache) == 1
     assert cache.get(("p",), URL)[0].body == b"x" * 100_000
+
+
+NOW = 1_800_000_000.0
+SITE_URL = "http://site.test/img.png"
+MAX_AGE_60 = (b"Cache-Control", b"max-age=60")
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    """A clock that stands still (hishel and stored_fields read time.time)."""
+    monkeypatch.setattr(time, "time", lambda: NOW)
+
+
+def date(seconds_ago: int) -> tuple[bytes, bytes]:
+    return (b"Date", formatdate(NOW - seconds_ago, usegmt=True).encode())
+
+
+def stored(*fields, request=(), method="GET", status=200, body=b"body") -> rfc.Stored:
+    return rfc.Stored(method, SITE_URL, list(request), status, b"OK", list(fields), body)
+
+
+def fresh(age: int = 5, *more, **how) -> rfc.Stored:
+    return stored(MAX_AGE_60, date(age), *more, **how)
+
+
+def stale(*validators) -> rfc.Stored:
+    return stored((b"Cache-Control", b"max-age=10"), date(30), *validators)
+
+
+def field(fields: rfc.Fields, name: bytes) -> bytes | None:
+    return next((v for n, v in fields if n.lower() == name), None)
+
+
+# --- lookup: what a request gets -------------------------------------------------------------
+
+def test_nothing_stored_is_a_miss():
+    found = rfc.lookup(b"GET", SITE_URL, [], [])
+    assert isinstance(found, rfc.Forward) and found.state is not None
+    assert found.extra == [] and not found.revalidating
+
+
+def test_a_fresh_response_is_a_hit_with_its_age():
+    entry = fresh(5, (b"ETag", b'"v1"'))
+    found = rfc.lookup(b"GET", SITE_URL, [(b"Accept", b"*/*")], [entry])
+    assert isinstance(found, rfc.Hit) and found.stored is entry and found.age == b"5"
+
+
+def test_the_method_is_part_of_the_key():
+    assert isinstance(rfc.lookup(b"HEAD", SITE_URL, [], [fresh(method="HEAD")]), rfc.Hit)
+    assert isinstance(rfc.lookup(b"head", SITE_URL, [], [fresh(method="HEAD")]), rfc.Hit)
+    assert isinstance(rfc.lookup(b"GET", SITE_URL, [], [fresh(method="HEAD")]), rfc.Forward)
+    assert isinstance(rfc.lookup(b"HEAD", SITE_URL, [], [fresh()]), rfc.Forward)
+
+
+@pytest.mark.parametrize(("validator", "conditional"), [
+    ((b"ETag", b'"v1"'), (b"if-none-match", b'"v1"')),
+    ((b"Last-Modified", formatdate(NOW - 100, usegmt=True).encode()),
+     (b"if-modified-since", formatdate(NOW - 100, usegmt=True).encode())),
+])
+def test_a_stale_response_is_revalidated_with_its_validator(validator, conditional):
+    entry = stale(validator)
+    found = rfc.lookup(b"GET", SITE_URL, [(b"Accept", b"*/*"), (b"If-Schedule-Tag-Match", b'"t"')],
+                       [entry])
+    assert isinstance(found, rfc.Forward) and found.revalidating
+    assert found.extra == [conditional]  # only the validator: nothing the client sent again
+
+
+def test_a_stale_response_without_validators_is_revalidated_by_a_plain_request():
+    found = rfc.lookup(b"GET", SITE_URL, [], [stale()])
+    assert isinstance(found, rfc.Forward) and found.revalidating and found.extra == []
+
+
+def test_of_two_stale_variants_the_newest_is_revalidated():
+    older = stored((b"Cache-Control", b"max-age=0"), (b"ETag", b'"v1"'), date(20))
+    newer = stored((b"Cache-Control", b"max-age=0"), (b"ETag", b'"v2"'), date(10))
+    found = rfc.lookup(b"GET", SITE_URL, [], [older, newer])
+    assert isinstance(found, rfc.Forward) and found.extra == [(b"if-none-match", b'"v2"')]
+
+
+def test_vary_picks_the_variant_of_the_request():
+    english = fresh(5, (b"Vary", b"Accept-Language"), request=[(b"Accept-Language", b"en")])
+    german = fresh(5, (b"Vary", b"Accept-Language"), request=[(b"Accept-Language", b"de")])
+    for lang, entry in ((b"en", english), (b"de", german)):
+        found = rfc.lookup(b"GET", SITE_URL, [(b"accept-language", lang)], [english, german])
+        assert isinstance(found, rfc.Hit) and found.stored is entry
+    found = rfc.lookup(b"GET", SITE_URL, [(b"Accept-Language", b"fr")], [english, german])
+    assert isinstance(found, rfc.Forward)
+    found = rfc.lookup(b"GET", SITE_URL, [], [english])
+    assert isinstance(found, rfc.Forward)
+
+
+def test_vary_star_never_matches():
+    entry = fresh(5, (b"Vary", b"*"))
+    assert isinstance(rfc.lookup(b"GET", SITE_URL, [], [entry]), rfc.Forward)
+
+
+@pytest.mark.parametrize("cache_control", [
+    b"no-cache", b"max-age=0", b"max-age=2", b"MAX-AGE=4", b"no-transform, max-age=4",
+    b"max-age=4, no-transform",
+])
+def test_a_request_that_refuses_the_stored_age_goes_to_the_origin(cache_control):
+    entry = fresh(5, (b"ETag", b'"v1"'))
+    found = rfc.lookup(b"GET", SITE_URL, [(b"Cache-Control", cache_control)], [entry])
+    assert isinstance(found, rfc.Forward) and found.revalidating
+    assert found.extra == [(b"if-none-match", b'"v1"')]
+
+
+@pytest.mark.parametrize(("cache_control", "age"), [
+    (b"max-age=5", 5),  # not older than asked
+    (b"max-age=30", 5),
+    (b"max-age=1", 0),
+    (b"max-age=1", 1),
+    (b"max-age=\"2\"", 5),  # not a number: as if not there
+    (b"max-age=2=3", 5),
+    (b"max-age=", 5),
+    (b"no-transform", 5),
+    (b"max-stale=0", 5),
+])
+def test_a_request_max_age_the_stored_age_meets_is_a_hit(cache_control, age):
+    found = rfc.lookup(b"GET", SITE_URL, [(b"Cache-Control", cache_control)], [fresh(age)])
+    assert isinstance(found, rfc.Hit) and found.age == str(age).encode()
+
+
+def test_a_request_max_age_of_0_refuses_even_a_response_of_age_0():
+    found = rfc.lookup(b"GET", SITE_URL, [(b"Cache-Control", b"max-age=0")], [fresh(0)])
+    assert isinstance(found, rfc.Forward) and found.revalidating
+
+
+@pytest.mark.parametrize("name", [b"If-None-Match", b"if-modified-since", b"If-Match",
+                                  b"IF-UNMODIFIED-SINCE", b"If-Range", b"Range"])
+def test_a_client_revalidating_its_own_copy_or_asking_a_range_is_left_alone(name):
+    for entries in ([], [fresh()], [stale((b"ETag", b'"v1"'))]):
+        found = rfc.lookup(b"GET", SITE_URL, [(b"Accept", b"*/*"), (name, b"x")], entries)
+        assert isinstance(found, rfc.Forward)
+        assert found.state is None and found.extra == [] and not found.revalidating
+        assert rfc.outcome(found, 200, [MAX_AGE_60]) == rfc.Outcome()
+
+
+# --- outcome: what the store does with the response -------------------------------------------
+
+def miss(*request) -> rfc.Forward:
+    found = rfc.lookup(b"GET", SITE_URL, list(request), [])
+    assert isinstance(found, rfc.Forward)
+    return found
+
+
+def test_a_storable_response_is_stored():
+    assert rfc.outcome(miss(), 200, [MAX_AGE_60]) == rfc.Outcome(store=True)
+    head = rfc.lookup(b"HEAD", SITE_URL, [], [])
+    assert isinstance(head, rfc.Forward) and rfc.outcome(head, 200, [MAX_AGE_60]).store
+
+
+@pytest.mark.parametrize(("request_fields", "status", "fields"), [
+    ((), 200, [(b"Cache-Control", b"no-store")]),
+    ((), 200, [(b"Cache-Control", b"private, max-age=60")]),
+    ((), 200, [MAX_AGE_60, (b"Set-Cookie", b"id=1")]),  # one browser's
+    ((), 200, [(b"set-cookie", b"id=1"), MAX_AGE_60]),
+    (((b"Authorization", b"Basic dTpw"),), 200, [MAX_AGE_60]),
+    ((), 206, [MAX_AGE_60]),
+    ((), 101, [MAX_AGE_60, (b"Upgrade", b"websocket")]),
+    ((), 200, []),  # neither a lifetime nor a validator: it could only be fetched again
+    ((), 200, [(b"Cache-Control", b"public")]),
+    ((), 200, [(b"Cache-Control", b"public"), (b"Content-Type", b"text/html")]),
+])
+def test_what_must_not_be_stored_is_not(request_fields, status, fields):
+    assert rfc.outcome(miss(*request_fields), status, fields) == rfc.Outcome()
+
+
+@pytest.mark.parametrize("fields", [
+    [(b"ETag", b'"v1"')],
+    [(b"last-modified", formatdate(NOW - 3600, usegmt=True).encode())],
+    [(b"Expires", formatdate(NOW + 60, usegmt=True).encode())],
+    pytest.param([(b"Cache-Control", b"s-maxage=60")], marks=pytest.mark.xfail(
+        strict=True, reason="_worth_keeping looks for b'max-age' in Cache-Control, which "
+        "`s-maxage` (no hyphen) does not contain: a response fresh for shared caches only by "
+        "s-maxage, without a validator, is not stored, though its comment says s-maxage too")),
+    [(b"Cache-Control", b"public, MAX-AGE=60")],
+    [(b"Cache-Control", b"public"), (b"Cache-Control", b"max-age=60")],  # two fields, one list
+])
+def test_a_response_with_a_lifetime_or_a_validator_is_stored(fields):
+    assert rfc.outcome(miss(), 200, fields) == rfc.Outcome(store=True)
+
+
+def test_authorization_with_public_may_be_stored():
+    found = miss((b"Authorization", b"Basic dTpw"))
+    assert rfc.outcome(found, 200, [(b"Cache-Control", b"public, max-age=60")]).store
+
+
+def test_a_304_to_our_validators_refreshes_the_stored_response():
+    entry = stale((b"ETag", b'"v1"'), (b"X-Kept", b"1"))
+    found = rfc.lookup(b"GET", SITE_URL, [], [entry])
+    assert isinstance(found, rfc.Forward)
+    done = rfc.outcome(found, 304, [(b"ETag", b'"v1"'), (b"Cache-Control", b"max-age=30")])
+    assert done.refresh == entry.id and not done.store and done.drop == []
+    assert field(done.refreshed_fields, b"cache-control") == b"max-age=30"  # the 304's
+    assert field(done.refreshed_fields, b"x-kept") == b"1"  # the stored response's own
+    assert field(done.refreshed_fields, b"etag") == b'"v1"'
+
+
+def test_a_200_to_our_validators_replaces_the_stored_response():
+    entry = stale((b"ETag", b'"v1"'))
+    found = rfc.lookup(b"GET", SITE_URL, [], [entry])
+    assert isinstance(found, rfc.Forward)
+    done = rfc.outcome(found, 200, [(b"ETag", b'"v2"'), MAX_AGE_60])
+    assert done.store and done.refresh is None
+
+
+def test_a_revalidation_of_two_variants_drops_the_one_not_answered():
+    older = stored((b"Cache-Control", b"max-age=0"), (b"ETag", b'"v1"'), date(20))
+    newer = stored((b"Cache-Control", b"max-age=0"), (b"ETag", b'"v2"'), date(10))
+    found = rfc.lookup(b"GET", SITE_URL, [], [older, newer])
+    assert isinstance(found, rfc.Forward)
+    assert rfc.outcome(found, 304, [(b"ETag", b'"v1"')]) == rfc.Outcome(
+        refresh=older.id, refreshed_fields=[(b"cache-control", b"max-age=0"),
+                                            (b"etag", b'"v1"'), (b"date", date(20)[1])],
+        drop=[newer.id])
+    replaced = rfc.outcome(found, 200, [(b"ETag", b'"v3"'), MAX_AGE_60])
+    assert replaced.store and replaced.drop == [newer.id]
+    cookie = rfc.outcome(found, 200, [(b"ETag", b'"v3"'), MAX_AGE_60, (b"Set-Cookie", b"a=1")])
+    assert not cookie.store and cookie.drop == [newer.id]
+
+
+def test_the_outcome_defaults_store_nothing():
+    assert rfc.Outcome() == rfc.Outcome(store=False, refresh=None, refreshed_fields=[], drop=[])
+
+
+# --- what is stored ------------------------------------------------------------------------
+
+def test_stored_fields_add_a_date_when_the_origin_sent_none():
+    fields = [MAX_AGE_60]
+    assert rfc.stored_fields(fields) == [MAX_AGE_60, (b"Date", b"Fri, 15 Jan 2027 08:00:00 GMT")]
+    assert rfc.stored_fields(fields, now=0) == [MAX_AGE_60, (b"Date", b"Thu, 01 Jan 1970 00:00:00 GMT")]
+    assert fields == [MAX_AGE_60]  # (a new list)
+
+
+def test_stored_fields_keep_the_origins_date():
+    fields = [(b"date", b"Mon, 02 Jan 2023 00:00:00 GMT"), MAX_AGE_60]
+    kept = rfc.stored_fields(fields, now=NOW)
+    assert kept == fields and kept is not fields
+
+
+def test_a_response_without_date_ages_from_when_it_was_stored(monkeypatch):
+    entry = stored(*rfc.stored_fields([MAX_AGE_60]))
+    monkeypatch.setattr(time, "time", lambda: NOW + 7)
+    found = rfc.lookup(b"GET", SITE_URL, [], [entry])
+    assert isinstance(found, rfc.Hit) and found.age == b"7"
+
+
+def test_the_size_counts_body_fields_request_fields_url_and_a_little_for_the_rest():
+    empty = rfc.Stored("GET", "", [], 200, b"OK", [], b"")
+    assert empty.size == 200  # the rest: ids, status, the objects themselves
+    entry = rfc.Stored("GET", "http://a/", [(b"Accept", b"*/*")], 200, b"OK",
+                       [(b"ETag", b'"1"'), MAX_AGE_60], b"x" * 1000)
+    # each field as on the wire (name, ": ", value, CRLF), twice: ours and hishel's model
+    assert entry.size == (200 + 1000 + 2 * ((4 + 3 + 4) + (13 + 10 + 4)) + 2 * (6 + 3 + 4)
+                          + len("http://a/"))
+
+
+def test_each_stored_response_has_its_own_id():
+    assert isinstance(fresh().id, uuid.UUID) and fresh().id != fresh().id
