@@ -47,9 +47,6 @@ def test_skip_wins_over_the_same_pattern_in_hosts():
     assert inspection is not None and not inspection.opens("site.test")
 
 
-@pytest.mark.xfail(strict=True, reason="the module promises an address is opened only when a "
-                   "pattern names it exactly, but `*.suffix` and `re:` patterns are matched "
-                   "against addresses as if they were names (rules skip domains for addresses)")
 @pytest.mark.parametrize(("pattern", "address"), [
     ("*.0.2.7", "192.0.2.7"),
     ("re:.*", "192.0.2.7"),

@@ -128,8 +128,6 @@ def test_the_authority_shown_is_cut_at_200_characters():
     assert shown == ("https://" + name.decode())[:200]
 
 
-@pytest.mark.xfail(strict=True, reason="`port or 443` takes an explicit port 0 for https's "
-                   "default: https://site.test:0/ passes on a connection to port 443")
 def test_an_explicit_port_0_is_another_port():
     with pytest.raises(BadRequest):
         inner_path(b"GET", b"https://site.test:0/p", host(b"site.test"), SITE)

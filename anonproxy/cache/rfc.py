@@ -186,7 +186,7 @@ def _worth_keeping(fields: Fields) -> bool:
         return False
     control = b",".join(v for n, v in fields if n.lower() == b"cache-control").lower()
     return bool(names & {b"etag", b"last-modified", b"expires"}
-                or b"max-age" in control)  # (s-maxage too)
+                or b"max-age" in control or b"s-maxage" in control)
 
 
 def stored_fields(fields: Fields, now: float | None = None) -> Fields:

@@ -64,9 +64,12 @@ class MemoryCache:
         stored.fields = fields
         self.bytes += stored.size
         self._lru.move_to_end(entry)
-        while self.bytes > self.max_bytes and len(self._lru) > 1:
-            self._remove(next(iter(self._lru)))
-        return stored if entry in self._lru else None
+        if stored.size > self.max_object_bytes or stored.size > self.max_bytes:
+            self._remove(entry)  # grown past what may be kept (it still answers this once)
+            return None
+        while self.bytes > self.max_bytes:
+            self._remove(next(iter(self._lru)))  # (never `entry`: it is the most recent)
+        return stored
 
     def drop(self, entries: list[uuid.UUID]) -> None:
         for entry in entries:

@@ -30,4 +30,6 @@ class Inspection:
     def opens(self, host: str) -> bool:
         """Whether a TLS stream to `host` is opened at the proxy."""
         name = host.lower().rstrip(".")
+        if ":" in name or name.replace(".", "").isdigit():  # an address: named exactly, or not
+            return name in self.hosts.exact and name not in self.skip.exact
         return self.hosts.matches(name) and not self.skip.matches(name)

@@ -33,7 +33,7 @@ def inner_path(method: bytes, target: bytes, headers: Sequence[tuple[bytes, byte
         path = target
     else:
         scheme, host, port, path = parse_absolute_url(target)
-        if scheme != b"https" or not _same(host, port or 443, dest):
+        if scheme != b"https" or not _same(host, 443 if port is None else port, dest):
             raise Misdirected(f"a request for {_shown(target)} on a connection to {dest}")
     hosts = [value for name, value in headers if name.lower() == b"host"]
     if not hosts and version == b"1.0":
