@@ -128,6 +128,8 @@ def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit
     if any(name.lower() in _CLIENT_OWNED for name, _ in fields):
         return Forward(None)
     request = Request(method.decode("latin-1").upper(), url, _headers(fields))
+    if not stored:  # (what IdleClient answers a GET or HEAD with nothing stored, at once)
+        return Forward(CacheMiss(request=request, options=OPTIONS))
     by_id = {s.id: s for s in stored}
     entries = [_entry(s) for s in stored]
     state = IdleClient(options=OPTIONS).next(request, entries)
@@ -162,6 +164,8 @@ def outcome(forward: Forward, status: int, fields: Fields) -> Outcome:
     """The store's part in a response to a forwarded request (its head)."""
     if forward.state is None or status == 101:
         return Outcome()
+    if isinstance(forward.state, CacheMiss) and not _worth_keeping(fields):
+        return Outcome()  # (a miss of a GET or HEAD invalidates nothing: no need to ask)
     response = Response(status, _headers(fields))
     state: object = forward.state.next(response)
     drop: list[uuid.UUID] = []
