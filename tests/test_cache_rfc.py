@@ -374,3 +374,11 @@ def test_the_size_counts_body_fields_request_fields_url_and_a_little_for_the_res
 
 def test_each_stored_response_has_its_own_id():
     assert isinstance(fresh().id, uuid.UUID) and fresh().id != fresh().id
+
+
+@pytest.mark.parametrize("control", [b"no-store", b"private", b"public, no-store", b"Private"])
+def test_no_store_and_private_are_never_worth_keeping_even_with_a_validator(control):
+    """(decided before hishel is asked: the fast way for the usual uncacheable response)"""
+    fields = [(b"Cache-Control", control), (b"ETag", b'"v1"'), (b"Last-Modified", b"x")]
+    assert rfc._worth_keeping(fields) is False
+    assert rfc._worth_keeping(fields[1:]) is True

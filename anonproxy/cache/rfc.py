@@ -182,13 +182,16 @@ def outcome(forward: Forward, status: int, fields: Fields) -> Outcome:
 
 
 def _worth_keeping(fields: Fields) -> bool:
-    """Never a response that sets a cookie (one browser's); and only one that can answer a
-    later request: fresh for a while, or with a validator to revalidate it by (a response with
-    neither would be fetched again in full every time: storing it only costs memory)."""
+    """Never a response that sets a cookie (one browser's) or says no-store or private; and
+    only one that can answer a later request: fresh for a while, or with a validator to
+    revalidate it by (a response with neither would be fetched again in full every time:
+    storing it only costs memory)."""
     names = {name.lower() for name, _ in fields}
     if b"set-cookie" in names:
         return False
     control = b",".join(v for n, v in fields if n.lower() == b"cache-control").lower()
+    if {t.strip() for t in control.split(b",")} & {b"no-store", b"private"}:
+        return False  # (never stored by a shared cache: hishel would say so, slower)
     return bool(names & {b"etag", b"last-modified", b"expires"}
                 or b"max-age" in control or b"s-maxage" in control)
 
