@@ -382,3 +382,49 @@ def test_no_store_and_private_are_never_worth_keeping_even_with_a_validator(cont
     fields = [(b"Cache-Control", control), (b"ETag", b'"v1"'), (b"Last-Modified", b"x")]
     assert rfc._worth_keeping(fields) is False
     assert rfc._worth_keeping(fields[1:]) is True
+
+
+def _by_hishel(method: bytes, fields: rfc.Fields, entries: list[rfc.Stored]):
+    """What hishel's IdleClient alone answers (the fast path's rules are its rules)."""
+    from hishel import CacheOptions, FromCache, IdleClient, Request
+
+    request = Request(method.decode().upper(), SITE_URL, rfc._headers(fields))
+    state = IdleClient(options=CacheOptions(shared=True, supported_methods=["GET", "HEAD"],
+                                            allow_stale=False)).next(
+        request, [rfc._entry(e) for e in entries])
+    return (state.entry.id, state.entry.response.headers["age"]) if isinstance(
+        state, FromCache) else None
+
+
+@pytest.mark.parametrize(("entry_fields", "request_fields"), [
+    ((MAX_AGE_60, date(5)), ()),  # fresh: the fast path answers
+    ((MAX_AGE_60, date(59)), ()),
+    ((MAX_AGE_60, date(60)), ()),  # exactly its lifetime: stale
+    ((MAX_AGE_60, date(500)), ()),
+    ((MAX_AGE_60,), ()),  # no Date: age 0
+    (((b"Cache-Control", b"s-maxage=30, max-age=5"), date(10)), ()),  # shared: s-maxage
+    (((b"Expires", formatdate(NOW + 60, usegmt=True).encode()), date(0)), ()),
+    (((b"Last-Modified", formatdate(NOW - 100_000, usegmt=True).encode()), date(10)), ()),
+    ((MAX_AGE_60, date(5), (b"Vary", b"Accept")), ((b"Accept", b"x"),)),  # Vary: hishel
+    (((b"Cache-Control", b"no-cache, max-age=60"), date(5)), ()),  # no-cache: revalidate
+    ((MAX_AGE_60, date(5)), ((b"Cache-Control", b"max-age=1"),)),  # the request asks
+])
+def test_the_fast_hit_answers_as_hishel_does(entry_fields, request_fields):
+    entry = stored(*entry_fields)
+    found = rfc.lookup(b"GET", SITE_URL, list(request_fields), [entry])
+    expected = _by_hishel(b"GET", list(request_fields), [entry])
+    fast = rfc._fresh_hit("GET", SITE_URL, list(request_fields), [entry])
+    if fast is not None:  # (where the fast path answers, it answers as hishel would)
+        assert expected == (entry.id, fast.age.decode())
+    if expected is None or any(n == b"Cache-Control" for n, _ in request_fields):
+        assert not isinstance(found, rfc.Hit) or any(
+            n == b"Cache-Control" for n, _ in request_fields)
+    else:
+        assert isinstance(found, rfc.Hit) and found.age.decode() == expected[1]
+
+
+def test_the_fast_hit_follows_a_refresh():
+    entry = fresh(5)
+    assert rfc._fresh_hit("GET", SITE_URL, [], [entry]) is not None
+    entry.fields = [(b"Cache-Control", b"max-age=1"), date(5)]  # what a 304 did to it
+    assert rfc._fresh_hit("GET", SITE_URL, [], [entry]) is None

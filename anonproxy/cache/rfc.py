@@ -33,6 +33,11 @@ from hishel import (
     StoreAndUse,
 )
 
+# (hishel's own reuse rules, used by the fast path for the usual hit: its 2.x spec module)
+from hishel._core._headers import parse_cache_control
+from hishel._core._spec import get_freshness_lifetime
+from hishel._utils import parse_date
+
 Fields = list[tuple[bytes, bytes]]
 
 OPTIONS = CacheOptions(shared=True, supported_methods=["GET", "HEAD"], allow_stale=False)
@@ -57,6 +62,11 @@ class Stored:
     # hands it to hishel, which never changes what it is given
     entry: tuple[Fields, Entry] | None = field(default=None, init=False, repr=False,
                                                 compare=False)
+    # what hishel's lookup computes of it on every call but depends only on `fields`: its Date
+    # (seconds), its freshness lifetime, and whether nothing but age decides its reuse (no
+    # Vary, no no-cache); made once per `fields`, as `entry`
+    fresh: tuple[Fields, int | None, int | None, bool] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -123,11 +133,45 @@ def _entry(stored: Stored) -> Entry:
     return made[1]
 
 
+def _freshness(stored: Stored) -> tuple[int | None, int | None, bool]:
+    """(Date, freshness lifetime, plain) of a stored response, as hishel's IdleClient computes
+    them (its own functions), kept until its fields change."""
+    made = stored.fresh
+    if made is None or made[0] is not stored.fields:
+        response = _entry(stored).response
+        control = parse_cache_control(response.headers.get("cache-control"))
+        plain = "vary" not in response.headers and control.no_cache is not True
+        made = (stored.fields, parse_date(response.headers.get("date", "")),
+                get_freshness_lifetime(response, is_cache_shared=True), plain)
+        stored.fresh = made
+    return made[1], made[2], made[3]
+
+
+def _fresh_hit(method: str, url: str, fields: Fields, stored: list[Stored]) -> Hit | None:
+    """The usual hit, answered without hishel's state machine but by its rules (IdleClient):
+    one stored response for the URL, same method, no Vary and no no-cache in it, no
+    Cache-Control in the request, younger than its freshness lifetime; its Age as hishel's
+    get_age counts it. None: ask hishel."""
+    if len(stored) != 1 or any(name.lower() == b"cache-control" for name, _ in fields):
+        return None
+    one = stored[0]
+    if one.method != method or one.url != url:
+        return None
+    date, lifetime, plain = _freshness(one)
+    if not plain or lifetime is None:
+        return None
+    age = 0 if date is None else int(max(0, time.time() - date))
+    return Hit(one, str(age).encode("ascii")) if age < lifetime else None
+
+
 def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit | Forward:
     """What to do with a request, given what is stored for its URL (in its partition)."""
     if any(name.lower() in _CLIENT_OWNED for name, _ in fields):
         return Forward(None)
-    request = Request(method.decode("latin-1").upper(), url, _headers(fields))
+    upper = method.decode("latin-1").upper()
+    if stored and (hit := _fresh_hit(upper, url, fields, stored)) is not None:
+        return hit
+    request = Request(upper, url, _headers(fields))
     if not stored:  # (what IdleClient answers a GET or HEAD with nothing stored, at once)
         return Forward(CacheMiss(request=request, options=OPTIONS))
     by_id = {s.id: s for s in stored}
