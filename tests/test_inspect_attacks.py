@@ -556,7 +556,8 @@ def test_a_client_hello_sent_with_the_socks5_request_is_refused(proxy, site):
 
 @pytest.mark.parametrize("name, reason", [
     ("wrongname.test", "Hostname mismatch, certificate is not valid for 'wrongname.test'"),
-    ("selfsigned.test", "the site's certificate was refused: self-signed certificate"),
+    ("selfsigned.test", ("the site's certificate was refused: self-signed certificate (it "
+                         "signs itself, and ca_bundle does not hold it)")),
     ("old.test", "TLS with old.test:{p} failed: tlsv1 alert protocol version"),
     ("mtls12.test", "TLS with mtls12.test:{p} failed: sslv3 alert handshake failure"),
     # TLS 1.3: the demand is known only after the handshake, when the request is on its way

@@ -51,7 +51,7 @@ def test_the_system_store_refuses_a_site_it_does_not_know_in_one_sentence(site_c
 @pytest.mark.parametrize("case, expected", [
     ("mismatch", "Hostname mismatch, certificate is not valid for 'localhost'"),
     ("expired", "certificate has expired"),
-    ("self-signed", "self-signed certificate"),
+    ("self-signed", "self-signed certificate (it signs itself, and ca_bundle does not hold it)"),
 ])
 def test_a_refused_site_certificate_reads_as_a_sentence(site_ca, tmp_path, case, expected):
     if case == "mismatch":

@@ -115,6 +115,7 @@ def describe_verify_error(exc: ssl.SSLCertVerificationError) -> str:
 _UNTRUSTED = " (no CA that ca_bundle trusts issued it)"
 _HINTS = {
     2: _UNTRUSTED,  # unable to get issuer certificate
+    18: " (it signs itself, and ca_bundle does not hold it)",  # self-signed certificate
     19: _UNTRUSTED,  # self-signed certificate in certificate chain
     20: _UNTRUSTED,  # unable to get local issuer certificate
     21: _UNTRUSTED,  # unable to verify the first certificate
