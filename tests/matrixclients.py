@@ -136,7 +136,11 @@ def fetch_aiohttp_ws(way: str, url: str, proxy, ca: Path) -> str:
                 url, proxy=through, headers=SPOOFED,
                 ssl=ssl.create_default_context(cafile=str(ca))) as ws:
             await ws.send_str("one")
-            return (await ws.receive(timeout=20)).data
+            data = (await ws.receive(timeout=20)).data
+        # aiohttp's own advice for TLS connections: let them close before the loop does (or
+        # the socket stays open until collected, and so does the proxy's tunnel)
+        await asyncio.sleep(0.25)
+        return data
     return asyncio.run(round_trip())
 
 
