@@ -65,6 +65,15 @@ def origin():
     yield from _serve_origin("127.0.0.1")
 
 
+@pytest.fixture(scope="session")
+def local_ca() -> str:
+    """The file of the proxies' local CA certificate (in the session's XDG_DATA_HOME), which
+    a client of an opened HTTPS host trusts."""
+    from anonproxy.tls.authority import Authority
+
+    return str(Authority.load_or_create().cert_path)
+
+
 @pytest.fixture
 def second_origin():
     """Another recording origin, for pages with subresources from a second site."""

@@ -78,15 +78,25 @@ class PublicRoot:
         return cert_file, key_file
 
 
-def https_origin(cert_file: Path, key_file: Path, host: str = "127.0.0.1"):
-    """A recording origin behind TLS with this certificate: (origin, server); stop with
-    server.shutdown() and server.server_close()."""
-    origin, server = start_origin(host)
+def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A site's TLS with this certificate, ALPN http/1.1 (a test may make it odder)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def behind(context: ssl.SSLContext, host: str = "127.0.0.1"):
+    """A recording origin (tests/origin.py) behind TLS with `context`: (origin, server); stop
+    with server.shutdown() and server.server_close()."""
+    origin, server = start_origin(host)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     return origin, server
+
+
+def https_origin(cert_file: Path, key_file: Path, host: str = "127.0.0.1"):
+    """A recording origin behind TLS with this certificate (see `behind`)."""
+    return behind(server_context(cert_file, key_file), host)
 
 
 def https_url(origin: Origin, name: str, path: str) -> str:

@@ -19,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from tlsorigin import tls_origin_in
+from upstreams import free_port, wait_listening
 
 ECHO = "xff=[{xff}] via=[{via}] forwarded=[{forwarded}]\n"
 COMMITTED = "committed through the matrix\n"  # the one file of the repository's one commit
@@ -110,22 +109,14 @@ def _simple_index(simple: Path) -> None:
         '<!DOCTYPE html><html><body><a href="matrixpkg/">matrixpkg</a></body></html>\n')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    process.kill()
-    raise RuntimeError(f"nginx did not start: {log.read_text() if log.exists() else ''}")
+    """upstreams.wait_listening, nginx stopped and its error log told when it fails."""
+    try:
+        wait_listening("127.0.0.1", port, process)
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(
+            f"nginx did not start: {log.read_text() if log.exists() else ''}") from None
 
 
 NGINX_CONF = """
@@ -164,7 +155,7 @@ def nginx(folder: Path, root: Path, cert: Path, key: Path) -> Iterator[Server]:
     if binary is None:
         pytest.skip("nginx is not installed (scripts/test installs it)")
     folder.mkdir(exist_ok=True)
-    http, https = _free_port(), _free_port()
+    http, https = free_port("127.0.0.1"), free_port("127.0.0.1")
     echo = ECHO.format(xff="$http_x_forwarded_for", via="$http_via",
                        forwarded="$http_forwarded").replace("\n", "\\n")
     conf = folder / "nginx.conf"

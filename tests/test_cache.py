@@ -192,26 +192,20 @@ def test_curl_head_and_get_are_kept_apart(proxy, origin):
     assert origin.counts["/head"] == 2  # HEAD, then GET; the second GET was a hit
 
 
-def test_inside_an_opened_https_connection(start_proxy, tmp_path):
-    import ssl
+def test_inside_an_opened_https_connection(start_proxy, tmp_path, local_ca):
     from http.server import ThreadingHTTPServer
 
-    from pki import PublicRoot
-
-    from anonproxy.tls.authority import Authority
+    from pki import PublicRoot, server_context
 
     root = PublicRoot(tmp_path)
-    cert, key = root.issue("127.0.0.1")
     handler = type("Handler", (_Counting,), {"counts": Counter(), "conditional": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.socket = server_context(*root.issue("127.0.0.1")).wrap_socket(server.socket,
+                                                                         server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         proxy = start_proxy(f'default = "direct"\n{CACHED}[exits.direct]\n[inspect]\n'
                             f'hosts = ["127.0.0.1"]\nca_bundle = "{root.path}"\n')
-        local_ca = str(Authority.load_or_create().cert_path)
         url = f"https://127.0.0.1:{server.server_address[1]}/tls?cc=max-age%3D60&size=2000"
         bodies = [curl("-sS", "--cacert", local_ca, "-x", proxy.url, url).stdout
                   for _ in range(3)]

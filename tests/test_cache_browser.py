@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from helpers import serving
 from test_browser import FLAGS
-from upstreams import microsocks
+from upstreams import named_exit
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -55,9 +55,7 @@ def test_a_repeat_visit_hits_the_cache_and_another_site_does_not(start_proxy, tm
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed (scripts/test installs it)")
-    hosts = tmp_path / "hosts"
-    hosts.write_text("127.0.0.1 page.test other.test img.test\n")
-    named = microsocks("127.0.0.2", tmp_path, hosts_file=hosts)
+    named = named_exit(tmp_path, ["page.test", "other.test", "img.test"])
     handler = type("Site", (_Site,), {"counts": Counter()})
     try:
         with serving(handler) as server:

@@ -16,8 +16,6 @@ from test_blocklists_browser import FLAGS
 from test_cache import _Counting
 from upstreams import free_port
 
-from anonproxy.tls.authority import Authority
-
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
@@ -34,7 +32,7 @@ def _page(proxy):
     return playwright, browser, page
 
 
-def test_the_inspection_and_cache_sections(start_proxy, tmp_path):
+def test_the_inspection_and_cache_sections(start_proxy, tmp_path, local_ca):
     root = PublicRoot(tmp_path)
     site, server = https_origin(*root.issue("127.0.0.1"))
     handler = type("Handler", (_Counting,), {"counts": Counter(), "conditional": [],
@@ -46,8 +44,7 @@ def test_the_inspection_and_cache_sections(start_proxy, tmp_path):
                                 f'[cache]\nenabled = true\n[exits.direct]\n[inspect]\n'
                                 f'hosts = ["127.0.0.1"]\nskip = ["bank.test"]\n'
                                 f'ca_bundle = "{root.path}"\n')
-            ca = str(Authority.load_or_create().cert_path)
-            assert curl("-sS", "--cacert", ca, "-x", proxy.url,
+            assert curl("-sS", "--cacert", local_ca, "-x", proxy.url,
                         f"https://127.0.0.1:{site.port}/echo").returncode == 0
             url = f"http://127.0.0.1:{plain.server_address[1]}/c?cc=max-age%3D60"
             for _ in range(4):
@@ -57,7 +54,7 @@ def test_the_inspection_and_cache_sections(start_proxy, tmp_path):
                 page.wait_for_selector("#inspect-section:not([hidden])")
                 assert page.inner_text("#inspect-hosts") == "127.0.0.1"
                 assert page.inner_text("#inspect-skip") == "bank.test"
-                assert page.inner_text("#inspect-ca") == ca
+                assert page.inner_text("#inspect-ca") == local_ca
                 row = page.wait_for_selector("#inspect-opened tbody tr")
                 assert row.inner_text().split("\t") == [f"127.0.0.1:{site.port}", "1"]
                 page.wait_for_selector("#cache-section:not([hidden])")

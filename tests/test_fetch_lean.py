@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 from tlsorigin import tls_origin_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,10 +53,8 @@ class Serve:
         return self.log_path.read_text().count(" connect ")
 
     def wait_connects(self, count: int, timeout: float = 5) -> int:
-        deadline = time.monotonic() + timeout
-        while (seen := self.connects()) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return seen
+        wait_until(lambda: self.connects() >= count, timeout)
+        return self.connects()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:

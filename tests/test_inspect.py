@@ -21,9 +21,7 @@ import requests
 from helpers import curl, recv_all, recv_until, wait_until
 from pki import PublicRoot, https_origin, https_url
 from tlsprint import HelloCatcher, ja3, ja4, parse
-from upstreams import microsocks
-
-from anonproxy.tls.authority import Authority
+from upstreams import named_exit
 
 NAMES = ("site.test", "expired.test", "stranger.test", "plain.test", "skipped.site.test",
          "hello.test")
@@ -40,20 +38,12 @@ def pki(tmp_path_factory):
                        ("plain.test", root.issue("plain.test")),
                        ("skipped.site.test", root.issue("skipped.site.test"))):
         servers[name] = https_origin(*cert)
-    hosts = folder / "hosts"
-    hosts.write_text("127.0.0.1 " + " ".join(NAMES) + "\n")
-    named = microsocks("127.0.0.2", folder, hosts_file=hosts)
+    named = named_exit(folder, NAMES)
     yield root, {name: origin for name, (origin, _) in servers.items()}, named
     named.stop()
     for _, server in servers.values():
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="module")
-def local_ca() -> str:
-    """The proxy's local CA certificate (in the session's XDG_DATA_HOME)."""
-    return str(Authority.load_or_create().cert_path)
 
 
 def _profile(pki, top: str = "") -> str:

@@ -27,10 +27,9 @@ import warnings
 
 import pytest
 from helpers import recv_all, recv_until, socks_connect, wait_until
-from origin import start_origin
-from pki import PublicRoot, https_origin
+from pki import PublicRoot, behind, https_origin, server_context
 from rawserver import start_raw_server
-from upstreams import microsocks
+from upstreams import named_exit
 
 from anonproxy.tls.authority import KEY_NAME, Authority
 from anonproxy.wire.address import Address
@@ -39,20 +38,6 @@ from anonproxy.wire.origin_form import inner_path
 
 BROKEN = ("wrongname.test", "selfsigned.test", "old.test", "mtls.test", "mtls12.test")
 NAMES = ("site.test", "raw.test", "other.test", "stalled.test", *BROKEN)
-
-
-def _server_context(cert_file, key_file) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
-def _behind(context: ssl.SSLContext):
-    """A recording h11 origin behind TLS with `context` (any one: old, demanding...)."""
-    origin, server = start_origin()
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    return origin, server
 
 
 @pytest.fixture(scope="module")
@@ -64,36 +49,29 @@ def pki(tmp_path_factory):
     self_signed = PublicRoot(folder, "selfsigned.test", "selfsigned.pem")
     servers["selfsigned.test"] = https_origin(*self_signed.issue("selfsigned.test",
                                                                  signer=self_signed))
-    old = _server_context(*root.issue("old.test"))
+    old = server_context(*root.issue("old.test"))
     with warnings.catch_warnings():  # (that is the point: a site left on TLS 1.0)
         warnings.simplefilter("ignore", DeprecationWarning)
         old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1
     old.set_ciphers("DEFAULT:@SECLEVEL=0")
-    servers["old.test"] = _behind(old)
+    servers["old.test"] = behind(old)
     for name, newest in (("mtls.test", ssl.TLSVersion.TLSv1_3),
                          ("mtls12.test", ssl.TLSVersion.TLSv1_2)):
-        demanding = _server_context(*root.issue(name))
+        demanding = server_context(*root.issue(name))
         demanding.maximum_version = newest
         demanding.verify_mode = ssl.CERT_REQUIRED
         demanding.load_verify_locations(root.path)
-        servers[name] = _behind(demanding)
+        servers[name] = behind(demanding)
     raw = start_raw_server()
-    raw._server.socket = _server_context(*root.issue("raw.test")).wrap_socket(
+    raw._server.socket = server_context(*root.issue("raw.test")).wrap_socket(
         raw._server.socket, server_side=True)
-    hosts = folder / "hosts"
-    hosts.write_text("127.0.0.1 " + " ".join(NAMES) + "\n")
-    named = microsocks("127.0.0.2", folder, hosts_file=hosts)
+    named = named_exit(folder, NAMES)
     yield root, {name: origin for name, (origin, _) in servers.items()}, raw, named
     named.stop()
     raw.close()
     for _, server in servers.values():
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="module")
-def local_ca() -> str:
-    return str(Authority.load_or_create().cert_path)
 
 
 def _profile(pki, top: str = "", limits: str = "") -> str:
@@ -592,7 +570,7 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_many_opened_connections_leave_no_task_or_fd_behind(proxy, site, local_ca):
+def test_many_opened_connections_leave_no_task_or_fdbehind(proxy, site, local_ca):
     context = ssl.create_default_context(cafile=local_ca)
 
     def tasks() -> int:

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from pki import PublicRoot, https_origin
 from test_browser import FLAGS
-from upstreams import microsocks
+from upstreams import named_exit
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -22,9 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 def site(tmp_path):
     root = PublicRoot(tmp_path)
     origin, server = https_origin(*root.issue("shop.test"))
-    hosts = tmp_path / "hosts"
-    hosts.write_text("127.0.0.1 shop.test\n")
-    named = microsocks("127.0.0.2", tmp_path, hosts_file=hosts)
+    named = named_exit(tmp_path, ["shop.test"])
     yield root, origin, named
     named.stop()
     server.shutdown()

@@ -84,6 +84,14 @@ def microsocks(host: str, work: Path, *, user: str | None = None, password: str 
     return Upstream("socks5", host, port, process, auth)
 
 
+def named_exit(work: Path, names, host: str = "127.0.0.2") -> Upstream:
+    """A microsocks on `host` that alone resolves `names` (to 127.0.0.1): names nobody else
+    knows, so a test proves they reached the origin through it, by name."""
+    hosts = work / "hosts"
+    hosts.write_text("127.0.0.1 " + " ".join(names) + "\n")
+    return microsocks(host, work, hosts_file=hosts)
+
+
 def dante(host: str, work: Path) -> Upstream:
     binary = need("danted")
     port = free_port(host)
