@@ -51,3 +51,14 @@ def _importers(library: str) -> set[str]:
 @pytest.mark.parametrize("library", sorted(ONE_IMPORTER))
 def test_a_wrapped_library_is_imported_by_its_one_module_only(library):
     assert _importers(library) == {ONE_IMPORTER[library]}
+
+
+def test_a_proxy_without_cache_or_inspection_loads_neither_hishel_nor_cryptography():
+    """What only the cache (hishel) and HTTPS inspection (cryptography) need is imported
+    where they are used, so `serve` with neither on starts without them (tens of ms)."""
+    code = ("import sys, anonproxy.cli.serve, anonproxy.runtime.server; "
+            "print(sorted(m for m in ('hishel', 'cryptography') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-from anonproxy.cache.rfc import Fields, Stored
+if TYPE_CHECKING:  # (rfc.py imports hishel: only a proxy with the cache on pays for it)
+    from anonproxy.cache.rfc import Fields, Stored
 
 Partition = tuple[str, ...]
 Key = tuple[Partition, str]

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anonproxy.cache import rfc
-from anonproxy.cache.rfc import Fields
 from anonproxy.cache.store import MemoryCache, Partition
 from anonproxy.exits.context import Context
 from anonproxy.inbound.client import ClientConn
@@ -33,6 +31,10 @@ from anonproxy.transport.client_side import ClientSide
 from anonproxy.wire.address import Address
 from anonproxy.wire.http1 import RequestHead
 from anonproxy.wire.response_relay import ResponseTap
+
+if TYPE_CHECKING:  # (imported where used: hishel is loaded only when a profile caches)
+    from anonproxy.cache import rfc
+    from anonproxy.cache.rfc import Fields
 
 # fields of a stored response that are about its original connection and framing, not it
 _NOT_REPLAYED = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
@@ -125,12 +127,16 @@ class CachePlan:
     def _keeps(self, status: int, fields: Fields) -> bool:
         """The final response head came: what it means for the store; whether its body is
         wanted (only when it is to be stored)."""
+        from anonproxy.cache import rfc
+
         self.outcome = rfc.outcome(self.forward, status, fields)
         return self.outcome.store
 
     def finish(self) -> rfc.Stored | None:
         """After the exchange: store what may be stored; the entry the client must be answered
         from (a 304 to our validators), if any."""
+        from anonproxy.cache import rfc
+
         capture, outcome = self.capture, self.outcome
         if capture is None or capture.status is None or outcome is None:
             return None
@@ -162,6 +168,8 @@ def plan(ctx: Context, head: RequestHead, dest: Address, path: bytes, scheme: st
     where = partition(ctx.loaded.name, exit_name, isolation, ctx.identity_epoch, dest.host,
                       head.headers)
     variants = cache.get(where, url)
+    from anonproxy.cache import rfc
+
     found = rfc.lookup(head.method, url, head.headers, variants)
     if isinstance(found, rfc.Hit):
         cache.hits += 1
@@ -193,10 +201,10 @@ async def through_cache(
     send: Callable[[ClientSide, rfc.Fields], Awaitable[tuple[int, bool]]],
 ) -> tuple[int, bool]:
     """Answer from the cache, or `send(client, extra fields)` the request through it."""
-    if isinstance(found, rfc.Hit):
-        return await answer(client, head, found.stored, found.age)
     if found is None:
         return await send(client, [])
+    if not isinstance(found, CachePlan):  # a hit
+        return await answer(client, head, found.stored, found.age)
     status, keep = await send(found.client(client), found.forward.extra)
     refreshed = found.finish()
     if refreshed is not None:  # our validators got a 304: the stored response, refreshed
