@@ -351,7 +351,7 @@ class InProcessProxy:
                                f"{error.strerror}") from None
         for line in summarize(loaded, server.ctx.plans):
             logs.log.info(line)
-        server.warn_if_direct()
+        server.contexts.warn_if_direct()
         logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)", address)
         return server, address
 

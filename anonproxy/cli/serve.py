@@ -102,7 +102,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
             return
         for line in summarize(loaded, server.ctx.plans, bound=(address, dashboard)):
             logs.log.info(line)
-        server.warn_if_direct()
+        server.contexts.warn_if_direct()
         pidfile: Path | None  # None: not written, nothing to remove
         pidfile, adminfile = pidfile_for(address), adminfile_for(address)
         try:

@@ -26,8 +26,9 @@ class MemberState:
 
 
 class Health:
-    def __init__(self, rise: int, fall: int) -> None:
+    def __init__(self, rise: int, fall: int, label: str = "exit") -> None:
         self.rise, self.fall = rise, fall
+        self.label = label  # what the log calls a member: an exit, or a reverse entry's backend
         self.states: dict[str, MemberState] = {}
 
     def is_up(self, name: str) -> bool:
@@ -48,9 +49,9 @@ class Health:
         if state.streak >= (self.rise if ok else self.fall):
             state.up, state.streak, state.changed = ok, 0, time.time()
             if ok:
-                logs.log.warning("exit '%s' is up again", name)
+                logs.log.warning("%s '%s' is up again", self.label, name)
             else:
-                logs.log.warning("exit '%s' is down: %s", name, error)
+                logs.log.warning("%s '%s' is down: %s", self.label, name, error)
 
     def describe(self, name: str) -> str:
         state = self.states.get(name)

@@ -167,6 +167,12 @@ def plan(ctx: Context, head: RequestHead, dest: Address, path: bytes, scheme: st
     url = f"{scheme}://{dest.authority(default)}{path.decode('latin-1')}"
     where = partition(ctx.loaded.name, exit_name, isolation, ctx.identity_epoch, dest.host,
                       head.headers)
+    return look_up(cache, where, url, head)
+
+
+def look_up(cache: MemoryCache, where: Partition, url: str,
+            head: RequestHead) -> CachePlan | rfc.Hit:
+    """A GET or HEAD in its partition: a Hit, or the plan to follow while forwarding it."""
     variants = cache.get(where, url)
     from anonproxy.cache import rfc
 

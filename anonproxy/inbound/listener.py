@@ -33,6 +33,17 @@ SOCKS4_REFUSAL = ("SOCKS4 refused: the client resolves names itself (a DNS leak)
                   "use SOCKS5 with remote names (socks5h://)")
 
 
+def allowed(allow: list, peer) -> bool:
+    """Whether a client at `peer` (a socket's peername) is in `allow` (empty: everyone)."""
+    if not allow:
+        return True
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except (TypeError, ValueError, IndexError):
+        return False
+    return any(address in net for net in allow)
+
+
 class Listener:
     """Accepts clients and hands each to the HTTP or SOCKS5 session; owned by ProxyServer,
     which says which contexts apply (`context_for`, `main`) and whether credentials are
@@ -82,20 +93,11 @@ class Listener:
                 await asyncio.wait(busy, timeout=2)
         abort_closing()  # TLS connections still saying goodbye: their tasks have ended
 
-    def _allowed(self, peer) -> bool:
-        if not self.allow:
-            return True
-        try:
-            address = ipaddress.ip_address(peer[0])
-        except (TypeError, ValueError, IndexError):
-            return False
-        return any(address in net for net in self.allow)
-
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
-        if not self._allowed(peer):
+        if not allowed(self.allow, peer):
             writer.transport.abort()
             return
         sock = writer.get_extra_info("socket")

@@ -13,10 +13,12 @@ import hmac
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from anonproxy import logs
 from anonproxy.config.profiles import LoadedProfile, ProfileError, load_profile, open_geo
 from anonproxy.exits.context import Context
 from anonproxy.exits.tor_datadir import tor_binary
 from anonproxy.exits.tor_process import Tor, TorSpec
+from anonproxy.runtime.tors import site_renewal_words
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import AuthRequired, NoSuchProfile
 
@@ -59,6 +61,29 @@ class Contexts:
         if any(spec.managed for ctx in made.all() for spec in ctx.tor_specs()):
             tor_binary()  # no tor program: say so now, with what to do instead
         return made
+
+    def has_identities(self) -> bool:
+        """Whether any profile has an exit with identities to renew (Tor)."""
+        return any(plan.identity is not None
+                   for ctx in self.all() for plan in ctx.plans.values())
+
+    def renewal_words(self, site: str) -> str:
+        return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.identity)
+                                         for ctx in self.all()
+                                         for plan in ctx.plans.values()
+                                         if plan.identity is not None])
+
+    def warn_if_direct(self) -> None:
+        """Say in the log which profiles send traffic out with this machine's address."""
+        for ctx in self.all():
+            profile = ctx.profile
+            direct = [n for n in {profile.default, *(r.exit for r in profile.rules)}
+                      if n in ctx.plans and ctx.plans[n].exposes_address]
+            if direct and profile.forwarding:
+                logs.log.warning(
+                    "profile '%s' sends traffic DIRECT (exit %s): those sites see this machine's "
+                    "address. Headers are stripped, but the address is not hidden.",
+                    ctx.loaded.name, ", ".join(f"'{n}'" for n in sorted(direct)))
 
     def all(self) -> list[Context]:
         return [self.main, *self.selectable.values()]

@@ -40,7 +40,8 @@ from anonproxy.exits.tor_process import TorUnavailable
 from anonproxy.inbound.listener import Listener
 from anonproxy.runtime.asks import Asks
 from anonproxy.runtime.contexts import Contexts, profile_credentials
-from anonproxy.runtime.tors import Tors, site_renewal_words
+from anonproxy.runtime.reverses import Reverses
+from anonproxy.runtime.tors import Tors
 from anonproxy.runtime.workers import forward, reap
 from anonproxy.wire.address import Address, AddressError, check_host
 
@@ -88,6 +89,7 @@ class ProxyServer:
                                  lambda: self.contexts.credentials is not None, self._stopping,
                                  loaded.profile.allow)
         self._asks = Asks()  # reloads and a new identity, for the serve loop
+        self.reverses = Reverses(self._stopping)  # the [[reverse]] entries (runtime/reverses.py)
 
     def _load(self, loaded: LoadedProfile, credentials: tuple[str, str] | None) -> Contexts:
         return Contexts.load(loaded, self.listen, credentials, tors=self.tors,
@@ -109,6 +111,9 @@ class ProxyServer:
     async def start(self, sock: socket.socket | None = None) -> Address:
         """Listen on the profile's (or given) address, or accept on a socket made elsewhere.
         Raises ProfileError for an address beyond loopback without allow or credentials."""
+        if not self.ctx.profile.forwarding:  # listen = "off": reverse entries alone
+            await self.reverses.start(self.ctx)
+            return self.listen
         host = sock.getsockname()[0] if sock is not None else self.listen.host
         problems = listen_problems(Address(host, self.listen.port), self.ctx.profile.allow,
                                    self.contexts.credentials)
@@ -119,6 +124,7 @@ class ProxyServer:
             self.listen = bound
             for ctx in self.contexts.all():
                 ctx.listen = bound
+        await self.reverses.start(self.ctx)
         return self.listen
 
     async def start_admin(self, control_socket: bool = True) -> Address | None:
@@ -197,7 +203,7 @@ class ProxyServer:
     async def control_newnym(self, site: str | None) -> str:
         """A new identity now, for one site or all; what was done, in words. ValueError when
         there is nothing to renew (no profile has a Tor exit)."""
-        if not self._has_identities():
+        if not self.contexts.has_identities():
             raise ValueError(NO_IDENTITY)
         if site is not None:
             from anonproxy.policy.sites import site_of
@@ -208,28 +214,7 @@ class ProxyServer:
                 raise ValueError(f"site: {error}") from None
         self._newnym_children(site)
         await self.new_identity(site)
-        return self._renewal_words(site) if site else "new identity for every site"
-
-    def _has_identities(self) -> bool:
-        return any(plan.identity is not None
-                   for ctx in self.contexts.all() for plan in ctx.plans.values())
-
-    def _renewal_words(self, site: str) -> str:
-        return site_renewal_words(site, [(ctx.loaded.name, plan.name, plan.identity)
-                                         for ctx in self.contexts.all()
-                                         for plan in ctx.plans.values()
-                                         if plan.identity is not None])
-
-    def warn_if_direct(self) -> None:
-        for ctx in self.contexts.all():
-            profile = ctx.profile
-            direct = [n for n in {profile.default, *(r.exit for r in profile.rules)}
-                      if n in ctx.plans and ctx.plans[n].exposes_address]
-            if direct:
-                logs.log.warning(
-                    "profile '%s' sends traffic DIRECT (exit %s): those sites see this machine's "
-                    "address. Headers are stripped, but the address is not hidden.",
-                    ctx.loaded.name, ", ".join(f"'{n}'" for n in sorted(direct)))
+        return self.contexts.renewal_words(site) if site else "new identity for every site"
 
     def stop_on_signals(self) -> None:
         """SIGINT and SIGTERM start a graceful stop, SIGHUP a reload (install these before
@@ -275,13 +260,13 @@ class ProxyServer:
     async def new_identity(self, site: str | None) -> None:
         """New circuits: for one site (new isolation keys), or for everything (also NEWNYM);
         upstream connections kept for reuse are dropped either way."""
-        if not self._has_identities():  # (SIGUSR1: the log is where the answer goes)
+        if not self.contexts.has_identities():  # (SIGUSR1: the log is where the answer goes)
             logs.log.warning("new identity asked for, but %s", NO_IDENTITY)
             return
         self.identities += 1
         await self._tors.new_identity(site)
         if site is not None:
-            logs.log.info("%s", self._renewal_words(site))
+            logs.log.info("%s", self.contexts.renewal_words(site))
         for ctx in self.contexts.all():
             ctx.new_identity()
 
@@ -323,6 +308,7 @@ class ProxyServer:
             error = self.reload(ref)
             if error is None:
                 forward(self.children, signal.SIGHUP)
+                self.reverses.reload(self.ctx, tasks)
                 self._sync_tors(tasks)
                 for prober in probers:
                     prober.cancel()
@@ -346,6 +332,7 @@ class ProxyServer:
                 raise ProfileError(f"{loaded.path}: the proxy stays on {self.listen} until it "
                                    f"restarts; {'; '.join(problems)}")
             contexts = self._load(loaded, credentials)
+            self.reverses.check(contexts.main)
         except (ProfileError, TorUnavailable) as error:
             logs.log.error("reload failed, keeping the running profile: %s", error)
             self.last_reload_error = str(error)
@@ -366,13 +353,14 @@ class ProxyServer:
         for ctx in old:
             ctx.pool.close()
         logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
-        self.warn_if_direct()
+        self.contexts.warn_if_direct()
         return None
 
     def _start_probers(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task]:
-        """Health probes of pool members and, with `[verify] enforce`, the echo checks of
-        exits that declare a country (exits/echo.py, exits/verification.py)."""
-        probers = []
+        """Health probes of pool members and reverse entries' backends and, with `[verify]
+        enforce`, the echo checks of exits that declare a country (exits/echo.py,
+        exits/verification.py)."""
+        probers = self.reverses.probers(tasks, self.ctx)
         for ctx in self.contexts.all():
             members = ctx.probed_members()
             if members:
@@ -393,6 +381,7 @@ class ProxyServer:
 
     async def stop(self) -> None:
         self.request_stop()
-        await self.listener.drain(self.limits.drain_timeout)
+        await asyncio.gather(self.listener.drain(self.limits.drain_timeout),
+                             self.reverses.drain(self.limits.drain_timeout))
         for ctx in self.contexts.all():
             ctx.pool.close()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 from typing import cast
 
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
@@ -40,7 +41,7 @@ from anonproxy.transport.splice import AVAILABLE as SPLICE
 from anonproxy.transport.splice import Broken, move, spliceable
 from anonproxy.transport.upstream import Stream, UpstreamPool
 from anonproxy.wire.errors import ProxyError
-from anonproxy.wire.http1 import END, RequestHead, Tunnel
+from anonproxy.wire.http1 import END, Headers, RequestHead, Tunnel
 from anonproxy.wire.response_relay import Failure, ResponseRelay
 
 # Body bytes left (once the reader's buffer is drained) that pay for a splice's descriptors
@@ -63,17 +64,23 @@ async def exchange(
     *,
     reused: bool,
     pool: UpstreamPool | None,
+    where: str | None = None,
+    rewrite: Callable[[Headers], Headers] | None = None,
 ) -> tuple[int, bool]:
     """Send one request on `stream` and relay its response. Returns (status, client keep-alive).
     `pool`: where the connection goes back (under `key`) when it is clean — the pool it came
-    from, so a new identity's fresh pool never receives an old connection; None: not kept."""
+    from, so a new identity's fresh pool never receives an old connection; None: not kept.
+    `where`: the upstream as errors name it (default: its address and exit; a reverse entry
+    names no backend address); `rewrite`: what the response heads lose or change besides
+    hop-by-hop fields (wire/response_relay.py)."""
     up_reader, up_writer = stream
     up = cast(asyncio.Transport, up_writer.transport)  # a socket transport: it reads as well
     limits = client.limits
-    machine = ResponseRelay(head, f"{key[1]}:{key[2]} (exit '{key[0]}')", reused=reused,
+    machine = ResponseRelay(head, where or f"{key[1]}:{key[2]} (exit '{key[0]}')", reused=reused,
                             head_timeout=limits.response_timeout, idle_timeout=limits.idle_timeout,
                             max_head_bytes=limits.max_response_header_bytes)
     machine.tap = client.tap
+    machine.rewrite = rewrite
     reusable = False
     try:
         up_writer.write(request)

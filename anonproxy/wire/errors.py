@@ -98,6 +98,12 @@ class AuthRequired(ProxyError):
     socks_reply = SOCKS_NOT_ALLOWED
 
 
+class Unauthorized(ProxyError):
+    """A reverse entry's client must authenticate (HTTP Basic) to reach what it serves."""
+
+    status, reason = 401, "Unauthorized"
+
+
 class NoSuchProfile(AuthRequired):
     """A client named a profile (as its proxy username) that may not be selected."""
 
@@ -140,8 +146,9 @@ class Overloaded(ProxyError):
 def http_error_response(error: ProxyError) -> bytes:
     """A complete, connection-closing HTTP/1.1 response carrying the error's public sentence."""
     body = (error.public.rstrip(".") + ".\n").encode("utf-8", "replace")
-    challenge = ('Proxy-Authenticate: Basic realm="anonproxy profile"\r\n'
-                 if error.status == 407 else "")
+    challenge = {407: 'Proxy-Authenticate: Basic realm="anonproxy profile"\r\n',
+                 401: 'WWW-Authenticate: Basic realm="restricted", charset="UTF-8"\r\n',
+                 }.get(error.status, "")
     head = (
         f"HTTP/1.1 {error.status} {error.reason}\r\n"
         f"{challenge}"

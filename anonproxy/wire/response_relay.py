@@ -42,6 +42,7 @@ read that brought the final head is answered: nothing of that read went out.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
 from anonproxy.wire.errors import BadUpstreamResponse, ProxyError, StageTimeout
@@ -97,7 +98,7 @@ class ResponseRelay:
         "_parser", "_http11", "_websocket", "where", "reused", "read_timeout", "_idle_timeout",
         "_chunked_up", "request_complete", "_client_keep_alive", "final", "to_client",
         "head_queued", "committed", "nothing_received", "done", "status", "tunnel",
-        "_upstream_clean", "up_bytes", "down_bytes", "_trailers", "_length", "tap",
+        "_upstream_clean", "up_bytes", "down_bytes", "_trailers", "_length", "tap", "rewrite",
     )
 
     def __init__(self, request: RequestHead, where: str = "the upstream", *,
@@ -133,6 +134,9 @@ class ResponseRelay:
         self.down_bytes = 0  # response body bytes received (before chunk framing)
         self._length: int | None = None  # the final response's Content-Length, once asked for
         self.tap: ResponseTap | None = None  # who else follows the final response
+        # what the client's response heads lose or change besides hop-by-hop fields (a reverse
+        # entry's backend-naming fields), applied to every head the client gets
+        self.rewrite: Callable[[Headers], Headers] | None = None
 
     # -- the request body, going up
 
@@ -204,11 +208,14 @@ class ResponseRelay:
                 raise BadUpstreamResponse("the upstream switched protocols unasked")
             # (not `final`: a Tunnel, not an End, ends it)
             headers = sanitize_response(event.headers, websocket=True, listed=event.listed)
+            if self.rewrite is not None:
+                headers = self.rewrite(headers)
         elif event.status < 200:
             if self._http11:
-                out.append(render_response_head(
-                    event.status, event.reason,
-                    sanitize_response(event.headers, listed=event.listed)))
+                headers = sanitize_response(event.headers, listed=event.listed)
+                if self.rewrite is not None:
+                    headers = self.rewrite(headers)
+                out.append(render_response_head(event.status, event.reason, headers))
             return
         else:
             self.final = event
@@ -244,6 +251,8 @@ class ResponseRelay:
     def _final_headers(self, response: ResponseHead) -> Headers:
         """The final response's headers for the client, and whether its connection stays open."""
         headers = sanitize_response(response.headers, listed=response.listed)
+        if self.rewrite is not None:
+            headers = self.rewrite(headers)
         old_client = not self._http11
         if response.framing == "close" or (response.framing == "chunked" and old_client):
             self._client_keep_alive = False  # the body will end where the connection does

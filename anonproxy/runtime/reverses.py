@@ -1,0 +1,128 @@
+"""The reverse entries of a running server: each one's listener, health probes and onion
+service; started with the server, changed by reloads, drained at stop.
+
+Invariants: an entry whose certificate or key does not load stops the start with one sentence
+naming the file (at reload: the running entry is kept, and the reload says why); a reload keeps
+each entry's listener, health and traffic when its listen address stays, starts entries that are
+new and drains those that went; `allow` is read anew for each connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from pathlib import Path
+
+from anonproxy import logs
+from anonproxy.config.profiles import LoadedProfile, ProfileError
+from anonproxy.config.reverse import Reverse
+from anonproxy.exits.context import Context
+from anonproxy.reverse.entry import ReverseEntry
+from anonproxy.reverse.listener import EntryListener
+from anonproxy.reverse.probe import probe
+from anonproxy.tls.termination import TlsFilesError, reload_context, server_context
+from anonproxy.wire.address import Address
+
+
+def _tls_files(loaded: LoadedProfile, settings: Reverse) -> tuple[Path, Path] | None:
+    tls = settings.tls
+    if tls is None:
+        return None
+    folder = loaded.path.parent
+    return folder / Path(tls.cert).expanduser(), folder / Path(tls.key).expanduser()
+
+
+class Reverses:
+    """The running entries, by the listen address each was configured with."""
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self._stopping = stopping
+        self.allow: list = []
+        self.running: dict[Address, EntryListener] = {}
+
+    @property
+    def entries(self) -> list[ReverseEntry]:
+        return [listener.entry for listener in self.running.values()]
+
+    async def start(self, ctx: Context) -> None:
+        """Start every entry of the profile (ProfileError: one could not start)."""
+        self.allow = ctx.profile.allow
+        for settings in ctx.profile.reverse:
+            await self._start_one(settings, ctx)
+
+    async def _start_one(self, settings: Reverse, ctx: Context) -> None:
+        where = f"{ctx.loaded.path}: reverse entry {settings.listen}"
+        files = _tls_files(ctx.loaded, settings)
+        try:
+            tls = server_context(*files) if files else None
+        except TlsFilesError as error:
+            raise ProfileError(f"{where}: tls: {error}") from None
+        entry = ReverseEntry(settings, ctx, tls)
+        listener = EntryListener(entry, lambda: self.allow, self._stopping)
+        try:
+            bound = await listener.start()
+        except OSError as error:
+            raise ProfileError(f"{where}: cannot listen ({error.strerror or error})") from None
+        self.running[settings.listen_address] = listener
+        logs.log.info("reverse entry on %s%s: %d backend(s), %s", bound.authority(),
+                      " (TLS)" if tls else "", len(entry.backends), settings.strategy)
+
+    def check(self, ctx: Context) -> None:
+        """Before a reload takes: ProfileError when an entry's certificate or key does not
+        load (the running profile and entries are then kept)."""
+        for settings in ctx.profile.reverse:
+            files = _tls_files(ctx.loaded, settings)
+            if files is not None:
+                try:
+                    server_context(*files)
+                except TlsFilesError as error:
+                    raise ProfileError(f"{ctx.loaded.path}: reverse entry {settings.listen}: "
+                                       f"tls: {error}") from None
+
+    def reload(self, ctx: Context, tasks: asyncio.TaskGroup) -> None:
+        """Take a re-read profile (`check`ed): entries that stay are updated (their
+        certificate and key read again), new ones start, those gone are drained."""
+        wanted = {settings.listen_address: settings for settings in ctx.profile.reverse}
+        self.allow = ctx.profile.allow
+        for address in [a for a in self.running if a not in wanted]:
+            tasks.create_task(self._stop_one(address, ctx.limits.drain_timeout))
+        for address, settings in wanted.items():
+            listener = self.running.get(address)
+            if listener is None:
+                tasks.create_task(self._start_logged(settings, ctx))
+            elif (listener.entry.tls is None) != (settings.tls is None):
+                logs.log.warning("reverse entry %s: turning TLS on or off needs a restart",
+                                 settings.listen)
+            else:
+                files = _tls_files(ctx.loaded, settings)
+                if files is not None and listener.entry.tls is not None:
+                    try:
+                        reload_context(listener.entry.tls, *files)
+                    except TlsFilesError as error:  # (changed since `check`)
+                        logs.log.error("reverse entry %s keeps its certificate: %s",
+                                       settings.listen, error)
+                listener.entry.update(settings, ctx)
+
+    async def _start_logged(self, settings: Reverse, ctx: Context) -> None:
+        try:
+            await self._start_one(settings, ctx)
+        except ProfileError as error:
+            logs.log.error("%s", error)
+
+    async def _stop_one(self, address: Address, timeout: float) -> None:
+        listener = self.running.pop(address)
+        await listener.drain(timeout)
+        listener.entry.pool.close()
+
+    def probers(self, tasks: asyncio.TaskGroup, ctx: Context) -> list[asyncio.Task]:
+        """Health probes of every entry's backends, on the profile's [health] interval."""
+        health = ctx.profile.health
+        return [tasks.create_task(entry.health.run(list(entry.backends), partial(probe, entry),
+                                                   health.interval, health.timeout))
+                for entry in self.entries]
+
+    async def drain(self, timeout: float) -> None:
+        await asyncio.gather(*(self._stop_one(a, timeout) for a in list(self.running)))
+
+    def status(self) -> list[dict]:
+        return [entry.status() for entry in self.entries]
