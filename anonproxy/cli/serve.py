@@ -113,15 +113,21 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
                 adminfile.unlink(missing_ok=True)
         except (OSError, RuntimeDirError):
             pidfile = None
-        announced = announce.write(pidfile_for(address), loaded, address, stamped)  # for fetch
-        logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
-                      f", {len(children) + 1} workers" if children else "")
+        announced = None
+        if loaded.profile.forwarding:  # (listen = "off": reverse entries alone)
+            announced = announce.write(pidfile_for(address), loaded, address, stamped)
+            logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
+                          f", {len(children) + 1} workers" if children else "")
         login = server.login_url()
         if login is not None and dashboard is not None:  # a login URL only with a dashboard
             logs.log.info("dashboard on http://%s/; log in (this link works once, for %.0f "
                           "minutes; `anonproxy dashboard` makes new ones) with %s",
                           dashboard.authority(0), LOGIN_TTL / 60, login)
-        print(f"anonproxy listening on {address}", flush=True)
+        if loaded.profile.forwarding:
+            print(f"anonproxy listening on {address}", flush=True)
+        for entry in server.reverses.entries:
+            print(f"anonproxy reverse entry on {entry.listen}"
+                  f"{' (TLS)' if entry.tls is not None else ''}", flush=True)
         if login is not None:
             print(f"anonproxy dashboard: {login}", flush=True)
         settle_memory()
