@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from anonproxy.config.reverse import Reverse
 from anonproxy.config.fields import (
     Country,
     DomainPattern,
@@ -314,11 +315,12 @@ class Profile(_Strict):
     verify: Verify = Verify()  # `echo` empty: policy/verify.py's DEFAULT_ECHO
     inspect: Inspect = Inspect()  # off: no hosts
     cache: Cache = Cache()  # off
+    reverse: list[Reverse] = []  # TEMP
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        return listen_address(value)
+        return value if value == "off" else listen_address(value)
 
     @property
     def blocklist_paths(self) -> list[str]:
@@ -330,7 +332,13 @@ class Profile(_Strict):
         return any(e.tor is not None and e.tor.control == "managed" for e in self.exits.values())
 
     @property
+    def forwarding(self) -> bool:
+        return self.listen != "off"
+
+    @property
     def listen_address(self) -> Address:
+        if self.listen == "off":
+            return self.reverse[0].listen_address
         return parse_authority(self.listen, listening=True)
 
 
