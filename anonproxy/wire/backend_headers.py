@@ -209,7 +209,7 @@ def forwarded_fields(peer: str, proto: str, host: bytes) -> Headers:
     """The fields a reverse entry with `forwarded = true` adds: Forwarded (RFC 7239; an IPv6
     peer as "[v6]" in quotes) and the X-Forwarded-For, -Proto and -Host most servers read.
     A host that is not field text (a control character) is left out of them."""
-    address = plain_ip(peer)
+    address = plain_ip(peer) if ":" in peer else peer  # an IPv4-mapped or scoped IPv6 one
     node = f"[{address}]" if ":" in address else address
     parts = [b"for=" + _forwarded_value(node.encode("latin-1")),
              b"proto=" + _forwarded_value(proto.encode("latin-1"))]
@@ -221,11 +221,14 @@ def forwarded_fields(peer: str, proto: str, host: bytes) -> Headers:
     return [(b"Forwarded", b";".join(parts)), *fields]
 
 
+_UNDERSCORE = ord("_")  # an int: `in` on bytes is several times faster with it than with b"_"
+
+
 def _forged(lname: bytes) -> bool:
     """Whether a client's field is one only a proxy may set: headers.IDENTIFYING,
     BACKEND_TRUSTED or Proxy-*, with `_` taken as `-` (CGI and PHP read X_Forwarded_For as
     X-Forwarded-For)."""
-    key = lname.replace(b"_", b"-") if b"_" in lname else lname
+    key = lname.replace(b"_", b"-") if _UNDERSCORE in lname else lname
     return key in _NOT_FROM_CLIENTS or key.startswith(b"proxy-")
 
 
