@@ -121,10 +121,6 @@ def _refresh(value: bytes, names: BackendNames, public_base: bytes) -> bytes:
     return value if new is url else lead + quote + new + target[len(url):]
 
 
-def _location(value: bytes, names: BackendNames, public_base: bytes) -> bytes:
-    return _url(value, names, public_base)
-
-
 def _link(value: bytes, names: BackendNames, public_base: bytes) -> bytes:
     """RFC 8288: each <target> of a Link field."""
     def one(m: re.Match[bytes]) -> bytes:
@@ -154,8 +150,8 @@ def _drop(value: bytes, names: BackendNames, public_base: bytes) -> bytes:
 # dict, so that the usual field costs one lower() and one lookup.
 _RESPONSE_STEPS: dict[bytes, Callable[[bytes, BackendNames, bytes], bytes]] = {
     **dict.fromkeys(BACKEND_IDENTIFYING, _drop),
-    b"location": _location,
-    b"content-location": _location,
+    b"location": _url,
+    b"content-location": _url,
     b"refresh": _refresh,
     b"link": _link,
     b"set-cookie": _set_cookie,
