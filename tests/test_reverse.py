@@ -456,3 +456,27 @@ def test_a_reload_changes_the_backends_and_reads_the_certificate_again(start_pro
     assert body == "two /r"
     assert second_cert != first_cert
     assert _address(proxy) == (host, port)  # the same listener
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    # request smuggling: both framings, or a Content-Length llhttp cannot trust
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
+     b"400"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 without Host
+    (b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n", b"501"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 70000 + b"\r\n\r\n", b"431"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 40, b"400"),  # TLS to plain HTTP
+])
+def test_hostile_requests_get_an_error_and_reach_no_backend(start_proxy, backends,
+                                                            request_bytes, status):
+    proxy = start_proxy(_entry(backends))
+    with socket.create_connection(_address(proxy), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        answer = recv_all(sock)
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
+    assert not [path for b in backends for path, _, _ in b.seen if not path.startswith("/h")]
+    assert b"127.0.0.1" not in answer
+    assert "Traceback" not in proxy.log()

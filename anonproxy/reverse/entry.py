@@ -59,7 +59,7 @@ class ReverseEntry:
         self.settings, self.ctx = settings, ctx
         self.backends: dict[str, Address] = {
             address.authority(): address for address in settings.backend_addresses}
-        self.names = BackendNames(list(self.backends.values()))
+        self.names = BackendNames.of(self.backends.values())
         old = getattr(self, "health", None)
         self.health = Health(profile.health.rise, profile.health.fall, label="backend")
         if old is not None:

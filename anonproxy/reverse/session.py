@@ -161,7 +161,8 @@ async def _to_backends(entry: ReverseEntry, client: ClientSide, head: RequestHea
         peer = peername[0] if peername else "unknown"
     proto = "https" if entry.tls is not None else "http"
     fields = request_fields(head.headers, peer=peer, proto=proto, host=host,
-                            strip_auth=settings.auth is not None)
+                            strip_auth=settings.auth is not None, websocket=head.websocket,
+                            listed=head.listed)
     request = render_request_head(head.method, path, [*fields, *extra])
     public = proto.encode() + b"://" + (host or entry.listen.authority().encode())
     names = entry.names
