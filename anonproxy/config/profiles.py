@@ -257,19 +257,19 @@ def load_profile(ref: str, lists: bool = True) -> LoadedProfile:
 
 def _reverse_file_problems(profile: Profile, path: Path) -> list[str]:
     """The files the reverse entries name that are not there: the tls certificate and key
-    (read, not yet checked: the TLS layer does that as the entry starts), and the folder of an
-    onion key (the key file itself is written there on the first run)."""
+    (only that they are files: the TLS layer reads and checks them as the entry starts), and
+    the folder of an onion key (the key file itself is written there on the first run)."""
     problems = []
     for number, entry in enumerate(profile.reverse, start=1):
         key = f"reverse[{number}]"
         if entry.tls is not None:
             for name, given in (("cert", entry.tls.cert), ("key", entry.tls.key)):
-                where = resolve_relative(path, given)
+                where = resolve_relative(path, given).absolute()
                 if not where.is_file():
                     problems.append(f'{key}.tls.{name} = "{given}": no such file: {where} '
                                     "(a path relative to the profile's folder)")
         if entry.onion is not None:
-            where = resolve_relative(path, entry.onion.key)
+            where = resolve_relative(path, entry.onion.key).absolute()
             if where.is_dir():
                 problems.append(f'{key}.onion.key = "{entry.onion.key}": {where} is a folder; '
                                 "name the key file (written there on the first run)")
