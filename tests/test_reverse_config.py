@@ -58,6 +58,8 @@ PER_KEY = [
     (entry(backends='["http://127.0.0.1:70000"]'), "the port is outside 1-65535"),
     (entry(backends='["http://::1:9001"]'), "put IPv6 addresses in brackets"),
     (entry(backends='["http://bad_name!:9001"]'), "is not a valid host name"),
+    (entry(backends='["http://app.example\\n:9001"]'), "printable ASCII without spaces"),
+    (entry(backends='["http://127.0.0.1:9001 "]'), "printable ASCII without spaces"),
     (entry(backends='["http://app.onion:80"]'), "is an onion service"),
     (entry(backends='["http://printer.local:80"]'), "multicast DNS name"),
     (entry(backends="[9001]"), "reverse[1].backends[1] = 9001: write a backend as a string"),
@@ -78,7 +80,9 @@ PER_KEY = [
      'reverse[1].hosts[1] = "*.app.example": no wildcards'),
     (entry('hosts = ["app.example:8443"]'), 'reverse[1].hosts[1] = "app.example:8443": no port'),
     (entry('hosts = ["[::1]:8443"]'), "no port"),
-    (entry('hosts = ["app example"]'), "is not a valid host name"),
+    (entry('hosts = ["app example"]'), "printable ASCII without spaces"),
+    (entry('hosts = ["app.example\\n"]'), "printable ASCII without spaces"),
+    (entry('hosts = ["app!.example"]'), "is not a valid host name"),
     (entry("hosts = []"), "reverse[1].hosts: List should have at least 1 item"),
     (entry('hosts = ["App.Example", "app.example."]'),
      "reverse[1].hosts: app.example is listed twice"),
@@ -100,6 +104,7 @@ PER_KEY = [
      'reverse[1].onion.clients[1] = "abc": not an x25519 public key in base32'),
     (entry(f'onion = {{ key = "k", tor = "tor", clients = ["{KEY[:-1]}1"] }}'),
      "onion.clients[1]"),
+    (entry(f'onion = {{ key = "k", tor = "tor", clients = ["{KEY}\\n"] }}'), "onion.clients[1]"),
     (entry(f'onion = {{ key = "k", tor = "tor", clients = ["{KEY}", "{KEY.lower()}"] }}'),
      f"reverse[1].onion.clients: {KEY} is listed twice"),
     (entry('onion = { key = "k", tor = "tor", max_streams = 0 }'),
@@ -119,7 +124,7 @@ PER_KEY = [
 # (profile text, what the error says): across keys, once every key is valid on its own
 ACROSS_KEYS = [
     ('listen = "off"\n',
-     'listen = "off": and no [[reverse]] entry, so nothing would run'),
+     'listen = "off": no [[reverse]] entry either, so nothing would run'),
     (entry(listen="0.0.0.0:8443"),
      ('reverse[1].listen = "0.0.0.0:8443": listening on every interface exposes this entry\'s '
      "backends beyond this machine")),
@@ -323,7 +328,7 @@ def test_check_prints_each_entry_and_never_its_password(tmp_path):
                 "as reverse[1].listen")),
     (TOR + entry('tls = { cert = "c.pem", key = "k.pem" }'),
      'anonproxy: p.toml: reverse[1].tls.cert = "c.pem": no such file: {dir}/c.pem'),
-    ('listen = "off"\n', 'anonproxy: p.toml: listen = "off": and no [[reverse]] entry'),
+    ('listen = "off"\n', 'anonproxy: p.toml: listen = "off": no [[reverse]] entry either'),
 ])
 def test_check_refuses_a_broken_entry_with_one_line_naming_file_key_and_value(tmp_path, text,
                                                                               expected):

@@ -128,7 +128,7 @@ def _reverse_problems(profile: Profile) -> list[str]:
     onion service through an exit that is not a Tor exit."""
     if not profile.reverse:
         return [] if profile.forwarding else [(
-            'listen = "off": and no [[reverse]] entry, so nothing would run; give a listen '
+            'listen = "off": no [[reverse]] entry either, so nothing would run; give a listen '
             "address (HOST:PORT) or add a [[reverse]] entry")]
     problems = []
     if profile.workers > 1:

@@ -49,6 +49,8 @@ _PRIVATE = "a backend on this machine or a private network"
 
 def parse_backend(text: str) -> Address:
     """`http://HOST:PORT` (a trailing "/" allowed) -> its address, or ValueError saying why."""
+    if not _printable(text):
+        raise ValueError("a backend is printable ASCII without spaces: http://HOST:PORT")
     scheme, sep, rest = text.partition("://")
     if scheme.lower() == "https" and sep:
         raise ValueError(f"only http:// backends are supported ({_PRIVATE}); the entry's "
@@ -80,7 +82,14 @@ Backend = Annotated[str, PlainValidator(_check_backend), PlainSerializer(str),
                     WithJsonSchema({"type": "string", "pattern": "^http://"})]
 
 
+def _printable(text: str) -> bool:
+    """Printable ASCII without spaces (wire.address's name pattern lets a final newline by)."""
+    return all("!" <= c <= "~" for c in text)
+
+
 def _check_host_name(value: str) -> str:
+    if not _printable(value):
+        raise ValueError("a host name is printable ASCII without spaces")
     if "*" in value:
         raise ValueError("no wildcards: list each name this entry answers")
     try:
@@ -93,12 +102,12 @@ def _check_host_name(value: str) -> str:
 
 HostName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_check_host_name)]
 
-_CLIENT_KEY = re.compile(r"^[A-Z2-7]{52}$")
+_CLIENT_KEY = re.compile(r"[A-Z2-7]{52}")
 
 
 def _check_client_key(value: str) -> str:
     key = value.upper()
-    if not _CLIENT_KEY.match(key):
+    if not _CLIENT_KEY.fullmatch(key):
         raise ValueError("not an x25519 public key in base32 (52 characters A-Z and 2-7, as in "
                          "tor's descriptor:x25519:KEY)")
     return key
@@ -142,7 +151,7 @@ class ReverseHealth(_Strict):
     def _path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError('a path starts with "/", e.g. "/healthz"')
-        if any(not "!" <= c <= "~" or c == "#" for c in value):
+        if not _printable(value) or "#" in value:
             raise ValueError("a path is printable ASCII without spaces or #")
         return value
 
