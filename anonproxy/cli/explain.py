@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from anonproxy.config.models import BLOCK
 from anonproxy.config.profiles import LoadedProfile
+from anonproxy.config.reverse import Reverse
 from anonproxy.exits.base import Plan
 from anonproxy.policy.blocklists import Blocker, Verdict, http_request
 from anonproxy.policy.rules import Decision
@@ -35,7 +36,8 @@ def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
     understood."""
     p = loaded.profile
     listen, where = bound if bound is not None else (
-        p.listen, p.admin.address if p.admin is not None else None)
+        p.listen if p.forwarding else "off (no forward proxy: the reverse entries alone)",
+        p.admin.address if p.admin is not None else None)
     lines = [f"profile {loaded.name} ({loaded.path})", f"  listen   {listen}",
              f"  default  exit {p.default}", f"  geoip    {p.geoip}", f"  resolve  {p.resolve}"]
     if where is not None:
@@ -58,9 +60,34 @@ def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
         skip = f" (skip {', '.join(p.inspect.skip)})" if p.inspect.skip else ""
         lines.append(f"  inspect  {', '.join(p.inspect.hosts)}{skip}; sites verified against "
                      f"{p.inspect.ca_bundle}")
+    lines += [f"  reverse {number:<2} {reverse_text(entry)}"
+              for number, entry in enumerate(p.reverse, start=1)]
     if lists and loaded.blocker is not None:
         lines += summarize_blocklists(loaded.blocker)
     return lines
+
+
+def reverse_text(entry: Reverse) -> str:
+    """A [[reverse]] entry on one line: where it listens, its backends and strategy, and what
+    else is set (files as written; the password never)."""
+    said = [f"{entry.listen} -> {', '.join(entry.backends)} ({entry.strategy})"]
+    if entry.hosts is not None:
+        said.append(f"hosts {', '.join(entry.hosts)}")
+    if entry.tls is not None:
+        said.append(f"tls {entry.tls.cert} {entry.tls.key}")
+    if entry.auth is not None:
+        said.append(f"auth Basic (user {entry.auth.username})")
+    if entry.health is not None:
+        said.append(f"health GET {entry.health.path}")
+    said += [word for word, on in (("cache", entry.cache), ("forwarded", entry.forwarded)) if on]
+    if entry.onion is not None:
+        onion = entry.onion
+        n = len(onion.clients)
+        extra = [f"{n} authorized client{'' if n == 1 else 's'}"] if n else []
+        extra += [f"at most {onion.max_streams} streams a circuit"] if onion.max_streams else []
+        said.append(f"onion through exit {onion.tor} (key {onion.key}"
+                    + "".join(f", {e}" for e in extra) + ")")
+    return "; ".join(said)
 
 
 def _policy(value) -> str:

@@ -1,23 +1,78 @@
 """The field types of the profile format: values written as strings and kept parsed (IP
-addresses and networks, hop URLs), country codes, exit names, listening addresses, durations.
+addresses and networks, hop URLs), country codes, exit names, listening addresses, durations;
+`STRICT`, the configuration of every section (unknown keys are errors, values frozen), and
+`Auth` (credentials), which both the top level and a [[reverse]] entry take.
 
-Each is a pydantic Annotated type with one plain error message; models.py builds the sections
-from them. No model class is built here (pydantic looks for plugins when one is, and models.py
-switches that lookup off first).
+Each field type is a pydantic Annotated type with one plain error message; models.py and
+reverse.py build the sections from them.
+
+No pydantic plugins: they would see every profile validated, credentials included, and
+finding them means reading the entry points of every installed package (about 100 ms of each
+command's start here). pydantic looks when a model class is built, so each module that builds
+model classes switches the lookup off around them (`plugins_off`, `plugins_back`) and puts the
+environment back afterwards (the programs `wrap` runs inherit it).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+)
 
 from anonproxy.policy.countries import country_problem
 from anonproxy.policy.rules import domain_pattern_problem
 from anonproxy.wire.address import AddressError, parse_authority
 from anonproxy.wire.hops import Hop, HopUrlError, parse_hop
+
+_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+
+
+def plugins_off() -> str | None:
+    """Switch pydantic's plugin lookup off (before model classes are built); returns the
+    setting it replaced, for `plugins_back`."""
+    setting = os.environ.get(_PLUGINS)
+    os.environ[_PLUGINS] = "__all__"
+    return setting
+
+
+def plugins_back(setting: str | None) -> None:
+    """Put the environment back as `plugins_off` found it."""
+    if setting is None:
+        os.environ.pop(_PLUGINS, None)
+    else:
+        os.environ[_PLUGINS] = setting
+
+
+_setting = plugins_off()
+
+
+# Each model module's base class takes it (a base of its own, so that ruff sees the sections
+# are pydantic models, whose defaults are copied per instance).
+STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Auth(BaseModel):
+    """Credentials every client must give: HTTP Basic (Proxy-Authorization, or Authorization
+    for a reverse entry) or SOCKS5 username/password."""
+
+    model_config = STRICT
+
+    username: Annotated[str, Field(min_length=1, max_length=255)]
+    password: Annotated[str, Field(min_length=8, max_length=255)]
+
+
+plugins_back(_setting)
 
 
 def _parsed(parse: Callable[[str], object], what: str,

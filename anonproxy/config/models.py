@@ -1,20 +1,18 @@
 """The profile format: what a user may write in a profile, as frozen pydantic models.
 
-With fields.py (the field types), the only module that imports pydantic. Every key is checked
-here on its own (types, ranges, hop URLs, domain patterns); checks across keys and the loading
-of files are in profiles.py.
+With fields.py (the field types) and reverse.py (the [[reverse]] entries), the only modules
+that import pydantic. Every key is checked here on its own (types, ranges, hop URLs, domain
+patterns); checks across keys and the loading of files are in profiles.py.
 
 Invariant: no field is accepted that the proxy would silently ignore (unknown keys are errors).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PlainValidator,
     StrictBool,
@@ -25,8 +23,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from anonproxy.config.reverse import Reverse
 from anonproxy.config.fields import (
+    STRICT,
     Country,
     DomainPattern,
     ExitName,
@@ -35,24 +33,22 @@ from anonproxy.config.fields import (
     IPNetwork,
     PositiveSeconds,
     listen_address,
+    plugins_back,
+    plugins_off,
 )
+from anonproxy.config.fields import Auth as Auth  # (re-exported: a section of the format)
+from anonproxy.config.reverse import Reverse
 from anonproxy.policy.rules import BLOCK as BLOCK  # (re-exported: the profile format names it)
 from anonproxy.policy.rules import domain_pattern_problem
 from anonproxy.wire.address import Address, AddressError, parse_authority
 from anonproxy.wire.headers import HeaderPolicy
 
-# No pydantic plugins: they would see every profile validated, credentials included, and
-# finding them means reading the entry points of every installed package (about 100 ms of
-# each command's start here). pydantic looks when a model class is built, so the setting holds
-# while this module defines them and the environment is put back afterwards (the programs
-# `wrap` runs inherit it).
-_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
-_plugins_setting = os.environ.get(_PLUGINS)
-os.environ[_PLUGINS] = "__all__"
+# No pydantic plugins while the sections are built (fields.py says why).
+_plugins_setting = plugins_off()
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class Replace(_Strict):
@@ -230,14 +226,6 @@ class Rule(_Strict):
         return self
 
 
-class Auth(_Strict):
-    """Credentials every client must give: HTTP Basic (Proxy-Authorization) or SOCKS5
-    username/password."""
-
-    username: Annotated[str, Field(min_length=1, max_length=255)]
-    password: Annotated[str, Field(min_length=8, max_length=255)]
-
-
 class Admin(_Strict):
     """The local dashboard and control API: `admin = "127.0.0.1:8119"`, or a table with a
     password (needed when it listens beyond loopback)."""
@@ -296,7 +284,7 @@ ListPath = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class Profile(_Strict):
-    listen: str = "127.0.0.1:8118"
+    listen: str = "127.0.0.1:8118"  # or "off": no forward proxy, the reverse entries alone
     admin: Admin | None = None  # the dashboard; off when absent
     workers: Annotated[int, Field(ge=1, le=64)] = 1  # processes sharing the port (SO_REUSEPORT)
     allow: list[IPNetwork] = []
@@ -315,12 +303,17 @@ class Profile(_Strict):
     verify: Verify = Verify()  # `echo` empty: policy/verify.py's DEFAULT_ECHO
     inspect: Inspect = Inspect()  # off: no hosts
     cache: Cache = Cache()  # off
-    reverse: list[Reverse] = []  # TEMP
+    reverse: list[Reverse] = []  # [[reverse]] entries (config/reverse.py)
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        return value if value == "off" else listen_address(value)
+        if value == "off":
+            return value
+        try:
+            return listen_address(value)
+        except ValueError as error:
+            raise ValueError(f'{error} (or "off": the reverse entries alone)') from None
 
     @property
     def blocklist_paths(self) -> list[str]:
@@ -333,19 +326,22 @@ class Profile(_Strict):
 
     @property
     def forwarding(self) -> bool:
+        """Whether the forward proxy runs (`listen` is not "off")."""
         return self.listen != "off"
 
     @property
     def listen_address(self) -> Address:
-        if self.listen == "off":
-            return self.reverse[0].listen_address
-        return parse_authority(self.listen, listening=True)
+        """The forward proxy's address; with `listen = "off"`, the first reverse entry's: the
+        address that names this serve in its runtime files (announce, control socket, tor
+        requests), so `status` and the others find it the same way."""
+        if self.forwarding:
+            return parse_authority(self.listen, listening=True)
+        if not self.reverse:  # (refused when the profile is loaded: nothing would run)
+            raise ValueError('listen = "off" and no [[reverse]] entry')
+        return self.reverse[0].listen_address
 
 
-if _plugins_setting is None:
-    del os.environ[_PLUGINS]
-else:
-    os.environ[_PLUGINS] = _plugins_setting
+plugins_back(_plugins_setting)
 
 
 class InvalidProfile(Exception):

@@ -6,11 +6,10 @@ ProfileError whose message names the file, the key path, the offending value and
 never sees a traceback for a bad profile.
 
 Invariants enforced here: every exit a profile names exists; pools do not refer to each other
-in a cycle; listening beyond loopback needs a client allow-list and/or credentials. That last
-check is `listen_problems`, the one function every way an address reaches the listener goes
-through: the profile's `listen` (here), `serve --listen` and `--workers` (launch.py), a
-reload or profile switch and every ProxyServer start, `exec` included (server.py). No
-environment variable sets the listen address.
+in a cycle; listening beyond loopback needs a client allow-list and/or credentials (the main
+listen, and each [[reverse]] entry's: `listen_problems`, in listeners.py with the other
+checks of listeners); no two listeners share an address, and no reverse backend is one of our
+own listeners (a loop); every file a reverse entry names is there.
 """
 
 from __future__ import annotations
@@ -24,16 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from anonproxy.config.blocklists import ListError, load_blocker
+from anonproxy.config.listeners import admin_problems as admin_problems  # (re-exported)
+from anonproxy.config.listeners import clashes, loop_problems
+from anonproxy.config.listeners import listen_problems as listen_problems  # (re-exported)
 from anonproxy.config.models import (
     BLOCK,
-    Admin,
     InvalidProfile,
     Profile,
     validate_profile,
 )
+from anonproxy.config.reverse import Reverse
 from anonproxy.policy.blocklists import Blocker
 from anonproxy.policy.geo import GeoDB, GeoError
-from anonproxy.wire.address import Address, is_loopback_host, is_unspecified_host
 
 
 def _shipped_dir() -> Path:
@@ -58,8 +59,10 @@ class ProfileError(Exception):
 
 
 def _references(profile: Profile) -> list[str]:
-    """Problems no single key shows: names that point nowhere, pool cycles, open listeners."""
-    return [*_name_problems(profile), *_cycle_problems(profile), *_setting_problems(profile)]
+    """Problems no single key shows: names that point nowhere, pool cycles, open listeners,
+    reverse entries that clash with the rest."""
+    return [*_name_problems(profile), *_cycle_problems(profile), *_setting_problems(profile),
+            *_reverse_problems(profile)]
 
 
 def _name_problems(profile: Profile) -> list[str]:
@@ -102,44 +105,64 @@ def _setting_problems(profile: Profile) -> list[str]:
     problems: list[str] = []
     if profile.resolve == "tor" and not any(e.tor for e in profile.exits.values()):
         problems.append('resolve = "tor": this profile has no Tor exit to resolve through')
-    problems += [f'listen = "{profile.listen}": {p}'
-                 for p in listen_problems(profile.listen_address, profile.allow, profile.auth)]
+    if profile.forwarding:
+        problems += [f'listen = "{profile.listen}": {p}'
+                     for p in listen_problems(profile.listen_address, profile.allow, profile.auth)]
     if profile.workers > 1 and profile.uses_managed_tor:
         problems.append(f"workers = {profile.workers}: a managed tor exit would start one tor "
                         'per worker; use a tor you run (tor = { control = "HOST:PORT" }) or '
                         "workers = 1")
     if profile.admin is not None:
+        main = profile.listen_address if profile.forwarding else None
         problems += [f'admin.listen = "{profile.admin.listen}": {p}'
-                     for p in admin_problems(profile.admin, profile.listen_address)]
+                     for p in admin_problems(profile.admin, main)]
     if profile.auth is not None and profile.selectable:
         problems.append("auth: proxy usernames already select profiles (selectable); use one "
                         "or the other")
     return problems
 
 
-def listen_problems(address: Address, allow: list, auth: object | None) -> list[str]:
-    """What is wrong with listening on `address` given the profile's client allow-list and
-    credentials (`auth`: the profile's, or those `exec` made): beyond loopback (a wildcard
-    such as 0.0.0.0 or ::, or an interface's address) the proxy would be open to the network
-    unless it has `allow` and/or `auth`."""
-    if is_loopback_host(address.host) or allow or auth is not None:
-        return []
-    where = "every interface" if is_unspecified_host(address.host) else address.host
-    return [(f"listening on {where} exposes the proxy beyond this machine (an open proxy); "
-             'add allow = ["CIDR", ...] naming the clients that may connect, and/or '
-             'auth = { username = "...", password = "..." } to the profile')]
-
-
-def admin_problems(admin: Admin, listen: Address) -> list[str]:
-    """What is wrong with a dashboard address next to the proxy's `listen` (the profile check
-    and `serve --admin` both ask)."""
-    where, problems = admin.address, []
-    if not is_loopback_host(where.host) and admin.password is None:
-        problems.append('a dashboard beyond loopback can steer the proxy; add password = "..." '
-                        '(at least 8 characters) or listen on 127.0.0.1')
-    if where.port != 0 and (where.host, where.port) == (listen.host, listen.port):
-        problems.append("the same address as listen")
+def _reverse_problems(profile: Profile) -> list[str]:
+    """What the [[reverse]] entries contradict: nothing to run, several workers, an entry open
+    beyond loopback, a listen another listener has, a backend that is our own listener, an
+    onion service through an exit that is not a Tor exit."""
+    if not profile.reverse:
+        return [] if profile.forwarding else [(
+            'listen = "off": no [[reverse]] entry either, so nothing would run; give a listen '
+            "address (HOST:PORT) or add a [[reverse]] entry")]
+    problems = []
+    if profile.workers > 1:
+        problems.append(f"workers = {profile.workers}: reverse entries need workers = 1")
+    fixed = [("listen", profile.listen_address)] if profile.forwarding else []
+    if profile.admin is not None:
+        fixed.append(("admin.listen", profile.admin.address))
+    entries = [(f"reverse[{n}].listen", e.listen_address)
+               for n, e in enumerate(profile.reverse, start=1)]
+    for number, entry in enumerate(profile.reverse, start=1):
+        key = f"reverse[{number}]"
+        said = f'{key}.listen = "{entry.listen}"'
+        problems += [f"{said}: {p}" for p in listen_problems(
+            entry.listen_address, profile.allow, entry.auth, reverse=True)]
+        # each pair once: against the forward proxy, the dashboard and the entries before it
+        problems += [f"{said}: {p}"
+                     for p in clashes(entry.listen_address, fixed + entries[:number - 1])]
+        problems += loop_problems(key, entry, fixed + entries)
+        problems += _onion_problems(profile, key, entry)
     return problems
+
+
+def _onion_problems(profile: Profile, key: str, entry: Reverse) -> list[str]:
+    """An onion service's `tor` must name one of the profile's Tor exits."""
+    if entry.onion is None:
+        return []
+    name = entry.onion.tor
+    tors = sorted(n for n, e in profile.exits.items() if e.tor is not None)
+    if name in tors:
+        return []
+    why = "no exit by that name" if name not in profile.exits else "not a Tor exit"
+    known = ", ".join(tors) or 'none (add one, e.g. [exits.tor] tor = { control = "managed" })'
+    return [(f'{key}.onion.tor = "{name}": {why}; an onion service is published through a '
+             f"Tor exit of the profile; Tor exits: {known}")]
 
 
 def _cycle(profile: Profile, name: str, path: list[str]) -> list[str] | None:
@@ -166,7 +189,17 @@ class LoadedProfile:
     def ca_bundle(self) -> str:
         """`[inspect] ca_bundle`: "system", or the bundle's path (relative to the profile)."""
         given = self.profile.inspect.ca_bundle
-        return given if given == "system" else str(self.path.parent / given)
+        return given if given == "system" else str(self.resolve_path(given))
+
+    def resolve_path(self, given: str) -> Path:
+        """A file the profile names (ca_bundle, a reverse entry's tls files or onion key):
+        relative to the profile's folder, or absolute."""
+        return resolve_relative(self.path, given)
+
+
+def resolve_relative(profile_path: Path, given: str) -> Path:
+    """`given` read relative to the folder of the profile at `profile_path` (or absolute)."""
+    return profile_path.parent / given
 
 
 def resolve_ref(ref: str) -> Path:
@@ -204,9 +237,12 @@ def load_profile(ref: str, lists: bool = True) -> LoadedProfile:
         raise ProfileError(f"{path}: not valid TOML: {error}") from None
     profile = parse_profile(data, str(path))
     bundle = profile.inspect.ca_bundle
-    if bundle != "system" and not (path.parent / bundle).is_file():
+    if bundle != "system" and not resolve_relative(path, bundle).is_file():
         raise ProfileError(f'{path}: inspect.ca_bundle = "{bundle}": no such file (give a PEM '
                            'bundle\'s path, relative to the profile, or "system")')
+    missing = _reverse_file_problems(profile, path)
+    if missing:
+        raise ProfileError("\n".join(f"{path}: {p}" for p in missing))
     if not lists:
         return LoadedProfile(path.stem, path, profile)
     try:
@@ -217,6 +253,31 @@ def load_profile(ref: str, lists: bool = True) -> LoadedProfile:
                 if entry is not None and not isinstance(entry, str) and error.missing else "")
         raise ProfileError(f"{path}: {error}{hint}") from None
     return LoadedProfile(path.stem, path, profile, blocker)
+
+
+def _reverse_file_problems(profile: Profile, path: Path) -> list[str]:
+    """The files the reverse entries name that are not there: the tls certificate and key
+    (only that they are files: the TLS layer reads and checks them as the entry starts), and
+    the folder of an onion key (the key file itself is written there on the first run)."""
+    problems = []
+    for number, entry in enumerate(profile.reverse, start=1):
+        key = f"reverse[{number}]"
+        if entry.tls is not None:
+            for name, given in (("cert", entry.tls.cert), ("key", entry.tls.key)):
+                where = resolve_relative(path, given).absolute()
+                if not where.is_file():
+                    problems.append(f'{key}.tls.{name} = "{given}": no such file: {where} '
+                                    "(a path relative to the profile's folder)")
+        if entry.onion is not None:
+            where = resolve_relative(path, entry.onion.key).absolute()
+            if where.is_dir():
+                problems.append(f'{key}.onion.key = "{entry.onion.key}": {where} is a folder; '
+                                "name the key file (written there on the first run)")
+            elif not where.parent.is_dir():
+                problems.append(f'{key}.onion.key = "{entry.onion.key}": no folder '
+                                f"{where.parent} to write the key file in (relative to the "
+                                "profile's folder)")
+    return problems
 
 
 def parse_profile(data: dict[str, Any], source: str) -> Profile:
