@@ -152,3 +152,10 @@ def test_only_a_tor_exit_may_carry_an_onion_name():
     assert "this profile has none" in special_use_refusal("x.onion")
     for host in ("onion.example", "example.com", "127.0.0.1", "::1"):
         assert special_use(host) is None and special_use_refusal(host) is None
+
+
+@pytest.mark.parametrize("host", ["app.example\n", "1.2.3.4\n", "a.b\n\n"])
+def test_a_trailing_newline_is_not_part_of_a_valid_host(host):
+    """`$` would match before a final newline: a name with one must not pass the check."""
+    with pytest.raises(AddressError):
+        check_host(host)

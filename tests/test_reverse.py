@@ -234,7 +234,7 @@ def test_a_failing_health_path_takes_the_backends_out(start_proxy, backends):
         wait_until(lambda b=backend: any("/healthz" in p for p, _, _ in b.seen))
     wait_until(lambda: not any(proxy.in_loop(
         lambda: [b["up"] for b in proxy.server.reverses.status()[0]["backends"]])))
-    status = proxy.in_loop(lambda: proxy.server.reverses.status())
+    status = proxy.in_loop(proxy.server.reverses.status)
     assert "500" in status[0]["backends"][0]["last_error"]
     probes = sum(len(b.seen) for b in backends)
     response = _get(_base(proxy) + "/x")
@@ -460,8 +460,8 @@ def test_a_reload_changes_the_backends_and_reads_the_certificate_again(start_pro
 
 @pytest.mark.parametrize("request_bytes, status", [
     # request smuggling: both framings, or a Content-Length llhttp cannot trust
-    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"0\r\n\r\n", b"400"),
+    ((b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked"
+      b"\r\n\r\n0\r\n\r\n"), b"400"),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
      b"400"),
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
@@ -480,3 +480,24 @@ def test_hostile_requests_get_an_error_and_reach_no_backend(start_proxy, backend
     assert not [path for b in backends for path, _, _ in b.seen if not path.startswith("/h")]
     assert b"127.0.0.1" not in answer
     assert "Traceback" not in proxy.log()
+
+
+def test_reverse_entries_run_from_one_process_and_the_main_profile_only(tmp_path, backends):
+    import subprocess
+    import sys
+
+    main = tmp_path / "main.toml"
+    main.write_text(_entry(backends[:1]))
+    served = subprocess.run([sys.executable, "-m", "anonproxy", "serve", "--profile", str(main),
+                             "--workers", "2"], capture_output=True, text=True, timeout=30)
+    assert served.returncode == 2
+    assert "need workers = 1" in served.stderr and "Traceback" not in served.stderr
+    other = tmp_path / "other.toml"
+    other.write_text(_entry(backends[:1]))
+    chooser = tmp_path / "chooser.toml"
+    chooser.write_text('default = "direct"\nselectable = ["other.toml"]\n[exits.direct]\n')
+    checked = subprocess.run([sys.executable, "-m", "anonproxy", "serve", "--profile",
+                              str(chooser), "--listen", "127.0.0.1:0"],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode != 0
+    assert "not from a selectable one" in checked.stderr and "Traceback" not in checked.stderr

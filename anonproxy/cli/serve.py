@@ -30,14 +30,10 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
     stamped = announce.stamp_of(profile_ref)  # the profile file before it is read
     loaded = load_profile(profile_ref)
     workers, workers_source = _workers(loaded, workers)
-    if workers != 1:
-        from anonproxy.runtime.workers import WorkersUnavailable, require_linux
-
-        try:
-            require_linux()  # before anything is imported, written, bound or forked
-        except WorkersUnavailable as error:
-            print(f"anonproxy: {workers_source}: {error}", file=sys.stderr)
-            return EXIT_USAGE
+    problem = _workers_problem(loaded, workers)
+    if problem is not None:
+        print(f"anonproxy: {workers_source}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
 
     from anonproxy import logs
     from anonproxy.admin.control import (
@@ -45,7 +41,6 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
         prepare_runtime_dir,
         write_private,
     )
-    from anonproxy.admin.login import LOGIN_TTL
     from anonproxy.cli.explain import summarize
     from anonproxy.cli.remote import adminfile_for, pidfile_for
     from anonproxy.runtime.server import ProxyServer
@@ -113,23 +108,7 @@ def serve(profile_ref: str, listen_text: str | None, admin_text: str | None,
                 adminfile.unlink(missing_ok=True)
         except (OSError, RuntimeDirError):
             pidfile = None
-        announced = None
-        if loaded.profile.forwarding:  # (listen = "off": reverse entries alone)
-            announced = announce.write(pidfile_for(address), loaded, address, stamped)
-            logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
-                          f", {len(children) + 1} workers" if children else "")
-        login = server.login_url()
-        if login is not None and dashboard is not None:  # a login URL only with a dashboard
-            logs.log.info("dashboard on http://%s/; log in (this link works once, for %.0f "
-                          "minutes; `anonproxy dashboard` makes new ones) with %s",
-                          dashboard.authority(0), LOGIN_TTL / 60, login)
-        if loaded.profile.forwarding:
-            print(f"anonproxy listening on {address}", flush=True)
-        for entry in server.reverses.entries:
-            print(f"anonproxy reverse entry on {entry.listen}"
-                  f"{' (TLS)' if entry.tls is not None else ''}", flush=True)
-        if login is not None:
-            print(f"anonproxy dashboard: {login}", flush=True)
+        announced = _say_listening(server, loaded, address, dashboard, stamped)
         settle_memory()
         try:
             await server.serve_until_signalled()
@@ -150,6 +129,51 @@ def _workers(loaded, option: int | None) -> tuple[int, str]:
     if option is not None:
         return option, f"--workers {option}"
     return loaded.profile.workers, f"{loaded.path}: workers = {loaded.profile.workers}"
+
+
+def _say_listening(server, loaded, address: Address, dashboard: Address | None,
+                   stamped) -> Path | None:
+    """What serve says once it listens (the log, and stdout's lines that scripts wait for);
+    the file announcing it to fetch, if written."""
+    from anonproxy import logs
+    from anonproxy.admin.login import LOGIN_TTL
+    from anonproxy.cli.remote import pidfile_for
+
+    announced = None
+    if loaded.profile.forwarding:  # (listen = "off": reverse entries alone)
+        announced = announce.write(pidfile_for(address), loaded, address, stamped)
+        logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
+                      f", {len(server.children) + 1} workers" if server.children else "")
+    login = server.login_url()
+    if login is not None and dashboard is not None:  # a login URL only with a dashboard
+        logs.log.info("dashboard on http://%s/; log in (this link works once, for %.0f "
+                      "minutes; `anonproxy dashboard` makes new ones) with %s",
+                      dashboard.authority(0), LOGIN_TTL / 60, login)
+    if loaded.profile.forwarding:
+        print(f"anonproxy listening on {address}", flush=True)
+    for entry in server.reverses.entries:
+        print(f"anonproxy reverse entry on {entry.listen}"
+              f"{' (TLS)' if entry.tls is not None else ''}", flush=True)
+    if login is not None:
+        print(f"anonproxy dashboard: {login}", flush=True)
+    return announced
+
+
+def _workers_problem(loaded, workers: int) -> str | None:
+    """Why `workers` processes cannot serve this profile, before anything is imported,
+    written, bound or forked; None when they can."""
+    if workers == 1:
+        return None
+    if loaded.profile.reverse:  # (the profile's own `workers` key is checked with it)
+        return (f"{loaded.path} has [[reverse]] entries, which need workers = 1 (each worker "
+                "would publish its onion and probe alone)")
+    from anonproxy.runtime.workers import WorkersUnavailable, require_linux
+
+    try:
+        require_linux()
+    except WorkersUnavailable as error:
+        return str(error)
+    return None
 
 
 def _overrides(loaded, listen_text: str | None, admin_text: str | None):

@@ -56,6 +56,9 @@ class Contexts:
         for given in loaded.profile.selectable:
             relative = given.endswith(".toml") and not Path(given).is_absolute()
             other = load_profile(str(loaded.path.parent / given) if relative else given)
+            if other.profile.reverse:
+                raise ProfileError(f"{other.path}: [[reverse]] entries run from the profile "
+                                   f"serve starts with, not from a selectable one ({given})")
             selectable[other.name] = context(other)
         made = cls(main, selectable, credentials)
         if any(spec.managed for ctx in made.all() for spec in ctx.tor_specs()):
