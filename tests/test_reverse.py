@@ -501,3 +501,20 @@ def test_reverse_entries_run_from_one_process_and_the_main_profile_only(tmp_path
                              capture_output=True, text=True, timeout=30)
     assert checked.returncode != 0
     assert "not from a selectable one" in checked.stderr and "Traceback" not in checked.stderr
+
+
+def test_the_quick_start_in_the_reverse_docs_serves_as_it_says(start_proxy, backends):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "reverse.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = (example.replace("http://127.0.0.1:9001", backends[0].url)
+               .replace("http://127.0.0.1:9002", backends[1].url)
+               .replace('"127.0.0.1:8443"', '"127.0.0.1:0"'))
+    proxy = start_proxy(example)
+    base = _base(proxy)
+    answers = Counter(_get(base + "/", headers={"Host": "app.example"}).text.split()[0]
+                      for _ in range(4))
+    assert answers == {"one": 2, "two": 2}
+    assert _get(base + "/", headers={"Host": "elsewhere.example"}).status_code == 421
+    wait_until(lambda: all(any(p == "/healthz" for p, _, _ in b.seen) for b in backends))
