@@ -518,3 +518,31 @@ def test_the_quick_start_in_the_reverse_docs_serves_as_it_says(start_proxy, back
     assert answers == {"one": 2, "two": 2}
     assert _get(base + "/", headers={"Host": "elsewhere.example"}).status_code == 421
     wait_until(lambda: all(any(p == "/healthz" for p, _, _ in b.seen) for b in backends))
+
+
+def test_the_profile_allow_list_applies_to_reverse_entries(start_proxy, backends):
+    proxy = start_proxy(_entry(backends[:1]).replace(
+        'default = "direct"', 'allow = ["127.0.0.2/32"]\ndefault = "direct"'))
+    host, port = _address(proxy)
+    with socket.create_connection((host, port), timeout=10) as refused:  # from 127.0.0.1
+        refused.sendall(b"GET /no HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert recv_all(refused) == b""  # closed before a byte was read
+    with socket.create_connection((host, port), timeout=10,
+                                  source_address=("127.0.0.2", 0)) as allowed:
+        allowed.sendall(b"GET /yes HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert recv_all(allowed).startswith(b"HTTP/1.1 200")
+    assert [path for path, _, _ in backends[0].seen if path in ("/no", "/yes")] == ["/yes"]
+
+
+def test_a_reload_starts_new_entries_and_stops_those_gone(start_proxy, backends):
+    proxy = start_proxy(_entry(backends[:1]))
+    old = _address(proxy)
+    two = _entry(backends[:1]).replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.3:0"')
+    proxy.profile.write_text(two)
+    assert asyncio.run_coroutine_threadsafe(proxy.server.control_reload(),
+                                            proxy.loop).result(10) is None
+    wait_until(lambda: proxy.in_loop(lambda: [e.listen.host for e in
+                                              proxy.server.reverses.entries]) == ["127.0.0.3"])
+    assert _get(_base(proxy) + "/new").text == "one /new"
+    with pytest.raises(OSError):
+        socket.create_connection(old, timeout=2).close()
