@@ -93,6 +93,11 @@ class ReverseEntry:
         return order(self.settings.strategy, list(self.backends), self.health.is_up,
                      self.in_flight, self._turn)
 
+    @property
+    def checks_hosts(self) -> bool:
+        """Whether the entry answers only some Host names (`hosts`)."""
+        return self._hosts is not None
+
     def answers_host(self, host: str | None) -> bool:
         """Whether a request for `host` (the Host's name, lower case, no port) is this entry's:
         any, when `hosts` is absent; else one of them or the entry's own onion address."""

@@ -84,7 +84,7 @@ async def _serve_one(client: ClientConn, head: RequestHead, entry: ReverseEntry)
     problem = None
     try:
         host, path = _host_and_path(head)
-        if not entry.answers_host(_name_of(host)):
+        if entry.checks_hosts and not entry.answers_host(_name_of(host)):
             raise Misdirected("this address does not serve that host name")
         if not entry.authorized(head.headers):
             raise Unauthorized("this service needs a username and password")
@@ -126,9 +126,23 @@ def _host_and_path(head: RequestHead) -> tuple[bytes, bytes]:
     return hosts[0], target
 
 
+_NAMES: dict[bytes, str | None] = {}  # Host values seen -> their names, so each is checked once
+
+
 def _name_of(host: bytes) -> str | None:
     """The name in a Host value (lower case, no port, no trailing dot); None when it is not a
     valid host."""
+    try:
+        return _NAMES[host]
+    except KeyError:
+        pass
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    name = _NAMES[host] = _parse_name(host)
+    return name
+
+
+def _parse_name(host: bytes) -> str | None:
     text = host.decode("latin-1")
     if text.startswith("["):
         text = text[:text.find("]") + 1]
