@@ -1,0 +1,1 @@
+"""reverse entries: backends, balancing, onion publication."""
