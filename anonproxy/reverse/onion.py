@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +80,10 @@ def write_key(path: Path, key: str) -> None:
     try:
         if not path.parent.is_dir():
             path.parent.mkdir(mode=0o700, parents=True)
-        if os.path.lexists(path):
-            raise OnionKeyError(f"{path}: appeared while the service was being published; "
-                                "kept as it is (the new key was not written)")
-        write_atomically(path, (key + "\n").encode("ascii"), 0o600)
+        write_atomically(path, (key + "\n").encode("ascii"), 0o600, replace=False)
+    except FileExistsError:
+        raise OnionKeyError(f"{path}: appeared while the service was being published; kept "
+                            "as it is (the new key was not written)") from None
     except OSError as error:
         raise OnionKeyError(f"{path}: cannot write the onion service key "
                             f"({error.strerror or error})") from None

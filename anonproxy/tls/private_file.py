@@ -4,11 +4,11 @@ instant, and read only when nobody else could have read or placed them.
 Shared by the local CA's key (authority.py) and an onion service's key (reverse/onion.py).
 
 Invariants: a file is written under a temporary name created with O_CREAT|O_EXCL|O_NOFOLLOW and
-its final mode, synced, then renamed into place, so a reader sees the whole file or none; a
-file is read through one descriptor opened with O_NOFOLLOW and checked on that descriptor
-(a regular file, ours, no group or other bits), so a symbolic link, another account's file or
-one others can read is refused, never used or repaired (it may have been copied already); the
-key itself is never put in a message.
+its final mode, synced, then renamed (or linked, never over a file) into place, so a reader sees
+the whole file or none; a file is read through one descriptor opened with O_NOFOLLOW and checked
+on that descriptor (a regular file, ours, no group or other bits), so a symbolic link, another
+account's file or one others can read is refused, never used or repaired (it may have been
+copied already); the key itself is never put in a message.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ class PrivateFileError(Exception):
     """A key file that cannot be used safely; the message names the file and why."""
 
 
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
+def write_atomically(path: Path, data: bytes, mode: int, replace: bool = True) -> None:
     """`data` into `path` with `mode` from its first byte on: a fresh temporary file (O_EXCL,
-    created with `mode`), synced, renamed over `path`. OSError as the system gives it."""
+    created with `mode`), synced, renamed over `path`; with `replace` False linked there
+    instead, so an existing `path` is kept (FileExistsError). OSError as the system gives it."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)  # left by a crash of an earlier process with our pid
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -37,10 +38,9 @@ def write_atomically(path: Path, data: bytes, mode: int) -> None:
     finally:
         os.close(fd)
     try:
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
+        (os.replace if replace else os.link)(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # (gone already when renamed)
 
 
 def read_private(path: Path, what: str, advice: Mapping[str, str]) -> bytes | None:
