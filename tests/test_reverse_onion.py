@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,6 +311,39 @@ def test_a_new_key_is_written_0600_in_a_0700_folder_and_never_over_a_file(tmp_pa
         write_key(path, "ED25519-V3:" + base64.b64encode(bytes(64)).decode())
     assert read_key(path) == key
     assert [p.name for p in path.parent.iterdir()] == ["app.onion-key"]  # no temporary left
+
+
+class SlowControl:
+    """A control connection whose ADD_ONION answers when released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.removed: list[str] = []
+        self.was_removed = threading.Event()
+
+    def add_onion(self, ports, key, clients, max_streams, timeout):
+        self.release.wait(5)
+        return "a" * 56, None
+
+    def remove_onion(self, service_id):
+        self.removed.append(service_id)
+        self.was_removed.set()
+        return True
+
+
+async def test_a_service_added_after_its_publication_was_cancelled_is_removed(tmp_path):
+    path = tmp_path / "app.onion-key"
+    write_key(path, "ED25519-V3:" + base64.b64encode(bytes(64)).decode())
+    control, service = SlowControl(), OnionService(OnionSettings(path))
+    publishing = asyncio.create_task(service.publish(control, Address("127.0.0.1", 8080), 80))
+    await asyncio.sleep(0.2)
+    publishing.cancel()
+    control.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await publishing
+    await asyncio.to_thread(control.was_removed.wait, 5)
+    assert control.removed == ["a" * 56]
+    assert not service.published
 
 
 def test_nothing_from_a_caller_reaches_tor_unless_it_has_the_shape_tor_expects():

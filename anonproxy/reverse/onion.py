@@ -112,9 +112,14 @@ class OnionService:
         settings = self.settings
         try:
             key = await asyncio.to_thread(read_key, settings.key_file)
-            service_id, new_key = await asyncio.to_thread(
+            adding = asyncio.ensure_future(asyncio.to_thread(
                 control.add_onion, {virtual_port: target.authority()}, key,
-                list(settings.clients), settings.max_streams, settings.timeout)
+                list(settings.clients), settings.max_streams, settings.timeout))
+            try:
+                service_id, new_key = await asyncio.shield(adding)
+            except asyncio.CancelledError:  # the thread carries on: remove what it adds
+                adding.add_done_callback(lambda done: self._remove_added(control, done))
+                raise
             if new_key is not None:
                 try:
                     await asyncio.to_thread(write_key, settings.key_file, new_key)
@@ -140,6 +145,13 @@ class OnionService:
             return
         await asyncio.to_thread(self._remove, control, service_id)
         logs.log.info("onion service %s of %s withdrawn", self.address, self.label)
+
+    def _remove_added(self, control: Control, done: asyncio.Future) -> None:
+        """Remove a service added after its publication was cancelled (a new key is dropped
+        with it: it was never written)."""
+        if not done.cancelled() and done.exception() is None:
+            service_id = done.result()[0]
+            asyncio.get_running_loop().run_in_executor(None, self._remove, control, service_id)
 
     def _remove(self, control: Control, service_id: str) -> None:
         """(thread) DEL_ONION, a failure logged: a tor that went away took the service along."""
