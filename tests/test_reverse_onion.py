@@ -257,6 +257,11 @@ async def test_client_authorization_lets_in_only_a_client_with_the_private_key(
         code, response, took = await reach(client_tor, address)
         print(f"reached with the key in {took:.1f} s")
         assert code == 0 and ANSWER in response, code
+
+        twin = OnionService(settings, "its twin")  # the same key on the same tor: refused
+        with pytest.raises(OnionError, match=r"tor refused the onion service: .*collision"):
+            await twin.publish(tor.controller, origin, 80)
+        assert twin.status()["error"].startswith("tor refused") and service.published
         await service.withdraw()
         assert not service.published
 

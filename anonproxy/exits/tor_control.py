@@ -82,20 +82,22 @@ def _checked_onion_request(ports: dict[int, str], key: str | None, clients: list
     return " ".join(words)
 
 
-def _await_upload(events: queue.Queue, service_id: str, deadline: float) -> None:
+def _await_upload(events: queue.Queue, service_id: str, timeout: float) -> None:
     """(thread) Until one directory confirms our descriptor (HS_DESC UPLOADED after an UPLOAD
-    of ours to it); OnionError when every directory we uploaded to failed, or at `deadline`.
+    of ours to it); OnionError when every directory we uploaded to failed, or after `timeout`
+    seconds.
     (tor names the service in UPLOAD; UPLOADED may carry UNKNOWN instead, so directories are
     matched, as stem does.)"""
     uploaded_to: set[str] = set()
     failures: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
     while True:
         try:
             event = events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             said = f" (failed at {', '.join(failures.values())})" if failures else ""
-            raise OnionError(f"tor did not publish the onion service {service_id} in time"
-                             + said) from None
+            raise OnionError(f"tor did not publish the onion service {service_id} within "
+                             f"{timeout:g} s" + said) from None
         directory = event.directory_fingerprint
         if event.action == "UPLOAD" and event.address == service_id:
             uploaded_to.add(directory)
@@ -224,7 +226,6 @@ class Control:
         request = _checked_onion_request(ports, key, clients, max_streams)
         events: queue.Queue = queue.Queue()
         listener = events.put  # (stem's thread) every HS_DESC event, matched in _await_upload
-        deadline = time.monotonic() + timeout
         controller = self._controller
         try:
             controller.add_event_listener(listener, EventType.HS_DESC)
@@ -241,7 +242,7 @@ class Control:
                     self._del_onion_quietly(service_id)
                     raise OnionError("tor made the onion service but returned no key for it")
                 try:
-                    _await_upload(events, service_id, deadline)
+                    _await_upload(events, service_id, timeout)
                 except OnionError:
                     self._del_onion_quietly(service_id)
                     raise
