@@ -286,9 +286,13 @@ def _start_dns_stub(names: dict[str, str]) -> tuple[list, int]:
     for _ in range(20):  # a port free for both UDP and TCP
         port = _free_port("127.0.0.1", socket.SOCK_DGRAM)
         try:
-            servers = [DNSServer(Resolver(), "127.0.0.1", port, tcp=tcp, logger=quiet)
-                       for tcp in (False, True)]
+            udp = DNSServer(Resolver(), "127.0.0.1", port, tcp=False, logger=quiet)
         except OSError:
+            continue
+        try:
+            servers = [udp, DNSServer(Resolver(), "127.0.0.1", port, tcp=True, logger=quiet)]
+        except OSError:  # that port is taken for TCP: the UDP server made for it is closed
+            udp.server.server_close()
             continue
         for server in servers:
             server.start_thread()

@@ -10,6 +10,7 @@ an instant; a key file readable by others or not ours is refused, never used or 
 (it may have been copied: only a new CA helps); the key is never logged, served or put in a
 message, and reaches an SSL context only through an anonymous memory file (memfd), never a
 file on disk. Two processes creating the CA at once hold a lock, so the pair always matches.
+How a key file is written and read is private_file.py's, shared with onion service keys.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from anonproxy.tls import certs
+from anonproxy.tls.private_file import PrivateFileError, read_private, write_atomically
 
 CERT_NAME, KEY_NAME, LOCK_NAME = "ca.pem", "ca.key", ".lock"
 CONTEXTS = 256  # server contexts kept, least recently used dropped first
@@ -79,57 +81,21 @@ def _prepare_dir(directory: Path) -> str | None:
     return None
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """`data` into `path` with `mode` from its first byte on: a fresh temporary file (O_EXCL,
-    created with `mode`), synced, renamed over `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)  # left by a crash of an earlier process with our pid
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have taken bits from 0644: the certificate is public
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
+KEY_ADVICE = {
+    "owner": "anonproxy will not sign with a key someone else controls (run `anonproxy ca "
+             "rotate` for a CA of your own)",
+    "mode": "making it 0600 would not undo that: run `anonproxy ca rotate`, then remove the "
+            "old CA from your browsers and install the new one",
+}
 
 
 def _read_key(path: Path) -> bytes | None:
     """The key file's bytes, or None when there is none; AuthorityError when it is not a
-    regular file of ours readable by us alone (checked on the open file, not the name)."""
+    regular file of ours readable by us alone (private_file.read_private)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise AuthorityError(f"{path}: cannot open the CA key ({error.strerror or error}); if "
-                             "it is a symbolic link, replace it with the file") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise AuthorityError(f"{path}: not a regular file")
-        if info.st_uid != os.geteuid():
-            raise AuthorityError(
-                f"{path}: belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
-                "anonproxy will not sign with a key someone else controls (run `anonproxy ca "
-                "rotate` for a CA of your own)")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise AuthorityError(
-                f"{path}: mode {mode:04o} lets other accounts read the CA key, so it may have "
-                "been copied; making it 0600 would not undo that: run `anonproxy ca rotate`, "
-                "then remove the old CA from your browsers and install the new one")
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        return read_private(path, "the CA key", KEY_ADVICE)
+    except PrivateFileError as error:
+        raise AuthorityError(str(error)) from None
 
 
 class _Locked:
@@ -156,8 +122,8 @@ def _create(directory: Path) -> tuple[bytes, bytes]:
     cert_pem, key_pem = certs.new_authority(default_name())
     try:  # the key first: a first use cut short between the two leaves a key without a
         # certificate, and the pair is made again on the next use
-        _write_atomically(directory / KEY_NAME, key_pem, 0o600)
-        _write_atomically(directory / CERT_NAME, cert_pem, 0o644)
+        write_atomically(directory / KEY_NAME, key_pem, 0o600)
+        write_atomically(directory / CERT_NAME, cert_pem, 0o644)
     except OSError as error:
         raise AuthorityError(f"{directory}: cannot write the CA ({error.strerror or error})"
                              ) from None
