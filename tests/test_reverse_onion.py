@@ -363,3 +363,56 @@ def test_nothing_from_a_caller_reaches_tor_unless_it_has_the_shape_tor_expects()
             control.add_onion(ports, key_, clients, None, 1)
     with pytest.raises(OnionError):
         control.remove_onion("abc\r\nSIGNAL HALT")
+
+
+async def _onion_of(proxy, timeout: float = 120) -> str:
+    """The entry's .onion address once the running server published it."""
+    started = time.monotonic()
+    while True:
+        state = proxy.in_loop(proxy.server.reverses.status)[0]["onion_service"]
+        if state is not None and state["published"]:
+            return state["address"]
+        assert time.monotonic() - started < timeout, state
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.tor
+@pytest.mark.slow
+async def test_a_reverse_entry_is_an_onion_service_that_names_no_backend(
+        tornet, client_tor, start_proxy, tmp_path, monkeypatch):
+    """The whole server: `listen = "off"`, a [[reverse]] entry with `onion` through a managed
+    tor exit of the profile; the client tor reaches the backend by the .onion name, the
+    response has nothing that names the backend, a redirect points at the .onion name; the
+    same address after the server restarts on the same key file."""
+    from backends import IDENTIFYING, Backend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    backend = Backend("app")
+    profile = (
+        'listen = "off"\ndefault = "tor"\n'
+        f'[exits.tor]\ntor = {{ control = "managed", torrc = "{tornet.client_torrc}" }}\n'
+        '[[reverse]]\nlisten = "127.0.0.1:0"\n'
+        f'backends = ["{backend.url}"]\nhosts = ["app.example"]\n'
+        'onion = { key = "keys/app.onion-key", tor = "tor" }\n')
+    (tmp_path / "keys").mkdir(mode=0o700)
+    try:
+        proxy = start_proxy(profile)
+        onion = await _onion_of(proxy)
+        assert (tmp_path / "keys" / "app.onion-key").stat().st_mode & 0o777 == 0o600
+        code, response, _ = await reach(client_tor, onion)
+        assert code == 0, hex(code)
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and body == b"app /"
+        for name in (*IDENTIFYING, "Server"):
+            assert f"\r\n{name.lower()}:".encode() not in head.lower(), name
+        assert f"127.0.0.1:{backend.port}".encode() not in response
+        _, fields, _ = backend.seen[-1]
+        assert fields["Host"] == onion  # the name the visitor used reached the app
+        proxy.stop()
+        again = start_proxy(profile, name="again")
+        assert await _onion_of(again) == onion  # the key file keeps the address
+        client_tor.controller.signal(Signal.NEWNYM)  # (its cached descriptor is the old one)
+        code, response, _ = await reach(client_tor, onion)
+        assert code == 0 and response.endswith(b"app /")
+    finally:
+        backend.stop()

@@ -22,6 +22,7 @@ from anonproxy.config.reverse import Reverse
 from anonproxy.exits.context import Context
 from anonproxy.exits.health import Health
 from anonproxy.policy.balance import order
+from anonproxy.reverse.onion import OnionService
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address
 from anonproxy.wire.backend_headers import BackendNames
@@ -47,7 +48,7 @@ class ReverseEntry:
         self.pool = UpstreamPool()
         self.in_flight: Counter[str] = Counter()
         self.traffic: dict[str, Traffic] = {}
-        self.onion: str | None = None  # the .onion address, once published
+        self.onion_service: OnionService | None = None  # with `onion`, once it is kept
         self.connections = 0  # client connections open now
         self._turn = 0
         self.update(settings, ctx)
@@ -81,6 +82,12 @@ class ReverseEntry:
         auth = settings.auth
         self._credentials = None if auth is None else (
             f"{auth.username}:{auth.password}".encode())
+
+    @property
+    def onion(self) -> str | None:
+        """The entry's .onion address, once known."""
+        service = self.onion_service
+        return None if service is None else service.address
 
     @property
     def label(self) -> str:
@@ -140,4 +147,5 @@ class ReverseEntry:
             "auth": settings.auth is not None, "forwarded": settings.forwarded,
             "cache": None if self.cache is None else self.cache.snapshot(),
             "onion": self.onion, "connections": self.connections, "backends": backends,
+            "onion_service": None if self.onion_service is None else self.onion_service.status(),
         }

@@ -19,6 +19,7 @@ from anonproxy.config.reverse import Reverse
 from anonproxy.exits.context import Context
 from anonproxy.reverse.entry import ReverseEntry
 from anonproxy.reverse.listener import EntryListener
+from anonproxy.reverse.onion import OnionService, OnionSettings
 from anonproxy.reverse.probe import probe
 from anonproxy.tls.termination import TlsFilesError, reload_context, server_context
 from anonproxy.wire.address import Address
@@ -28,8 +29,21 @@ def _tls_files(loaded: LoadedProfile, settings: Reverse) -> tuple[Path, Path] | 
     tls = settings.tls
     if tls is None:
         return None
-    folder = loaded.path.parent
-    return folder / Path(tls.cert).expanduser(), folder / Path(tls.key).expanduser()
+    return loaded.resolve_path(tls.cert), loaded.resolve_path(tls.key)
+
+
+def _onion_plan(ctx: Context, entry: ReverseEntry) -> tuple | None:
+    """What an entry's onion service is published with (None: it has none): its settings, the
+    tor, the target and the virtual port (443 when the entry speaks TLS, else 80)."""
+    onion = entry.settings.onion
+    if onion is None:
+        return None
+    spec = ctx.plans[onion.tor].tor_spec
+    listen = entry.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)
+    return (OnionSettings(ctx.loaded.resolve_path(onion.key), tuple(onion.clients),
+                          onion.max_streams), spec, Address(host, listen.port),
+            443 if entry.tls is not None else 80)
 
 
 class Reverses:
@@ -39,6 +53,8 @@ class Reverses:
         self._stopping = stopping
         self.allow: list = []
         self.running: dict[Address, EntryListener] = {}
+        # each entry's onion service: what it was published with, and the task keeping it
+        self._onions: dict[Address, tuple[tuple, asyncio.Task]] = {}
 
     @property
     def entries(self) -> list[ReverseEntry]:
@@ -121,8 +137,49 @@ class Reverses:
                                                    health.interval, health.timeout))
                 for entry in self.entries]
 
+    def sync_onions(self, tasks: asyncio.TaskGroup, ctx: Context, tors: dict) -> None:
+        """Keep each entry's onion service published through its tor (`tors`: the server's
+        running tors by spec): a service whose settings are unchanged keeps running across a
+        reload; a changed one is withdrawn before it is published again; one whose entry went
+        is withdrawn."""
+        wanted = {}
+        for address, listener in self.running.items():
+            plan = _onion_plan(ctx, listener.entry)
+            if plan is not None and plan[1] in tors:
+                wanted[address] = plan
+        for address, (plan, task) in list(self._onions.items()):
+            if wanted.get(address) != plan:
+                task.cancel()
+                del self._onions[address]
+                if address in self.running:
+                    self.running[address].entry.onion_service = None
+        for address, plan in wanted.items():
+            if address in self._onions:
+                continue
+            previous = [task for (_, task) in self._onions.values()]  # (withdrawing, maybe)
+            service = OnionService(plan[0], label=self.running[address].entry.label)
+            self.running[address].entry.onion_service = service
+            task = tasks.create_task(_keep(service, tors[plan[1]], plan[2], plan[3], previous))
+            self._onions[address] = (plan, task)
+
+    def onion_tasks(self) -> list[asyncio.Task]:
+        return [task for (_, task) in self._onions.values()]
+
     async def drain(self, timeout: float) -> None:
         await asyncio.gather(*(self._stop_one(a, timeout) for a in list(self.running)))
 
     def status(self) -> list[dict]:
         return [entry.status() for entry in self.entries]
+
+
+async def _keep(service: OnionService, tor, target: Address, port: int,
+                previous: list[asyncio.Task]) -> None:
+    """Keep `service` published until cancelled, once the services withdrawn before it are
+    gone (tor refuses a second service with the same key); any failure is logged, never
+    raised into the serve loop."""
+    if previous:
+        await asyncio.wait(previous)
+    try:
+        await service.keep(tor, target, port)
+    except Exception as error:  # noqa: BLE001 -- the serve loop must outlive one service's bug
+        logs.log.error("onion service of %s stopped: %s", service.label, error)

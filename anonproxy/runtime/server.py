@@ -288,7 +288,8 @@ class ProxyServer:
                     tasks.create_task(self.new_identity(site))
             logs.log.info("stopping: no new connections; draining %d",
                           self.listener.open_connections)
-            for task in (*probers, *background, *self._tors.tasks()):
+            for task in (*probers, *background, *self.reverses.onion_tasks(),
+                         *self._tors.tasks()):
                 task.cancel()
             self._asks.refuse_reloads("the proxy is stopping")
             await self._stop_admin()
@@ -360,6 +361,7 @@ class ProxyServer:
         """Health probes of pool members and reverse entries' backends and, with `[verify]
         enforce`, the echo checks of exits that declare a country (exits/echo.py,
         exits/verification.py)."""
+        self.reverses.sync_onions(tasks, self.ctx, self.tors)
         probers = self.reverses.probers(tasks, self.ctx)
         for ctx in self.contexts.all():
             members = ctx.probed_members()
