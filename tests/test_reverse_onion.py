@@ -416,3 +416,13 @@ async def test_a_reverse_entry_is_an_onion_service_that_names_no_backend(
         assert code == 0 and response.endswith(b"app /")
     finally:
         backend.stop()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777])
+def test_a_key_in_a_folder_others_can_write_is_refused(tmp_path, mode):
+    """Whoever may write the folder may delete the key (a new address) or replace it."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(mode)
+    with pytest.raises(OnionKeyError, match="folder"):
+        read_key(folder / "app.onion-key")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,25 @@ class OnionSettings:
     timeout: float = 120.0
 
 
+def _check_folder(path: Path) -> None:
+    """The key's folder must be the owner's and writable by nobody else: whoever may write
+    there may delete the key (a new key, a new address) or put their own in its place."""
+    try:
+        folder = path.parent.stat()
+    except FileNotFoundError:
+        return  # (made 0700 when the key is written)
+    if folder.st_uid != os.getuid() or folder.st_mode & 0o022 and not folder.st_mode & 0o1000:
+        raise OnionKeyError(f"{path.parent}: the folder of the onion service key is writable by "
+                            "others or not yours, so the key could be replaced; keep it in a "
+                            "folder of your own (0700)")
+    if folder.st_mode & 0o022:  # sticky (/tmp): our file stays, but its name may be taken first
+        raise OnionKeyError(f"{path.parent}: a shared folder (such as /tmp) cannot keep an onion "
+                            "service key for long; keep it in a folder of your own (0700)")
+
+
 def read_key(path: Path) -> str | None:
     """The key in `path` ("ED25519-V3:<base64>"), or None when there is no such file."""
+    _check_folder(path)
     try:
         data = read_private(path, "the onion service key", KEY_ADVICE)
     except PrivateFileError as error:
