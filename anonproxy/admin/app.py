@@ -4,8 +4,8 @@ pages.py only).
 Pages (pages.py): `/` (the sections, or without a session only a login form) and its static
 files; `/login` (GET with a one-time login token from `serve` or `anonproxy dashboard`, or POST
 of one pasted into the form) sets the session cookie and redirects to `/`. API under `/api/`:
-GET status, exits, rules, connections, tor, blocklists, inspect, cache, state (all at
-once), events (server-sent events, a `tick` a second); POST reload, profile (switch), newnym,
+GET status, exits, rules, connections, tor, blocklists, inspect, cache, reverse, state (all
+at once), events (server-sent events, a `tick` a second); POST reload, profile (switch), newnym,
 login-token, cache/clear; DELETE connections (clear).
 
 Guards, in order, on every request:
@@ -110,7 +110,8 @@ class AdminApp:
                 ("connections", self._section(lambda _, activity: activity.entries())),
                 ("blocklists", self._section(snapshot.blocklists)),
                 ("inspect", self._section(snapshot.inspection)),
-                ("cache", self._section(snapshot.cache)), ("state", self._state),
+                ("cache", self._section(snapshot.cache)), ("reverse", self._reverse),
+                ("state", self._state),
                 ("events", self._events)):
             app.router.add_get(f"/api/{name}", handler)
         app.router.add_post("/api/reload", self._reload)
@@ -215,6 +216,9 @@ class AdminApp:
     async def _tor(self, request: web.Request) -> web.Response:
         return web.json_response(await snapshot.tors(self.server))
 
+    async def _reverse(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot.reverse(self.server))
+
     async def _state(self, request: web.Request) -> web.Response:
         ctx = self.server.ctx
         return web.json_response({
@@ -224,6 +228,7 @@ class AdminApp:
             "blocklists": snapshot.blocklists(ctx, self.activity),
             "inspect": snapshot.inspection(ctx, self.activity),
             "cache": snapshot.cache(ctx, self.activity),
+            "reverse": snapshot.reverse(self.server),
             "connections": self.activity.entries(),
             "tor": await snapshot.tors(self.server),
             "series": list(self.activity.series),
