@@ -97,7 +97,7 @@ def test_both_sections_are_hidden_when_off(start_proxy):
 
 
 class _Backend(BaseHTTPRequestHandler):
-    """A backend behind a reverse entry: answers every GET with its name."""
+    """A backend behind a reverse entry: answers every GET with "the app"."""
 
     protocol_version = "HTTP/1.1"
 
@@ -145,7 +145,7 @@ def test_the_reverse_api_says_which_backend_is_up_and_which_down(start_proxy):
     assert (entry["tls"], entry["auth"], entry["forwarded"], entry["onion"]) == (
         False, True, False, None)
     assert entry["cache"]["entries"] == 0  # (nothing the backend said may be kept)
-    assert entry["cache"]["misses"] == 3 and entry["cache"]["hits"] == 0
+    assert entry["cache"]["hits"] == 0 and entry["cache"]["max_bytes"] > 0
     assert isinstance(entry["connections"], int)
     backends = {b["backend"]: b for b in entry["backends"]}
     assert list(backends) == [alive, dead]  # in the profile's order
