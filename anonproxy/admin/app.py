@@ -1,11 +1,12 @@
-"""The dashboard's web application (the only module that imports aiohttp).
+"""The dashboard's web application: its guards and its API (aiohttp.web, imported here and by
+pages.py only).
 
-Pages: `/` (the sections, or without a session only a login form) and its static files;
-`/login` (GET with a one-time login token from `serve` or `anonproxy dashboard`, or POST of one
-pasted into the form) sets the session cookie and redirects to `/`. API under `/api/`: GET
-status, exits, rules, connections, tor, blocklists, inspect, cache, state (all at once), events
-(server-sent events, a `tick` a second); POST reload, profile (switch), newnym, login-token,
-cache/clear; DELETE connections (clear).
+Pages (pages.py): `/` (the sections, or without a session only a login form) and its static
+files; `/login` (GET with a one-time login token from `serve` or `anonproxy dashboard`, or POST
+of one pasted into the form) sets the session cookie and redirects to `/`. API under `/api/`:
+GET status, exits, rules, connections, tor, blocklists, inspect, cache, reverse, state (all
+at once), events (server-sent events, a `tick` a second); POST reload, profile (switch), newnym,
+login-token, cache/clear; DELETE connections (clear).
 
 Guards, in order, on every request:
 1. Host must name the admin address (or, on loopback, localhost/127.0.0.1/[::1] with its port):
@@ -34,19 +35,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import html
 import json
 import os
 import time
-from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
 
 from anonproxy import logs
-from anonproxy.admin import snapshot
+from anonproxy.admin import pages, snapshot
 from anonproxy.admin.activity import Activity
-from anonproxy.admin.login import Logins, Session
+from anonproxy.admin.login import Logins
 from anonproxy.policy.geo import GeoDB, GeoError
 from anonproxy.wire.address import Address, is_loopback_host, is_unspecified_host
 
@@ -59,7 +58,6 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
 }
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
 async def open_control_socket(server, listen: Address) -> tuple[AdminApp, Path, Path | None] | None:
@@ -105,17 +103,15 @@ class AdminApp:
 
     async def start(self) -> Address:
         app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
-        app.router.add_get("/", self._page)
-        app.router.add_get("/login", self._login)
-        app.router.add_post("/login", self._login_form)
-        app.router.add_get("/static/{name}", self._static)
+        app.add_routes(pages.routes(self.logins, lambda: self.cookie))
         for name, handler in (
                 ("status", self._status), ("exits", self._exits), ("tor", self._tor),
                 ("rules", self._section(lambda ctx, _: snapshot.rules(ctx))),
                 ("connections", self._section(lambda _, activity: activity.entries())),
                 ("blocklists", self._section(snapshot.blocklists)),
                 ("inspect", self._section(snapshot.inspection)),
-                ("cache", self._section(snapshot.cache)), ("state", self._state),
+                ("cache", self._section(snapshot.cache)), ("reverse", self._reverse),
+                ("state", self._state),
                 ("events", self._events)):
             app.router.add_get(f"/api/{name}", handler)
         app.router.add_post("/api/reload", self._reload)
@@ -191,52 +187,6 @@ class AdminApp:
         request["shell"] = owner or self.logins.cookie_ok(cookie)
         return await handler(request)
 
-    # -- pages --------------------------------------------------------------------------------
-
-    async def _page(self, request: web.Request) -> web.Response:
-        """The page shell (no data: its script fetches that with the page key), or the form."""
-        if not request["shell"]:
-            return _login_page(401, "")
-        return web.Response(text=_asset("index.html"), content_type="text/html")
-
-    async def _login(self, request: web.Request) -> web.Response:
-        """GET /login?token=ONE-TIME-TOKEN: a session, and the page without the token in the
-        address bar (303 to /#key=PAGE-KEY)."""
-        token = request.query.get("token")
-        if token is None:
-            return _login_page(200, "")
-        session = self.logins.redeem(token)
-        if session is None:
-            return _login_page(403, "This login link was used already or has expired; run "
-                                    "`anonproxy dashboard` for a new one.")
-        return self._logged_in(session)
-
-    async def _login_form(self, request: web.Request) -> web.Response:
-        """POST /login with the API token (or a login token) pasted into the form."""
-        form = await request.post()
-        given = form.get("token")
-        given = given.strip() if isinstance(given, str) else None
-        if self.logins.api_token_ok(given):
-            return self._logged_in(self.logins.new_session())
-        session = self.logins.redeem(given)
-        if session is None:
-            return _login_page(403, "That is not this dashboard's token.")
-        return self._logged_in(session)
-
-    def _logged_in(self, session: Session) -> web.Response:
-        """The cookie, and the page key in the redirect's fragment: the only time it is sent,
-        to the one browser that spent the login token, for the page's script on this origin."""
-        response = web.Response(status=303, headers={"Location": f"/#key={session.page_key}"})
-        response.set_cookie(self.cookie, session.cookie, path="/", httponly=True,
-                            samesite="Strict")
-        return response
-
-    async def _static(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in STATIC:
-            raise web.HTTPNotFound()
-        return web.Response(text=_asset(name), content_type=STATIC[name])
-
     # -- reading --------------------------------------------------------------------------------
 
     def _geo_for(self, ctx) -> GeoDB | None:
@@ -266,6 +216,9 @@ class AdminApp:
     async def _tor(self, request: web.Request) -> web.Response:
         return web.json_response(await snapshot.tors(self.server))
 
+    async def _reverse(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot.reverse(self.server))
+
     async def _state(self, request: web.Request) -> web.Response:
         ctx = self.server.ctx
         return web.json_response({
@@ -275,6 +228,7 @@ class AdminApp:
             "blocklists": snapshot.blocklists(ctx, self.activity),
             "inspect": snapshot.inspection(ctx, self.activity),
             "cache": snapshot.cache(ctx, self.activity),
+            "reverse": snapshot.reverse(self.server),
             "connections": self.activity.entries(),
             "tor": await snapshot.tors(self.server),
             "series": list(self.activity.series),
@@ -386,12 +340,3 @@ def _password_ok(request: web.Request, expected: str) -> bool:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"ok": False, "error": message}, status=status)
-
-
-def _login_page(status: int, message: str) -> web.Response:
-    text = _asset("login.html").replace("{{MESSAGE}}", html.escape(message))
-    return web.Response(status=status, text=text, content_type="text/html")
-
-
-def _asset(name: str) -> str:
-    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")

@@ -107,6 +107,16 @@ def cache(ctx, activity) -> dict:
                                                           **ctx.cache.snapshot()}
 
 
+def reverse(server) -> list[dict]:
+    """Each reverse entry ([[reverse]]) as it runs (reverse/entry.py, ReverseEntry.status): its
+    listen address, strategy, hosts, TLS, auth, forwarded and cache (its figures, or None), its
+    .onion address once published (else None), the client connections open, and per backend
+    ("host:port") its health (up, last_probe, latency_ms, last_error, since) and traffic
+    (in_flight, requests, failures, up_bytes, down_bytes). The backends' addresses are the
+    owner's to see, here and in the log; no client ever reads them."""
+    return server.reverses.status()
+
+
 async def tors(server) -> list[dict]:
     found = []
     for tor in list(server.tors.values()):

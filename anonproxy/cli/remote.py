@@ -76,6 +76,7 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
         listed = call(admin, "GET", "/api/blocklists", password=password)
         opened = call(admin, "GET", "/api/inspect", password=password)
         cached = call(admin, "GET", "/api/cache", password=password)
+        reverse = call(admin, "GET", "/api/reverse", password=password)
     except ControlError as error:
         print(f"anonproxy: status: {error}", file=sys.stderr)
         return 1
@@ -87,7 +88,8 @@ def status(admin: Address | Path | None, password: str | None, listen_text: str)
     for item in exits:
         print(exit_line(item, state["traffic"].get(item["name"])))
     for line in [*_tor_lines(tors), *_rule_lines(rules), *_list_lines(listed),
-                 *_inspect_lines(opened), *_cache_lines(cached), *_recent_lines(recent)]:
+                 *_inspect_lines(opened), *_cache_lines(cached),
+                 *reverse_lines(reverse, time.time()), *_recent_lines(recent)]:
         print(line)
     return 0
 
@@ -140,6 +142,35 @@ def _cache_lines(cached: dict) -> list[str]:
     return [(f"cache        {cached['entries']} entries, {cached['bytes']} of "
              f"{cached['max_bytes']} bytes; hit ratio {ratio} ({cached['hits']} hits, "
              f"{cached['misses']} misses, {cached['revalidations']} revalidated)")]
+
+
+def reverse_lines(entries: list, now: float) -> list[str]:
+    """Each reverse entry of /api/reverse in a line (its listen address, what it does, its
+    strategy, its client connections, its .onion address once published), then one line per
+    backend: up, or down for how long and why, and what it carried."""
+    lines = []
+    for entry in entries:
+        marks = [word for word, on in (("TLS", entry["tls"]), ("auth", entry["auth"]),
+                                       ("cache", entry["cache"] is not None),
+                                       ("forwarded", entry["forwarded"])) if on]
+        marked = f" ({', '.join(marks)})" if marks else ""
+        hosts = f" for {', '.join(entry['hosts'])}" if entry["hosts"] else ""
+        onion = f"; onion {entry['onion']}" if entry["onion"] else ""
+        lines.append(f"reverse      {entry['listen']}{marked} {entry['strategy']}{hosts}, "
+                     f"{_count(entry['connections'], 'connection')}{onion}")
+        for backend in entry["backends"]:
+            health = "up" if backend["up"] else (
+                f"down {max(0, now - backend['since']):.0f} s ({backend['last_error']})")
+            lines.append(f"backend        {backend['backend']} {health}, "
+                         f"{_count(backend['requests'], 'request')}, "
+                         f"{_count(backend['failures'], 'failure')}, "
+                         f"{backend['in_flight']} in flight, {backend['up_bytes']} B up, "
+                         f"{backend['down_bytes']} B down")
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cache_clear(admin: Address | Path | None, password: str | None, listen_text: str) -> int:

@@ -30,6 +30,14 @@ function cell(row, text, cls) {
   return td;
 }
 
+function headedTable(cls, headings) {  // a table with these headings, and its body
+  const table = document.createElement("table");
+  table.className = cls;
+  const head = table.createTHead().insertRow();
+  for (const h of headings) head.append(Object.assign(document.createElement("th"), { textContent: h }));
+  return [table, table.createTBody()];
+}
+
 function bytes(n) {
   const units = ["B", "kB", "MB", "GB", "TB"];
   let i = 0;
@@ -160,6 +168,38 @@ function showCache(state) {
     `${state.revalidations} revalidated)`;
 }
 
+// Each [[reverse]] entry: its listen address and marks, then a table of its backends.
+function showReverse(entries) {
+  $("reverse-section").hidden = entries.length === 0;
+  const box = $("reverse");
+  box.replaceChildren();
+  for (const r of entries) {
+    const part = document.createElement("div");
+    part.className = "reverse";
+    part.dataset.listen = r.listen;
+    const marks = [r.tls && "TLS", r.auth && "auth", r.cache && "cache", r.onion && "onion",
+                   r.forwarded && "forwarded"].filter(Boolean);
+    const title = document.createElement("p");
+    title.textContent = r.listen + (marks.length ? " (" + marks.join(", ") + ")" : "") + ", " +
+      r.strategy + (r.hosts ? ", hosts " + r.hosts.join(", ") : "") + ", " + r.connections +
+      " open" + (r.onion ? "; onion " + r.onion : "");
+    const [table, body] = headedTable("backends",
+      ["backend", "health", "in flight", "requests", "failures", "bytes up / down"]);
+    for (const b of r.backends) {
+      const row = body.insertRow();
+      row.dataset.backend = b.backend;
+      cell(row, b.backend);
+      cell(row, b.up ? "up" + (b.latency_ms === null ? "" : ", " + b.latency_ms + " ms")
+        : "down since " + clock(b.since) + (b.last_error ? " (" + b.last_error + ")" : ""),
+           b.up ? "up" : "down");
+      cell(row, b.in_flight, "num"); cell(row, b.requests, "num"); cell(row, b.failures, "num");
+      cell(row, bytes(b.up_bytes) + " / " + bytes(b.down_bytes), "num");
+    }
+    part.append(title, table);
+    box.append(part);
+  }
+}
+
 function showConnections(entries) {
   const body = $("recent").tBodies[0];
   body.replaceChildren();
@@ -196,13 +236,8 @@ function showTor(tors) {
     fill.style.width = t.progress + "%";
     bar.append(fill);
     title.append(" ", bar, " " + t.progress + "%");
-    const table = document.createElement("table");
-    table.className = "circuits";
-    const head = table.createTHead().insertRow();
-    for (const h of ["circuit", "hops", "exit relay", "exit address", "exit country", "isolated"]) {
-      const th = document.createElement("th"); th.textContent = h; head.append(th);
-    }
-    const body = table.createTBody();
+    const [table, body] = headedTable("circuits",
+      ["circuit", "hops", "exit relay", "exit address", "exit country", "isolated"]);
     for (const c of t.circuits) {
       const row = body.insertRow();
       row.dataset.circuit = c.id;
@@ -270,6 +305,7 @@ async function refresh(key, trying) {
   showBlocklists(state.blocklists);
   showInspect(state.inspect);
   showCache(state.cache);
+  showReverse(state.reverse);
   showConnections(state.connections);
   showTor(state.tor);
   series = state.series.slice(-120);
