@@ -151,6 +151,8 @@ async def _pump_body(client: ClientSide, machine: ResponseRelay,
     stops reading (its response, if any, still comes)."""
     while not machine.request_complete:
         data = machine.request_body(await client.next_event())
+        if up_writer.is_closing():  # the upstream went (its reset is the relay's to report)
+            return
         if data:
             up_writer.write(data)
         try:
