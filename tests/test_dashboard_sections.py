@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 import requests
@@ -177,8 +178,12 @@ def test_the_reverse_section(start_proxy):
             assert requests.get(f"http://{listen}/", auth=("owner", "long enough"),
                                 timeout=10).ok
 
-        def publish() -> None:  # what the onion service does once tor published it
-            entry.onion = ONION
+        def publish() -> None:  # what the onion service has once tor published it
+            from anonproxy.reverse.onion import OnionService, OnionSettings
+
+            service = OnionService(OnionSettings(Path("unused.onion-key")), entry.label)
+            service.address, service.published = ONION, True
+            entry.onion_service = service
 
         proxy.in_loop(publish)
         assert wait_until(lambda: _down(Admin(port).json("/api/reverse"), dead))

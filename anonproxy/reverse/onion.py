@@ -61,7 +61,7 @@ def _check_folder(path: Path) -> None:
         folder = path.parent.stat()
     except FileNotFoundError:
         return  # (made 0700 when the key is written)
-    if folder.st_uid != os.getuid() or folder.st_mode & 0o022 and not folder.st_mode & 0o1000:
+    if folder.st_uid != os.getuid() or (folder.st_mode & 0o022 and not folder.st_mode & 0o1000):
         raise OnionKeyError(f"{path.parent}: the folder of the onion service key is writable by "
                             "others or not yours, so the key could be replaced; keep it in a "
                             "folder of your own (0700)")
