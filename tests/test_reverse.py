@@ -73,7 +73,7 @@ def test_least_connections_sends_a_request_to_the_backend_not_busy(start_proxy, 
     held: list = []
     waiter = threading.Thread(target=lambda: held.append(_get(base + "/busy?hold=1")))
     waiter.start()
-    wait_until(lambda: sum(len(b.seen) for b in backends) == 1)
+    assert wait_until(lambda: sum(len(b.seen) for b in backends) == 1)
     busy = next(b for b in backends if b.seen)
     idle = next(b for b in backends if b is not busy)
     answers = [_get(base + "/next").text.split()[0] for _ in range(3)]
@@ -120,11 +120,11 @@ def test_a_dead_backend_costs_no_failed_request(start_proxy, backends):
     statuses = [_get(base + f"/after{i}").status_code for i in range(20)]
     assert statuses == [200] * 20  # a refused connection moves the request to the other
     assert all(path.startswith("/after") for path, _, _ in backends[1].seen[-10:])
-    wait_until(lambda: not proxy.in_loop(
+    assert wait_until(lambda: not proxy.in_loop(
         lambda: proxy.server.reverses.entries[0].health.is_up(
             f"127.0.0.1:{backends[0].port}")))
     backends[0].start()  # back on its port: probes bring it back
-    wait_until(lambda: proxy.in_loop(
+    assert wait_until(lambda: proxy.in_loop(
         lambda: proxy.server.reverses.entries[0].health.is_up(
             f"127.0.0.1:{backends[0].port}")), timeout=10)
     answers = Counter(_get(base + "/back").text.split()[0] for _ in range(4))
@@ -134,8 +134,8 @@ def test_a_dead_backend_costs_no_failed_request(start_proxy, backends):
 def test_a_failing_health_path_takes_the_backends_out(start_proxy, backends):
     proxy = start_proxy(_entry(backends, health='{ path = "/healthz?status=500" }'))
     for backend in backends:
-        wait_until(lambda b=backend: any("/healthz" in p for p, _, _ in b.seen))
-    wait_until(lambda: not any(proxy.in_loop(
+        assert wait_until(lambda b=backend: any("/healthz" in p for p, _, _ in b.seen))
+    assert wait_until(lambda: not any(proxy.in_loop(
         lambda: [b["up"] for b in proxy.server.reverses.status()[0]["backends"]])))
     status = proxy.in_loop(proxy.server.reverses.status)
     assert "500" in status[0]["backends"][0]["last_error"]
@@ -420,7 +420,7 @@ def test_the_quick_start_in_the_reverse_docs_serves_as_it_says(start_proxy, back
                       for _ in range(4))
     assert answers == {"one": 2, "two": 2}
     assert _get(base + "/", headers={"Host": "elsewhere.example"}).status_code == 421
-    wait_until(lambda: all(any(p == "/healthz" for p, _, _ in b.seen) for b in backends))
+    assert wait_until(lambda: all(any(p == "/healthz" for p, _, _ in b.seen) for b in backends))
 
 
 def test_the_profile_allow_list_applies_to_reverse_entries(start_proxy, backends):
@@ -440,12 +440,15 @@ def test_the_profile_allow_list_applies_to_reverse_entries(start_proxy, backends
 def test_a_reload_starts_new_entries_and_stops_those_gone(start_proxy, backends):
     proxy = start_proxy(_entry(backends[:1]))
     old = _address(proxy)
-    two = _entry(backends[:1]).replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.3:0"')
+    two = _entry(backends[:1], health='{ path = "/probed-after-reload" }').replace(
+        'listen = "127.0.0.1:0"', 'listen = "127.0.0.3:0"')
     proxy.profile.write_text(two)
     assert asyncio.run_coroutine_threadsafe(proxy.server.control_reload(),
                                             proxy.loop).result(10) is None
-    wait_until(lambda: proxy.in_loop(lambda: [e.listen.host for e in
+    assert wait_until(lambda: proxy.in_loop(lambda: [e.listen.host for e in
                                               proxy.server.reverses.entries]) == ["127.0.0.3"])
     assert _get(_base(proxy) + "/new").text == "one /new"
     with pytest.raises(OSError):
         socket.create_connection(old, timeout=2).close()
+    # the new entry's backends are probed from the reload on
+    assert wait_until(lambda: any(p == "/probed-after-reload" for p, _, _ in backends[0].seen))

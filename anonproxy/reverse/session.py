@@ -174,11 +174,12 @@ async def _to_backends(entry: ReverseEntry, client: ClientSide, head: RequestHea
         peername = client.writer.get_extra_info("peername")
         peer = peername[0] if peername else "unknown"
     proto = "https" if entry.tls is not None else "http"
+    host = host or entry.listen.authority().encode()  # (HTTP/1.0 without Host: ours)
     fields = request_fields(head.headers, peer=peer, proto=proto, host=host,
                             strip_auth=settings.auth is not None, websocket=head.websocket,
                             listed=head.listed)
     request = render_request_head(head.method, path, [*fields, *extra])
-    public = proto.encode() + b"://" + (host or entry.listen.authority().encode())
+    public = proto.encode() + b"://" + host
     names = entry.names
 
     def rewrite(headers):

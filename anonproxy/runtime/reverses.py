@@ -95,20 +95,24 @@ class Reverses:
                     raise ProfileError(f"{ctx.loaded.path}: reverse entry {settings.listen}: "
                                        f"tls: {error}") from None
 
-    def reload(self, ctx: Context, tasks: asyncio.TaskGroup) -> None:
+    async def reload(self, ctx: Context, tasks: asyncio.TaskGroup) -> None:
         """Take a re-read profile (`check`ed): entries that stay are updated (their
-        certificate and key read again), new ones start, those gone are drained."""
+        certificate and key read again), new ones start now (so that the probes and onion
+        services that follow the reload include them), those gone are drained in `tasks`."""
         wanted = {settings.listen_address: settings for settings in ctx.profile.reverse}
         self.allow = ctx.profile.allow
         for address in [a for a in self.running if a not in wanted]:
-            tasks.create_task(self._stop_one(address, ctx.limits.drain_timeout))
+            tasks.create_task(_drain(self.running.pop(address), ctx.limits.drain_timeout))
         for address, settings in wanted.items():
             listener = self.running.get(address)
             if listener is None:
-                tasks.create_task(self._start_logged(settings, ctx))
+                try:
+                    await self._start_one(settings, ctx)
+                except ProfileError as error:  # (an address taken meanwhile, say)
+                    logs.log.error("%s", error)
             elif (listener.entry.tls is None) != (settings.tls is None):
-                logs.log.warning("reverse entry %s: turning TLS on or off needs a restart",
-                                 settings.listen)
+                logs.log.warning("reverse entry %s keeps running as it was: turning TLS on or "
+                                 "off needs a restart", settings.listen)
             else:
                 files = _tls_files(ctx.loaded, settings)
                 if files is not None and listener.entry.tls is not None:
@@ -118,17 +122,6 @@ class Reverses:
                         logs.log.error("reverse entry %s keeps its certificate: %s",
                                        settings.listen, error)
                 listener.entry.update(settings, ctx)
-
-    async def _start_logged(self, settings: Reverse, ctx: Context) -> None:
-        try:
-            await self._start_one(settings, ctx)
-        except ProfileError as error:
-            logs.log.error("%s", error)
-
-    async def _stop_one(self, address: Address, timeout: float) -> None:
-        listener = self.running.pop(address)
-        await listener.drain(timeout)
-        listener.entry.pool.close()
 
     def probers(self, tasks: asyncio.TaskGroup, ctx: Context) -> list[asyncio.Task]:
         """Health probes of every entry's backends, on the profile's [health] interval."""
@@ -166,7 +159,9 @@ class Reverses:
         return [task for (_, task) in self._onions.values()]
 
     async def drain(self, timeout: float) -> None:
-        await asyncio.gather(*(self._stop_one(a, timeout) for a in list(self.running)))
+        listeners = list(self.running.values())
+        self.running.clear()
+        await asyncio.gather(*(_drain(listener, timeout) for listener in listeners))
 
     def status(self) -> list[dict]:
         return [entry.status() for entry in self.entries]
@@ -183,3 +178,10 @@ async def _keep(service: OnionService, tor, target: Address, port: int,
         await service.keep(tor, target, port)
     except Exception as error:  # noqa: BLE001 -- the serve loop must outlive one service's bug
         logs.log.error("onion service of %s stopped: %s", service.label, error)
+
+
+async def _drain(listener: EntryListener, timeout: float) -> None:
+    """Stop an entry: no new clients, the busy ones given `timeout`, its kept connections
+    closed."""
+    await listener.drain(timeout)
+    listener.entry.pool.close()

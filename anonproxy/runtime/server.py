@@ -282,7 +282,7 @@ class ProxyServer:
                 background.append(tasks.create_task(sample_forever(self.activity)))
             while not self._stopping.is_set():
                 await self._asks.wait()
-                probers = self._do_reloads(tasks, probers)
+                probers = await self._do_reloads(tasks, probers)
                 asked, site = self._asks.take_new_identity()
                 if asked and not self._stopping.is_set():
                     tasks.create_task(self.new_identity(site))
@@ -296,7 +296,7 @@ class ProxyServer:
             await self.stop()
             await asyncio.to_thread(reap, self.children)
 
-    def _do_reloads(self, tasks: asyncio.TaskGroup,
+    async def _do_reloads(self, tasks: asyncio.TaskGroup,
                     probers: list[asyncio.Task]) -> list[asyncio.Task]:
         """The reloads asked for, in order, each answered with its outcome; after one that took,
         workers reload too and tors and health probes follow the new profiles. Returns the
@@ -309,7 +309,7 @@ class ProxyServer:
             error = self.reload(ref)
             if error is None:
                 forward(self.children, signal.SIGHUP)
-                self.reverses.reload(self.ctx, tasks)
+                await self.reverses.reload(self.ctx, tasks)
                 self._sync_tors(tasks)
                 for prober in probers:
                     prober.cancel()
