@@ -240,3 +240,18 @@ def test_status_the_dashboard_and_cache_clear(start_proxy, origin, capsys):
     assert "cache cleared (1 entries)" in capsys.readouterr().out
     _get(proxy, url)
     assert origin.counts["/seen"] == 2
+
+
+def test_a_large_storable_body_is_read_and_stored_not_spliced_past_the_cache(start_proxy, origin):
+    """Past 256 KiB a plain-HTTP body would move by splice, which the cache cannot see: one
+    to be stored is read instead, and the repeat is a hit."""
+    proxy = start_proxy('default = "direct"\n[cache]\nenabled = true\nmax_bytes = 8388608\n'
+                        'max_object_bytes = 2097152\n[exits.direct]\n')
+    url = origin.url("/large?cc=max-age%3D60&size=600000")
+    first, second = _get(proxy, url), _get(proxy, url)
+    assert len(first.content) == len(second.content) == 600000
+    assert origin.counts["/large"] == 1
+    assert "Age" in second.headers
+    too_large = origin.url("/larger?cc=max-age%3D60&size=3000000")  # over max_object_bytes
+    assert len(_get(proxy, too_large).content) == len(_get(proxy, too_large).content) == 3000000
+    assert origin.counts["/larger"] == 2

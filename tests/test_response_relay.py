@@ -477,6 +477,40 @@ def test_body_left_is_the_rest_of_a_length_body_once_its_head_went_out(request_,
     assert machine.body_left == left
 
 
+class _Keeper:
+    """A tap (the cache) that keeps the body until it has seen `limit` bytes of it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.seen, self.cuts = limit, 0, 0
+
+    @property
+    def keeping(self) -> bool:
+        return self.seen <= self.limit
+
+    def head(self, status, reason, headers) -> None:
+        pass
+
+    def body(self, data: bytes) -> None:
+        self.seen += len(data)
+
+    def end(self) -> None:
+        pass
+
+    def cut(self) -> None:
+        self.cuts += 1
+
+
+def test_nothing_is_moved_past_a_tap_that_keeps_the_body_until_it_stops_keeping():
+    machine = ResponseRelay(request_head(GET), WHERE)
+    machine.tap = keeper = _Keeper(limit=500)
+    machine.feed(LENGTH_10K + b"x" * 100)
+    machine.sent()
+    assert machine.body_left == 0  # all of it must pass through the tap to be stored
+    machine.feed(b"x" * 401)
+    assert not keeper.keeping and machine.body_left == 10000 - 501  # too large: moved on
+    assert keeper.cuts == 0
+
+
 @pytest.mark.parametrize("trailing, expected", [(False, "pool, keep"), (True, "close, keep")])
 def test_a_body_moved_by_the_driver_ends_the_exchange_as_a_fed_one(trailing, expected):
     machine = ResponseRelay(request_head(GET), WHERE)

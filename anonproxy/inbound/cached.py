@@ -8,7 +8,8 @@ write goes to the client unchanged, and the relay tells it the final response as
 (wire/response_relay.py's ResponseTap: the head as the client gets it, the body, the end), so
 nothing is parsed twice. Once the final head came, rfc.py says what it means for the store;
 only a response to be stored is followed further, its body kept until `max_object_bytes` (any
-other streams on, not copied); a body moved by splice past the relay is not whole, not kept.
+other streams on, not copied); while it is kept the relay moves none of it by splice (past
+`max_object_bytes` it may again), since a body moved past the relay could not be stored.
 When the request was sent with our validators, the response head is held until its status is
 known: a 304 is the cache's to use (the client, who asked without
 validators, gets the stored response refreshed), anything else goes through.
@@ -63,6 +64,12 @@ class Capture:
 
     def __getattr__(self, name: str) -> Any:  # reader, writer, pending, deadline, limits, ...
         return getattr(self.client, name)
+
+    @property
+    def keeping(self) -> bool:
+        """The body is wanted and all of it went by so far: nothing may bypass us (a body
+        spliced past the relay could not be stored)."""
+        return self._following and self.status is not None
 
     # the relay's reports (ResponseTap), each before the bytes it concerns are written
     def head(self, status: int, reason: bytes, headers: Fields) -> None:

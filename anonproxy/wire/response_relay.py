@@ -80,7 +80,11 @@ _NOT_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"te", b"tra
 class ResponseTap(Protocol):
     """Who else follows the final response (the cache): its head as the client gets it, its
     body as received (never framing), and its end. `cut` says the driver moved body bytes
-    itself, past the tap: the body it saw is not the whole."""
+    itself, past the tap: the body it saw is not the whole. While `keeping` (the body is to be
+    stored), no body byte is moved past it."""
+
+    @property
+    def keeping(self) -> bool: ...
 
     def head(self, status: int, reason: bytes, headers: Headers) -> None: ...
 
@@ -277,9 +281,12 @@ class ResponseRelay:
     @property
     def body_left(self) -> int:
         """The body bytes still to come of a Content-Length response whose head went out to
-        a client that gets the body as it is (0 otherwise): what a driver may move itself."""
+        a client that gets the body as it is (0 otherwise, and while a tap keeps the body):
+        what a driver may move itself."""
         final = self.final
         if final is None or self.done or not self.committed or self.to_client != "length":
+            return 0
+        if self.tap is not None and self.tap.keeping:
             return 0
         if self._length is None:
             self._length = _content_length(final.headers)
