@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from anonproxy.config.models import Limits
 from anonproxy.exits.context import Context
+from anonproxy.transport.batch import SMALL, batch_of
 from anonproxy.transport.client_side import READ_SIZE, ClientGone
 from anonproxy.transport.deadline import Deadline
 from anonproxy.wire.errors import (
@@ -40,7 +41,8 @@ class ClientConn:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  select: Callable[[tuple[str, str] | None], Context], ctx: Context):
-        self.reader, self.writer, self.select = reader, writer, select
+        self.reader, self._writer, self.select = reader, writer, select
+        self._batch = batch_of(asyncio.get_running_loop())  # small writes wait for the turn's end
         self.ctx = ctx  # the profile of the request at hand (credentials may pick another)
         limits = self.ctx.limits
         self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
@@ -48,6 +50,13 @@ class ClientConn:
         self.idle = True  # waiting between requests: safe to close on shutdown
         self.deadline = Deadline()  # for the connection's own task
         self._lost: asyncio.Future[None] | None = None
+
+    @property
+    def writer(self) -> asyncio.StreamWriter:
+        """The client's writer, with what `write` queued for it written first: whoever uses
+        it directly (errors, tunnels, TLS, splice, close) comes after every byte before."""
+        self._batch.flush(self._writer)
+        return self._writer
 
     @property
     def limits(self) -> Limits:
@@ -72,7 +81,9 @@ class ClientConn:
         return self._lost
 
     def close(self) -> None:
-        """The connection's task is ending: its timer and watcher go with it."""
+        """The connection's task is ending: what is queued goes out, its timer and watcher go
+        with it."""
+        self._batch.flush(self._writer)
         self.deadline.close()
         if self._lost is not None:
             self._lost.cancel()
@@ -145,15 +156,20 @@ class ClientConn:
 
     def write(self, data: bytes) -> bool:
         """Write to the client; True when it all went out at once (the usual case), else the
-        caller must await `drained()`."""
-        writer = self.writer
+        caller must await `drained()`. A small write waits for the end of the loop's turn
+        (transport/batch.py), so that the turn's responses go out back to back."""
+        writer = self._writer
+        if len(data) <= SMALL and not writer.is_closing():
+            self._batch.add(writer, data)
+            return True
+        self._batch.flush(writer)
         writer.write(data)
         return writer.transport.get_write_buffer_size() == 0 and not writer.is_closing()
 
     async def drained(self) -> None:
         """Wait until the client took what was written; one that stops reading for
         `idle_timeout` is cut off (ClientGone)."""
-        writer = self.writer
+        writer = self.writer  # (what is queued, written first)
         deadline = self.deadline
         deadline.arm(self.ctx.limits.idle_timeout)
         try:

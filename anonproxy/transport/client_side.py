@@ -5,8 +5,9 @@ transport/ moves bytes for them. Defining the protocol, the error a vanished cli
 the per-request trace here keeps the imports one way: inbound/ imports transport/, never the
 reverse (the layers contract in pyproject.toml).
 
-Invariants: `write` never blocks (True when everything went out at once, else the caller
-awaits `drained`, which cuts off a client that stopped reading); a client that closed or reset
+Invariants: `write` never blocks (True when everything went out at once or waits for the end
+of the loop's turn, else the caller awaits `drained`, which cuts off a client that stopped
+reading); `writer` comes with every byte written before it in it; a client that closed or reset
 raises ClientGone, never an OSError.
 """
 
@@ -53,10 +54,14 @@ class ClientSide(Protocol):
     """One client connection, as an exchange or a WebSocket relay uses it."""
 
     reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
     pending: deque[Event]  # parsed, not yet taken: bytes the client sent past the request head
     deadline: Deadline  # the connection task's own timer
     tap: ResponseTap | None  # who else follows the response (the cache), or None
+
+    @property
+    def writer(self) -> asyncio.StreamWriter:
+        """The writer, once what `write` queued went into it (see transport/batch.py)."""
+        ...
 
     @property
     def limits(self) -> Timeouts: ...

@@ -35,6 +35,7 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
+from anonproxy.transport.batch import SMALL, batch_of
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
 from anonproxy.transport.relay import relay
 from anonproxy.transport.splice import AVAILABLE as SPLICE
@@ -83,12 +84,18 @@ async def exchange(
     machine.rewrite = rewrite
     reusable = False
     try:
-        up_writer.write(request)
-        if not head.has_body:
+        if not head.has_body and not head.websocket and len(request) <= SMALL:
+            # with the loop turn's other writes (transport/batch.py); nothing else writes to
+            # this connection before its response came
+            batch_of(asyncio.get_running_loop()).add(up_writer, request)
+            status = await _relay_response(client, machine, up_reader, up)
+        elif not head.has_body:
+            up_writer.write(request)
             if up_writer.transport.get_write_buffer_size() or up_writer.is_closing():
                 await up_writer.drain()  # rare: the request head did not go out at once
             status = await _relay_response(client, machine, up_reader, up)
         else:
+            up_writer.write(request)
             async with asyncio.TaskGroup() as tasks:
                 body = tasks.create_task(_pump_body(client, machine, up_writer))
                 status = await _relay_response(client, machine, up_reader, up)

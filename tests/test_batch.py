@@ -1,0 +1,106 @@
+"""Small writes gathered for the end of the loop's turn (transport/batch.py), on real loopback
+sockets: the turn's first write goes at once, later ones at the turn's end, each writer's bytes
+in the order written, a closed writer gets nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from anonproxy.transport.batch import WriteBatch
+
+
+async def _pair() -> tuple[asyncio.StreamWriter, socket.socket]:
+    """A writer of ours and the raw socket at its other end (non-blocking)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    _, writer = await asyncio.open_connection(*server.getsockname()[:2])
+    peer, _ = server.accept()
+    server.close()
+    peer.setblocking(False)
+    return writer, peer
+
+
+def _received(peer: socket.socket) -> bytes:
+    try:
+        return peer.recv(1 << 16)
+    except BlockingIOError:
+        return b""
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+
+
+async def test_the_first_write_of_a_turn_goes_at_once_later_ones_at_its_end():
+    batch = WriteBatch(asyncio.get_running_loop())
+    (first, first_peer), (second, second_peer) = await _pair(), await _pair()
+    try:
+        batch.add(first, b"at once")
+        batch.add(second, b"at the end")
+        await asyncio.sleep(0.01)  # (this sleep ends the turn: both are out after it)
+        assert _received(first_peer) == b"at once"
+        assert _received(second_peer) == b"at the end"
+    finally:
+        for writer, peer in ((first, first_peer), (second, second_peer)):
+            writer.close()
+            peer.close()
+
+
+async def test_a_later_write_waits_until_the_turn_ends():
+    batch = WriteBatch(asyncio.get_running_loop())
+    (first, first_peer), (second, second_peer) = await _pair(), await _pair()
+    try:
+        batch.add(first, b"1")
+        batch.add(second, b"2")
+        # no await in between: still inside the turn
+        second_peer.setblocking(True)
+        second_peer.settimeout(0.05)
+        try:
+            early = second_peer.recv(10)
+        except TimeoutError:
+            early = b""
+        assert early == b""  # queued, not written yet
+        await _settle()
+        second_peer.setblocking(False)
+        assert _received(second_peer) == b"2"
+    finally:
+        for writer, peer in ((first, first_peer), (second, second_peer)):
+            writer.close()
+            peer.close()
+
+
+async def test_one_writers_bytes_keep_their_order_with_direct_writes_after_a_flush():
+    batch = WriteBatch(asyncio.get_running_loop())
+    (other, other_peer), (writer, peer) = await _pair(), await _pair()
+    try:
+        batch.add(other, b"")  # the turn's first write is another writer's
+        batch.add(writer, b"1")
+        batch.add(writer, b"2")
+        batch.flush(writer)  # what a direct user of the writer does first
+        writer.write(b"3")
+        batch.add(writer, b"4")
+        await _settle()
+        assert _received(peer) == b"1234"
+    finally:
+        for w, p in ((other, other_peer), (writer, peer)):
+            w.close()
+            p.close()
+
+
+async def test_a_writer_closed_before_the_turn_ends_gets_nothing():
+    batch = WriteBatch(asyncio.get_running_loop())
+    (other, other_peer), (writer, peer) = await _pair(), await _pair()
+    try:
+        batch.add(other, b"x")
+        batch.add(writer, b"never")
+        writer.close()
+        await _settle()
+        peer.setblocking(True)
+        peer.settimeout(1)
+        assert peer.recv(10) == b""  # the close, nothing before it
+    finally:
+        other.close()
+        other_peer.close()
+        peer.close()
