@@ -44,7 +44,6 @@ from anonproxy.wire.errors import (
     NotFound,
     NotImplementedByProxy,
     ProxyError,
-    http_error_response,
 )
 from anonproxy.wire.headers import proxy_credentials, sanitize_request
 from anonproxy.wire.http1 import (
@@ -83,9 +82,7 @@ async def serve_http(
             head = await client.next_head(None)
     except ProxyError as error:  # malformed or slow request head: answer once, then close
         logs.connection("http", "-", "-", error.status, 0, 0, 0.0, error.message)
-        writer = client.writer  # (after what was queued for it)
-        if not writer.is_closing():
-            writer.write(http_error_response(error))
+        client.refuse(error)  # (after what was queued for it)
     except ClientGone:
         pass
     finally:

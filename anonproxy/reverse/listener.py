@@ -10,13 +10,12 @@ connections, and gives busy ones `drain_timeout` before cutting them.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 
 from anonproxy import logs
 from anonproxy.inbound.client import ClientConn
-from anonproxy.inbound.listener import allowed
+from anonproxy.inbound.listener import admit
 from anonproxy.reverse.entry import ReverseEntry
 from anonproxy.reverse.session import serve_reverse
 from anonproxy.wire.address import Address
@@ -65,12 +64,8 @@ class EntryListener:
         task = asyncio.current_task()
         assert task is not None
         entry = self.entry
-        if not allowed(self._allow(), writer.get_extra_info("peername")):
-            writer.transport.abort()
+        if not admit(writer, self._allow()):
             return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._tasks[task] = None
         entry.connections += 1
         try:

@@ -41,7 +41,6 @@ from anonproxy.wire.errors import (
     NotImplementedByProxy,
     ProxyError,
     Unauthorized,
-    http_error_response,
 )
 from anonproxy.wire.http1 import RequestHead, parse_absolute_url, render_request_head
 
@@ -68,9 +67,7 @@ async def serve_reverse(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             head = await client.next_head(None)
     except ProxyError as error:  # malformed or slow request head: answer once, then close
         logs.connection("reverse", "-", entry.label, error.status, 0, 0, 0.0, error.message)
-        writer = client.writer  # (after what was queued for it)
-        if not writer.is_closing():
-            writer.write(http_error_response(error))
+        client.refuse(error)  # (after what was queued for it)
     except ClientGone:
         pass
     finally:
