@@ -85,12 +85,27 @@ class Hit:
     age: bytes
 
 
+@dataclass(slots=True)
+class _FirstMiss:
+    """A miss with nothing stored for the URL: hishel's CacheMiss, made only if the response
+    turns out worth keeping (most misses are not: no-store, a cookie, nothing allowing reuse),
+    so a miss does not build hishel's models of a request that will never be stored."""
+
+    method: str
+    url: str
+    fields: Fields
+
+    def next(self, response: Response) -> object:
+        request = Request(self.method, self.url, _headers(self.fields))
+        return CacheMiss(request=request, options=OPTIONS).next(response)
+
+
 @dataclass
 class Forward:
     """Send the request on, with `extra` fields added (validators when revalidating); then
     call `outcome` with the response head."""
 
-    state: CacheMiss | NeedRevalidation | None  # None: the cache stays out of it
+    state: CacheMiss | _FirstMiss | NeedRevalidation | None  # None: the cache stays out of it
     extra: Fields = field(default_factory=list)
 
     @property
@@ -171,9 +186,9 @@ def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit
     upper = method.decode("latin-1").upper()
     if stored and (hit := _fresh_hit(upper, url, fields, stored)) is not None:
         return hit
-    request = Request(upper, url, _headers(fields))
     if not stored:  # (what IdleClient answers a GET or HEAD with nothing stored, at once)
-        return Forward(CacheMiss(request=request, options=OPTIONS))
+        return Forward(_FirstMiss(upper, url, fields))
+    request = Request(upper, url, _headers(fields))
     by_id = {s.id: s for s in stored}
     entries = [_entry(s) for s in stored]
     state = IdleClient(options=OPTIONS).next(request, entries)
@@ -208,7 +223,7 @@ def outcome(forward: Forward, status: int, fields: Fields) -> Outcome:
     """The store's part in a response to a forwarded request (its head)."""
     if forward.state is None or status == 101:
         return Outcome()
-    if isinstance(forward.state, CacheMiss) and not _worth_keeping(fields):
+    if isinstance(forward.state, CacheMiss | _FirstMiss) and not _worth_keeping(fields):
         return Outcome()  # (a miss of a GET or HEAD invalidates nothing: no need to ask)
     response = Response(status, _headers(fields))
     state: object = forward.state.next(response)
