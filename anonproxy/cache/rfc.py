@@ -67,6 +67,10 @@ class Stored:
     # Vary, no no-cache); made once per `fields`, as `entry`
     fresh: tuple[Fields, int | None, int | None, bool] | None = field(
         default=None, init=False, repr=False, compare=False)
+    # the response head a hit replays, up to the fields each hit sets itself (Age, length,
+    # Connection): rendered once per `fields`, as `entry`
+    head: tuple[Fields, bytes] | None = field(default=None, init=False, repr=False,
+                                              compare=False)
 
     @property
     def size(self) -> int:

@@ -195,13 +195,13 @@ def look_up(cache: MemoryCache, where: Partition, url: str,
 async def answer(client: ClientConn | ClientSide, head: RequestHead, stored: rfc.Stored,
                  age: bytes) -> tuple[int, bool]:
     """Answer `head` from a stored response: its fields as stored, with this Age."""
-    lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
-    lines += [n + b": " + v for n, v in stored.fields if n.lower() not in _NOT_REPLAYED]
-    lines.append(b"Age: " + age)
-    lines.append(b"Content-Length: %d" % len(stored.body))
-    if not head.keep_alive:
-        lines.append(b"Connection: close")
-    data = b"\r\n".join(lines) + b"\r\n\r\n"
+    made = stored.head
+    if made is None or made[0] is not stored.fields:  # (a refresh replaces the fields)
+        lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
+        lines += [n + b": " + v for n, v in stored.fields if n.lower() not in _NOT_REPLAYED]
+        made = stored.head = stored.fields, b"\r\n".join(lines) + b"\r\nAge: "
+    data = b"%s%s\r\nContent-Length: %d\r\n%s\r\n" % (
+        made[1], age, len(stored.body), b"" if head.keep_alive else b"Connection: close\r\n")
     if head.method != b"HEAD":
         data += stored.body
     if not client.write(data):
