@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
@@ -42,6 +42,27 @@ def allowed(allow: list, peer) -> bool:
     except (TypeError, ValueError, IndexError):
         return False
     return any(address in net for net in allow)
+
+
+async def drain(server: asyncio.base_events.Server | None,
+                tasks: Mapping[asyncio.Task, ClientConn | str | None], timeout: float) -> None:
+    """Stop accepting on `server`; of its connections' `tasks` (each with its HTTP client
+    once known, None before), cancel those not yet serving (still sniffing, in a handshake),
+    close the idle keep-alive ones (the pending read sees EOF), give the busy ones `timeout`
+    to finish, then cut what is left."""
+    if server is not None:
+        server.close()
+    for task, client in list(tasks.items()):
+        if client is None:
+            task.cancel()
+        elif isinstance(client, ClientConn) and client.idle:
+            client.writer.close()
+    if tasks:
+        _, busy = await asyncio.wait(list(tasks), timeout=timeout)
+        for task in busy:
+            task.cancel()
+        if busy:
+            await asyncio.wait(busy, timeout=2)
 
 
 def admit(writer: asyncio.StreamWriter, allow: list) -> bool:
@@ -90,19 +111,7 @@ class Listener:
         return Address(listen.host, self._server.sockets[0].getsockname()[1])
 
     async def drain(self, timeout: float) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task, client in list(self._tasks.items()):
-            if client is None:
-                task.cancel()  # still sniffing or in a SOCKS handshake
-            elif isinstance(client, ClientConn) and client.idle:
-                client.writer.close()  # between requests: the pending read sees EOF
-        if self._tasks:
-            _, busy = await asyncio.wait(list(self._tasks), timeout=timeout)
-            for task in busy:
-                task.cancel()
-            if busy:
-                await asyncio.wait(busy, timeout=2)
+        await drain(self._server, self._tasks, timeout)
         abort_closing()  # TLS connections still saying goodbye: their tasks have ended
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from anonproxy import logs
 from anonproxy.inbound.client import ClientConn
-from anonproxy.inbound.listener import admit
+from anonproxy.inbound.listener import admit, drain
 from anonproxy.reverse.entry import ReverseEntry
 from anonproxy.reverse.session import serve_reverse
 from anonproxy.wire.address import Address
@@ -46,19 +46,7 @@ class EntryListener:
         return entry.listen
 
     async def drain(self, timeout: float) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task, client in list(self._tasks.items()):
-            if client is None:
-                task.cancel()
-            elif client.idle:
-                client.writer.close()
-        if self._tasks:
-            _, busy = await asyncio.wait(list(self._tasks), timeout=timeout)
-            for task in busy:
-                task.cancel()
-            if busy:
-                await asyncio.wait(busy, timeout=2)
+        await drain(self._server, self._tasks, timeout)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
