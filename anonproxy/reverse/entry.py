@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hmac
 import ssl
-from base64 import b64decode
-from binascii import Error as Base64Error
 from collections import Counter
 from dataclasses import dataclass
 
@@ -26,6 +24,7 @@ from anonproxy.reverse.onion import OnionService
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address
 from anonproxy.wire.backend_headers import BackendNames
+from anonproxy.wire.headers import basic_credentials
 from anonproxy.wire.http1 import Headers
 
 
@@ -118,16 +117,8 @@ class ReverseEntry:
         expected = self._credentials
         if expected is None:
             return True
-        given = b""
-        for name, value in headers:
-            if name.lower() == b"authorization":
-                scheme, _, token = value.strip().partition(b" ")
-                if scheme.lower() == b"basic":
-                    try:
-                        given = b64decode(token.strip(), validate=True)
-                    except (Base64Error, ValueError):
-                        given = b""
-                break
+        found = basic_credentials(headers, b"authorization")
+        given = b"" if found is None else f"{found[0]}:{found[1]}".encode()
         return hmac.compare_digest(given, expected)
 
     def status(self) -> dict:

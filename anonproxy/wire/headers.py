@@ -291,8 +291,13 @@ def sanitize_response(headers: Headers, *, websocket: bool = False,
 
 def proxy_credentials(headers: Headers) -> tuple[str, str] | None:
     """The username and password of a `Proxy-Authorization: Basic` header."""
+    return basic_credentials(headers, b"proxy-authorization")
+
+
+def basic_credentials(headers: Headers, field: bytes) -> tuple[str, str] | None:
+    """The username and password of the first `field` (lower case) when it is `Basic`."""
     for name, value in headers:
-        if name.lower() == b"proxy-authorization":
+        if name.lower() == field:
             scheme, _, token = value.strip().partition(b" ")
             if scheme.lower() != b"basic":
                 return None
