@@ -27,10 +27,14 @@ def _received(peer: socket.socket) -> bytes:
         return b""
 
 
-async def _settle() -> None:
-    for _ in range(3):
+async def _arrived(peer: socket.socket, expected: bytes, timeout: float = 5) -> bytes:
+    """What reaches `peer` once `expected` has, or by `timeout` (letting the loop turn)."""
+    got = b""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < len(expected) and asyncio.get_running_loop().time() < deadline:
+        got += _received(peer)
         await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
+    return got
 
 
 async def test_the_first_write_of_a_turn_goes_at_once_later_ones_at_its_end():
@@ -39,9 +43,8 @@ async def test_the_first_write_of_a_turn_goes_at_once_later_ones_at_its_end():
     try:
         batch.add(first, b"at once")
         batch.add(second, b"at the end")
-        await asyncio.sleep(0.01)  # (this sleep ends the turn: both are out after it)
-        assert _received(first_peer) == b"at once"
-        assert _received(second_peer) == b"at the end"
+        assert await _arrived(first_peer, b"at once") == b"at once"
+        assert await _arrived(second_peer, b"at the end") == b"at the end"
     finally:
         for writer, peer in ((first, first_peer), (second, second_peer)):
             writer.close()
@@ -62,9 +65,8 @@ async def test_a_later_write_waits_until_the_turn_ends():
         except TimeoutError:
             early = b""
         assert early == b""  # queued, not written yet
-        await _settle()
         second_peer.setblocking(False)
-        assert _received(second_peer) == b"2"
+        assert await _arrived(second_peer, b"2") == b"2"
     finally:
         for writer, peer in ((first, first_peer), (second, second_peer)):
             writer.close()
@@ -81,8 +83,7 @@ async def test_one_writers_bytes_keep_their_order_with_direct_writes_after_a_flu
         batch.flush(writer)  # what a direct user of the writer does first
         writer.write(b"3")
         batch.add(writer, b"4")
-        await _settle()
-        assert _received(peer) == b"1234"
+        assert await _arrived(peer, b"1234") == b"1234"
     finally:
         for w, p in ((other, other_peer), (writer, peer)):
             w.close()
@@ -96,7 +97,7 @@ async def test_a_writer_closed_before_the_turn_ends_gets_nothing():
         batch.add(other, b"x")
         batch.add(writer, b"never")
         writer.close()
-        await _settle()
+        assert await _arrived(other_peer, b"x") == b"x"  # the turn ended: the batch went out
         peer.setblocking(True)
         peer.settimeout(1)
         assert peer.recv(10) == b""  # the close, nothing before it
