@@ -15,12 +15,14 @@ import socket
 import ssl
 import threading
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import requests
 from backends import IDENTIFYING, Backend
 from helpers import curl, recv_all, recv_until, wait_until
 from pki import PublicRoot
+from rawserver import start_raw_server
 
 
 @pytest.fixture
@@ -288,48 +290,25 @@ def test_a_websocket_upgrade_passes_through(start_proxy):
         loop.close()
 
 
-class _Slammer:
-    """A backend that reads a request head and resets the connection without answering;
-    counts what it took."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.taken: list[bytes] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self.taken.append(recv_until(conn, b"\r\n\r\n"))
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_an_idempotent_request_broken_on_one_backend_is_answered_by_another(start_proxy,
                                                                               backends):
-    slammer = _Slammer()
+    raw = start_raw_server()  # reads a request head, then resets without answering
+    slam = raw.script("slam", b"", then="reset")
     try:
-        # (fall = 5: one broken request does not take the slammer out, so the POST meets it)
-        proxy = start_proxy(_entry([slammer, backends[0]], fall=5, strategy='"failover"'))
-        response = _get(_base(proxy) + "/retry")
-        assert response.status_code == 200 and response.text == "one /retry"
-        asked = [head for head in slammer.taken if head]  # (the rest: health probes)
-        assert len(asked) == 1  # it was tried first, and broke
+        # (fall = 5: one broken request does not take it out, so the POST meets it too)
+        first = SimpleNamespace(url=raw.url(""))
+        proxy = start_proxy(_entry([first, backends[0]], fall=5, strategy='"failover"'))
+        response = _get(_base(proxy) + slam)
+        assert response.status_code == 200 and response.text == f"one {slam}"
+        assert raw.paths() == [slam.encode()]  # it was tried first, and broke
         # a POST that broke once is not sent again: its effect may have happened
-        posted = requests.post(_base(proxy) + "/pay", data=b"1", timeout=10)
+        posted = requests.post(_base(proxy) + slam + "?pay", data=b"1", timeout=10)
         assert posted.status_code == 502
-        assert str(slammer.port) not in posted.text
-        assert not any(path == "/pay" for path, _, _ in backends[0].seen)
+        assert str(raw.port) not in posted.text
+        assert raw.paths() == [slam.encode(), f"{slam}?pay".encode()]
+        assert not any(path.endswith("?pay") for path, _, _ in backends[0].seen)
     finally:
-        slammer.close()
+        raw.close()
 
 
 def test_a_reload_changes_the_backends_and_reads_the_certificate_again(start_proxy, backends,
