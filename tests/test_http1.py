@@ -15,11 +15,9 @@ from anonproxy.wire.http1 import (
     ResponseHead,
     ResponseParser,
     Tunnel,
-    chunk,
     parse_absolute_url,
-    render_request_head,
-    render_response_head,
 )
+from anonproxy.wire.render import chunk, render_request_head, render_response_head
 
 
 def test_head_body_and_end_in_pieces():

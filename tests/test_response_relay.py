@@ -24,16 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anonproxy.wire.errors import ProxyError
-from anonproxy.wire.http1 import (
-    END,
-    LAST_CHUNK,
-    Body,
-    Event,
-    RequestHead,
-    RequestParser,
-    ResponseParser,
-    chunk,
-)
+from anonproxy.wire.http1 import END, Body, Event, RequestHead, RequestParser, ResponseParser
+from anonproxy.wire.render import LAST_CHUNK, chunk
 from anonproxy.wire.response_relay import ABORT, STALE, Failure, ResponseRelay
 
 EOF = b""  # an empty read: the upstream closed

@@ -47,19 +47,22 @@ class Activity:
         self.matches = deque(maxlen=self.max_matches)
 
     def observe(self, record: Record) -> None:
-        """(logs observer) One finished connection or request."""
+        """(logs observer) One finished connection or request. This runs once per request:
+        the record is kept as it is and turned into a dashboard entry only when read."""
         self.finished += 1
+        now = time.time()
         if record.blocked is not None:
             name, rule = record.blocked
             self.blocks[name] = self.blocks.get(name, 0) + 1
-            self.matches.append((time.time(), name, rule, _site(record.dest)))
+            self.matches.append((now, name, rule, _site(record.dest)))
         if record.proto == "https":  # a request inside an opened HTTPS connection
             site = _site(record.dest)
             if site in self.opened or len(self.opened) < 1000:
                 self.opened[site] = self.opened.get(site, 0) + 1
         # through a pool, the record names the path ("pool>member"): each exit on it carried
         # the traffic, so the pool and the member it used both count it
-        for name in dict.fromkeys(record.exit.split(">")):
+        path = record.exit
+        for name in dict.fromkeys(path.split(">")) if ">" in path else (path,):
             totals = self.exits.get(name)
             if totals is None:
                 totals = self.exits[name] = ExitTotals()
@@ -67,17 +70,17 @@ class Activity:
             totals.down += record.down
             totals.connections += 1
             totals.errors += record.error is not None  # the proxy's own, not a site's 4xx
-        self.recent.append((time.time(), record.proto, _site(record.dest), record.exit,
-                            str(record.status), record.error, record.up, record.down,
-                            round(record.seconds * 1000)))
+        self.recent.append((now, record))
 
     def entries(self, now: float | None = None) -> list[dict]:
         """Recent connections, newest first, dropping those older than max_age."""
         now = time.time() if now is None else now
         while self.recent and now - self.recent[0][0] > self.max_age:
             self.recent.popleft()
-        keys = ("time", "proto", "site", "exit", "status", "error", "up", "down", "ms")
-        return [dict(zip(keys, entry, strict=True)) for entry in reversed(self.recent)]
+        return [{"time": at, "proto": r.proto, "site": _site(r.dest), "exit": r.exit,
+                 "status": str(r.status), "error": r.error, "up": r.up, "down": r.down,
+                 "ms": round(r.seconds * 1000)}
+                for at, r in reversed(self.recent)]
 
     def latest_matches(self) -> list[dict]:
         """What the block lists blocked last, newest first (the site and rule, never a path)."""

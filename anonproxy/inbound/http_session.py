@@ -46,12 +46,8 @@ from anonproxy.wire.errors import (
     ProxyError,
 )
 from anonproxy.wire.headers import proxy_credentials, sanitize_request
-from anonproxy.wire.http1 import (
-    RequestHead,
-    Tunnel,
-    parse_absolute_url,
-    render_request_head,
-)
+from anonproxy.wire.http1 import RequestHead, Tunnel, parse_absolute_url
+from anonproxy.wire.render import render_request_head
 
 CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
@@ -214,6 +210,8 @@ async def _forward(
     ctx = client.ctx
     through = ctx.choose_path(trace.exit, dest)  # exit names, each pool resolved to a member
     found = cached.plan(ctx, head, dest, path, "http", ">".join(through), None)
+    if found is None:  # (no cache, or not its request: straight on)
+        return await _send(ctx, client, head, dest, path, trace, through, [])
     return await cached.through_cache(
         client, head, found,
         lambda sink, extra: _send(ctx, sink, head, dest, path, trace, through, extra))

@@ -45,8 +45,9 @@ from anonproxy.wire.errors import (
     http_error_response,
 )
 from anonproxy.wire.headers import sanitize_request
-from anonproxy.wire.http1 import RequestHead, render_request_head
+from anonproxy.wire.http1 import RequestHead
 from anonproxy.wire.origin_form import inner_path
+from anonproxy.wire.render import render_request_head
 
 # The streams of opened connections' TLS (both sides): a TLS close waits for the peer's answer
 # after its connection's task has ended, so a stopping proxy drops those still waiting. (Held

@@ -42,7 +42,8 @@ from anonproxy.wire.errors import (
     ProxyError,
     Unauthorized,
 )
-from anonproxy.wire.http1 import RequestHead, parse_absolute_url, render_request_head
+from anonproxy.wire.http1 import RequestHead, parse_absolute_url
+from anonproxy.wire.render import render_request_head
 
 # RFC 9110 9.2.2: a repeat has the effect of one request (only those, bodiless, are retried)
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))

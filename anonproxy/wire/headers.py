@@ -275,18 +275,17 @@ def sanitize_request(
 def sanitize_response(headers: Headers, *, websocket: bool = False,
                       listed: frozenset[bytes] | None = None) -> Headers:
     """Headers to pass back to the client: hop-by-hop ones removed (framing is re-done later).
-    `listed`: the Connection tokens, when a `scan` already found them."""
+    `listed`: the Connection tokens, when a `scan` already found them. (A new list: callers
+    append to it. This runs for every response head: one comprehension, one lower() a field.)"""
     if listed is None:
         listed = frozenset(_connection_tokens(headers))
-    out: Headers = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in listed:
-            if websocket and lname in (b"upgrade", b"connection"):
-                out.append((name, value))
-            continue
-        out.append((name, value))
-    return out
+    drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
+    if websocket:  # the upgrade pair stays: the client asked for it
+        drop = drop - _UPGRADE_PAIR
+    return [field for field in headers if field[0].lower() not in drop]
+
+
+_UPGRADE_PAIR = frozenset({b"upgrade", b"connection"})
 
 
 def proxy_credentials(headers: Headers) -> tuple[str, str] | None:

@@ -23,6 +23,7 @@ import httptools
 
 from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
 from anonproxy.wire.headers import scan
+from anonproxy.wire.render import render_request_head
 from anonproxy.wire.request_line import RequestLines
 from anonproxy.wire.response_head import ResponseHeads
 
@@ -236,7 +237,7 @@ class RequestParser:
 
 
 class _ResponseCollector(_Collector):
-    parser: httptools.HttpResponseParser
+    parser: httptools.HttpResponseParser | None
     head_only: bool = False
     final_framing: str | None = None
     ended = False  # the final response is complete
@@ -254,6 +255,8 @@ class _ResponseCollector(_Collector):
 
     def on_headers_complete(self) -> None:
         p = self.parser
+        if p is None:  # a message after the final one (see below): the upstream is out of step
+            raise BadUpstreamResponse("the upstream sent more than one final response")
         status = p.get_status_code()
         encodings, lengths, listed, _ = scan(self.headers)
         if not 100 <= status <= 599:
@@ -284,6 +287,9 @@ class _ResponseCollector(_Collector):
         self.headers = []  # trailer fields (llhttp reports them as headers) stay out of the head
         if status >= 200:
             self.final_framing = framing
+            # llhttp holds our callbacks and we held it: let go, so both are freed when the
+            # exchange ends (by reference counting, not by a later collection)
+            self.parser = None
         if self.head_only and status >= 200:
             raise _HeadDone
 
@@ -375,25 +381,3 @@ def parse_absolute_url(target: bytes) -> tuple[bytes, bytes, int | None, bytes]:
         raise BadRequest("the request target must be an absolute http:// URL")
     path = (url.path or b"/") + (b"?" + url.query if url.query is not None else b"")
     return url.schema.lower(), url.host, url.port, path
-
-
-def render_request_head(method: bytes, target: bytes, headers: Headers,
-                        version: bytes = b"1.1") -> bytes:
-    lines = [method + b" " + target + b" HTTP/" + version]
-    lines += [name + b": " + value for name, value in headers]
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
-
-
-def render_response_head(status: int, reason: bytes, headers: Headers) -> bytes:
-    lines = [b"HTTP/1.1 %d " % status + reason]
-    lines += [name + b": " + value for name, value in headers]
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n" % len(data) + data + b"\r\n"
-
-
-LAST_CHUNK = b"0\r\n\r\n"  # (with trailer fields: b"0\r\n", the fields, b"\r\n")

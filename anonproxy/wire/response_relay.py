@@ -48,7 +48,6 @@ from typing import Protocol
 from anonproxy.wire.errors import BadUpstreamResponse, ProxyError, StageTimeout
 from anonproxy.wire.headers import sanitize_response
 from anonproxy.wire.http1 import (
-    LAST_CHUNK,
     Body,
     End,
     Event,
@@ -57,9 +56,8 @@ from anonproxy.wire.http1 import (
     ResponseHead,
     ResponseParser,
     Tunnel,
-    chunk,
-    render_response_head,
 )
+from anonproxy.wire.render import LAST_CHUNK, chunk, render_response_head
 
 
 class Failure(enum.Enum):
@@ -102,7 +100,7 @@ class ResponseRelay:
         "_parser", "_http11", "_websocket", "where", "reused", "read_timeout", "_idle_timeout",
         "_chunked_up", "request_complete", "_client_keep_alive", "final", "to_client",
         "head_queued", "committed", "nothing_received", "done", "status", "tunnel",
-        "_upstream_clean", "up_bytes", "down_bytes", "_trailers", "_length", "tap", "rewrite",
+        "_upstream_clean", "up_bytes", "down_bytes", "_request_fields", "_length", "tap", "rewrite",
     )
 
     def __init__(self, request: RequestHead, where: str = "the upstream", *,
@@ -123,8 +121,7 @@ class ResponseRelay:
         self.request_complete = not request.has_body  # the request body all went up
         self._client_keep_alive = request.keep_alive
         # trailer fields pass only to a client that said it takes them (RFC 9110 6.5, 10.1.4)
-        self._trailers = self._http11 and any(
-            n.lower() == b"te" and b"trailers" in v.lower() for n, v in request.headers)
+        self._request_fields = request.headers  # (whether it takes trailers: asked at the end)
         self.final: ResponseHead | None = None  # the final (2xx-5xx) response head, once it came
         self.to_client = "length"  # how its body goes to the client (see _client_framing)
         self.head_queued = False  # a response head is in the output (maybe not yet written)
@@ -248,9 +245,14 @@ class ResponseRelay:
         """The last chunk, with the upstream's trailer fields when the client takes them
         (framing and hop-by-hop fields never: they are not the trailer's to set)."""
         fields = [name + b": " + value + b"\r\n"
-                  for name, value in (self._parser.trailers if self._trailers else ())
+                  for name, value in (self._parser.trailers if self._takes_trailers() else ())
                   if name.lower() not in _NOT_TRAILERS]
         return b"0\r\n" + b"".join(fields) + b"\r\n" if fields else LAST_CHUNK
+
+    def _takes_trailers(self) -> bool:
+        """The client said it takes trailer fields (`TE: trailers`; HTTP/1.1 only)."""
+        return self._http11 and any(n.lower() == b"te" and b"trailers" in v.lower()
+                                    for n, v in self._request_fields)
 
     def _final_headers(self, response: ResponseHead) -> Headers:
         """The final response's headers for the client, and whether its connection stays open."""
