@@ -248,6 +248,13 @@ class _ResponseCollector(_Collector):
             self.after_end = True
         super().on_message_begin()
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A response head's size was bounded before llhttp saw it (ResponseHeads), a
+        # trailer's by `guard`: only the number of fields is counted here.
+        if len(self.headers) >= self.max_headers:
+            raise self.too_large(f"the message has more than {self.max_headers} header fields")
+        self.headers.append((name, value))
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
         if self.final_framing is not None:
@@ -308,10 +315,12 @@ class ResponseParser:
         self._collector.head_only = request_method == b"HEAD"
         self._parser = httptools.HttpResponseParser(self._collector)
         self._collector.parser = self._parser
+        self._received = False  # llhttp has been given bytes
 
     def feed(self, data: bytes) -> list[Event]:
         c = self._collector
         raw, data = data, self._heads.feed(data)
+        self._received = self._received or bool(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -359,7 +368,7 @@ class ResponseParser:
         if c.final_framing == "close" and not c.ended:
             c.ended = c.after_end = True  # complete, and the connection is gone
             return [END]
-        if c.head_bytes == 0:
+        if not self._received:
             raise BadUpstreamResponse("the upstream closed the connection without a response")
         raise BadUpstreamResponse("the upstream closed the connection in the middle of a response")
 

@@ -54,6 +54,8 @@ class ResponseHeads:
                     raise BadUpstreamResponse(
                         f"the message head is larger than {self._max} bytes")
                 break
+            if end.end() > self._max:  # (a whole head may come in one read)
+                raise BadUpstreamResponse(f"the message head is larger than {self._max} bytes")
             head, buffer = buffer[: end.end()], buffer[end.end():]
             text, final = normalize(head)
             out.append(text)
