@@ -20,7 +20,8 @@ import pytest
 from anonproxy.cache import rfc
 from anonproxy.cache.store import MemoryCache
 from anonproxy.inbound import cached
-from anonproxy.wire.http1 import RequestHead, RequestParser
+from anonproxy.wire.http1 import RequestParser
+from anonproxy.wire.messages import RequestHead
 
 URL = "http://127.0.0.1:8080/a"
 REQUEST = [(b"Host", b"127.0.0.1:8080")]

@@ -105,7 +105,8 @@ def test_a_method_that_is_not_a_token_is_still_refused(proxy, origin):
 
 
 def test_a_request_line_in_pieces_is_held_until_whole():
-    from anonproxy.wire.http1 import RequestHead, RequestParser
+    from anonproxy.wire.http1 import RequestParser
+    from anonproxy.wire.messages import RequestHead
     parser = RequestParser()
     raw = b"VERSION-CONTROL http://a/\xc3\xa9 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok"
     events = [e for i in range(len(raw)) for e in parser.feed(raw[i:i + 1])]

@@ -7,16 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
-from anonproxy.wire.http1 import (
-    END,
-    Body,
-    RequestHead,
-    RequestParser,
-    ResponseHead,
-    ResponseParser,
-    Tunnel,
-    parse_absolute_url,
-)
+from anonproxy.wire.http1 import RequestParser, ResponseParser, parse_absolute_url
+from anonproxy.wire.messages import END, Body, RequestHead, ResponseHead, Tunnel
 from anonproxy.wire.render import chunk, render_request_head, render_response_head
 
 

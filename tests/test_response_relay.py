@@ -24,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anonproxy.wire.errors import ProxyError
-from anonproxy.wire.http1 import END, Body, Event, RequestHead, RequestParser, ResponseParser
+from anonproxy.wire.http1 import RequestParser, ResponseParser
+from anonproxy.wire.messages import END, Body, Event, RequestHead
 from anonproxy.wire.render import LAST_CHUNK, chunk
 from anonproxy.wire.response_relay import ABORT, STALE, Failure, ResponseRelay
 

@@ -23,7 +23,8 @@ from urllib.parse import urljoin, urlsplit
 
 from anonproxy.wire.address import Address, AddressError, check_host
 from anonproxy.wire.headers import sanitize_request
-from anonproxy.wire.http1 import END, Body, ResponseHead, ResponseParser
+from anonproxy.wire.http1 import ResponseParser
+from anonproxy.wire.messages import END, Body, ResponseHead
 from anonproxy.wire.render import render_request_head
 
 if TYPE_CHECKING:

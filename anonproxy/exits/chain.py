@@ -39,7 +39,8 @@ from anonproxy.wire.errors import (
     StageTimeout,
 )
 from anonproxy.wire.hops import Hop, HopRefused
-from anonproxy.wire.http1 import ResponseHead, ResponseParser
+from anonproxy.wire.http1 import ResponseParser
+from anonproxy.wire.messages import ResponseHead
 
 if TYPE_CHECKING:
     from anonproxy.config.models import Exit as ExitConfig

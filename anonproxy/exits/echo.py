@@ -36,7 +36,8 @@ from anonproxy.policy.verify import (
 from anonproxy.wire.address import Address, AddressError, parse_authority
 from anonproxy.wire.errors import ProxyError
 from anonproxy.wire.headers import sanitize_request
-from anonproxy.wire.http1 import END, Body, ResponseHead, ResponseParser
+from anonproxy.wire.http1 import ResponseParser
+from anonproxy.wire.messages import END, Body, ResponseHead
 from anonproxy.wire.render import render_request_head
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from anonproxy.inbound.client import ClientConn
 from anonproxy.policy.cache_partition import partition
 from anonproxy.transport.client_side import ClientSide
 from anonproxy.wire.address import Address
-from anonproxy.wire.http1 import RequestHead
+from anonproxy.wire.messages import RequestHead
 from anonproxy.wire.response_relay import ResponseTap
 
 if TYPE_CHECKING:  # (imported where used: hishel is loaded only when a profile caches)

@@ -26,7 +26,8 @@ from anonproxy.wire.errors import (
     RequestTimeout,
     http_error_response,
 )
-from anonproxy.wire.http1 import END, Event, RequestHead, RequestParser
+from anonproxy.wire.http1 import RequestParser
+from anonproxy.wire.messages import END, Event, RequestHead
 from anonproxy.wire.response_relay import ResponseTap
 
 _NO_EVENTS: deque[Event] = deque()  # every tunnel's (empty) queue: one, shared, never filled

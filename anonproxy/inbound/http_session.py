@@ -46,7 +46,8 @@ from anonproxy.wire.errors import (
     ProxyError,
 )
 from anonproxy.wire.headers import proxy_credentials, sanitize_request
-from anonproxy.wire.http1 import RequestHead, Tunnel, parse_absolute_url
+from anonproxy.wire.http1 import parse_absolute_url
+from anonproxy.wire.messages import RequestHead, Tunnel
 from anonproxy.wire.render import render_request_head
 
 CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"

@@ -45,7 +45,7 @@ from anonproxy.wire.errors import (
     http_error_response,
 )
 from anonproxy.wire.headers import sanitize_request
-from anonproxy.wire.http1 import RequestHead
+from anonproxy.wire.messages import RequestHead
 from anonproxy.wire.origin_form import inner_path
 from anonproxy.wire.render import render_request_head
 

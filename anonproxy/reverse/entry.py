@@ -24,8 +24,7 @@ from anonproxy.reverse.onion import OnionService
 from anonproxy.transport.upstream import UpstreamPool
 from anonproxy.wire.address import Address
 from anonproxy.wire.backend_headers import BackendNames
-from anonproxy.wire.headers import basic_credentials
-from anonproxy.wire.http1 import Headers
+from anonproxy.wire.headers import Headers, basic_credentials
 
 
 @dataclass

@@ -13,7 +13,8 @@ import asyncio
 from anonproxy.exits.connect import os_error, tcp
 from anonproxy.reverse.entry import ReverseEntry
 from anonproxy.wire.errors import BadUpstreamResponse, StageTimeout
-from anonproxy.wire.http1 import ResponseHead, ResponseParser
+from anonproxy.wire.http1 import ResponseParser
+from anonproxy.wire.messages import ResponseHead
 
 
 class ProbeFailed(Exception):

@@ -42,7 +42,8 @@ from anonproxy.wire.errors import (
     ProxyError,
     Unauthorized,
 )
-from anonproxy.wire.http1 import RequestHead, parse_absolute_url
+from anonproxy.wire.http1 import parse_absolute_url
+from anonproxy.wire.messages import RequestHead
 from anonproxy.wire.render import render_request_head
 
 # RFC 9110 9.2.2: a repeat has the effect of one request (only those, bodiless, are retried)

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Protocol
 
 from anonproxy.transport.deadline import Deadline
-from anonproxy.wire.http1 import Event
+from anonproxy.wire.messages import Event
 from anonproxy.wire.response_relay import ResponseTap
 
 READ_SIZE = 1 << 16  # one read from either side

@@ -42,7 +42,8 @@ from anonproxy.transport.splice import AVAILABLE as SPLICE
 from anonproxy.transport.splice import Broken, move, spliceable
 from anonproxy.transport.upstream import Stream, UpstreamPool
 from anonproxy.wire.errors import ProxyError
-from anonproxy.wire.http1 import END, Headers, RequestHead, Tunnel
+from anonproxy.wire.headers import Headers
+from anonproxy.wire.messages import END, RequestHead, Tunnel
 from anonproxy.wire.response_relay import Failure, ResponseRelay
 
 # Body bytes left (once the reader's buffer is drained) that pay for a splice's descriptors

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -162,6 +163,32 @@ def scan(headers: Headers) -> tuple[list[bytes], list[bytes], frozenset[bytes], 
     return encodings, lengths, listed, upgrade and b"upgrade" in listed
 
 
+# the lines of a CRLF-led field block that frame a message or list Connection tokens
+_FRAMING_LINE = re.compile(
+    rb"\n(content-length|transfer-encoding|connection)[ \t]*:[ \t]*([^\r]*)", re.IGNORECASE)
+
+
+def scan_block(block: bytes) -> tuple[list[bytes], list[bytes], frozenset[bytes]]:
+    """`scan`'s framing answers and Connection tokens for a head kept as bytes (CRLF-led
+    field lines, which llhttp has judged: wire/messages.py): one regular expression finds the
+    few lines that matter, so no other field is split."""
+    encodings: list[bytes] = []
+    lengths: list[bytes] = []
+    connection: list[bytes] = []
+    for name, value in _FRAMING_LINE.findall(block):
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths.append(value)
+        elif lname == b"transfer-encoding":
+            encodings.append(value)
+        else:
+            connection.append(value)
+    if not connection:
+        return encodings, lengths, frozenset()
+    tokens = {t.strip().lower() for v in connection for t in v.split(b",") if t.strip()}
+    return encodings, lengths, frozenset(tokens - PROTECTED)
+
+
 def _origin(url: str) -> str | None:
     try:
         parts = urlsplit(url)
@@ -286,6 +313,18 @@ def sanitize_response(headers: Headers, *, websocket: bool = False,
 
 
 _UPGRADE_PAIR = frozenset({b"upgrade", b"connection"})
+_HOP_LINE = re.compile(
+    rb"\r\n(?:" + b"|".join(re.escape(name) for name in sorted(HOP_BY_HOP, key=len, reverse=True))
+    + rb")[ \t]*:[^\r]*", re.IGNORECASE)
+
+
+def sanitize_response_block(block: bytes, listed: frozenset[bytes]) -> bytes | None:
+    """`sanitize_response` for a head kept as bytes (CRLF-led field lines): the hop-by-hop
+    lines cut out, the others as they came. None when Connection lists a field beyond the
+    hop-by-hop ones (rare): then the fields are dropped one by one."""
+    if listed and not listed <= HOP_BY_HOP:
+        return None
+    return _HOP_LINE.sub(b"", block)
 
 
 def proxy_credentials(headers: Headers) -> tuple[str, str] | None:

@@ -17,65 +17,23 @@ buffered whole).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import deque
 
 import httptools
 
 from anonproxy.wire.errors import BadRequest, BadUpstreamResponse, HeadersTooLarge
-from anonproxy.wire.headers import scan
+from anonproxy.wire.headers import Headers, scan, scan_block
+from anonproxy.wire.messages import (
+    END,
+    Body,
+    Event,
+    RequestHead,
+    ResponseHead,
+    Tunnel,
+)
 from anonproxy.wire.render import render_request_head
 from anonproxy.wire.request_line import RequestLines
 from anonproxy.wire.response_head import ResponseHeads
-
-Headers = list[tuple[bytes, bytes]]
-
-
-@dataclass(slots=True)
-class RequestHead:
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.1" or b"1.0"
-    headers: Headers
-    keep_alive: bool
-    has_body: bool
-    # from the parser's one pass over the headers, so later stages need not scan them again
-    framing: str = "none"  # "none" | "length" | "chunked"
-    websocket: bool = False  # asks for a WebSocket upgrade
-    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
-
-
-@dataclass(slots=True)
-class ResponseHead:
-    status: int
-    reason: bytes
-    version: bytes
-    headers: Headers
-    keep_alive: bool
-    framing: str  # "none" | "length" | "chunked" | "close"
-    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
-
-
-@dataclass(slots=True)
-class Body:
-    data: bytes
-
-
-class End:
-    """The current message is complete."""
-    __slots__ = ()
-
-
-END = End()
-
-
-@dataclass(slots=True)
-class Tunnel:
-    """The head was a CONNECT or protocol upgrade: what follows is raw bytes from `rest` on."""
-
-    rest: bytes
-
-
-Event = RequestHead | ResponseHead | Body | End | Tunnel
 
 
 def _framing(encodings: list[bytes], lengths: list[bytes], error: type[Exception]) -> str:
@@ -137,15 +95,6 @@ class _Collector:
         self._count(len(status))
         self.reason += status
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # _count, inlined: this runs for every header line of every message
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.max_head_bytes:
-            raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
-        if len(self.headers) >= self.max_headers:
-            raise self.too_large(f"the message has more than {self.max_headers} header fields")
-        self.headers.append((name, value))
-
     def on_body(self, body: bytes) -> None:
         self.events.append(Body(body))
 
@@ -157,6 +106,15 @@ class _Collector:
 class _RequestCollector(_Collector):
     parser: httptools.HttpRequestParser
     lines: RequestLines
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # _count, inlined: this runs for every header line of every request
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.max_head_bytes:
+            raise self.too_large(f"the message head is larger than {self.max_head_bytes} bytes")
+        if len(self.headers) >= self.max_headers:
+            raise self.too_large(f"the message has more than {self.max_headers} header fields")
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         p = self.parser
@@ -237,7 +195,11 @@ class RequestParser:
 
 
 class _ResponseCollector(_Collector):
+    """A response's callbacks: no per-field one (fields are read from the head's bytes,
+    which ResponseHeads hands over in `heads`)."""
+
     parser: httptools.HttpResponseParser | None
+    heads: deque[bytes]
     head_only: bool = False
     final_framing: str | None = None
     ended = False  # the final response is complete
@@ -248,12 +210,6 @@ class _ResponseCollector(_Collector):
             self.after_end = True
         super().on_message_begin()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # A response head's size was bounded before llhttp saw it (ResponseHeads), a
-        # trailer's by `guard`: only the number of fields is counted here.
-        if len(self.headers) >= self.max_headers:
-            raise self.too_large(f"the message has more than {self.max_headers} header fields")
-        self.headers.append((name, value))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -265,7 +221,15 @@ class _ResponseCollector(_Collector):
         if p is None:  # a message after the final one (see below): the upstream is out of step
             raise BadUpstreamResponse("the upstream sent more than one final response")
         status = p.get_status_code()
-        encodings, lengths, listed, _ = scan(self.headers)
+        # the head llhttp has just parsed, as it was handed to it (ResponseHeads strips the
+        # empty lines llhttp skips before a head, so each begins with its status line)
+        head = self.heads.popleft() if self.heads else b""
+        if not head.startswith(b"HTTP/"):  # (a defence: the two never disagree)
+            raise BadUpstreamResponse("the upstream response could not be parsed")
+        block = head[head.index(b"\r\n"):-4]  # (CRLF-led lines: the head less its ends)
+        if block.count(b"\n") > self.max_headers:
+            raise self.too_large(f"the message has more than {self.max_headers} header fields")
+        encodings, lengths, listed = scan_block(block)
         if not 100 <= status <= 599:
             raise BadUpstreamResponse(f"the upstream sent an invalid status code {status}")
         if 100 <= status < 200 and status != 101 and (
@@ -285,7 +249,7 @@ class _ResponseCollector(_Collector):
                 # dropped rather than passed on to a client that may not expect them
                 reason=b"" if _CONTROL.search(self.reason) else self.reason,
                 version=p.get_http_version().encode("ascii"),
-                headers=self.headers,
+                block=block,
                 keep_alive=p.should_keep_alive(),
                 framing=framing,
                 listed=listed,
@@ -301,6 +265,18 @@ class _ResponseCollector(_Collector):
             raise _HeadDone
 
 
+class _TrailersCollector(_ResponseCollector):
+    """For a client that takes trailer fields: llhttp reports them one by one, as it reports
+    a head's (which on_headers_complete drops: a head's fields are read from its bytes)."""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A head's size was bounded before llhttp saw it (ResponseHeads), a trailer's by
+        # `guard`: only the number of fields is counted here.
+        if len(self.headers) >= self.max_headers:
+            raise self.too_large(f"the message has more than {self.max_headers} header fields")
+        self.headers.append((name, value))
+
+
 class _HeadDone(Exception):
     """Raised from a callback to stop llhttp after the head of a response to HEAD."""
 
@@ -309,9 +285,12 @@ class ResponseParser:
     """Parses the responses to one request: any 1xx interim responses, then the final one."""
 
     def __init__(self, request_method: bytes, max_head_bytes: int = 262144,
-                 max_headers: int = 200) -> None:
+                 max_headers: int = 200, *, trailers: bool = False) -> None:
+        """`trailers`: collect the trailer fields of a chunked response (`trailers`)."""
         self._heads = ResponseHeads(max_head_bytes)  # lenient heads made strict, for llhttp
-        self._collector = _ResponseCollector(max_head_bytes, max_headers, BadUpstreamResponse)
+        kind = _TrailersCollector if trailers else _ResponseCollector
+        self._collector = kind(max_head_bytes, max_headers, BadUpstreamResponse)
+        self._collector.heads = self._heads.emitted
         self._collector.head_only = request_method == b"HEAD"
         self._parser = httptools.HttpResponseParser(self._collector)
         self._collector.parser = self._parser

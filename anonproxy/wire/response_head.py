@@ -22,6 +22,7 @@ interim (1xx) heads are rewritten one by one until the final one.
 from __future__ import annotations
 
 import re
+from collections import deque
 
 from anonproxy.wire.errors import BadUpstreamResponse
 
@@ -32,12 +33,15 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 class ResponseHeads:
     """The response heads of one exchange, normalized as they arrive; bodies pass as they are."""
 
-    __slots__ = ("_buffer", "_passing", "_max")
+    __slots__ = ("_buffer", "_passing", "_max", "emitted")
 
     def __init__(self, max_head_bytes: int) -> None:
         self._buffer = b""
         self._passing = False  # the final head went by: bytes pass unchanged
         self._max = max_head_bytes
+        # each head handed to llhttp, as handed, until its parser takes it (in order: llhttp
+        # reports the heads it parses in the order they came)
+        self.emitted: deque[bytes] = deque()
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the upstream -> the bytes for llhttp (heads held back until complete)."""
@@ -47,6 +51,12 @@ class ResponseHeads:
         buffer = self._buffer + data
         out: list[bytes] = []
         while not self._passing:
+            if buffer.startswith((b"\r", b"\n")):
+                # empty lines before a head: llhttp skips them, and so do we, so that each
+                # head handed on begins with its status line
+                buffer, start = buffer.lstrip(b"\r\n"), 0
+                if not buffer:
+                    break
             end = _HEAD_END.search(buffer, start)
             start = 0
             if end is None:
@@ -59,6 +69,7 @@ class ResponseHeads:
             head, buffer = buffer[: end.end()], buffer[end.end():]
             text, final = normalize(head)
             out.append(text)
+            self.emitted.append(text)
             self._passing = final
         if self._passing:
             out.append(buffer)

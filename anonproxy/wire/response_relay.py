@@ -46,16 +46,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from anonproxy.wire.errors import BadUpstreamResponse, ProxyError, StageTimeout
-from anonproxy.wire.headers import sanitize_response
-from anonproxy.wire.http1 import (
+from anonproxy.wire.headers import Headers, sanitize_response, sanitize_response_block
+from anonproxy.wire.http1 import ResponseParser
+from anonproxy.wire.messages import (
     Body,
     End,
     Event,
-    Headers,
     RequestHead,
     ResponseHead,
-    ResponseParser,
     Tunnel,
+    block_of,
 )
 from anonproxy.wire.render import LAST_CHUNK, chunk, render_response_head
 
@@ -100,7 +100,7 @@ class ResponseRelay:
         "_parser", "_http11", "_websocket", "where", "reused", "read_timeout", "_idle_timeout",
         "_chunked_up", "request_complete", "_client_keep_alive", "final", "to_client",
         "head_queued", "committed", "nothing_received", "done", "status", "tunnel",
-        "_upstream_clean", "up_bytes", "down_bytes", "_request_fields", "_length", "tap", "rewrite",
+        "_upstream_clean", "up_bytes", "down_bytes", "_trailers", "_length", "tap", "rewrite",
     )
 
     def __init__(self, request: RequestHead, where: str = "the upstream", *,
@@ -110,8 +110,10 @@ class ResponseRelay:
         WebSocket wish); `where`: the upstream as error messages name it; `reused`: the
         connection came from the pool; the timeouts: for the response head, then between
         reads of its body; `max_head_bytes`: the largest response head taken."""
-        self._parser = ResponseParser(request.method, max_head_bytes)
         self._http11 = request.version == b"1.1"
+        # trailer fields pass only to a client that said it takes them (RFC 9110 6.5, 10.1.4)
+        self._trailers = self._http11 and _takes_trailers(request.headers)
+        self._parser = ResponseParser(request.method, max_head_bytes, trailers=self._trailers)
         self._websocket = request.websocket
         self.where = where
         self.reused = reused
@@ -120,8 +122,6 @@ class ResponseRelay:
         self._chunked_up = request.framing == "chunked"
         self.request_complete = not request.has_body  # the request body all went up
         self._client_keep_alive = request.keep_alive
-        # trailer fields pass only to a client that said it takes them (RFC 9110 6.5, 10.1.4)
-        self._request_fields = request.headers  # (whether it takes trailers: asked at the end)
         self.final: ResponseHead | None = None  # the final (2xx-5xx) response head, once it came
         self.to_client = "length"  # how its body goes to the client (see _client_framing)
         self.head_queued = False  # a response head is in the output (maybe not yet written)
@@ -221,10 +221,10 @@ class ResponseRelay:
         else:
             self.final = event
             self.read_timeout = self._idle_timeout  # now between body reads
-            headers = self._final_headers(event)
             self.to_client = self._client_framing(event)
-            if self.tap is not None:
-                self.tap.head(event.status, event.reason, headers)
+            out.append(self._final_head(event))
+            self.head_queued = True
+            return
         out.append(render_response_head(event.status, event.reason, headers))
         self.head_queued = True
 
@@ -245,30 +245,36 @@ class ResponseRelay:
         """The last chunk, with the upstream's trailer fields when the client takes them
         (framing and hop-by-hop fields never: they are not the trailer's to set)."""
         fields = [name + b": " + value + b"\r\n"
-                  for name, value in (self._parser.trailers if self._takes_trailers() else ())
+                  for name, value in (self._parser.trailers if self._trailers else ())
                   if name.lower() not in _NOT_TRAILERS]
         return b"0\r\n" + b"".join(fields) + b"\r\n" if fields else LAST_CHUNK
 
-    def _takes_trailers(self) -> bool:
-        """The client said it takes trailer fields (`TE: trailers`; HTTP/1.1 only)."""
-        return self._http11 and any(n.lower() == b"te" and b"trailers" in v.lower()
-                                    for n, v in self._request_fields)
-
-    def _final_headers(self, response: ResponseHead) -> Headers:
-        """The final response's headers for the client, and whether its connection stays open."""
-        headers = sanitize_response(response.headers, listed=response.listed)
-        if self.rewrite is not None:
-            headers = self.rewrite(headers)
+    def _final_head(self, response: ResponseHead) -> bytes:
+        """The final response's head for the client, and whether its connection stays open.
+        The usual head goes as the bytes it came in, its hop-by-hop lines cut out; one that
+        the cache keeps or a reverse entry rewrites, field by field (the same bytes for the
+        same fields: tests/test_response_block.py)."""
         old_client = not self._http11
-        if response.framing == "close" or (response.framing == "chunked" and old_client):
+        chunked_to_old = response.framing == "chunked" and old_client
+        if response.framing == "close" or chunked_to_old:
             self._client_keep_alive = False  # the body will end where the connection does
-            if response.framing == "chunked":
+        added: Headers = ([(b"Connection", b"close")] if not self._client_keep_alive else
+                          [(b"Connection", b"keep-alive")] if old_client else [])
+        block = None
+        if self.tap is None and self.rewrite is None and not chunked_to_old:
+            block = sanitize_response_block(response.block, response.listed)
+        if block is None:
+            headers = sanitize_response(response.headers, listed=response.listed)
+            if self.rewrite is not None:
+                headers = self.rewrite(headers)
+            if chunked_to_old:
                 headers = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
-        if not self._client_keep_alive:
-            headers.append((b"Connection", b"close"))
-        elif old_client:
-            headers.append((b"Connection", b"keep-alive"))
-        return headers
+            headers += added
+            if self.tap is not None:
+                self.tap.head(response.status, response.reason, headers)
+            return render_response_head(response.status, response.reason, headers)
+        return (b"HTTP/1.1 %d " % response.status + response.reason + block + block_of(added)
+                + b"\r\n\r\n")
 
     def _client_framing(self, response: ResponseHead) -> str:
         """How the body goes to the client: as framed upstream, or raw until close."""
@@ -338,6 +344,15 @@ class ResponseRelay:
         if self.committed:
             return ConnectionResetError("upstream idle")
         return StageTimeout(f"{self.where} did not answer within {self.read_timeout:g} s")
+
+
+def _takes_trailers(headers: Headers) -> bool:
+    """The request says `TE: trailers` (a loop, not a generator: it runs for every request,
+    and two letters are checked before any lower-casing)."""
+    for name, value in headers:
+        if len(name) == 2 and name.lower() == b"te" and b"trailers" in value.lower():
+            return True
+    return False
 
 
 def _content_length(headers: Headers) -> int:

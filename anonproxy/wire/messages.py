@@ -1,0 +1,86 @@
+"""The parsed HTTP/1 messages, as the parsers (wire/http1.py) hand them on: heads, body
+pieces, the end of a message, the start of a tunnel. No parsing of bytes beyond splitting a
+response head's field lines, which llhttp has already judged.
+
+A response head keeps its field lines as the bytes they came in (`block`): a relay that only
+drops hop-by-hop fields works on those bytes (wire/headers.py's sanitize_response_block) and
+never splits them; `headers` splits them on first use, and gives what llhttp reported field by
+field (name as sent; value without leading whitespace, trailing whitespace kept: llhttp's
+strict mode refuses folded lines, bare CR and control bytes, so a line is `name:value`).
+
+Invariants: a head's fields keep their case and order; `block` is b"" or CRLF-led lines
+(b"\r\nName: value" each), never the status line or the blank line that ends the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.1" or b"1.0"
+    headers: Headers
+    keep_alive: bool
+    has_body: bool
+    # from the parser's one pass over the headers, so later stages need not scan them again
+    framing: str = "none"  # "none" | "length" | "chunked"
+    websocket: bool = False  # asks for a WebSocket upgrade
+    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    version: bytes
+    block: bytes  # the field lines as received, each led by CRLF (see the module docstring)
+    keep_alive: bool
+    framing: str  # "none" | "length" | "chunked" | "close"
+    listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
+    _headers: Headers | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def headers(self) -> Headers:
+        """The fields as (name, value) pairs, split from `block` once."""
+        if self._headers is None:
+            self._headers = fields(self.block)
+        return self._headers
+
+
+def fields(block: bytes) -> Headers:
+    """CRLF-led field lines -> (name, value) pairs, as llhttp reports them."""
+    return [(name, value.lstrip(b" \t"))
+            for name, _, value in (line.partition(b":") for line in block.split(b"\r\n")[1:])]
+
+
+def block_of(headers: Headers) -> bytes:
+    """(name, value) pairs -> CRLF-led field lines (a head built here, not received)."""
+    return b"".join(b"\r\n" + name + b": " + value for name, value in headers)
+
+
+@dataclass(slots=True)
+class Body:
+    data: bytes
+
+
+class End:
+    """The current message is complete."""
+    __slots__ = ()
+
+
+END = End()
+
+
+@dataclass(slots=True)
+class Tunnel:
+    """The head was a CONNECT or protocol upgrade: what follows is raw bytes from `rest` on."""
+
+    rest: bytes
+
+
+Event = RequestHead | ResponseHead | Body | End | Tunnel

@@ -1,0 +1,150 @@
+"""A response head kept as bytes (wire/messages.py's `block`) says what llhttp's field-by-field
+report says: the same fields, the same framing answers, the same client head.
+
+The relay sends the usual head as the bytes it came in, its hop-by-hop lines cut out
+(wire/headers.py's sanitize_response_block); a head the cache keeps goes field by field. Both
+ways are run here on the same generated responses, and what the client receives must carry the
+same status, fields and body (the bytes differ only in the spaces after a colon, which the
+fields way writes as one)."""
+
+from __future__ import annotations
+
+import httptools
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anonproxy.wire.headers import (
+    HOP_BY_HOP,
+    Headers,
+    sanitize_response,
+    sanitize_response_block,
+    scan,
+    scan_block,
+)
+from anonproxy.wire.http1 import RequestParser, ResponseParser
+from anonproxy.wire.messages import Body, ResponseHead, fields
+from anonproxy.wire.response_relay import ResponseRelay
+
+NAMES = [b"Content-Type", b"X-Trace", b"ETag", b"Set-Cookie", b"Server", b"Date", b"Vary",
+         b"Cache-Control", b"X-Content-Length", b"Content-Length-X", b"Teapot", b"Te-X",
+         *sorted(HOP_BY_HOP)]
+VALUES = st.binary(max_size=12).map(
+    lambda b: bytes(c for c in b if c == 9 or 32 <= c < 127 and c != 44 or c == 44))
+
+
+def _case(name: bytes, flips: list[bool]) -> bytes:
+    return bytes(c ^ 32 if flip and 97 <= c | 32 <= 122 else c
+                 for c, flip in zip(name, flips + [False] * len(name)))
+
+
+@st.composite
+def heads(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A response head llhttp takes (the generator keeps to its strict grammar) and a body."""
+    status = draw(st.sampled_from([200, 201, 204, 301, 304, 404, 500]))
+    lines = [b"HTTP/1.1 %d %s" % (status, draw(st.sampled_from([b"OK", b"", b"Not  Found"])))]
+    for _ in range(draw(st.integers(0, 8))):
+        name = _case(draw(st.sampled_from(NAMES)), draw(st.lists(st.booleans(), max_size=20)))
+        if name.lower() in (b"content-length", b"transfer-encoding", b"upgrade"):
+            continue
+        value = draw(VALUES).strip(b" \t")
+        if name.lower() == b"connection":
+            value = draw(st.sampled_from([b"close", b"keep-alive", b"Keep-Alive, X-Trace",
+                                          b"te", b"upgrade", b"close, teapot"]))
+        ows = draw(st.sampled_from([b"", b" ", b"\t ", b"  "]))
+        trail = draw(st.sampled_from([b"", b" ", b"\t"])) if value else b""
+        lines.append(name + b":" + ows + value + trail)
+    body = draw(st.binary(max_size=40))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    if framing == "length":
+        lines.insert(draw(st.integers(1, len(lines))), b"Content-Length: %d" % len(body))
+    elif framing == "chunked":
+        lines.append(b"Transfer-Encoding: chunked")
+        body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
+    return b"\r\n".join(lines) + b"\r\n\r\n", body
+
+
+class _Fields:
+    """llhttp's own report, field by field: what the block must agree with."""
+
+    def __init__(self) -> None:
+        self.headers: Headers = []
+        self.heads: list[Headers] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.heads.append(self.headers)
+        self.headers = []
+
+
+@settings(max_examples=300, deadline=None)
+@given(heads())
+def test_a_kept_head_splits_into_the_fields_llhttp_reports(response):
+    head, body = response
+    reference = _Fields()
+    httptools.HttpResponseParser(reference).feed_data(head)
+    event = ResponseParser(b"GET").feed(head + body)[0]
+    assert isinstance(event, ResponseHead)
+    assert event.headers == reference.heads[0] == fields(event.block)
+    encodings, lengths, listed, _ = scan(reference.heads[0])
+    assert scan_block(event.block) == (encodings, lengths, listed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(heads())
+def test_hop_by_hop_lines_cut_from_the_bytes_leave_the_fields_sanitizing_leaves(response):
+    head, _ = response
+    event = ResponseParser(b"GET").feed(head)[0]
+    assert isinstance(event, ResponseHead)
+    cut = sanitize_response_block(event.block, event.listed)
+    expected = sanitize_response(event.headers, listed=event.listed)
+    if cut is None:  # a Connection token beyond the hop-by-hop names: the fields way only
+        assert not event.listed <= HOP_BY_HOP
+    else:
+        assert fields(cut) == expected
+
+
+class _Watcher:
+    """A tap that keeps nothing: its presence alone sends heads the fields way."""
+
+    keeping = False
+
+    def head(self, status: int, reason: bytes, headers: Headers) -> None:
+        pass
+
+    def body(self, data: bytes) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def cut(self) -> None:
+        pass
+
+
+def _relayed(request: bytes, response: bytes, tap: bool) -> tuple[bytes, Headers, bytes]:
+    head = RequestParser().feed(request)[0]
+    relay = ResponseRelay(head)
+    relay.tap = _Watcher() if tap else None
+    out = relay.feed(response) + (relay.feed_eof() if not relay.done else b"")
+    client_head, _, client_body = out.partition(b"\r\n\r\n")
+    status_line, _, block = client_head.partition(b"\r\n")
+    return status_line, fields(b"\r\n" + block if block else b""), client_body
+
+
+@settings(max_examples=300, deadline=None)
+@given(heads(), st.sampled_from([b"1.1", b"1.0"]), st.booleans())
+def test_the_client_gets_the_same_head_either_way(response, version, close):
+    head, body = response
+    request = (b"GET http://o.test/ HTTP/" + version + b"\r\nHost: o.test\r\n"
+               + (b"Connection: close\r\n" if close else b"") + b"\r\n")
+    assert _relayed(request, head + body, tap=False) == _relayed(request, head + body, tap=True)
+
+
+def test_empty_lines_before_a_head_are_skipped_as_llhttp_skips_them():
+    response = b"\r\n\n\r\nHTTP/1.1 200 OK\r\nX-Trace: 1\r\nContent-Length: 2\r\n\r\nok"
+    events = ResponseParser(b"GET").feed(response)
+    assert isinstance(events[0], ResponseHead) and events[0].framing == "length"
+    assert events[0].headers == [(b"X-Trace", b"1"), (b"Content-Length", b"2")]
+    assert events[1] == Body(b"ok")
