@@ -111,10 +111,6 @@ def connection(
             observe(record)
     if not log.isEnabledFor(logging.INFO):
         return
-    line = (
-        f"{proto} {dest} exit={exit_name} status={status} up={up} down={down} "
-        f"ms={seconds * 1000:.0f}"
-    )
-    if error:
-        line += f' error="{error}"'
-    _emit(f"{_timestamp(time.time())} INFO {line}\n")
+    end = f' error="{error}"\n' if error else "\n"
+    _emit(f"{_timestamp(time.time())} INFO {proto} {dest} exit={exit_name} status={status} "
+          f"up={up} down={down} ms={seconds * 1000:.0f}{end}")

@@ -28,8 +28,7 @@ from anonproxy.wire.response_relay import ResponseRelay
 NAMES = [b"Content-Type", b"X-Trace", b"ETag", b"Set-Cookie", b"Server", b"Date", b"Vary",
          b"Cache-Control", b"X-Content-Length", b"Content-Length-X", b"Teapot", b"Te-X",
          *sorted(HOP_BY_HOP)]
-VALUES = st.binary(max_size=12).map(
-    lambda b: bytes(c for c in b if c == 9 or 32 <= c < 127 and c != 44 or c == 44))
+VALUES = st.binary(max_size=12).map(lambda b: bytes(c for c in b if c == 9 or 32 <= c < 127))
 
 
 def _case(name: bytes, flips: list[bool]) -> bytes:

@@ -61,6 +61,10 @@ class RequestLines:
                 raise HeadersTooLarge(f"the message head is larger than {self._max} bytes")
             self._held = data
             return b""
+        space = data.find(b" ", 0, end)
+        if space > 0 and data[:space] in KNOWN and not _RAW.search(data, space, end):
+            self.method = None
+            return data  # the usual line: nothing to rewrite, and no copy made
         line = _LINE.fullmatch(data, 0, end + 1)
         if line is None:
             return data
