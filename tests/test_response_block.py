@@ -33,7 +33,7 @@ VALUES = st.binary(max_size=12).map(lambda b: bytes(c for c in b if c == 9 or 32
 
 def _case(name: bytes, flips: list[bool]) -> bytes:
     return bytes(c ^ 32 if flip and 97 <= c | 32 <= 122 else c
-                 for c, flip in zip(name, flips + [False] * len(name)))
+                 for c, flip in zip(name, flips + [False] * len(name), strict=False))
 
 
 @st.composite
