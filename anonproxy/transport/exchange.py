@@ -173,34 +173,58 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
                           up_reader: asyncio.StreamReader, up: asyncio.Transport) -> int:
     """Feed the upstream's reads to the machine and write what it returns to the client, in
     one write per read, until the response is done (or became a tunnel, or its body's rest
-    was spliced)."""
+    was spliced).
+
+    While the answer is awaited, the client is watched too: when its connection is lost (a
+    reset; a FIN alone is a half-close, and the client still gets its answer) the upstream
+    connection is aborted at once, never pooled, instead of waiting out its answer. (One
+    callback on the connection's `lost` future for the whole exchange: no task or wait per
+    read.) Once the answer came, a lost client shows on the next write."""
+    lost = client.lost()
+    if lost.done():
+        raise ClientGone()
+    gone = False
+
+    def cut(_: object) -> None:
+        nonlocal gone
+        if machine.final is None:
+            gone = True
+            up.abort()
+
+    lost.add_done_callback(cut)
     deadline = client.deadline  # this runs in the connection's own task
     splice = SPLICE
-    while True:
-        deadline.arm(machine.read_timeout)
-        try:
-            if machine.final is None:  # waiting for the answer: watch the client too
-                data = await _read_unless(up_reader, up, client.lost())
-            else:
+    try:
+        while True:
+            deadline.arm(machine.read_timeout)
+            try:
                 data = await up_reader.read(READ_SIZE)
-        except asyncio.CancelledError:
-            if not deadline.expired():
+            except ConnectionError:
+                if gone:
+                    raise ClientGone() from None
                 raise
-            raise machine.silence() from None
-        finally:
-            deadline.disarm()
-        out = machine.feed(data) if data else machine.feed_eof()
-        if out:
-            if not client.write(out):
-                await client.drained()
-            machine.sent()
-        if machine.done:
-            return machine.status
-        if splice and machine.body_left >= SPLICE_MIN:
-            spliced = await _splice_rest(client, machine, up_reader, up)
-            if spliced:
+            except asyncio.CancelledError:
+                if not deadline.expired():
+                    raise
+                raise machine.silence() from None
+            finally:
+                deadline.disarm()
+            if gone:
+                raise ClientGone()
+            out = machine.feed(data) if data else machine.feed_eof()
+            if out:
+                if not client.write(out):
+                    await client.drained()
+                machine.sent()
+            if machine.done:
                 return machine.status
-            splice = spliced is not None
+            if splice and machine.body_left >= SPLICE_MIN:
+                spliced = await _splice_rest(client, machine, up_reader, up)
+                if spliced:
+                    return machine.status
+                splice = spliced is not None
+    finally:
+        lost.remove_done_callback(cut)
 
 
 async def _splice_rest(client: ClientSide, machine: ResponseRelay,
@@ -235,35 +259,6 @@ async def _splice_rest(client: ClientSide, machine: ResponseRelay,
 def _unread(reader: asyncio.StreamReader) -> int:
     # asyncio has no public call for "bytes waiting"; StreamReader keeps them in _buffer
     return len(getattr(reader, "_buffer", b"x"))
-
-
-async def _read_unless(up_reader: asyncio.StreamReader, up: asyncio.Transport,
-                       lost: asyncio.Future[None]) -> bytes:
-    """One upstream read, or ClientGone when the client connection is lost first (a reset; a
-    FIN alone is a half-close, and the client still gets its answer): the upstream connection
-    is then closed at once, never pooled, instead of waiting out its answer. (A callback on
-    `lost` aborts the upstream, which ends the read: no task or wait per request.)"""
-    if lost.done():
-        raise ClientGone()
-    gone = False
-
-    def cut(_: object) -> None:
-        nonlocal gone
-        gone = True
-        up.abort()
-
-    lost.add_done_callback(cut)
-    try:
-        data = await up_reader.read(READ_SIZE)
-    except ConnectionError:
-        if gone:
-            raise ClientGone() from None
-        raise
-    finally:
-        lost.remove_done_callback(cut)
-    if gone:
-        raise ClientGone()
-    return data
 
 
 async def websocket(client: ClientSide, stream: Stream, rest: bytes, trace: Trace) -> None:
