@@ -210,7 +210,6 @@ class _ResponseCollector(_Collector):
             self.after_end = True
         super().on_message_begin()
 
-
     def on_message_complete(self) -> None:
         super().on_message_complete()
         if self.final_framing is not None:
@@ -286,7 +285,8 @@ class ResponseParser:
 
     def __init__(self, request_method: bytes, max_head_bytes: int = 262144,
                  max_headers: int = 200, *, trailers: bool = False) -> None:
-        """`trailers`: collect the trailer fields of a chunked response (`trailers`)."""
+        """`trailers`: the client takes trailer fields, so a chunked response's are kept
+        (`trailers`)."""
         self._heads = ResponseHeads(max_head_bytes)  # lenient heads made strict, for llhttp
         kind = _TrailersCollector if trailers else _ResponseCollector
         self._collector = kind(max_head_bytes, max_headers, BadUpstreamResponse)

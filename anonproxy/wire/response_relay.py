@@ -252,8 +252,8 @@ class ResponseRelay:
     def _final_head(self, response: ResponseHead) -> bytes:
         """The final response's head for the client, and whether its connection stays open.
         The usual head goes as the bytes it came in, its hop-by-hop lines cut out; one that
-        the cache keeps or a reverse entry rewrites, field by field (the same bytes for the
-        same fields: tests/test_response_block.py)."""
+        the cache keeps or a reverse entry rewrites, field by field (the same fields either
+        way: tests/test_response_block.py)."""
         old_client = not self._http11
         chunked_to_old = response.framing == "chunked" and old_client
         if response.framing == "close" or chunked_to_old:
