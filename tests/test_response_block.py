@@ -10,9 +10,11 @@ fields way writes as one)."""
 from __future__ import annotations
 
 import httptools
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anonproxy.wire.errors import BadUpstreamResponse
 from anonproxy.wire.headers import (
     HOP_BY_HOP,
     Headers,
@@ -22,7 +24,7 @@ from anonproxy.wire.headers import (
     scan_block,
 )
 from anonproxy.wire.http1 import RequestParser, ResponseParser
-from anonproxy.wire.messages import Body, ResponseHead, fields
+from anonproxy.wire.messages import Body, ResponseHead, block_of, fields
 from anonproxy.wire.response_relay import ResponseRelay
 
 NAMES = [b"Content-Type", b"X-Trace", b"ETag", b"Set-Cookie", b"Server", b"Date", b"Vary",
@@ -147,3 +149,41 @@ def test_empty_lines_before_a_head_are_skipped_as_llhttp_skips_them():
     assert isinstance(events[0], ResponseHead) and events[0].framing == "length"
     assert events[0].headers == [(b"X-Trace", b"1"), (b"Content-Length", b"2")]
     assert events[1] == Body(b"ok")
+
+
+def test_fields_written_as_a_block_split_back_into_the_same_fields():
+    headers = [(b"X-A", b"1"), (b"x-b", b""), (b"Set-Cookie", b"a=b; Path=/")]
+    assert block_of(headers) == b"\r\nX-A: 1\r\nx-b: \r\nSet-Cookie: a=b; Path=/"
+    assert fields(block_of(headers)) == headers
+    assert block_of([]) == b"" and fields(b"") == []
+
+
+CHUNKED_WITH_TRAILERS = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n"
+                         b"2\r\nok\r\n0\r\nX-Sum: 7\r\nX-Other: 8\r\n\r\n")
+
+
+def test_trailer_fields_are_kept_only_for_a_client_that_takes_them():
+    kept = ResponseParser(b"GET", trailers=True)
+    events = kept.feed(CHUNKED_WITH_TRAILERS)
+    assert events[0].headers == [(b"Transfer-Encoding", b"chunked"), (b"X-Head", b"1")]
+    assert kept.trailers == [(b"X-Sum", b"7"), (b"X-Other", b"8")]
+    dropped = ResponseParser(b"GET")
+    dropped.feed(CHUNKED_WITH_TRAILERS)
+    assert dropped.trailers == []
+
+
+def test_trailer_fields_beyond_the_limit_are_refused():
+    parser = ResponseParser(b"GET", max_headers=3, trailers=True)
+    trailer = b"".join(b"X-%d: 1\r\n" % i for i in range(4))
+    with pytest.raises(BadUpstreamResponse, match="more than 3 header fields"):
+        parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + trailer
+                    + b"\r\n")
+    assert len(ResponseParser(b"GET", max_headers=4, trailers=True).feed(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + trailer + b"\r\n")) == 2
+
+
+def test_a_head_with_more_fields_than_the_limit_is_refused():
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(4)) + b"\r\n"
+    with pytest.raises(BadUpstreamResponse, match="more than 3 header fields"):
+        ResponseParser(b"GET", max_headers=3).feed(head)
+    assert isinstance(ResponseParser(b"GET", max_headers=4).feed(head)[0], ResponseHead)
