@@ -18,6 +18,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
@@ -29,6 +30,7 @@ from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
 
 SOCKS4 = 0x04
+Waited = TypeVar("Waited", bound=asyncio.Future)  # a connection's task, or a tunnel's future
 SOCKS4_REFUSAL = ("SOCKS4 refused: the client resolves names itself (a DNS leak); "
                   "use SOCKS5 with remote names (socks5h://)")
 
@@ -45,11 +47,12 @@ def allowed(allow: list, peer) -> bool:
 
 
 async def drain(server: asyncio.base_events.Server | None,
-                tasks: Mapping[asyncio.Task, ClientConn | str | None], timeout: float) -> None:
+                tasks: Mapping[Waited, ClientConn | str | None], timeout: float) -> None:
     """Stop accepting on `server`; of its connections' `tasks` (each with its HTTP client
-    once known, None before), cancel those not yet serving (still sniffing, in a handshake),
-    close the idle keep-alive ones (the pending read sees EOF), give the busy ones `timeout`
-    to finish, then cut what is left."""
+    once known, None before; a tunnel that runs on without a task is there as its future),
+    cancel those not yet serving (still sniffing, in a handshake), close the idle keep-alive
+    ones (the pending read sees EOF), give the busy ones `timeout` to finish, then cut what
+    is left (what `tasks` holds then: a connection may have become a tunnel meanwhile)."""
     if server is not None:
         server.close()
     for task, client in list(tasks.items()):
@@ -57,12 +60,15 @@ async def drain(server: asyncio.base_events.Server | None,
             task.cancel()
         elif isinstance(client, ClientConn) and client.idle:
             client.writer.close()
-    if tasks:
-        _, busy = await asyncio.wait(list(tasks), timeout=timeout)
-        for task in busy:
-            task.cancel()
-        if busy:
-            await asyncio.wait(busy, timeout=2)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while tasks and loop.time() < end:
+        await asyncio.wait(list(tasks), timeout=end - loop.time())
+    busy = list(tasks)
+    for task in busy:
+        task.cancel()
+    if busy:
+        await asyncio.wait(busy, timeout=2)
 
 
 def admit(writer: asyncio.StreamWriter, allow: list) -> bool:
@@ -92,8 +98,9 @@ class Listener:
         self.allow = allow
         self.accepted = 0  # connections accepted since start
         self._server: asyncio.base_events.Server | None = None
-        # None while the first bytes are awaited; the HTTP client, or "socks5", once known
-        self._tasks: dict[asyncio.Task, ClientConn | str | None] = {}
+        # None while the first bytes are awaited; the HTTP client, or "socks5", once known;
+        # a tunnel that runs on after its connection's task (inbound/client.py) as its future
+        self._tasks: dict[asyncio.Future, ClientConn | str | None] = {}
 
     @property
     def open_connections(self) -> int:
@@ -157,12 +164,20 @@ class Listener:
         except Exception:  # noqa: BLE001 -- a bug must not take the listener down: log it, close this one
             logs.log.exception("internal error on a connection")
         finally:
-            self._tasks.pop(task, None)
-            try:
-                if not writer.is_closing():
-                    writer.close()
-            except OSError:
-                pass
+            client = self._tasks.pop(task, None)
+            tunnel = client.tunnel if isinstance(client, ClientConn) else None
+            if tunnel is not None and not tunnel.done():  # it runs on: counted and drained
+                self._tasks[tunnel] = "tunnel"
+                tunnel.add_done_callback(self._forget)
+            else:
+                try:
+                    if not writer.is_closing():
+                        writer.close()
+                except OSError:
+                    pass
+
+    def _forget(self, tunnel: asyncio.Future) -> None:
+        self._tasks.pop(tunnel, None)
 
     def _refuse(self, writer: asyncio.StreamWriter, first: bytes) -> None:
         if first[0] == socks5.VERSION:
