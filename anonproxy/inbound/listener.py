@@ -131,6 +131,7 @@ class Listener:
         started = time.monotonic()
         main = self._main()
         limits = main.limits
+        tunnel: asyncio.Future[None] | None = None  # a tunnel that runs on after this task
         try:
             try:
                 async with asyncio.timeout(limits.header_timeout):
@@ -144,8 +145,8 @@ class Listener:
                 return
             if first[0] == socks5.VERSION:
                 self._tasks[task] = "socks5"  # drained like a busy HTTP connection
-                await serve_socks5(reader, writer, self.context_for, main, first, started,
-                                   auth_required=self._auth_required())
+                tunnel = await serve_socks5(reader, writer, self.context_for, main, first,
+                                            started, auth_required=self._auth_required())
             elif first[0] == SOCKS4:
                 # SOCKS4 resolves names on the client: refuse it ("request rejected"), and say
                 # so in the log, where the owner looks when a program cannot connect
@@ -165,7 +166,8 @@ class Listener:
             logs.log.exception("internal error on a connection")
         finally:
             client = self._tasks.pop(task, None)
-            tunnel = client.tunnel if isinstance(client, ClientConn) else None
+            if isinstance(client, ClientConn):
+                tunnel = client.tunnel
             if tunnel is not None and not tunnel.done():  # it runs on: counted and drained
                 self._tasks[tunnel] = "tunnel"
                 tunnel.add_done_callback(self._forget)
