@@ -9,6 +9,8 @@ Invariants:
   connection's own handler.
 - Draining: stop accepting, close idle keep-alive connections, let active ones finish for up
   to `drain_timeout`, then cut what is left.
+- A tunnel that runs on after its connection's task ended (transport/relay.py's take_over) is
+  a connection until it ends: counted toward the limit, drained and cut like a busy one.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ async def drain(server: asyncio.base_events.Server | None,
             client.writer.close()
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    while tasks and loop.time() < end:
-        await asyncio.wait(list(tasks), timeout=end - loop.time())
-    busy = list(tasks)
+    while (waiting := [t for t in tasks if not t.done()]) and loop.time() < end:
+        await asyncio.wait(waiting, timeout=end - loop.time())
+    busy = [t for t in tasks if not t.done()]
     for task in busy:
         task.cancel()
     if busy:
