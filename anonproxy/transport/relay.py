@@ -122,12 +122,12 @@ class _Sweep:
         self.timer = self.loop.call_later(self.idle, self._look)
 
     def _look(self) -> None:
-        for tunnel in [t for t in self.tunnels if not t.active]:
-            tunnel.finish()
+        self.timer = self.loop.call_later(self.idle, self._look)  # (cancelled once empty)
+        still = [t for t in self.tunnels if not t.active]
         for tunnel in self.tunnels:
             tunnel.active = False
-        if self.tunnels:
-            self.timer = self.loop.call_later(self.idle, self._look)
+        for tunnel in still:
+            tunnel.finish()
 
     def remove(self, tunnel: _Tunnel) -> None:
         self.tunnels.discard(tunnel)
