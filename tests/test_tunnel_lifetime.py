@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import sys
 import threading
 import time
 
@@ -15,6 +16,14 @@ import pytest
 from helpers import recv_all, recv_exact, socks_connect, wait_until
 
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loop_kind(request, monkeypatch):
+    """The in-process proxy on uvloop (as `serve` runs it when installed) or on plain asyncio."""
+    if request.param == "asyncio":
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` fails: asyncio.run
+    return request.param
 
 
 @contextlib.contextmanager
@@ -84,7 +93,10 @@ def line_of(proxy, how: str, port: int, text: str = "") -> str:
 
 
 @pytest.mark.parametrize("how", ["connect", "socks5"])
-def test_a_tunnel_writes_its_line_with_its_bytes_after_its_task_has_ended(proxy, how):
+def test_a_tunnel_writes_its_line_with_its_bytes_after_its_task_has_ended(start_proxy, loop_kind,
+                                                                        how):
+    proxy = start_proxy()
+    assert ("uvloop" in type(proxy.loop).__module__) is (loop_kind == "uvloop")
     with echo_server() as port:
         sock = tunnel(proxy, port, how, early=b"early")
         assert recv_exact(sock, 5) == b"early"
@@ -121,7 +133,7 @@ def test_tunnels_count_toward_the_connection_limit_while_they_run(start_proxy, h
 
 
 @pytest.mark.parametrize("how", ["connect", "socks5"])
-def test_a_stopping_proxy_cuts_a_running_tunnel_and_logs_its_bytes(start_proxy, how):
+def test_a_stopping_proxy_cuts_a_running_tunnel_and_logs_its_bytes(start_proxy, loop_kind, how):
     proxy = start_proxy('default = "direct"\n[exits.direct]\n[limits]\ndrain_timeout = 0.5\n')
     with echo_server() as port, tunnel(proxy, port, how) as sock:
         sock.sendall(b"hello")
@@ -155,7 +167,8 @@ def test_an_idle_tunnel_ends_after_the_idle_timeout_and_a_busy_one_does_not(star
 
 
 @pytest.mark.parametrize("how", ["connect", "socks5"])
-def test_a_half_closed_tunnel_still_carries_the_other_direction(proxy, how):
+def test_a_half_closed_tunnel_still_carries_the_other_direction(start_proxy, loop_kind, how):
+    proxy = start_proxy()
     with echo_server() as port, tunnel(proxy, port, how) as sock:
         sock.sendall(b"a" * 100_000)
         sock.shutdown(socket.SHUT_WR)  # our FIN reaches the server; its echo still comes back
