@@ -39,6 +39,7 @@ class ClientConn:
 
     # nobody else follows its responses (a cache's Capture stands in when one does)
     tap: ResponseTap | None = None
+    tunnel: asyncio.Future[None] | None = None  # once the connection became a tunnel
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  select: Callable[[tuple[str, str] | None], Context], ctx: Context):
@@ -64,9 +65,11 @@ class ClientConn:
         """The limits of the profile serving the request at hand."""
         return self.ctx.limits
 
-    def become_tunnel(self) -> None:
-        """The connection is a tunnel from now on (its bytes are relayed, never parsed): its
-        parser and queue go, about 1.8 kB of the memory an idle tunnel holds."""
+    def become_tunnel(self, tunnel: asyncio.Future[None]) -> None:
+        """The connection is a tunnel from now on, one that runs on without the connection's
+        task (transport/relay.py's take_over): `tunnel` is done when it has ended, and cut
+        when cancelled. Its parser and queue go."""
+        self.tunnel = tunnel
         self.parser = None  # type: ignore[assignment]  # (never fed again)
         self.pending = _NO_EVENTS
 

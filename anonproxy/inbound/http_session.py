@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
@@ -30,7 +31,7 @@ from anonproxy.inbound.pac import pac_address, render_pac
 from anonproxy.policy.blocklists import http_request
 from anonproxy.transport.client_side import ClientGone, ClientSide, Trace
 from anonproxy.transport.exchange import StaleUpstream, exchange
-from anonproxy.transport.relay import relay
+from anonproxy.transport.relay import take_over
 from anonproxy.wire.address import (
     Address,
     AddressError,
@@ -103,7 +104,7 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
                 # never echo the target: a mistaken URL here may carry a path or a token
                 raise BadRequest("bad CONNECT target: expected host:port") from None
             trace.exit = (await ctx.route(dest)).exit
-            status = await _tunnel(client, dest, trace)
+            status = await _tunnel(client, dest, trace, t0)
             return False
         if head.target.startswith(b"/"):
             status = await _answer_locally(client, head)
@@ -137,8 +138,9 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         problem = "client closed the connection"
         raise
     finally:
-        logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
-                        time.monotonic() - t0, problem, blocked)
+        if client.tunnel is None:  # (a tunnel that runs on writes its own line when it ends)
+            logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
+                            time.monotonic() - t0, problem, blocked)
 
 
 _DESTINATIONS: dict[tuple[bytes, int], Address] = {}  # checked hosts, so a name is checked once
@@ -179,7 +181,9 @@ async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
     return 200
 
 
-async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
+async def _tunnel(client: ClientConn, dest: Address, trace: Trace, t0: float) -> int:
+    """Open `dest` and answer CONNECT; an opened (inspected) connection is served in this task,
+    a plain tunnel runs on without it (client.tunnel) and writes its log line when it ends."""
     rest_event = await client.next_event()
     rest = rest_event.rest if isinstance(rest_event, Tunnel) else b""
     inspect = client.ctx.inspects(dest)
@@ -187,7 +191,7 @@ async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
         raise BadRequest("send the TLS handshake after the proxy answered CONNECT")
     opened = await client.ctx.open(trace.exit, dest)
     trace.exit = ">".join(opened.path)
-    up_reader, up_writer = opened.stream
+    up_writer = opened.stream[1]
     try:
         if inspect:
             hold(client.writer)
@@ -195,14 +199,14 @@ async def _tunnel(client: ClientConn, dest: Address, trace: Trace) -> int:
         if inspect:
             await serve_inspected(client.reader, client.writer, client.ctx, dest, opened, trace)
             return 200
-        client.become_tunnel()
-        trace.up, trace.down = await relay(
-            (client.reader, client.writer), (up_reader, up_writer),
-            idle=client.ctx.limits.idle_timeout, early_ab=rest,
-        )
+        line = partial(logs.connection, "connect", dest, trace.exit, 200)  # (up, down, seconds)
+        client.become_tunnel(take_over((client.reader, client.writer), opened.stream,
+                                       idle=client.ctx.limits.idle_timeout, early_ab=rest,
+                                       since=t0, ended=line))
         return 200
     finally:
-        up_writer.close()
+        if client.tunnel is None:
+            up_writer.close()
 
 
 async def _forward(

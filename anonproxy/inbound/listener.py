@@ -9,6 +9,8 @@ Invariants:
   connection's own handler.
 - Draining: stop accepting, close idle keep-alive connections, let active ones finish for up
   to `drain_timeout`, then cut what is left.
+- A tunnel that runs on after its connection's task ended (transport/relay.py's take_over) is
+  a connection until it ends: counted toward the limit, drained and cut like a busy one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
@@ -29,6 +32,7 @@ from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
 
 SOCKS4 = 0x04
+Waited = TypeVar("Waited", bound=asyncio.Future)  # a connection's task, or a tunnel's future
 SOCKS4_REFUSAL = ("SOCKS4 refused: the client resolves names itself (a DNS leak); "
                   "use SOCKS5 with remote names (socks5h://)")
 
@@ -45,11 +49,12 @@ def allowed(allow: list, peer) -> bool:
 
 
 async def drain(server: asyncio.base_events.Server | None,
-                tasks: Mapping[asyncio.Task, ClientConn | str | None], timeout: float) -> None:
+                tasks: Mapping[Waited, ClientConn | str | None], timeout: float) -> None:
     """Stop accepting on `server`; of its connections' `tasks` (each with its HTTP client
-    once known, None before), cancel those not yet serving (still sniffing, in a handshake),
-    close the idle keep-alive ones (the pending read sees EOF), give the busy ones `timeout`
-    to finish, then cut what is left."""
+    once known, None before; a tunnel that runs on without a task is there as its future),
+    cancel those not yet serving (still sniffing, in a handshake), close the idle keep-alive
+    ones (the pending read sees EOF), give the busy ones `timeout` to finish, then cut what
+    is left (what `tasks` holds then: a connection may have become a tunnel meanwhile)."""
     if server is not None:
         server.close()
     for task, client in list(tasks.items()):
@@ -57,12 +62,15 @@ async def drain(server: asyncio.base_events.Server | None,
             task.cancel()
         elif isinstance(client, ClientConn) and client.idle:
             client.writer.close()
-    if tasks:
-        _, busy = await asyncio.wait(list(tasks), timeout=timeout)
-        for task in busy:
-            task.cancel()
-        if busy:
-            await asyncio.wait(busy, timeout=2)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while (waiting := [t for t in tasks if not t.done()]) and loop.time() < end:
+        await asyncio.wait(waiting, timeout=end - loop.time())
+    busy = [t for t in tasks if not t.done()]
+    for task in busy:
+        task.cancel()
+    if busy:
+        await asyncio.wait(busy, timeout=2)
 
 
 def admit(writer: asyncio.StreamWriter, allow: list) -> bool:
@@ -92,8 +100,9 @@ class Listener:
         self.allow = allow
         self.accepted = 0  # connections accepted since start
         self._server: asyncio.base_events.Server | None = None
-        # None while the first bytes are awaited; the HTTP client, or "socks5", once known
-        self._tasks: dict[asyncio.Task, ClientConn | str | None] = {}
+        # None while the first bytes are awaited; the HTTP client, or "socks5", once known;
+        # a tunnel that runs on after its connection's task (inbound/client.py) as its future
+        self._tasks: dict[asyncio.Future, ClientConn | str | None] = {}
 
     @property
     def open_connections(self) -> int:
@@ -124,6 +133,7 @@ class Listener:
         started = time.monotonic()
         main = self._main()
         limits = main.limits
+        tunnel: asyncio.Future[None] | None = None  # a tunnel that runs on after this task
         try:
             try:
                 async with asyncio.timeout(limits.header_timeout):
@@ -137,8 +147,8 @@ class Listener:
                 return
             if first[0] == socks5.VERSION:
                 self._tasks[task] = "socks5"  # drained like a busy HTTP connection
-                await serve_socks5(reader, writer, self.context_for, main, first, started,
-                                   auth_required=self._auth_required())
+                tunnel = await serve_socks5(reader, writer, self.context_for, main, first,
+                                            started, auth_required=self._auth_required())
             elif first[0] == SOCKS4:
                 # SOCKS4 resolves names on the client: refuse it ("request rejected"), and say
                 # so in the log, where the owner looks when a program cannot connect
@@ -157,12 +167,21 @@ class Listener:
         except Exception:  # noqa: BLE001 -- a bug must not take the listener down: log it, close this one
             logs.log.exception("internal error on a connection")
         finally:
-            self._tasks.pop(task, None)
-            try:
-                if not writer.is_closing():
-                    writer.close()
-            except OSError:
-                pass
+            client = self._tasks.pop(task, None)
+            if isinstance(client, ClientConn):
+                tunnel = client.tunnel
+            if tunnel is not None and not tunnel.done():  # it runs on: counted and drained
+                self._tasks[tunnel] = "tunnel"
+                tunnel.add_done_callback(self._forget)
+            else:
+                try:
+                    if not writer.is_closing():
+                        writer.close()
+                except OSError:
+                    pass
+
+    def _forget(self, tunnel: asyncio.Future) -> None:
+        self._tasks.pop(tunnel, None)
 
     def _refuse(self, writer: asyncio.StreamWriter, first: bytes) -> None:
         if first[0] == socks5.VERSION:

@@ -20,12 +20,13 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
 from anonproxy.inbound.inspected import NotTls, hold, serve_inspected
 from anonproxy.transport.client_side import Trace
-from anonproxy.transport.relay import relay
+from anonproxy.transport.relay import take_over
 from anonproxy.wire import socks5
 from anonproxy.wire.errors import (
     SOCKS_GENERAL_FAILURE,
@@ -87,9 +88,11 @@ async def serve_socks5(
     started: float,
     *,
     auth_required: bool = False,
-) -> None:
+) -> asyncio.Future[None] | None:
     """Serve one SOCKS5 client. `select` checks its credentials and gives its profile (the main
-    one, `ctx`, or one its username names)."""
+    one, `ctx`, or one its username names). A tunnel (not an opened connection) runs on after
+    this returns: what it returns then is the tunnel's future (transport/relay.py's take_over),
+    else None."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.limits.header_timeout - (time.monotonic() - started)
     hs = _Handshake(reader, first, deadline)
@@ -97,13 +100,14 @@ async def serve_socks5(
     status: int | str  # the SOCKS reply code sent, or why none was
     dest, exit_label, status, up, down, problem = "-", "-", "-", 0, 0, None
     main, isolation, blocked = ctx, None, None
+    tunnel: asyncio.Future[None] | None = None
     try:
         methods = await hs.take(socks5.parse_greeting)
         method = socks5.choose_method(methods, auth_required=auth_required)
         writer.write(socks5.method_reply(method))
         if method == socks5.NO_ACCEPTABLE:
             status, problem = "refused", "no acceptable authentication method"
-            return
+            return None
         if method == socks5.USERPASS:
             credentials = await hs.take(socks5.parse_userpass)
             try:
@@ -111,7 +115,7 @@ async def serve_socks5(
             except AuthRequired as error:
                 writer.write(socks5.userpass_reply(False))
                 status, problem = "refused", error.message
-                return
+                return None
             writer.write(socks5.userpass_reply(True))
             isolation = own_isolation(credentials, ctx, main, auth_required)
         request = await hs.take(socks5.parse_request)
@@ -123,7 +127,7 @@ async def serve_socks5(
                                     SOCKS_GENERAL_FAILURE)
         opened = await ctx.open(exit_label, dest, isolation=isolation)
         exit_label = ">".join(opened.path)
-        up_reader, up_writer = opened.stream
+        up_writer = opened.stream[1]
         try:
             if inspect:
                 hold(writer)
@@ -136,13 +140,13 @@ async def serve_socks5(
                 except NotTls as error:
                     problem = f"opened for inspection, but the client's TLS failed: {error}"
                 up, down = trace.up, trace.down
-            else:
-                up, down = await relay(
-                    (reader, writer), (up_reader, up_writer), idle=ctx.limits.idle_timeout,
-                    early_ab=hs.buf,
-                )
+            else:  # the tunnel runs on without this task, and writes the line when it ends
+                tunnel = take_over((reader, writer), opened.stream, idle=ctx.limits.idle_timeout,
+                                   early_ab=hs.buf, since=t0,
+                                   ended=partial(logs.connection, "socks5", dest, exit_label, 0))
         finally:
-            up_writer.close()
+            if tunnel is None:
+                up_writer.close()
     except socks5.SocksError as error:
         status, problem = error.reply if error.reply is not None else "closed", error.message
         if error.reply is not None:
@@ -155,5 +159,7 @@ async def serve_socks5(
     except OSError:
         problem = "client closed the connection"
     finally:
-        logs.connection("socks5", dest, exit_label, status, up, down, time.monotonic() - t0,
-                        problem, blocked)
+        if tunnel is None:
+            logs.connection("socks5", dest, exit_label, status, up, down,
+                            time.monotonic() - t0, problem, blocked)
+    return tunnel
