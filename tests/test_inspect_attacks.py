@@ -582,8 +582,10 @@ def test_many_opened_connections_leave_no_task_or_fdbehind(proxy, site, local_ca
         assert _responses(tls, 1)[0].startswith(b"HTTP/1.1 200")
         return tls
 
+    base = tasks()
     one().close()  # (the leaf made, the origin's threads started)
     wait_until(lambda: "status=200" in proxy.log())
+    assert wait_until(lambda: tasks() <= base)  # its connection's task has ended
     fds, running = _fds(), tasks()
     held = [one() for _ in range(200)]
     assert tasks() >= running + 200  # all open at once

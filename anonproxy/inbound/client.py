@@ -52,6 +52,7 @@ class ClientConn:
         self.idle = True  # waiting between requests: safe to close on shutdown
         self.deadline = Deadline()  # for the connection's own task
         self._lost: asyncio.Future[None] | None = None
+        self._watcher: asyncio.Future[None] | None = None  # a task of ours behind _lost, if any
 
     @property
     def writer(self) -> asyncio.StreamWriter:
@@ -80,8 +81,12 @@ class ClientConn:
         """Done when the connection is lost (a reset, or closed after a write to a client that
         closed); a FIN alone is a half-close and leaves it pending. One per connection."""
         if self._lost is None:
-            self._lost = asyncio.ensure_future(self.writer.wait_closed())
-            self._lost.add_done_callback(lambda f: f.cancelled() or f.exception())
+            waiter = _close_waiter(self._writer)
+            if waiter is not None:  # the stream's own: no task per connection to watch it
+                self._lost = waiter
+            else:
+                self._lost = self._watcher = asyncio.ensure_future(self.writer.wait_closed())
+                self._watcher.add_done_callback(lambda f: f.cancelled() or f.exception())
         return self._lost
 
     def close(self) -> None:
@@ -89,8 +94,8 @@ class ClientConn:
         with it."""
         self._batch.flush(self._writer)
         self.deadline.close()
-        if self._lost is not None:
-            self._lost.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
     async def next_head(self, started: float | None) -> RequestHead | None:
         """The next request head, or None when the client is done (or idle too long)."""
@@ -188,3 +193,12 @@ class ClientConn:
             raise ClientGone() from None
         finally:
             deadline.disarm()
+
+
+def _close_waiter(writer: asyncio.StreamWriter) -> asyncio.Future[None] | None:
+    """The future a stream's protocol completes when its connection is lost (what
+    `wait_closed` awaits: StreamReaderProtocol._get_close_waiter, Python 3.8 to 3.13), or None
+    where asyncio has none. It is the protocol's: never cancelled here."""
+    get = getattr(getattr(writer, "_protocol", None), "_get_close_waiter", None)
+    waiter = get(writer) if get is not None else None
+    return waiter if isinstance(waiter, asyncio.Future) else None

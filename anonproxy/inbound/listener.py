@@ -76,7 +76,7 @@ async def drain(server: asyncio.base_events.Server | None,
 def admit(writer: asyncio.StreamWriter, allow: list) -> bool:
     """A new client: cut off before a byte of it is read when `allow` leaves it out (False);
     else its small writes go out at once (TCP_NODELAY)."""
-    if not allowed(allow, writer.get_extra_info("peername")):
+    if allow and not allowed(allow, writer.get_extra_info("peername")):
         writer.transport.abort()
         return False
     sock = writer.get_extra_info("socket")
