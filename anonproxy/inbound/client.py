@@ -42,7 +42,9 @@ class ClientConn:
     tunnel: asyncio.Future[None] | None = None  # once the connection became a tunnel
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 select: Callable[[tuple[str, str] | None], Context], ctx: Context):
+                 select: Callable[[tuple[str, str] | None], Context], ctx: Context,
+                 deadline: Deadline | None = None):
+        """`deadline`: the connection task's timer, when the listener made one already."""
         self.reader, self._writer, self.select = reader, writer, select
         self._batch = batch_of(asyncio.get_running_loop())  # small writes wait for the turn's end
         self.ctx = ctx  # the profile of the request at hand (credentials may pick another)
@@ -50,7 +52,7 @@ class ClientConn:
         self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
         self.pending: deque[Event] = deque()
         self.idle = True  # waiting between requests: safe to close on shutdown
-        self.deadline = Deadline()  # for the connection's own task
+        self.deadline = deadline or Deadline()  # for the connection's own task
         self._lost: asyncio.Future[None] | None = None
         self._watcher: asyncio.Future[None] | None = None  # a task of ours behind _lost, if any
 

@@ -30,6 +30,7 @@ from anonproxy.inbound.inspected import NotTls, forward_secure, hold, serve_insp
 from anonproxy.inbound.pac import pac_address, render_pac
 from anonproxy.policy.blocklists import http_request
 from anonproxy.transport.client_side import ClientGone, ClientSide, Trace
+from anonproxy.transport.deadline import Deadline
 from anonproxy.transport.exchange import StaleUpstream, exchange
 from anonproxy.transport.relay import take_over
 from anonproxy.wire.address import (
@@ -63,12 +64,13 @@ async def serve_http(
     started: float,
     stopping: asyncio.Event,
     on_client: Callable[[ClientConn], None] = lambda client: None,
+    deadline: Deadline | None = None,
 ) -> None:
     """Serve requests on one client connection until it closes. `select` checks a request's
     proxy credentials and gives its profile (the main one, `ctx` now, or one a username
     names), asked anew for every request so that a reload applies to the next request on a
-    kept-alive connection."""
-    client = ClientConn(reader, writer, select, ctx)
+    kept-alive connection. `deadline`: the connection task's timer, if the listener made it."""
+    client = ClientConn(reader, writer, select, ctx, deadline)
     on_client(client)
     try:
         client.feed(first)

@@ -27,6 +27,7 @@ from anonproxy.exits.context import Context
 from anonproxy.inbound.http_session import ClientConn, serve_http
 from anonproxy.inbound.inspected import abort_closing
 from anonproxy.inbound.socks_session import serve_socks5
+from anonproxy.transport.deadline import Deadline
 from anonproxy.wire import socks5
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
@@ -134,12 +135,17 @@ class Listener:
         main = self._main()
         limits = main.limits
         tunnel: asyncio.Future[None] | None = None  # a tunnel that runs on after this task
+        deadline = Deadline(task)  # the connection's one timer (ClientConn takes it on)
         try:
+            deadline.arm(limits.header_timeout)
             try:
-                async with asyncio.timeout(limits.header_timeout):
-                    first = await reader.read(1 << 16)
-            except TimeoutError:
+                first = await reader.read(1 << 16)
+            except asyncio.CancelledError:
+                if not deadline.expired():
+                    raise
                 return
+            finally:
+                deadline.disarm()
             if not first:
                 return
             if len(self._tasks) > limits.max_connections or self._stopping.is_set():
@@ -159,7 +165,8 @@ class Listener:
                 # registering the client lets shutdown tell idle keep-alive from busy
                 await serve_http(reader, writer, self.context_for, main, first, started,
                                  self._stopping,
-                                 on_client=lambda c: self._tasks.__setitem__(task, c))
+                                 on_client=lambda c: self._tasks.__setitem__(task, c),
+                                 deadline=deadline)
         except (OSError, StageTimeout):
             pass
         except asyncio.CancelledError:
@@ -167,6 +174,7 @@ class Listener:
         except Exception:  # noqa: BLE001 -- a bug must not take the listener down: log it, close this one
             logs.log.exception("internal error on a connection")
         finally:
+            deadline.close()
             client = self._tasks.pop(task, None)
             if isinstance(client, ClientConn):
                 tunnel = client.tunnel
