@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -144,3 +145,11 @@ def raw():
     server = start_raw_server()
     yield server
     server.close()
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loop_kind(request, monkeypatch):
+    """The in-process proxy on uvloop (as `serve` runs it when installed) or on plain asyncio."""
+    if request.param == "asyncio":
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` fails: asyncio.run
+    return request.param

@@ -12,7 +12,6 @@ import hashlib
 import os
 import socket
 import ssl
-import sys
 import time
 
 import pytest
@@ -27,14 +26,6 @@ from anonproxy.wire.http1 import RequestParser
 
 BIG = 16 << 20
 FAST = 'default = "direct"\n[exits.direct]\n[limits]\nidle_timeout = 1\n'
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def loop_kind(request, monkeypatch):
-    """The in-process proxy on uvloop (as `serve` runs it when installed) or on plain asyncio."""
-    if request.param == "asyncio":
-        monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` fails: asyncio.run
-    return request.param
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import re
 import socket
-import sys
 import threading
 import time
 
@@ -16,14 +15,6 @@ import pytest
 from helpers import recv_all, recv_exact, socks_connect, wait_until
 
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def loop_kind(request, monkeypatch):
-    """The in-process proxy on uvloop (as `serve` runs it when installed) or on plain asyncio."""
-    if request.param == "asyncio":
-        monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` fails: asyncio.run
-    return request.param
 
 
 @contextlib.contextmanager
