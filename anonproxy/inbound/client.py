@@ -170,7 +170,7 @@ class ClientConn:
         caller must await `drained()`. A small write waits for the end of the loop's turn
         (transport/batch.py), so that the turn's responses go out back to back."""
         writer = self._writer
-        if len(data) <= SMALL and not writer.is_closing():
+        if len(data) <= SMALL and not writer.transport.is_closing():
             self._batch.add(writer, data)
             return True
         self._batch.flush(writer)

@@ -61,7 +61,7 @@ class WriteBatch:
 
 
 def _write(writer: asyncio.StreamWriter, parts: list[bytes]) -> None:
-    if not writer.is_closing():
+    if not writer.transport.is_closing():  # (asked of the transport: one Python call less)
         writer.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
 

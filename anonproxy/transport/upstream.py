@@ -82,7 +82,7 @@ def _usable(stream: Stream) -> bool:
     """Open, and silent since its last response: an upstream that sent anything unasked is out
     of step, and its bytes would be read as the next client's response."""
     reader, writer = stream
-    return not writer.is_closing() and not reader.at_eof() and not _unread(reader)
+    return not writer.transport.is_closing() and not reader.at_eof() and not _unread(reader)
 
 
 def _unread(reader: asyncio.StreamReader) -> int:
