@@ -124,23 +124,43 @@ class _Watcher:
         pass
 
 
-def _relayed(request: bytes, response: bytes, tap: bool) -> tuple[bytes, Headers, bytes]:
+def _relayed(request: bytes, response: bytes, tap: bool,
+             pieces: int = 1) -> list[tuple[bytes, Headers] | bytes]:
+    """What the client gets, `response` fed in `pieces` reads: each head as its status line
+    and fields, then the body."""
     head = RequestParser().feed(request)[0]
     relay = ResponseRelay(head)
     relay.tap = _Watcher() if tap else None
-    out = relay.feed(response) + (relay.feed_eof() if not relay.done else b"")
-    client_head, _, client_body = out.partition(b"\r\n\r\n")
-    status_line, _, block = client_head.partition(b"\r\n")
-    return status_line, fields(b"\r\n" + block if block else b""), client_body
+    size = -(-len(response) // pieces)
+    out = b"".join(relay.feed(response[i:i + size]) for i in range(0, len(response), size)
+                   if not relay.done)
+    out += relay.feed_eof() if not relay.done else b""
+    got: list[tuple[bytes, Headers] | bytes] = []
+    while out.startswith(b"HTTP/1.1 ") and b"\r\n\r\n" in out:
+        client_head, _, out = out.partition(b"\r\n\r\n")
+        status_line, _, block = client_head.partition(b"\r\n")
+        got.append((status_line, fields(b"\r\n" + block if block else b"")))
+        if not status_line.startswith(b"HTTP/1.1 1"):
+            break
+    return [*got, out]
+
+
+INTERIM = [b"", b"HTTP/1.1 100 Continue\r\n\r\n",  # nothing, one, or two interim heads first
+           b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 100 Continue\r\nX-Trace: 1\r\n\r\n"]
 
 
 @settings(max_examples=300, deadline=None)
-@given(heads(), st.sampled_from([b"1.1", b"1.0"]), st.booleans())
-def test_the_client_gets_the_same_head_either_way(response, version, close):
+@given(heads(), st.sampled_from([b"1.1", b"1.0"]), st.booleans(), st.sampled_from(INTERIM),
+       st.sampled_from([b"GET", b"HEAD"]), st.integers(1, 4))
+def test_the_client_gets_the_same_head_either_way(response, version, close, interim, method,
+                                                  pieces):
     head, body = response
-    request = (b"GET http://o.test/ HTTP/" + version + b"\r\nHost: o.test\r\n"
+    request = (method + b" http://o.test/ HTTP/" + version + b"\r\nHost: o.test\r\n"
                + (b"Connection: close\r\n" if close else b"") + b"\r\n")
-    assert _relayed(request, head + body, tap=False) == _relayed(request, head + body, tap=True)
+    upstream = interim + head + (body if method == b"GET" else b"")
+    raw = _relayed(request, upstream, tap=False, pieces=pieces)
+    assert raw == _relayed(request, upstream, tap=True, pieces=pieces)
 
 
 def test_empty_lines_before_a_head_are_skipped_as_llhttp_skips_them():
