@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from aiohttp import web
 from conftest import DIRECT
+from wsecho import start_ws_echo
 
 PROFILE = DIRECT + """
 [headers]
@@ -18,22 +18,7 @@ user_agent = { replace = "Mozilla/5.0 (test)" }
 
 async def _round_trip(proxy_url: str) -> tuple[list[str], dict[str, str]]:
     seen: dict[str, str] = {}
-
-    async def echo(request: web.Request) -> web.WebSocketResponse:
-        seen.update(request.headers)
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for message in ws:
-            await ws.send_str("echo " + message.data)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_ws_echo(seen)
     got = []
     try:
         async with aiohttp.ClientSession() as session, session.ws_connect(

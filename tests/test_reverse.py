@@ -241,29 +241,12 @@ def test_listen_off_runs_the_reverse_entries_alone(start_proxy, backends):
 
 def test_a_websocket_upgrade_passes_through(start_proxy):
     import aiohttp
-    from aiohttp import web
+    from wsecho import start_ws_echo
 
     loop = asyncio.new_event_loop()
-
-    async def echo(request):
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for message in ws:
-            await ws.send_str("echo " + message.data)
-        return ws
-
-    async def serve():
-        app = web.Application()
-        app.router.add_get("/ws", echo)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, runner.addresses[0][1]
-
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    runner, port = asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+    runner, port = asyncio.run_coroutine_threadsafe(start_ws_echo(), loop).result(10)
     try:
         proxy = start_proxy(
             'default = "direct"\n[exits.direct]\n[[reverse]]\nlisten = "127.0.0.1:0"\n'
