@@ -9,7 +9,7 @@ import socket
 import subprocess
 
 import pytest
-from helpers import curl, recv_all, socks_connect
+from helpers import curl, recv_all, socks_connect, wait_until
 
 from anonproxy.config.profiles import LoadedProfile, parse_profile
 from anonproxy.exits.context import Context
@@ -137,3 +137,22 @@ def test_a_name_that_resolves_to_link_local_is_refused_after_connecting():
                               "169.254.1.1") is None  # named by address: route() decided
     assert "proxy itself" in ctx.forbidden_peer(Address("me.example", 8118),
                                                 ("127.0.0.1", 8118), "127.0.0.1")
+
+
+def test_accepted_clients_have_nagles_algorithm_off(start_proxy, loop_kind):
+    """A response's small writes must go out at once: the event loop (uvloop as `serve` runs,
+    or plain asyncio) turns Nagle's algorithm off on every connection it accepts, and the
+    listener relies on that rather than setting it again."""
+    proxy = start_proxy()
+    assert ("uvloop" in type(proxy.loop).__module__) is (loop_kind == "uvloop")
+    with proxy.connect() as sock:
+        sock.sendall(b"GET http://a.test/ HTTP/1.1\r\n")  # (a head still arriving: it waits)
+
+        def nodelay() -> list[int]:
+            return [client.writer.get_extra_info("socket").getsockopt(
+                        socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                    for client in proxy.server.listener._tasks.values()
+                    if hasattr(client, "writer")]
+
+        assert wait_until(lambda: proxy.in_loop(nodelay))
+        assert all(proxy.in_loop(nodelay))

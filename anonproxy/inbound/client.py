@@ -91,6 +91,12 @@ class ClientConn:
                 self._watcher.add_done_callback(lambda f: f.cancelled() or f.exception())
         return self._lost
 
+    def end(self) -> None:
+        """Nothing more goes to the client: what is queued goes out, then the connection
+        closes (its FIN follows the last byte)."""
+        self._batch.flush(self._writer)
+        self._writer.close()
+
     def close(self) -> None:
         """The connection's task is ending: what is queued goes out, its timer and watcher go
         with it."""

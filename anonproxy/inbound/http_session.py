@@ -128,6 +128,8 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
             status, keep = await forward_secure(client, head, dest, path, trace)
         else:
             status, keep = await _forward(client, head, dest, path, trace)
+        if not keep:  # the answer is whole and nothing follows: the client sees its end now,
+            client.end()  # not after this request's bookkeeping
         return keep
     except ProxyError as error:
         status, problem = error.status, error.message

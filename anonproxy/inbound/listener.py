@@ -75,14 +75,12 @@ async def drain(server: asyncio.base_events.Server | None,
 
 
 def admit(writer: asyncio.StreamWriter, allow: list) -> bool:
-    """A new client: cut off before a byte of it is read when `allow` leaves it out (False);
-    else its small writes go out at once (TCP_NODELAY)."""
+    """A new client: cut off before a byte of it is read when `allow` leaves it out (False).
+    (Its small writes go out at once: asyncio and uvloop turn Nagle's algorithm off on every
+    TCP connection they accept, tests/test_access.py checks it, so no call here repeats it.)"""
     if allow and not allowed(allow, writer.get_extra_info("peername")):
         writer.transport.abort()
         return False
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return True
 
 
