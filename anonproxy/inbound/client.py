@@ -73,6 +73,7 @@ class ClientConn:
         task (transport/relay.py's take_over): `tunnel` is done when it has ended, and cut
         when cancelled. Its parser and queue go."""
         self.tunnel = tunnel
+        self.parser.close()
         self.parser = None  # type: ignore[assignment]  # (never fed again)
         self.pending = _NO_EVENTS
 
@@ -102,6 +103,8 @@ class ClientConn:
         with it."""
         self._batch.flush(self._writer)
         self.deadline.close()
+        if self.parser is not None:
+            self.parser.close()
         if self._watcher is not None:
             self._watcher.cancel()
 

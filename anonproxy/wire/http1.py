@@ -104,7 +104,7 @@ class _Collector:
 
 
 class _RequestCollector(_Collector):
-    parser: httptools.HttpRequestParser
+    parser: httptools.HttpRequestParser | None  # (None once the connection is done with)
     lines: RequestLines
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -118,6 +118,7 @@ class _RequestCollector(_Collector):
 
     def on_headers_complete(self) -> None:
         p = self.parser
+        assert p is not None  # (never fed once closed)
         version = p.get_http_version()
         if version not in ("1.0", "1.1"):
             # llhttp also takes "HTTP/2.0", and a request line without a version as 0.9 (still
@@ -153,9 +154,16 @@ class RequestParser:
         self._new()
 
     def _new(self) -> None:
+        if hasattr(self, "_collector"):
+            self.close()  # (the parser before an upgrade we do not serve)
         self._collector = _RequestCollector(*self._limits, HeadersTooLarge)
         self._parser = httptools.HttpRequestParser(self._collector)
         self._collector.parser, self._collector.lines = self._parser, self._lines
+
+    def close(self) -> None:
+        """Done with: llhttp holds our callbacks and our collector held it. Let go, so both are
+        freed by reference counting when the connection ends, not by a later collection."""
+        self._collector.parser = None
 
     def feed(self, data: bytes) -> list[Event]:
         out: list[Event] = []
