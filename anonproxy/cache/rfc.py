@@ -2,7 +2,9 @@
 hishel. What may be stored, what a stored response may answer, with which Age, and when it must
 be revalidated (and how) are hishel's decisions; this module turns our parsed messages into its
 models and its states into three answers: `Hit`, `Forward` (a miss, or a revalidation with the
-conditional header fields to add), and after the response, `Outcome`.
+conditional header fields to add), and after the response, `Outcome`. What its rules say of a
+stored response's freshness is computed once per stored fields and kept on the entry, where
+fresh.py answers the usual hit from it without hishel (a Hit answered there is this module's).
 
 Beyond RFC 9111, as a privacy proxy must (docs/cache.md): a response that sets a cookie is
 never stored (it belongs to one browser), nor one to a request that carried its own
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
@@ -37,6 +40,8 @@ from hishel import (
 from hishel._core._headers import parse_cache_control
 from hishel._core._spec import get_freshness_lifetime
 from hishel._utils import parse_date
+
+from anonproxy.cache.fresh import Hit, fresh_hit
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -64,7 +69,7 @@ class Stored:
                                                 compare=False)
     # what hishel's lookup computes of it on every call but depends only on `fields`: its Date
     # (seconds), its freshness lifetime, and whether nothing but age decides its reuse (no
-    # Vary, no no-cache); made once per `fields`, as `entry`
+    # Vary, no no-cache); made once per `fields`, as `entry` (fresh.py answers from it)
     fresh: tuple[Fields, int | None, int | None, bool] | None = field(
         default=None, init=False, repr=False, compare=False)
     # the response head a hit replays, up to the fields each hit sets itself (Age, length,
@@ -79,14 +84,6 @@ class Stored:
         return (len(self.body) + 2 * sum(len(n) + len(v) + 4 for n, v in self.fields)
                 + 2 * sum(len(n) + len(v) + 4 for n, v in self.request_fields)
                 + len(self.url) + 200)
-
-
-@dataclass
-class Hit:
-    """Answer from `stored`, with this Age (its fields are those stored, Age replaced)."""
-
-    stored: Stored
-    age: bytes
 
 
 @dataclass(slots=True)
@@ -166,24 +163,18 @@ def _freshness(stored: Stored) -> tuple[int | None, int | None, bool]:
     return made[1], made[2], made[3]
 
 
-def _fresh_hit(method: str, url: str, fields: Fields, stored: list[Stored]) -> Hit | None:
+def _fresh_hit(method: str, url: str, fields: Fields, stored: Sequence[Stored]) -> Hit | None:
     """The usual hit, answered without hishel's state machine but by its rules (IdleClient):
     one stored response for the URL, same method, no Vary and no no-cache in it, no
     Cache-Control in the request, younger than its freshness lifetime; its Age as hishel's
-    get_age counts it. None: ask hishel."""
-    if len(stored) != 1 or any(name.lower() == b"cache-control" for name, _ in fields):
+    get_age counts it (fresh.py, with what _freshness computed). None: ask hishel."""
+    if len(stored) != 1:
         return None
-    one = stored[0]
-    if one.method != method or one.url != url:
-        return None
-    date, lifetime, plain = _freshness(one)
-    if not plain or lifetime is None:
-        return None
-    age = 0 if date is None else int(max(0, time.time() - date))
-    return Hit(one, str(age).encode("ascii")) if age < lifetime else None
+    date, lifetime, plain = _freshness(stored[0])
+    return fresh_hit(stored[0], date, lifetime, plain, method.encode("latin-1"), url, fields)
 
 
-def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit | Forward:
+def lookup(method: bytes, url: str, fields: Fields, stored: Sequence[Stored]) -> Hit | Forward:
     """What to do with a request, given what is stored for its URL (in its partition)."""
     if any(name.lower() in _CLIENT_OWNED for name, _ in fields):
         return Forward(None)
