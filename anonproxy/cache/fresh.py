@@ -37,21 +37,16 @@ class Hit:
 
 def usual_hit(method: bytes, url: str, fields: Fields, stored: Sequence[Stored]) -> Hit | None:
     """The Hit rfc.lookup would answer, when the request and what is stored take the usual path
-    and the stored response's freshness is already known; else None (ask rfc.lookup)."""
+    and the stored response's freshness is already known (`Stored.fresh`: its Date, freshness
+    lifetime and whether only age decides, as rfc.py computes them); its Age as hishel's
+    get_age counts it. Else None: ask rfc.lookup."""
     if len(stored) != 1:
         return None
     one = stored[0]
     known = one.fresh
     if known is None or known[0] is not one.fields:  # (not yet computed for these fields)
         return None
-    return fresh_hit(one, known[1], known[2], known[3], method, url, fields)
-
-
-def fresh_hit(one: Stored, date: int | None, lifetime: int | None, plain: bool, method: bytes,
-              url: str, fields: Fields) -> Hit | None:
-    """`one` (Date, freshness lifetime and whether only age decides, as rfc.py computes them)
-    answering the request, when nothing but its age decides and it is fresh; its Age as
-    hishel's get_age counts it."""
+    _, date, lifetime, plain = known
     if not plain or lifetime is None or one.url != url or one.method != (
             _METHODS.get(method) or method.decode("latin-1").upper()):
         return None

@@ -41,7 +41,7 @@ from hishel._core._headers import parse_cache_control
 from hishel._core._spec import get_freshness_lifetime
 from hishel._utils import parse_date
 
-from anonproxy.cache.fresh import Hit, fresh_hit
+from anonproxy.cache.fresh import Hit, usual_hit
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -72,10 +72,10 @@ class Stored:
     # Vary, no no-cache); made once per `fields`, as `entry` (fresh.py answers from it)
     fresh: tuple[Fields, int | None, int | None, bool] | None = field(
         default=None, init=False, repr=False, compare=False)
-    # the response head a hit replays, up to the fields each hit sets itself (Age, length,
-    # Connection): rendered once per `fields`, as `entry`
-    head: tuple[Fields, bytes] | None = field(default=None, init=False, repr=False,
-                                              compare=False)
+    # the response head a hit replays, rendered once per `fields` (as `entry`): up to its Age,
+    # then what follows the Age (its length, the end of the head), kept alive or closing
+    head: tuple[Fields, bytes, bytes, bytes] | None = field(default=None, init=False,
+                                                            repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -170,8 +170,8 @@ def _fresh_hit(method: str, url: str, fields: Fields, stored: Sequence[Stored]) 
     get_age counts it (fresh.py, with what _freshness computed). None: ask hishel."""
     if len(stored) != 1:
         return None
-    date, lifetime, plain = _freshness(stored[0])
-    return fresh_hit(stored[0], date, lifetime, plain, method.encode("latin-1"), url, fields)
+    _freshness(stored[0])  # (kept on the entry, where fresh.py reads it)
+    return usual_hit(method.encode("latin-1"), url, fields, stored)
 
 
 def lookup(method: bytes, url: str, fields: Fields, stored: Sequence[Stored]) -> Hit | Forward:

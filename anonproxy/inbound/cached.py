@@ -203,10 +203,11 @@ def replay(head: RequestHead, stored: rfc.Stored, age: bytes) -> bytes:
     if made is None or made[0] is not stored.fields:  # (a refresh replaces the fields)
         lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
         lines += [n + b": " + v for n, v in stored.fields if n.lower() not in _NOT_REPLAYED]
-        made = stored.head = stored.fields, b"\r\n".join(lines) + b"\r\nAge: "
-    data = b"%s%s\r\nContent-Length: %d\r\n%s\r\n" % (
-        made[1], age, len(stored.body), b"" if head.keep_alive else b"Connection: close\r\n")
-    return data if head.method == b"HEAD" else data + stored.body
+        length = b"\r\nContent-Length: %d\r\n" % len(stored.body)
+        made = stored.head = (stored.fields, b"\r\n".join(lines) + b"\r\nAge: ",
+                              length + b"\r\n", length + b"Connection: close\r\n\r\n")
+    return b"".join((made[1], age, made[2] if head.keep_alive else made[3],
+                     b"" if head.method == b"HEAD" else stored.body))
 
 
 async def answer(client: ClientConn | ClientSide, head: RequestHead, stored: rfc.Stored,
