@@ -42,19 +42,22 @@ def _fields(headers: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
 
 def _site_of_url(url: bytes | None) -> str | None:
     """The registrable domain of a Referer or Origin, from its scheme and authority (a site's
-    pages repeat those: their site is kept; a path never is)."""
+    pages repeat those: their site is kept; a path or credentials never are)."""
     text = url.decode("latin-1").strip() if url else ""
     if not text or text == "null":
         return None
-    start = text.find("://") + 3
-    if start < 3:
-        return _site_of_authority(text)  # (no authority to cut at: rare, not kept)
-    end = len(text)
+    scheme = text.find("://")
+    if scheme <= 0 or not (text[:scheme].isascii() and text[:scheme].isalpha()):
+        return _site_of_authority(text)  # (no scheme and authority to cut at: rare, not kept)
+    start, end = scheme + 3, len(text)
     for stop in "/?#":  # where urlsplit ends the authority
         at = text.find(stop, start)
         if at != -1 and at < end:
             end = at
-    return _site_of_authority_kept(text[:end])
+    authority = text[:end]
+    if "@" in authority:  # (credentials in it: read, never kept)
+        return _site_of_authority(authority)
+    return _site_of_authority_kept(authority)
 
 
 def _site_of_authority(text: str) -> str | None:
