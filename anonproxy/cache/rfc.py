@@ -46,6 +46,8 @@ from anonproxy.cache.fresh import Hit, usual_hit
 Fields = list[tuple[bytes, bytes]]
 
 OPTIONS = CacheOptions(shared=True, supported_methods=["GET", "HEAD"], allow_stale=False)
+_VALIDATORS = frozenset({b"etag", b"last-modified", b"expires"})  # (Expires: a lifetime)
+_NEVER_KEPT = frozenset({b"no-store", b"private"})
 # request fields that mean the client revalidates its own copy or wants a part: passed through
 _CLIENT_OWNED = (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
                  b"if-range", b"range")
@@ -218,7 +220,7 @@ def outcome(forward: Forward, status: int, fields: Fields) -> Outcome:
     """The store's part in a response to a forwarded request (its head)."""
     if forward.state is None or status == 101:
         return Outcome()
-    if isinstance(forward.state, CacheMiss | _FirstMiss) and not _worth_keeping(fields):
+    if isinstance(forward.state, _FirstMiss | CacheMiss) and not _worth_keeping(fields):
         return Outcome()  # (a miss of a GET or HEAD invalidates nothing: no need to ask)
     response = Response(status, _headers(fields))
     state: object = forward.state.next(response)
@@ -239,15 +241,21 @@ def _worth_keeping(fields: Fields) -> bool:
     """Never a response that sets a cookie (one browser's) or says no-store or private; and
     only one that can answer a later request: fresh for a while, or with a validator to
     revalidate it by (a response with neither would be fetched again in full every time:
-    storing it only costs memory)."""
-    names = {name.lower() for name, _ in fields}
-    if b"set-cookie" in names:
-        return False
-    control = b",".join(v for n, v in fields if n.lower() == b"cache-control").lower()
-    if {t.strip() for t in control.split(b",")} & {b"no-store", b"private"}:
+    storing it only costs memory). One pass over the fields."""
+    controls: list[bytes] = []
+    validator = False
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered == b"cache-control":
+            controls.append(value)
+        elif lowered in _VALIDATORS:
+            validator = True
+        elif lowered == b"set-cookie":
+            return False
+    control = b",".join(controls).lower()
+    if control and not _NEVER_KEPT.isdisjoint(t.strip() for t in control.split(b",")):
         return False  # (never stored by a shared cache: hishel would say so, slower)
-    return bool(names & {b"etag", b"last-modified", b"expires"}
-                or b"max-age" in control or b"s-maxage" in control)
+    return validator or b"max-age" in control or b"s-maxage" in control
 
 
 def stored_fields(fields: Fields, now: float | None = None) -> Fields:
