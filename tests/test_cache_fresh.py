@@ -15,7 +15,7 @@ from anonproxy.cache import rfc
 from anonproxy.cache.fresh import Hit, usual_hit
 from anonproxy.cache.store import MemoryCache
 from anonproxy.inbound import cached
-from anonproxy.wire.http1 import RequestHead
+from anonproxy.wire.messages import RequestHead
 
 NOW = 1_800_000_000.0
 URL = "http://site.test/img.png"
