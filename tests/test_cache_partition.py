@@ -82,3 +82,41 @@ def test_two_requests_share_a_partition_only_when_every_part_is_equal(a, b):
 
     same = a[:4] == b[:4] and site(a[4]) == site(b[4])
     assert (key(a) == key(b)) is same
+
+
+def _site_by_urlsplit(url: str) -> str | None:
+    """The site of a whole Referer or Origin as urlsplit reads it (what _site_of_url keeps by
+    its scheme and authority only)."""
+    from urllib.parse import urlsplit
+
+    from anonproxy.policy.sites import site_of
+
+    url = url.strip()
+    if not url or url == "null":
+        return None
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return site_of(host.rstrip(".")) if host else None
+
+
+_URL_PARTS = st.sampled_from(["https://", "http://", "//", "www.", "b.example", "co.uk", ".",
+                              ":", "/", "?", "#", "@", "[", "]", "::1", "192.0.2.1", "%41",
+                              " ", "\t", "null", "p", "x:y@"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_URL_PARTS, max_size=10).map("".join))
+def test_a_referers_site_is_urlsplits_reading_of_the_whole_url(url):
+    from anonproxy.policy.cache_partition import _site_of_url
+
+    assert _site_of_url(url.encode("latin-1")) == _site_by_urlsplit(url)
+    assert _site_of_url(url.encode("latin-1")) == _site_by_urlsplit(url)  # (kept: the same)
+
+
+def test_the_fields_read_are_the_first_of_each_in_any_case():
+    headers = [(b"REFERER", b"https://b.example/"), (b"sec-fetch-MODE", b"navigate"),
+               (b"Referer", b"https://c.example/"), (b"Sec-Fetch-Dest", b"image")]
+    assert top_level_site("cdn.test", headers) == "b.example"
+    assert top_level_site("cdn.test", headers[:3]) == "cdn.test"

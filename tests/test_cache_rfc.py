@@ -16,6 +16,8 @@ import uuid
 from email.utils import formatdate
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anonproxy.cache import rfc
 from anonproxy.cache.store import MemoryCache
@@ -429,3 +431,29 @@ def test_the_fast_hit_follows_a_refresh():
     assert rfc._fresh_hit("GET", SITE_URL, [], [entry]) is not None
     entry.fields = [(b"Cache-Control", b"max-age=1"), date(5)]  # what a 304 did to it
     assert rfc._fresh_hit("GET", SITE_URL, [], [entry]) is None
+
+
+def _worth_keeping_by_sets(fields: rfc.Fields) -> bool:
+    """_worth_keeping's rules read the plain way (what its one pass must answer)."""
+    names = {name.lower() for name, _ in fields}
+    if b"set-cookie" in names:
+        return False
+    control = b",".join(v for n, v in fields if n.lower() == b"cache-control").lower()
+    if {t.strip() for t in control.split(b",")} & {b"no-store", b"private"}:
+        return False
+    return bool(names & {b"etag", b"last-modified", b"expires"}
+                or b"max-age" in control or b"s-maxage" in control)
+
+
+_FIELD = st.tuples(
+    st.sampled_from([b"Cache-Control", b"cache-control", b"ETag", b"LAST-MODIFIED", b"Expires",
+                     b"Set-Cookie", b"Vary", b"Age", b"X-Max-Age"]),
+    st.lists(st.sampled_from([b"max-age=60", b"s-maxage=5", b"no-store", b" private ",
+                              b"Public", b"No-Store", b"no-cache", b"x", b""]),
+             max_size=3).map(b",".join))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_FIELD, max_size=6))
+def test_worth_keeping_in_one_pass_answers_as_the_rules_read_plainly(fields):
+    assert rfc._worth_keeping(fields) is _worth_keeping_by_sets(fields)

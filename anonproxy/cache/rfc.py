@@ -2,7 +2,9 @@
 hishel. What may be stored, what a stored response may answer, with which Age, and when it must
 be revalidated (and how) are hishel's decisions; this module turns our parsed messages into its
 models and its states into three answers: `Hit`, `Forward` (a miss, or a revalidation with the
-conditional header fields to add), and after the response, `Outcome`.
+conditional header fields to add), and after the response, `Outcome`. What its rules say of a
+stored response's freshness is computed once per stored fields and kept on the entry, where
+fresh.py answers the usual hit from it without hishel (a Hit answered there is this module's).
 
 Beyond RFC 9111, as a privacy proxy must (docs/cache.md): a response that sets a cookie is
 never stored (it belongs to one browser), nor one to a request that carried its own
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
@@ -38,9 +41,13 @@ from hishel._core._headers import parse_cache_control
 from hishel._core._spec import get_freshness_lifetime
 from hishel._utils import parse_date
 
+from anonproxy.cache.fresh import Hit, usual_hit
+
 Fields = list[tuple[bytes, bytes]]
 
 OPTIONS = CacheOptions(shared=True, supported_methods=["GET", "HEAD"], allow_stale=False)
+_VALIDATORS = frozenset({b"etag", b"last-modified", b"expires"})  # (Expires: a lifetime)
+_NEVER_KEPT = frozenset({b"no-store", b"private"})
 # request fields that mean the client revalidates its own copy or wants a part: passed through
 _CLIENT_OWNED = (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
                  b"if-range", b"range")
@@ -64,13 +71,13 @@ class Stored:
                                                 compare=False)
     # what hishel's lookup computes of it on every call but depends only on `fields`: its Date
     # (seconds), its freshness lifetime, and whether nothing but age decides its reuse (no
-    # Vary, no no-cache); made once per `fields`, as `entry`
+    # Vary, no no-cache); made once per `fields`, as `entry` (fresh.py answers from it)
     fresh: tuple[Fields, int | None, int | None, bool] | None = field(
         default=None, init=False, repr=False, compare=False)
-    # the response head a hit replays, up to the fields each hit sets itself (Age, length,
-    # Connection): rendered once per `fields`, as `entry`
-    head: tuple[Fields, bytes] | None = field(default=None, init=False, repr=False,
-                                              compare=False)
+    # the response head a hit replays, rendered once per `fields` (as `entry`): up to its Age,
+    # then what follows the Age (its length, the end of the head), kept alive or closing
+    head: tuple[Fields, bytes, bytes, bytes] | None = field(default=None, init=False,
+                                                            repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -79,14 +86,6 @@ class Stored:
         return (len(self.body) + 2 * sum(len(n) + len(v) + 4 for n, v in self.fields)
                 + 2 * sum(len(n) + len(v) + 4 for n, v in self.request_fields)
                 + len(self.url) + 200)
-
-
-@dataclass
-class Hit:
-    """Answer from `stored`, with this Age (its fields are those stored, Age replaced)."""
-
-    stored: Stored
-    age: bytes
 
 
 @dataclass(slots=True)
@@ -166,24 +165,18 @@ def _freshness(stored: Stored) -> tuple[int | None, int | None, bool]:
     return made[1], made[2], made[3]
 
 
-def _fresh_hit(method: str, url: str, fields: Fields, stored: list[Stored]) -> Hit | None:
+def _fresh_hit(method: str, url: str, fields: Fields, stored: Sequence[Stored]) -> Hit | None:
     """The usual hit, answered without hishel's state machine but by its rules (IdleClient):
     one stored response for the URL, same method, no Vary and no no-cache in it, no
     Cache-Control in the request, younger than its freshness lifetime; its Age as hishel's
-    get_age counts it. None: ask hishel."""
-    if len(stored) != 1 or any(name.lower() == b"cache-control" for name, _ in fields):
+    get_age counts it (fresh.py, with what _freshness computed). None: ask hishel."""
+    if len(stored) != 1:
         return None
-    one = stored[0]
-    if one.method != method or one.url != url:
-        return None
-    date, lifetime, plain = _freshness(one)
-    if not plain or lifetime is None:
-        return None
-    age = 0 if date is None else int(max(0, time.time() - date))
-    return Hit(one, str(age).encode("ascii")) if age < lifetime else None
+    _freshness(stored[0])  # (kept on the entry, where fresh.py reads it)
+    return usual_hit(method.encode("latin-1"), url, fields, stored)
 
 
-def lookup(method: bytes, url: str, fields: Fields, stored: list[Stored]) -> Hit | Forward:
+def lookup(method: bytes, url: str, fields: Fields, stored: Sequence[Stored]) -> Hit | Forward:
     """What to do with a request, given what is stored for its URL (in its partition)."""
     if any(name.lower() in _CLIENT_OWNED for name, _ in fields):
         return Forward(None)
@@ -227,7 +220,7 @@ def outcome(forward: Forward, status: int, fields: Fields) -> Outcome:
     """The store's part in a response to a forwarded request (its head)."""
     if forward.state is None or status == 101:
         return Outcome()
-    if isinstance(forward.state, CacheMiss | _FirstMiss) and not _worth_keeping(fields):
+    if isinstance(forward.state, _FirstMiss | CacheMiss) and not _worth_keeping(fields):
         return Outcome()  # (a miss of a GET or HEAD invalidates nothing: no need to ask)
     response = Response(status, _headers(fields))
     state: object = forward.state.next(response)
@@ -248,15 +241,21 @@ def _worth_keeping(fields: Fields) -> bool:
     """Never a response that sets a cookie (one browser's) or says no-store or private; and
     only one that can answer a later request: fresh for a while, or with a validator to
     revalidate it by (a response with neither would be fetched again in full every time:
-    storing it only costs memory)."""
-    names = {name.lower() for name, _ in fields}
-    if b"set-cookie" in names:
-        return False
-    control = b",".join(v for n, v in fields if n.lower() == b"cache-control").lower()
-    if {t.strip() for t in control.split(b",")} & {b"no-store", b"private"}:
+    storing it only costs memory). One pass over the fields."""
+    controls: list[bytes] = []
+    validator = False
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered == b"cache-control":
+            controls.append(value)
+        elif lowered in _VALIDATORS:
+            validator = True
+        elif lowered == b"set-cookie":
+            return False
+    control = b",".join(controls).lower()
+    if control and not _NEVER_KEPT.isdisjoint(t.strip() for t in control.split(b",")):
         return False  # (never stored by a shared cache: hishel would say so, slower)
-    return bool(names & {b"etag", b"last-modified", b"expires"}
-                or b"max-age" in control or b"s-maxage" in control)
+    return validator or b"max-age" in control or b"s-maxage" in control
 
 
 def stored_fields(fields: Fields, now: float | None = None) -> Fields:

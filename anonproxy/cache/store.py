@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # (rfc.py imports hishel: only a proxy with the cache on pays for it)
@@ -36,10 +37,17 @@ class MemoryCache:
         """The stored variants of `url` in `partition` (Vary picks among them)."""
         return list(self._by_key.get((partition, url), ()))
 
+    def peek(self, partition: Partition, url: str) -> Sequence[Stored]:
+        """As `get`, not copied: to read at once, never to keep (a later put or drop of the
+        URL's variants changes it)."""
+        return self._by_key.get((partition, url), ())
+
     def used(self, stored: Stored) -> None:
         """`stored` answered a request: it is the most recently used now."""
-        if stored.id in self._lru:
+        try:
             self._lru.move_to_end(stored.id)
+        except KeyError:
+            pass  # (gone meanwhile)
 
     def put(self, partition: Partition, stored: Stored) -> bool:
         """Store `stored` (False when it is larger than an object may be)."""

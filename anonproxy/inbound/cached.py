@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from anonproxy.cache.fresh import Hit, usual_hit
 from anonproxy.cache.store import MemoryCache, Partition
 from anonproxy.exits.context import Context
 from anonproxy.inbound.client import ClientConn
@@ -162,7 +163,7 @@ class CachePlan:
 
 
 def plan(ctx: Context, head: RequestHead, dest: Address, path: bytes, scheme: str,
-         exit_name: str, isolation: str | None) -> CachePlan | rfc.Hit | None:
+         exit_name: str, isolation: str | None) -> CachePlan | Hit | None:
     """The cache's part in a request: None (no cache, or not a method it serves), a Hit, or
     the plan to follow while forwarding."""
     cache = ctx.cache
@@ -178,46 +179,56 @@ def plan(ctx: Context, head: RequestHead, dest: Address, path: bytes, scheme: st
 
 
 def look_up(cache: MemoryCache, where: Partition, url: str,
-            head: RequestHead) -> CachePlan | rfc.Hit:
-    """A GET or HEAD in its partition: a Hit, or the plan to follow while forwarding it."""
-    variants = cache.get(where, url)
-    from anonproxy.cache import rfc
+            head: RequestHead) -> CachePlan | Hit:
+    """A GET or HEAD in its partition: a Hit, or the plan to follow while forwarding it. The
+    usual hit is answered from what the entry keeps (cache/fresh.py), without hishel."""
+    hit = usual_hit(head.method, url, head.headers, cache.peek(where, url))
+    if hit is None:
+        from anonproxy.cache import rfc
 
-    found = rfc.lookup(head.method, url, head.headers, variants)
-    if isinstance(found, rfc.Hit):
-        cache.hits += 1
-        cache.used(found.stored)
-        return found
-    cache.misses += 1
-    return CachePlan(cache, where, url, head.method, list(head.headers), variants, found)
+        variants = cache.get(where, url)
+        found = rfc.lookup(head.method, url, head.headers, variants)
+        if not isinstance(found, Hit):
+            cache.misses += 1
+            return CachePlan(cache, where, url, head.method, list(head.headers), variants, found)
+        hit = found
+    cache.hits += 1
+    cache.used(hit.stored)
+    return hit
+
+
+def replay(head: RequestHead, stored: rfc.Stored, age: bytes) -> bytes:
+    """The answer to `head` from a stored response: its fields as stored, with this Age."""
+    made = stored.head
+    if made is None or made[0] is not stored.fields:  # (a refresh replaces the fields)
+        lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
+        lines += [n + b": " + v for n, v in stored.fields if n.lower() not in _NOT_REPLAYED]
+        length = b"\r\nContent-Length: %d\r\n" % len(stored.body)
+        made = stored.head = (stored.fields, b"\r\n".join(lines) + b"\r\nAge: ",
+                              length + b"\r\n", length + b"Connection: close\r\n\r\n")
+    return b"".join((made[1], age, made[2] if head.keep_alive else made[3],
+                     b"" if head.method == b"HEAD" else stored.body))
 
 
 async def answer(client: ClientConn | ClientSide, head: RequestHead, stored: rfc.Stored,
                  age: bytes) -> tuple[int, bool]:
     """Answer `head` from a stored response: its fields as stored, with this Age."""
-    made = stored.head
-    if made is None or made[0] is not stored.fields:  # (a refresh replaces the fields)
-        lines = [b"HTTP/1.1 %d %s" % (stored.status, stored.reason or b"OK")]
-        lines += [n + b": " + v for n, v in stored.fields if n.lower() not in _NOT_REPLAYED]
-        made = stored.head = stored.fields, b"\r\n".join(lines) + b"\r\nAge: "
-    data = b"%s%s\r\nContent-Length: %d\r\n%s\r\n" % (
-        made[1], age, len(stored.body), b"" if head.keep_alive else b"Connection: close\r\n")
-    if head.method != b"HEAD":
-        data += stored.body
-    if not client.write(data):
+    if not client.write(replay(head, stored, age)):
         await client.drained()
     return stored.status, head.keep_alive
 
 
 async def through_cache(
-    client: ClientConn, head: RequestHead, found: CachePlan | rfc.Hit | None,
+    client: ClientConn, head: RequestHead, found: CachePlan | Hit | None,
     send: Callable[[ClientSide, rfc.Fields], Awaitable[tuple[int, bool]]],
 ) -> tuple[int, bool]:
     """Answer from the cache, or `send(client, extra fields)` the request through it."""
     if found is None:
         return await send(client, [])
-    if not isinstance(found, CachePlan):  # a hit
-        return await answer(client, head, found.stored, found.age)
+    if isinstance(found, Hit):  # (written here: no coroutine of its own)
+        if not client.write(replay(head, found.stored, found.age)):
+            await client.drained()
+        return found.stored.status, head.keep_alive
     status, keep = await send(found.client(client), found.forward.extra)
     refreshed = found.finish()
     if refreshed is not None:  # our validators got a 304: the stored response, refreshed

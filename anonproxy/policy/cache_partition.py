@@ -19,39 +19,74 @@ Invariant: pure; two requests share a partition only when every part above is eq
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from anonproxy.policy.sites import site_of
 
 UNKNOWN = "-"
+# the fields the top-level site is read from (a request's first of each counts)
+_READ = frozenset({b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest", b"referer",
+                   b"origin"})
 
 
-def _field(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+def _fields(headers: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The first value of each field in _READ, by lower-case name (one pass over the head)."""
+    found: dict[bytes, bytes] = {}
     for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1").strip()
-    return None
+        name = key.lower()
+        if name in _READ and name not in found:
+            found[name] = value
+    return found
 
 
-def _site_of_url(url: str | None) -> str | None:
-    if not url or url == "null":
+def _site_of_url(url: bytes | None) -> str | None:
+    """The registrable domain of a Referer or Origin, from its scheme and authority (a site's
+    pages repeat those: their site is kept; a path or credentials never are)."""
+    text = url.decode("latin-1").strip() if url else ""
+    if not text or text == "null":
         return None
+    scheme = text.find("://")
+    if scheme <= 0 or not (text[:scheme].isascii() and text[:scheme].isalpha()):
+        return _site_of_authority(text)  # (no scheme and authority to cut at: rare, not kept)
+    start, end = scheme + 3, len(text)
+    for stop in "/?#":  # where urlsplit ends the authority
+        at = text.find(stop, start)
+        if at != -1 and at < end:
+            end = at
+    authority = text[:end]
+    if "@" in authority:  # (credentials in it: read, never kept)
+        return _site_of_authority(authority)
+    return _site_of_authority_kept(authority)
+
+
+def _site_of_authority(text: str) -> str | None:
     try:
-        host = urlsplit(url).hostname
+        host = urlsplit(text).hostname
     except ValueError:
         return None
     return site_of(host.rstrip(".")) if host else None
 
 
+_site_of_authority_kept = lru_cache(maxsize=1024)(_site_of_authority)
+
+
 def top_level_site(dest_host: str, headers: Sequence[tuple[bytes, bytes]]) -> str:
     """The site a request was made for (see the module's rules)."""
-    fetch_site = _field(headers, b"sec-fetch-site")
-    navigates = (_field(headers, b"sec-fetch-mode") == "navigate"
-                 and _field(headers, b"sec-fetch-dest") in (None, "document"))
-    if navigates or fetch_site == "none":
+    found = _fields(headers) if headers else {}
+    if not found:
+        return UNKNOWN
+    dest = found.get(b"sec-fetch-dest")
+    navigates = (_value(found.get(b"sec-fetch-mode")) == "navigate"
+                 and (dest is None or _value(dest) == "document"))
+    if navigates or _value(found.get(b"sec-fetch-site")) == "none":
         return site_of(dest_host.rstrip("."))
-    return (_site_of_url(_field(headers, b"referer")) or _site_of_url(_field(headers, b"origin"))
+    return (_site_of_url(found.get(b"referer")) or _site_of_url(found.get(b"origin"))
             or UNKNOWN)
+
+
+def _value(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("latin-1").strip()
 
 
 def partition(profile: str, exit_name: str, client_key: str | None, epoch: int,
