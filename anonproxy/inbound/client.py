@@ -99,8 +99,8 @@ class ClientConn:
         self._writer.close()
 
     def close(self) -> None:
-        """The connection's task is ending: what is queued goes out, its timer and watcher go
-        with it."""
+        """The connection's task is ending: what is queued goes out, its timer, parser and
+        watcher go with it."""
         self._batch.flush(self._writer)
         self.deadline.close()
         if self.parser is not None:
