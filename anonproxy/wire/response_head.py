@@ -16,7 +16,10 @@ else llhttp judges as before. Only heads are touched: once the final head (or a 
 bytes pass unchanged, so bodies and chunk framing stay llhttp's alone.
 
 Invariants: a head is buffered whole (never more than `max_head_bytes`) before it is rewritten;
-interim (1xx) heads are rewritten one by one until the final one.
+interim (1xx) heads are rewritten one by one until the final one; empty lines before a head
+are dropped (llhttp skips them too), so each head handed on begins with its status line, and
+each is also kept in `emitted`, in order, for the parser that reads its fields from its bytes
+(wire/http1.py).
 """
 
 from __future__ import annotations
