@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -338,3 +341,23 @@ def test_lines_that_are_no_field_are_left_for_llhttp_to_refuse(head, out):
     from anonproxy.wire.response_head import normalize
 
     assert normalize(head) == (out, True)
+
+
+def test_parsers_done_with_are_freed_at_once_not_by_a_later_collection():
+    """llhttp holds the collector's callbacks and the collector held llhttp: a cycle, which
+    only the cyclic collector could free (thousands of them between its passes)."""
+    gc.disable()
+    try:
+        responses = ResponseParser(b"GET")
+        assert responses.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")[-1] is END
+        gone = weakref.ref(responses._collector)
+        del responses
+        assert gone() is None
+        requests = RequestParser()
+        requests.feed(b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        gone = weakref.ref(requests._collector)
+        requests.close()
+        del requests
+        assert gone() is None
+    finally:
+        gc.enable()
