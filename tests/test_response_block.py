@@ -24,7 +24,8 @@ from anonproxy.wire.headers import (
     scan_block,
 )
 from anonproxy.wire.http1 import RequestParser, ResponseParser
-from anonproxy.wire.messages import Body, ResponseHead, block_of, fields
+from anonproxy.wire.messages import Body, ResponseHead, fields
+from anonproxy.wire.render import block_of
 from anonproxy.wire.response_relay import ResponseRelay
 
 NAMES = [b"Content-Type", b"X-Trace", b"ETag", b"Set-Cookie", b"Server", b"Date", b"Vary",

@@ -323,10 +323,12 @@ class SlowControl:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.asked = threading.Event()  # ADD_ONION has been sent and waits for its answer
         self.removed: list[str] = []
         self.was_removed = threading.Event()
 
     def add_onion(self, ports, key, clients, max_streams, timeout):
+        self.asked.set()
         self.release.wait(5)
         return "a" * 56, None
 
@@ -341,7 +343,7 @@ async def test_a_service_added_after_its_publication_was_cancelled_is_removed(tm
     write_key(path, "ED25519-V3:" + base64.b64encode(bytes(64)).decode())
     control, service = SlowControl(), OnionService(OnionSettings(path))
     publishing = asyncio.create_task(service.publish(control, Address("127.0.0.1", 8080), 80))
-    await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(control.asked.wait, 5)
     publishing.cancel()
     control.release.set()
     with pytest.raises(asyncio.CancelledError):

@@ -58,11 +58,6 @@ def fields(block: bytes) -> Headers:
             for name, _, value in (line.partition(b":") for line in block.split(b"\r\n")[1:])]
 
 
-def block_of(headers: Headers) -> bytes:
-    """(name, value) pairs -> CRLF-led field lines (a head built here, not received)."""
-    return b"".join(b"\r\n" + name + b": " + value for name, value in headers)
-
-
 @dataclass(slots=True)
 class Body:
     data: bytes

@@ -18,10 +18,17 @@ def render_request_head(method: bytes, target: bytes, headers: Headers,
 
 
 def render_response_head(status: int, reason: bytes, headers: Headers) -> bytes:
-    lines = [b"HTTP/1.1 %d " % status + reason]
-    lines += [name + b": " + value for name, value in headers]
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+    return render_response_block(status, reason, block_of(headers))
+
+
+def render_response_block(status: int, reason: bytes, block: bytes) -> bytes:
+    """A response head from its field lines as bytes (CRLF-led, wire/messages.py's `block`)."""
+    return b"HTTP/1.1 %d " % status + reason + block + b"\r\n\r\n"
+
+
+def block_of(headers: Headers) -> bytes:
+    """(name, value) pairs -> CRLF-led field lines (wire/messages.py's `block`, written here)."""
+    return b"".join(b"\r\n" + name + b": " + value for name, value in headers)
 
 
 def chunk(data: bytes) -> bytes:

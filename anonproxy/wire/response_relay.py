@@ -55,9 +55,14 @@ from anonproxy.wire.messages import (
     RequestHead,
     ResponseHead,
     Tunnel,
-    block_of,
 )
-from anonproxy.wire.render import LAST_CHUNK, chunk, render_response_head
+from anonproxy.wire.render import (
+    LAST_CHUNK,
+    block_of,
+    chunk,
+    render_response_block,
+    render_response_head,
+)
 
 
 class Failure(enum.Enum):
@@ -273,8 +278,7 @@ class ResponseRelay:
             if self.tap is not None:
                 self.tap.head(response.status, response.reason, headers)
             return render_response_head(response.status, response.reason, headers)
-        return (b"HTTP/1.1 %d " % response.status + response.reason + block + block_of(added)
-                + b"\r\n\r\n")
+        return render_response_block(response.status, response.reason, block + block_of(added))
 
     def _client_framing(self, response: ResponseHead) -> str:
         """How the body goes to the client: as framed upstream, or raw until close."""
