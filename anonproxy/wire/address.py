@@ -82,10 +82,14 @@ def plain_ip(text: str) -> str:
         return text
 
 
-def check_port(port: int | str, *, allow_zero: bool = False) -> int:
+def check_port(port: object, *, allow_zero: bool = False) -> int:
+    """A port number from a number or its digits (AddressError for anything else: callers
+    pass what a file or a peer said)."""
     try:
+        if not isinstance(port, (int, str)):
+            raise ValueError
         value = int(port)
-    except (TypeError, ValueError):
+    except ValueError:
         raise AddressError("the port is not a number") from None
     low = 0 if allow_zero else 1
     if not low <= value <= 65535 or (isinstance(port, str) and not port.isdigit()):
