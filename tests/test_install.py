@@ -134,6 +134,8 @@ def test_install_on_the_system_python_with_a_fresh_home_serves_a_page(tmp_path, 
     assert "home = /usr/bin" in (venv / "pyvenv.cfg").read_text()
     module = installed_module(venv / "bin" / "python", tmp_path)
     assert module.is_relative_to(venv / "lib"), f"not a copy in the venv: {module}"
+    if _system_compiler_at_hand():
+        assert "Its hot path is compiled (mypyc)." in output.splitlines()
     serve_one_page(program, env, origin, tmp_path)
 
     again = run_install(env, tmp_path)  # re-running upgrades in place
@@ -181,15 +183,22 @@ def test_install_ships_nothing_an_earlier_build_left_behind(tmp_path):
     assert not (package / leftover.name).exists()
 
 
-def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
-    """The shipped profiles and the country database are package data found through
-    importlib.resources: a wheel built from the checkout, installed into a fresh venv, checks
-    each shipped profile and opens the bundled database from an unrelated working directory,
-    with the checkout nowhere on its path."""
+def _system_compiler_at_hand() -> bool:
+    """gcc, and the system Python's headers: what the build compiles the hot path with."""
+    code = "import sysconfig; print(sysconfig.get_paths()['include'])"
+    include = subprocess.run([str(SYSTEM_PYTHON), "-I", "-c", code], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return shutil.which("gcc") is not None and (Path(include) / "Python.h").exists()
+
+
+def build_wheel(tmp_path: Path, env_extra: dict[str, str] | None = None
+                ) -> tuple[Path, list[str], dict[str, str], Path]:
+    """A wheel built from a copy of the checkout with a fresh venv of the system Python: the
+    wheel, that venv's pip, its environment and an unrelated working directory."""
     source = tmp_path / "source"  # setuptools builds in the source tree: a copy of it
     shutil.copytree(ROOT / "anonproxy", source / "anonproxy",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "native.json"))
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     venv, wheels, elsewhere = tmp_path / "venv", tmp_path / "wheels", tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -197,10 +206,27 @@ def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
     env = system_env(tmp_path, f"{venv}/bin:/usr/bin:/bin:/usr/sbin:/sbin")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
     built = subprocess.run([*pip, "wheel", "--no-deps", "--use-pep517", "--wheel-dir",
-                            str(wheels), str(source)], env=env, cwd=elsewhere,
-                           capture_output=True, text=True, timeout=600)
+                            str(wheels), str(source)], env=env | (env_extra or {}),
+                           cwd=elsewhere, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stdout + built.stderr
     [wheel] = wheels.glob("anonproxy-*.whl")
+    return wheel, pip, env, elsewhere
+
+
+def hot_path(venv: Path, cwd: Path) -> str:
+    code = "import anonproxy.native as n; print(n.describe())"
+    return subprocess.run([str(venv / "bin" / "python"), "-I", "-c", code], cwd=cwd,
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
+    """The shipped profiles and the country database are package data found through
+    importlib.resources: a wheel built from the checkout, installed into a fresh venv, checks
+    each shipped profile and opens the bundled database from an unrelated working directory,
+    with the checkout nowhere on its path. Built where gcc and the headers are, its hot path
+    is compiled, and runs so installed."""
+    wheel, pip, env, elsewhere = build_wheel(tmp_path)
+    venv = tmp_path / "venv"
 
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -212,6 +238,10 @@ def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
     licences = info.removesuffix("METADATA") + "licenses/"
     assert {licences + "LICENSE", licences + "anonproxy/data/LICENSE"} <= names
     assert "License-Expression: MIT AND CC-BY-SA-4.0" in metadata.splitlines()
+    compiled = _system_compiler_at_hand()
+    if compiled:
+        assert "anonproxy/native.json" in names
+        assert any(n.startswith("anonproxy/wire/http1.") and n.endswith(".so") for n in names)
 
     installed = subprocess.run([*pip, "install", str(wheel)], env=env, cwd=elsewhere,
                                capture_output=True, text=True, timeout=600)
@@ -228,3 +258,23 @@ def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert f"path         {package / 'data' / 'country.mmdb'}" in out.stdout.splitlines()
+    if compiled:
+        assert hot_path(venv, elsewhere) == "compiled (mypyc)"
+
+
+def test_a_wheel_built_without_a_c_compiler_installs_as_pure_python(tmp_path):
+    """No compiler (CC names one that fails): the build says so and carries on, and the wheel
+    is pure Python that runs, with nothing compiled in it."""
+    wheel, pip, env, elsewhere = build_wheel(tmp_path, {"CC": "/bin/false"})
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert not [n for n in names if n.endswith(".so")], names
+    assert "anonproxy/native.json" not in names
+    installed = subprocess.run([*pip, "install", str(wheel)], env=env, cwd=elsewhere,
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    venv = tmp_path / "venv"
+    assert hot_path(venv, elsewhere).startswith("interpreted: not compiled")
+    out = subprocess.run([str(venv / "bin" / "anonproxy"), "check", "direct"], env=env,
+                         cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

@@ -135,15 +135,17 @@ def _say_listening(server, loaded, address: Address, dashboard: Address | None,
                    stamped) -> Path | None:
     """What serve says once it listens (the log, and stdout's lines that scripts wait for);
     the file announcing it to fetch, if written."""
-    from anonproxy import logs
+    from anonproxy import logs, native
     from anonproxy.admin.login import LOGIN_TTL
     from anonproxy.cli.remote import pidfile_for
 
     announced = None
     if loaded.profile.forwarding:  # (listen = "off": reverse entries alone)
         announced = announce.write(pidfile_for(address), loaded, address, stamped)
-        logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s", address,
-                      f", {len(server.children) + 1} workers" if server.children else "")
+        logs.log.info("listening on %s (HTTP, HTTPS via CONNECT, SOCKS5)%s; hot path %s",
+                      address,
+                      f", {len(server.children) + 1} workers" if server.children else "",
+                      native.describe())
     login = server.login_url()
     if login is not None and dashboard is not None:  # a login URL only with a dashboard
         logs.log.info("dashboard on http://%s/; log in (this link works once, for %.0f "

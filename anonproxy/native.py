@@ -1,0 +1,118 @@
+"""Which modules run compiled, and whether they do: the hot path's pure code, compiled to C.
+
+The modules in MODULES (parsing, the header policy, the response state machine, the write
+batch) are compiled with mypyc when the package is built where a C compiler and Python's headers
+are at hand (setup.py); the sources stay beside them and are the same program. Compiled code
+checks the types its functions are annotated with, so an annotation here must be true of every
+value a caller passes (tests/test_native.py runs the layers' tests both ways).
+Compiled, a keep-alive request costs about a quarter less CPU (docs/benchmarks.md).
+
+They run compiled only when the build is of exactly these sources: setup.py writes the SHA-256 of
+each source into MANIFEST beside them, and at the package's first import the sources are hashed
+again. When one differs (a source edited since the build, as in a checkout under work or a
+mutation run), when the build is missing or partial, or when ANONPROXY_PURE=1 asks for it, every
+one of them is imported from its source instead: all or none, since compiled modules call each
+other directly, past the module objects.
+
+Invariant: this module is imported before any module of MODULES (anonproxy/__init__.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+# Compiled by setup.py, in this order. Only synchronous code pays: mypyc's coroutines are no
+# faster than CPython's, so the coroutines of the request path stay interpreted.
+MODULES = (
+    "anonproxy.wire.address",
+    "anonproxy.wire.messages",
+    "anonproxy.wire.render",
+    "anonproxy.wire.headers",
+    "anonproxy.wire.request_line",
+    "anonproxy.wire.response_head",
+    "anonproxy.wire.http1",
+    "anonproxy.wire.response_relay",
+    "anonproxy.transport.batch",
+    "anonproxy.transport.deadline",
+    "anonproxy.transport.upstream",
+    "anonproxy.transport.client_side",
+)
+MANIFEST = "native.json"  # {module: SHA-256 of its source}, written by setup.py beside this file
+PURE_ENV = "ANONPROXY_PURE"
+
+ROOT = Path(__file__).resolve().parent  # the package's folder
+
+def source_of(module: str) -> Path:
+    """The source file of one of MODULES."""
+    return ROOT.joinpath(*module.split(".")[1:]).with_suffix(".py")
+
+
+def digest(module: str) -> str:
+    return hashlib.sha256(source_of(module).read_bytes()).hexdigest()
+
+
+def _built() -> bool:
+    """A compiled module sits beside each source (by the interpreter's own suffixes)."""
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    for module in MODULES:
+        source = source_of(module)
+        if not any(source.with_suffix(suffix).exists() for suffix in suffixes):
+            return False
+    return True
+
+
+def _why_pure() -> str:
+    """Why the sources must be imported ("" when the compiled modules may be)."""
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return f"{PURE_ENV} is set"
+    try:
+        recorded = json.loads((ROOT / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "not compiled (no C compiler or Python headers when it was built)"
+    if not _built():
+        return "not compiled (no C compiler or Python headers when it was built)"
+    for module in MODULES:
+        try:
+            if recorded.get(module) != digest(module):
+                return f"{source_of(module).name} changed since it was compiled"
+        except OSError:
+            return f"{source_of(module).name} is missing"
+    return ""
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """A finder that imports the modules of MODULES from their sources, not the compiled
+    files beside them (which the path finder would take first)."""
+
+    def find_spec(self, name: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in MODULES or not path:
+            return None
+        loader = (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
+        for entry in path:
+            spec = importlib.machinery.FileFinder(entry, loader).find_spec(name, target)
+            if spec is not None:
+                return spec
+        return None
+
+
+def describe() -> str:
+    """One line on how the hot path runs."""
+    return "compiled (mypyc)" if COMPILED else f"interpreted: {WHY_NOT}"
+
+
+# Decided once, at the package's first import (anonproxy/__init__.py imports this module before
+# anything else of ours): compiled modules when they are exactly these sources built, else the
+# sources, put first by a finder.
+WHY_NOT = _why_pure()  # why the hot path runs interpreted ("" when it runs compiled)
+COMPILED = not WHY_NOT
+if not COMPILED and not any(isinstance(f, _SourcesFirst) for f in sys.meta_path):
+    sys.meta_path.insert(0, _SourcesFirst())
