@@ -11,11 +11,10 @@ directly, so it is all of them or none.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.machinery
-import json
 import os
 import sys
+import zlib
 from pathlib import Path
 
 from setuptools import setup
@@ -40,11 +39,23 @@ def _source(module: str) -> Path:
     return HERE.joinpath(*module.split(".")).with_suffix(".py")
 
 
+def _digest(source: bytes) -> str:
+    """As anonproxy/native.py's digest (read there at run time, without importing setup.py)."""
+    return f"{zlib.crc32(source):08x} {len(source)}"
+
+
 def _say(message: str) -> None:
     print(f"anonproxy build: {message}", file=sys.stderr)
 
 
+# The commands that build (pip runs setup.py for metadata first, twice: mypyc's type check and
+# C generation take half a minute, for nothing there).
+_BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "install", "develop"}
+
+
 def _extensions() -> list:
+    if not _BUILDING & set(sys.argv[1:]):
+        return []
     if os.environ.get("ANONPROXY_PURE", "") not in ("", "0"):
         _say("ANONPROXY_PURE is set: pure Python")
         return []
@@ -63,7 +74,7 @@ def _extensions() -> list:
 
 class OptionalBuildExt(build_ext):
     """build_ext that falls back to pure Python instead of failing the install, and records
-    the sources it compiled (anonproxy/native.json) where the compiled modules go."""
+    the sources it compiled (anonproxy/native.txt) where the compiled modules go."""
 
     def run(self) -> None:
         in_place = self.inplace or getattr(self, "editable_mode", False)
@@ -74,18 +85,18 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as error:  # noqa: BLE001 - no compiler, no headers, ...: pure Python
-            _say(f"could not compile the hot path ({error}); installing pure Python "
-                 "(Debian: apt install gcc python3-dev, then install again)")
+            _say(f"could not compile the hot path ({type(error).__name__}: no C compiler or "
+                 "Python headers, or they failed); installing pure Python (Debian: apt install "
+                 "gcc python3-dev, then install again)")
             self._remove_outputs()
             return
-        manifest = json.dumps({m: hashlib.sha256(_source(m).read_bytes()).hexdigest()
-                               for m in MODULES}, indent=1)
+        manifest = "".join(f"{m} {_digest(_source(m).read_bytes())}\n" for m in MODULES)
         targets = [Path(self.build_lib) / "anonproxy"]
         if in_place:
             targets.append(HERE / "anonproxy")
         for target in targets:
             target.mkdir(parents=True, exist_ok=True)
-            (target / "native.json").write_text(manifest + "\n")
+            (target / "native.txt").write_text(manifest)
 
     def _remove_stale(self) -> None:
         """An in-place build's compiled module that is no longer in MODULES would be imported
@@ -105,7 +116,7 @@ class OptionalBuildExt(build_ext):
             for base in (Path(self.build_lib), HERE):
                 (base / name).unlink(missing_ok=True)
         for base in (Path(self.build_lib), HERE):
-            (base / "anonproxy" / "native.json").unlink(missing_ok=True)
+            (base / "anonproxy" / "native.txt").unlink(missing_ok=True)
 
     def get_outputs(self) -> list[str]:
         outputs = super().get_outputs()

@@ -7,27 +7,30 @@ checks the types its functions are annotated with, so an annotation here must be
 value a caller passes (tests/test_native.py runs the layers' tests both ways).
 Compiled, a keep-alive request costs about a quarter less CPU (docs/benchmarks.md).
 
-They run compiled only when the build is of exactly these sources: setup.py writes the SHA-256 of
-each source into MANIFEST beside them, and at the package's first import the sources are hashed
-again. When one differs (a source edited since the build, as in a checkout under work or a
-mutation run), when the build is missing or partial, or when ANONPROXY_PURE=1 asks for it, every
-one of them is imported from its source instead: all or none, since compiled modules call each
-other directly, past the module objects.
+They run compiled only when the build is of exactly these sources: setup.py writes the CRC-32 and
+size of each source into MANIFEST beside them, and at the package's first import the sources are
+read again (CRC-32, not a cryptographic hash: this catches an edit, not an attacker, who could
+replace the compiled files as well; and it keeps `anonproxy fetch`'s start-up free of hashlib,
+as of pathlib).
+When one differs (a source edited since the build, as in a checkout under work or a mutation
+run), when the build is missing or partial, or when ANONPROXY_PURE=1 asks for it, every one of
+them is imported from its source instead: all or none, since compiled modules call each other
+directly, past the module objects.
 
 Invariant: this module is imported before any module of MODULES (anonproxy/__init__.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.abc
 import importlib.machinery
-import json
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
+import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
 
 # Compiled by setup.py, in this order. Only synchronous code pays: mypyc's coroutines are no
 # faster than CPython's, so the coroutines of the request path stay interpreted.
@@ -45,26 +48,34 @@ MODULES = (
     "anonproxy.transport.upstream",
     "anonproxy.transport.client_side",
 )
-MANIFEST = "native.json"  # {module: SHA-256 of its source}, written by setup.py beside this file
+MANIFEST = "native.txt"  # "module crc32 size" per line, written by setup.py beside this file
 PURE_ENV = "ANONPROXY_PURE"
 
-ROOT = Path(__file__).resolve().parent  # the package's folder
+ROOT = os.path.dirname(os.path.realpath(__file__))  # the package's folder (no pathlib: see above)
+_UNBUILT = "not compiled (no C compiler or Python headers when it was built)"
 
-def source_of(module: str) -> Path:
+
+def source_of(module: str) -> str:
     """The source file of one of MODULES."""
-    return ROOT.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    return os.path.join(ROOT, *module.split(".")[1:]) + ".py"
 
 
-def digest(module: str) -> str:
-    return hashlib.sha256(source_of(module).read_bytes()).hexdigest()
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def digest(source: bytes) -> str:
+    """A source's CRC-32 and size, as the manifest records them."""
+    return f"{zlib.crc32(source):08x} {len(source)}"
 
 
 def _built() -> bool:
     """A compiled module sits beside each source (by the interpreter's own suffixes)."""
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
     for module in MODULES:
-        source = source_of(module)
-        if not any(source.with_suffix(suffix).exists() for suffix in suffixes):
+        stem = source_of(module)[:-3]
+        if not any(os.path.exists(stem + suffix) for suffix in suffixes):
             return False
     return True
 
@@ -73,22 +84,23 @@ def _why_pure() -> str:
     """Why the sources must be imported ("" when the compiled modules may be)."""
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return f"{PURE_ENV} is set"
-    try:
-        recorded = json.loads((ROOT / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return "not compiled (no C compiler or Python headers when it was built)"
     if not _built():
-        return "not compiled (no C compiler or Python headers when it was built)"
+        return _UNBUILT
+    try:
+        text = _read(os.path.join(ROOT, MANIFEST)).decode()
+    except (OSError, UnicodeDecodeError):
+        return _UNBUILT
+    recorded = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
     for module in MODULES:
         try:
-            if recorded.get(module) != digest(module):
-                return f"{source_of(module).name} changed since it was compiled"
+            if recorded.get(module) != digest(_read(source_of(module))):
+                return f"{os.path.basename(source_of(module))} changed since it was compiled"
         except OSError:
-            return f"{source_of(module).name} is missing"
+            return f"{os.path.basename(source_of(module))} is missing"
     return ""
 
 
-class _SourcesFirst(importlib.abc.MetaPathFinder):
+class _SourcesFirst:
     """A finder that imports the modules of MODULES from their sources, not the compiled
     files beside them (which the path finder would take first)."""
 

@@ -197,7 +197,7 @@ def build_wheel(tmp_path: Path, env_extra: dict[str, str] | None = None
     wheel, that venv's pip, its environment and an unrelated working directory."""
     source = tmp_path / "source"  # setuptools builds in the source tree: a copy of it
     shutil.copytree(ROOT / "anonproxy", source / "anonproxy",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "native.json"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "native.txt"))
     for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     venv, wheels, elsewhere = tmp_path / "venv", tmp_path / "wheels", tmp_path / "elsewhere"
@@ -240,7 +240,7 @@ def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
     assert "License-Expression: MIT AND CC-BY-SA-4.0" in metadata.splitlines()
     compiled = _system_compiler_at_hand()
     if compiled:
-        assert "anonproxy/native.json" in names
+        assert "anonproxy/native.txt" in names
         assert any(n.startswith("anonproxy/wire/http1.") and n.endswith(".so") for n in names)
 
     installed = subprocess.run([*pip, "install", str(wheel)], env=env, cwd=elsewhere,
@@ -269,7 +269,7 @@ def test_a_wheel_built_without_a_c_compiler_installs_as_pure_python(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert not [n for n in names if n.endswith(".so")], names
-    assert "anonproxy/native.json" not in names
+    assert "anonproxy/native.txt" not in names
     installed = subprocess.run([*pip, "install", str(wheel)], env=env, cwd=elsewhere,
                                capture_output=True, text=True, timeout=600)
     assert installed.returncode == 0, installed.stdout + installed.stderr
