@@ -88,7 +88,7 @@ class OptionalBuildExt(build_ext):
             _say(f"could not compile the hot path ({type(error).__name__}: no C compiler or "
                  "Python headers, or they failed); installing pure Python (Debian: apt install "
                  "gcc python3-dev, then install again)")
-            self._remove_outputs()
+            self._remove_outputs(in_place)
             return
         manifest = "".join(f"{m} {_digest(_source(m).read_bytes())}\n" for m in MODULES)
         targets = [Path(self.build_lib) / "anonproxy"]
@@ -109,13 +109,14 @@ class OptionalBuildExt(build_ext):
             if stem is not None and module not in MODULES:
                 path.unlink()
 
-    def _remove_outputs(self) -> None:
-        """Nothing compiled stays behind: a part of the group would fail at import."""
-        for ext in self.extensions:
-            name = self.get_ext_filename(self.get_ext_fullname(ext.name))
-            for base in (Path(self.build_lib), HERE):
-                (base / name).unlink(missing_ok=True)
-        for base in (Path(self.build_lib), HERE):
+    def _remove_outputs(self, in_place: bool) -> None:
+        """Nothing compiled stays behind (in the checkout too, when building there): a part of
+        the group would fail at import."""
+        bases = [Path(self.build_lib), HERE] if in_place else [Path(self.build_lib)]
+        for base in bases:
+            for ext in self.extensions:
+                (base / self.get_ext_filename(self.get_ext_fullname(ext.name))).unlink(
+                    missing_ok=True)
             (base / "anonproxy" / "native.txt").unlink(missing_ok=True)
 
     def get_outputs(self) -> list[str]:
