@@ -233,6 +233,28 @@ def test_a_long_reason_phrase_counts_against_the_head_limit():
         parser.feed(b"HTTP/1.1 200 " + b"O" * 2000 + b"\r\n\r\n")
 
 
+def test_a_head_of_many_fields_that_arrives_whole_in_one_read_is_bounded_too():
+    """The fields of a response head are not reported by llhttp one by one: the head's bytes
+    are bounded before llhttp sees them, also when the whole head is in one read."""
+    parser = ResponseParser(b"GET", max_head_bytes=1024)
+    with pytest.raises(BadUpstreamResponse, match="larger than 1024"):
+        parser.feed(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 2000 + b"\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("reads", [
+    [b"\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"],
+    [b"\r\n", b"\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n"],
+])
+def test_empty_lines_before_a_response_head_are_skipped_and_nothing_else(reads):
+    parser = ResponseParser(b"GET")
+    events = [event for data in reads for event in parser.feed(data)]
+    assert [type(e).__name__ for e in events] == ["ResponseHead", "End"]
+    assert events[0].status == 204
+    garbled = ResponseParser(b"GET")  # what follows the empty lines is not skipped with them
+    with pytest.raises(BadUpstreamResponse):
+        garbled.feed(b"\r\nXHTTP/1.1 204 No Content\r\n\r\n")
+
+
 def test_the_head_limit_is_per_message_on_a_kept_alive_connection():
     parser = RequestParser(max_head_bytes=1024)
     one = b"GET http://a.example/ HTTP/1.1\r\nX: " + b"a" * 600 + b"\r\n\r\n"

@@ -215,6 +215,9 @@ TRANSCRIPTS = {
     "Content-Length and a Transfer-Encoding not ending in chunked": (
         GET, [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\nhello"], b"",
         "502 the upstream sent Content-Length with a Transfer-Encoding that does not end in chunked"),
+    "Content-Length and a last coding that only begins with chunked": (
+        GET, [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunkedX\r\n\r\nhello"], b"",
+        "502 the upstream sent Content-Length with a Transfer-Encoding that does not end in chunked"),
     "Content-Length and Transfer-Encoding: chunked, gzip": (
         GET, [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked, gzip\r\n\r\nhello"], b"",
         "502 the upstream sent Content-Length with a Transfer-Encoding that does not end in chunked"),
