@@ -128,3 +128,7 @@ WHY_NOT = _why_pure()  # why the hot path runs interpreted ("" when it runs comp
 COMPILED = not WHY_NOT
 if not COMPILED and not any(isinstance(f, _SourcesFirst) for f in sys.meta_path):
     sys.meta_path.insert(0, _SourcesFirst())
+
+
+if __name__ == "__main__":  # the compiled modules' sources, for scripts/test's rebuild check
+    print(" ".join(os.path.relpath(source_of(module)) for module in MODULES))
