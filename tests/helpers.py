@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +102,13 @@ def serving(handler: type[BaseHTTPRequestHandler],
     finally:
         server.shutdown()
         server.server_close()
+
+
+def c_build_possible(python: str = sys.executable) -> bool:
+    """A C compiler ($CC, else gcc) and `python`'s headers: what setup.py compiles the hot path
+    with (anonproxy/native.py)."""
+    code = "import sysconfig; print(sysconfig.get_paths()['include'])"
+    include = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    return (shutil.which(os.environ.get("CC", "gcc")) is not None
+            and (Path(include) / "Python.h").exists())

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import curl
+from helpers import c_build_possible, curl
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -134,7 +134,7 @@ def test_install_on_the_system_python_with_a_fresh_home_serves_a_page(tmp_path, 
     assert "home = /usr/bin" in (venv / "pyvenv.cfg").read_text()
     module = installed_module(venv / "bin" / "python", tmp_path)
     assert module.is_relative_to(venv / "lib"), f"not a copy in the venv: {module}"
-    if _system_compiler_at_hand():
+    if c_build_possible(str(SYSTEM_PYTHON)):
         assert "Its hot path is compiled (mypyc)." in output.splitlines()
     serve_one_page(program, env, origin, tmp_path)
 
@@ -181,14 +181,6 @@ def test_install_ships_nothing_an_earlier_build_left_behind(tmp_path):
     package = installed_module(venv / "bin" / "python", tmp_path).parent
     assert (package / "__main__.py").exists()
     assert not (package / leftover.name).exists()
-
-
-def _system_compiler_at_hand() -> bool:
-    """gcc, and the system Python's headers: what the build compiles the hot path with."""
-    code = "import sysconfig; print(sysconfig.get_paths()['include'])"
-    include = subprocess.run([str(SYSTEM_PYTHON), "-I", "-c", code], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    return shutil.which("gcc") is not None and (Path(include) / "Python.h").exists()
 
 
 def build_wheel(tmp_path: Path, env_extra: dict[str, str] | None = None
@@ -238,7 +230,7 @@ def test_a_wheel_installed_elsewhere_finds_its_profiles_and_database(tmp_path):
     licences = info.removesuffix("METADATA") + "licenses/"
     assert {licences + "LICENSE", licences + "anonproxy/data/LICENSE"} <= names
     assert "License-Expression: MIT AND CC-BY-SA-4.0" in metadata.splitlines()
-    compiled = _system_compiler_at_hand()
+    compiled = c_build_possible(str(SYSTEM_PYTHON))
     if compiled:
         assert "anonproxy/native.txt" in names
         assert any(n.startswith("anonproxy/wire/http1.") and n.endswith(".so") for n in names)

@@ -11,10 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import c_build_possible
 
 from anonproxy import native
 
@@ -30,11 +30,6 @@ PURE_PASS = ["test_address.py", "test_headers.py", "test_http1.py", "test_respon
 _REPORT = ("import anonproxy.native as n, importlib\n"
            "files = [importlib.import_module(m).__file__ for m in n.MODULES]\n"
            "print(n.COMPILED, '|', n.WHY_NOT, '|', ' '.join(files))\n")
-
-
-def _compiler_at_hand() -> bool:
-    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
-    return shutil.which(os.environ.get("CC", "gcc")) is not None and headers.exists()
 
 
 def _report(env: dict[str, str], cwd: Path, path: Path | None = None) -> tuple[bool, str, list]:
@@ -58,7 +53,7 @@ needs_build = pytest.mark.skipif(not native.COMPILED,
 
 
 def test_the_hot_path_runs_compiled_where_the_build_had_a_compiler():
-    if not _compiler_at_hand():
+    if not c_build_possible():
         pytest.skip("no C compiler or Python headers here: the build is pure Python")
     assert native.COMPILED, (
         f"hot path {native.describe()}: scripts/test rebuilds it (or pip install -e .)")

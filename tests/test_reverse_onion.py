@@ -25,6 +25,7 @@ import pytest
 import tornet as tornet_module
 from aiohttp import web
 from stem import Signal
+from wsecho import start_app
 
 from anonproxy import logs
 from anonproxy.exits.tor_control import Control, OnionError
@@ -92,11 +93,7 @@ async def origin():
 
     app = web.Application()
     app.router.add_get("/", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await start_app(app)
     assert port >= 1024
     yield Address("127.0.0.1", port)
     await runner.cleanup()

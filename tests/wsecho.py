@@ -1,6 +1,6 @@
-"""A WebSocket echo origin on loopback (aiohttp), for tests that carry WebSockets through the
-proxy: each text message on /ws is answered "echo <text>", and the upgrade request's headers
-are recorded in `seen`."""
+"""aiohttp origins on loopback: `start_app` serves an app on a free port, and `start_ws_echo` a
+WebSocket echo for tests that carry WebSockets through the proxy: each text message on /ws is
+answered "echo <text>", and the upgrade request's headers are recorded in `seen`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ async def start_ws_echo(seen: dict[str, str] | None = None) -> tuple[web.AppRunn
 
     app = web.Application()
     app.router.add_get("/ws", echo)
+    return await start_app(app)
+
+
+async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1 on a free port, in the running loop: (its runner, to clean up,
+    and its port)."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
