@@ -20,6 +20,7 @@ from test_compat_abort import read_to_the_end, reset_close
 from test_splice import pipes, settle
 
 from anonproxy.transport import exchange, splice
+from anonproxy.transport.batch import batch_of
 from anonproxy.transport.client_side import Trace
 from anonproxy.transport.deadline import Deadline
 from anonproxy.wire.http1 import RequestParser
@@ -240,6 +241,7 @@ class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer, self.pending = reader, writer, None
         self.deadline, self.limits = Deadline(), Limits()
+        self.batch = batch_of(asyncio.get_running_loop())
         self._lost = asyncio.get_running_loop().create_future()
 
     def write(self, data: bytes) -> bool:

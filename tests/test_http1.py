@@ -340,17 +340,69 @@ def test_a_malformed_response_says_what_llhttp_disliked():
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", False),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", False),
     (b"HTTP/1.1 200 OK\r\nX: a, b\r\nContent-Length: 5\r\n\r\n", True),  # a comma elsewhere
-    (b"HTTP/2 200\r\n\r\n", False),
-    (b"evil\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nX: a :b\r\nContent-Length: 5\r\n\r\n", True),  # a colon in a value
 ])
-def test_a_head_already_strict_is_passed_as_it_is(head, strict):
-    """normalize's fast path: what needs no rewriting is recognised at C speed; anything
-    else takes the line-by-line way (and comes out strict)."""
-    from anonproxy.wire.response_head import _strict_already, normalize
+def test_llhttp_takes_a_strict_head_as_it_came_and_a_lenient_one_rewritten(head, strict):
+    """A head llhttp takes reaches it (and the client) as it came; a lenient one reaches it
+    rewritten, in one read or byte by byte (a fresh llhttp judges the rewritten form)."""
+    for reads in ([head], [bytes([b]) for b in head]):
+        parser = ResponseParser(b"GET")
+        events = [event for read in reads for event in parser.feed(read)]
+        response = events[0]
+        assert isinstance(response, ResponseHead)
+        assert (response.block == head[head.find(b"\r\n"):-4]) is strict
 
-    assert _strict_already(head) is strict
-    if strict:
-        assert normalize(head)[0] is head
+
+# Field lines of every lenient shape normalize knows, and plain ones, in any order and with
+# any line ending: what llhttp takes, normalize leaves as it is (so llhttp judges first).
+_LINES = st.sampled_from([
+    b"Content-Length: 5", b"Content-Length : 5", b"Content-Length\t: 5", b"Content-Length: 5, 5",
+    b"Content-Length: 6", b"content-length:5", b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip", b"Transfer-Encoding: gzip, chunked", b"X: a :b", b"X : y",
+    b"Server: x", b"X: a, b", b"Connection: keep-alive", b" folded", b"Bad Header", b": none",
+    b"X: a\rb", b"",
+])
+_STATUS_LINES = st.sampled_from([
+    b"HTTP/1.1 200 OK", b"HTTP/1.0 200", b"HTTP/1.1 100 Continue", b"HTTP/1.1 101 Switching",
+    b"HTTP/1.1 103 Early Hints", b"HTTP/1.1 199 X", b"HTTP/1.1 600 X", b"HTTP/2 200",
+    b"HTTP/1.1  200 OK", b"HTTP/1.1 1000 X", b"HTTP/1.1 20 X", b"evil", b"HTTP/1.1 100\r",
+])
+
+
+@settings(max_examples=500, deadline=None)
+@given(status=_STATUS_LINES, lines=st.lists(_LINES, max_size=5),
+       ends=st.lists(st.sampled_from([b"\r\n", b"\n"]), min_size=7, max_size=7))
+def test_a_head_llhttp_takes_is_one_normalize_leaves_as_it_is(status, lines, ends):
+    import httptools
+
+    from anonproxy.wire.response_head import _final, normalize
+
+    head = b"".join(line + end for line, end in zip([status, *lines, b""], ends[:len(lines) + 2],
+                                                    strict=True))
+    if not head.endswith((b"\n\n", b"\n\r\n")) or head.count(b"\n\n") + head.count(
+            b"\n\r\n") != 1:
+        return  # (not one whole head)
+    taken = False
+
+    class Judge:
+        def on_headers_complete(self) -> None:
+            nonlocal taken
+            taken = True
+
+    try:
+        httptools.HttpResponseParser(Judge()).feed_data(head)
+    except httptools.HttpParserUpgrade:
+        taken = True
+    except httptools.HttpParserError:
+        pass
+    try:
+        strict, final = normalize(head)
+    except BadUpstreamResponse:
+        assert not taken
+        return
+    if taken:
+        assert strict == head
+    assert _final(head) is final
 
 
 @pytest.mark.parametrize("head, out", [

@@ -46,7 +46,7 @@ class ClientConn:
                  deadline: Deadline | None = None):
         """`deadline`: the connection task's timer, when the listener made one already."""
         self.reader, self._writer, self.select = reader, writer, select
-        self._batch = batch_of(asyncio.get_running_loop())  # small writes wait for the turn's end
+        self.batch = batch_of(asyncio.get_running_loop())  # small writes wait for the turn's end
         self.ctx = ctx  # the profile of the request at hand (credentials may pick another)
         limits = self.ctx.limits
         self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
@@ -60,7 +60,7 @@ class ClientConn:
     def writer(self) -> asyncio.StreamWriter:
         """The client's writer, with what `write` queued for it written first: whoever uses
         it directly (errors, tunnels, TLS, splice, close) comes after every byte before."""
-        self._batch.flush(self._writer)
+        self.batch.flush(self._writer)
         return self._writer
 
     @property
@@ -95,13 +95,13 @@ class ClientConn:
     def end(self) -> None:
         """Nothing more goes to the client: what is queued goes out, then the connection
         closes (its FIN follows the last byte)."""
-        self._batch.flush(self._writer)
+        self.batch.flush(self._writer)
         self._writer.close()
 
     def close(self) -> None:
         """The connection's task is ending: what is queued goes out, its timer, parser and
         watcher go with it."""
-        self._batch.flush(self._writer)
+        self.batch.flush(self._writer)
         self.deadline.close()
         if self.parser is not None:
             self.parser.close()
@@ -180,9 +180,9 @@ class ClientConn:
         (transport/batch.py), so that the turn's responses go out back to back."""
         writer = self._writer
         if len(data) <= SMALL and not writer.transport.is_closing():
-            self._batch.add(writer, data)
+            self.batch.add(writer, data)
             return True
-        self._batch.flush(writer)
+        self.batch.flush(writer)
         writer.write(data)
         return writer.transport.get_write_buffer_size() == 0 and not writer.is_closing()
 

@@ -17,6 +17,7 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
+from anonproxy.transport.batch import WriteBatch
 from anonproxy.transport.deadline import Deadline
 from anonproxy.wire.messages import Event
 from anonproxy.wire.response_relay import ResponseTap
@@ -56,6 +57,8 @@ class ClientSide(Protocol):
     reader: asyncio.StreamReader
     pending: deque[Event]  # parsed, not yet taken: bytes the client sent past the request head
     deadline: Deadline  # the connection task's own timer
+    batch: WriteBatch  # the loop's writes for the end of its turn (asking the loop for it costs
+    # a system call: asyncio's get_running_loop checks the process ID each time)
     tap: ResponseTap | None  # who else follows the response (the cache), or None
 
     @property

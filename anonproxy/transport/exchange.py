@@ -35,7 +35,7 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
-from anonproxy.transport.batch import SMALL, batch_of
+from anonproxy.transport.batch import SMALL
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
 from anonproxy.transport.relay import relay
 from anonproxy.transport.splice import AVAILABLE as SPLICE
@@ -88,7 +88,7 @@ async def exchange(
         if not head.has_body and not head.websocket and len(request) <= SMALL:
             # with the loop turn's other writes (transport/batch.py); nothing else writes to
             # this connection before its response came
-            batch_of(asyncio.get_running_loop()).add(up_writer, request)
+            client.batch.add(up_writer, request)
             status = await _relay_response(client, machine, up_reader, up)
         elif not head.has_body:
             up_writer.write(request)

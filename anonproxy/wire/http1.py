@@ -309,6 +309,19 @@ class ResponseParser:
         c = self._collector
         raw, data = data, self._heads.feed(data)
         self._received = self._received or bool(data)
+        fed = len(data)
+        more: bytes | None = data
+        while more is not None:
+            more = self._parse(more, raw)
+        c.guard(fed)
+        events, c.events = c.events, []
+        return events
+
+    def _parse(self, data: bytes, raw: bytes) -> bytes | None:
+        """Give llhttp `data` (from the upstream's read `raw`); None once done with it, else
+        the bytes for a fresh llhttp: a head it refused, rewritten in its strict form, and
+        what followed it (wire/response_head.py)."""
+        c = self._collector
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -328,14 +341,17 @@ class ResponseParser:
             else:
                 raise BadUpstreamResponse("the upstream response could not be parsed") from None
         except httptools.HttpParserError as error:
-            if not c.ended:
+            if c.ended:
+                c.after_end = True
+                return None
+            strict = self._heads.rewrite_refused()  # (raises where framing is ambiguous)
+            if strict is None:
                 raise BadUpstreamResponse(
                     f"the upstream sent a malformed response: {_llhttp_reason(error)}"
                 ) from None
-            c.after_end = True
-        c.guard(len(data))
-        events, c.events = c.events, []
-        return events
+            self._parser = c.parser = httptools.HttpResponseParser(c)  # (stopped at the error)
+            return strict
+        return None
 
     @property
     def reusable(self) -> bool:

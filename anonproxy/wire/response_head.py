@@ -1,4 +1,4 @@
-"""Upstream response heads rewritten into the strict form llhttp parses, before it sees them.
+"""Upstream response heads rewritten into the strict form llhttp parses, when it refuses them.
 
 Browsers and curl accept response heads that llhttp's strict mode refuses; some of them are
 harmless and the proxy carries them, normalized, as RFC 9112 asks of an intermediary:
@@ -15,8 +15,13 @@ beside a Transfer-Encoding that does not end in chunked, are BadUpstreamResponse
 else llhttp judges as before. Only heads are touched: once the final head (or a 101's) went by,
 bytes pass unchanged, so bodies and chunk framing stay llhttp's alone.
 
-Invariants: a head is buffered whole (never more than `max_head_bytes`) before it is rewritten;
-interim (1xx) heads are rewritten one by one until the final one; empty lines before a head
+llhttp judges each head first, as it came: every form above is one it refuses (tests/
+test_http1.py holds that), and a head it takes is one `normalize` would return unchanged, so
+the usual head costs no scan of ours. Only a head llhttp refused is rewritten, and handed with
+what followed it to a fresh llhttp (wire/http1.py), which judges the rewritten form.
+
+Invariants: a head is buffered whole (never more than `max_head_bytes`) before it is handed on;
+interim (1xx) heads are handed on one by one until the final one; empty lines before a head
 are dropped (llhttp skips them too), so each head handed on begins with its status line, and
 each is also kept in `emitted`, in order, for the parser that reads its fields from its bytes
 (wire/http1.py).
@@ -34,9 +39,10 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 
 
 class ResponseHeads:
-    """The response heads of one exchange, normalized as they arrive; bodies pass as they are."""
+    """The response heads of one exchange, handed on whole as they arrive (a refused one
+    rewritten: `rewrite_refused`); bodies pass as they are."""
 
-    __slots__ = ("_buffer", "_passing", "_max", "emitted")
+    __slots__ = ("_buffer", "_passing", "_max", "emitted", "_passed")
 
     def __init__(self, max_head_bytes: int) -> None:
         self._buffer = b""
@@ -45,6 +51,7 @@ class ResponseHeads:
         # each head handed to llhttp, as handed, until its parser takes it (in order: llhttp
         # reports the heads it parses in the order they came)
         self.emitted: deque[bytes] = deque()
+        self._passed = b""  # the body bytes the last feed handed on after its heads
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the upstream -> the bytes for llhttp (heads held back until complete)."""
@@ -70,15 +77,29 @@ class ResponseHeads:
             if end.end() > self._max:  # (a whole head may come in one read)
                 raise BadUpstreamResponse(f"the message head is larger than {self._max} bytes")
             head, buffer = buffer[: end.end()], buffer[end.end():]
-            text, final = normalize(head)
-            out.append(text)
-            self.emitted.append(text)
-            self._passing = final
+            out.append(head)
+            self.emitted.append(head)
+            self._passing = _final(head)
+        self._passed = b""
         if self._passing:
             out.append(buffer)
-            buffer = b""
+            self._passed, buffer = buffer, b""
         self._buffer = buffer
         return b"".join(out)
+
+    def rewrite_refused(self) -> bytes | None:
+        """llhttp refused what the last feed handed on: when that was in a head (the first
+        one llhttp has not finished), the bytes for a fresh llhttp: that head in its strict
+        form, and everything after it. None when the refusal stands: it was not in a head, or
+        rewriting changes nothing. Raises BadUpstreamResponse where the framing is ambiguous."""
+        if not self.emitted:
+            return None
+        refused = self.emitted[0]
+        strict, _ = normalize(refused)
+        if strict == refused:
+            return None
+        self.emitted[0] = strict
+        return b"".join(self.emitted) + self._passed
 
     def feed_eof(self) -> bytes:
         """The upstream closed: what was held back (part of a head), for llhttp to judge."""
@@ -89,38 +110,32 @@ class ResponseHeads:
 def normalize(head: bytes) -> tuple[bytes, bool]:
     """One complete response head -> (its strict form, whether it is the final head or a 101).
     Raises BadUpstreamResponse where its framing is ambiguous."""
-    if _strict_already(head):  # the usual head: nothing to rewrite, checked at C speed
-        status = head[9:12]
-        return head, not (status[:1] == b"1" and status != b"101")
     lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
         return head, True  # not a head: llhttp says what is wrong with it
-    parts = lines[0].split(b" ", 2)
-    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    final = _final_line(lines[0])
     lines[1:] = _fields(lines[1:])
-    return b"\r\n".join(lines) + b"\r\n\r\n", not 100 <= code < 200 or code == 101
+    return b"\r\n".join(lines) + b"\r\n\r\n", final
 
 
-def _strict_already(head: bytes) -> bool:
-    """Whether `head` is already in the strict form (so normalize would return it unchanged):
-    CRLF line ends only, no whitespace before a colon anywhere, a status line of the usual
-    shape, and at most one mention of Content-Length, without a comma and with no
-    Transfer-Encoding mentioned. Anything else (rare) takes the line-by-line way."""
-    if (head.count(b"\n") != head.count(b"\r\n") or b" :" in head or b"\t:" in head
-            or not _STATUS.match(head)):
-        return False
-    lower = head.lower()
-    at = lower.find(b"content-length")
-    if at < 0:
-        return True
-    if lower.find(b"content-length", at + 1) >= 0 or b"transfer-encoding" in lower:
-        return False
-    return b"," not in head[at:head.index(b"\r\n", at)]
+def _final(head: bytes) -> bool:
+    """Whether `head` (one whole head) is a final response's or a 101's, not an interim one's;
+    as `normalize` says of it."""
+    if head.startswith(b"HTTP/1.") and head[8:9] == b" " and (
+            head[12:13] == b" " or head[12:14] == b"\r\n"):  # the usual status line
+        status = head[9:12]
+        if status.isdigit():
+            return not (status[:1] == b"1" and status != b"101")
+    line = head[:head.find(b"\n")]
+    return _final_line(line[:-1] if line.endswith(b"\r") else line)
 
 
-_STATUS = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9][ \r]")
+def _final_line(status_line: bytes) -> bool:
+    parts = status_line.split(b" ", 2)
+    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return not 100 <= code < 200 or code == 101
 
 
 def _fields(lines: list[bytes]) -> list[bytes]:
