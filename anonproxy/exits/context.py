@@ -218,7 +218,14 @@ class Context:
                     request: Request | None = None) -> Decision:
         """The exit for `dest`; raises Blocked when a block list blocks it (before the rules:
         refuse_listed), Forbidden for unsafe destinations (refuse_unsafe) and for rules that
-        block.
+        block. (`known_route`, then `look_up_route` when it knows nothing.)"""
+        known = self.known_route(dest, request)
+        return known if known is not None else await self.look_up_route(dest, isolation)
+
+    def known_route(self, dest: Address, request: Request | None = None) -> Decision | None:
+        """`route` without waiting: the block lists' verdict, then the remembered outcome for
+        `dest`, or None when there is none (then `look_up_route`: the hot path makes no
+        coroutine for a destination it knows).
 
         Outcomes that needed no lookup are remembered per destination: they depend only on the
         rules, the GeoIP table and the addresses refuse_unsafe checks (own_services), and
@@ -230,13 +237,20 @@ class Context:
             self._routes.clear()
             self._routes_key = key
         known = self._routes.get(dest)
-        if known is None:
-            decision, looked_up = await self._decide(dest, isolation)
-            known = (decision, self.router.refusal(dest, decision, self.own_services()))
-            if not looked_up:
-                if len(self._routes) >= 4096:
-                    self._routes.clear()
-                self._routes[dest] = known
+        return self._counted(known) if known is not None else None
+
+    async def look_up_route(self, dest: Address, isolation: str | None = None) -> Decision:
+        """`route` after `known_route` found nothing: the rules decide (looking the address up
+        when one needs it), and an outcome that needed no lookup is remembered."""
+        decision, looked_up = await self._decide(dest, isolation)
+        known = (decision, self.router.refusal(dest, decision, self.own_services()))
+        if not looked_up:
+            if len(self._routes) >= 4096:
+                self._routes.clear()
+            self._routes[dest] = known
+        return self._counted(known)
+
+    def _counted(self, known: tuple[Decision, str | None]) -> Decision:
         decision, refusal = known
         self.hits[decision.rule.number if decision.rule else 0] += 1
         if refusal is not None:

@@ -122,7 +122,8 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         dest = _destination(host, port or (443 if secure else 80))
         facts = (http_request(dest, path, head.headers, "https" if secure else "http")
                  if ctx.loaded.blocker else None)
-        trace.exit = (await ctx.route(dest, request=facts)).exit
+        decision = ctx.known_route(dest, facts) or await ctx.look_up_route(dest)
+        trace.exit = decision.exit
         if secure:  # https:// or wss:// in absolute form: the proxy's own verified TLS
             proto = "https"
             status, keep = await forward_secure(client, head, dest, path, trace)
