@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -379,9 +380,9 @@ def test_a_head_llhttp_takes_is_one_normalize_leaves_as_it_is(status, lines, end
 
     head = b"".join(line + end for line, end in zip([status, *lines, b""], ends[:len(lines) + 2],
                                                     strict=True))
-    if not head.endswith((b"\n\n", b"\n\r\n")) or head.count(b"\n\n") + head.count(
-            b"\n\r\n") != 1:
-        return  # (not one whole head)
+    end = re.search(rb"\n\r?\n", head)
+    if end is None or end.end() != len(head):
+        return  # (not one whole head, as ResponseHeads cuts them)
     taken = False
 
     class Judge:

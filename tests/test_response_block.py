@@ -90,7 +90,7 @@ def test_a_kept_head_splits_into_the_fields_llhttp_reports(response):
     assert isinstance(event, ResponseHead)
     assert event.headers == reference.heads[0] == fields(event.block)
     encodings, lengths, listed, _ = scan(reference.heads[0])
-    assert scan_block(event.block) == (encodings, lengths, listed)
+    assert scan_block(event.block)[:3] == (encodings, lengths, listed)
 
 
 @settings(max_examples=300, deadline=None)
@@ -99,7 +99,7 @@ def test_hop_by_hop_lines_cut_from_the_bytes_leave_the_fields_sanitizing_leaves(
     head, _ = response
     event = ResponseParser(b"GET").feed(head)[0]
     assert isinstance(event, ResponseHead)
-    cut = sanitize_response_block(event.block, event.listed)
+    cut = sanitize_response_block(event.end_to_end, event.listed)
     expected = sanitize_response(event.headers, listed=event.listed)
     if cut is None:  # a Connection token beyond the hop-by-hop names: the fields way only
         assert not event.listed <= HOP_BY_HOP
@@ -208,3 +208,7 @@ def test_a_head_with_more_fields_than_the_limit_is_refused():
     with pytest.raises(BadUpstreamResponse, match="more than 3 header fields"):
         ResponseParser(b"GET", max_headers=3).feed(head)
     assert isinstance(ResponseParser(b"GET", max_headers=4).feed(head)[0], ResponseHead)
+    shortest = b"HTTP/1.1 200 OK\r\n" + b"X:\r\n" * 4 + b"\r\n"  # (4 bytes a field line)
+    with pytest.raises(BadUpstreamResponse, match="more than 3 header fields"):
+        ResponseParser(b"GET", max_headers=3).feed(shortest)
+    assert isinstance(ResponseParser(b"GET", max_headers=4).feed(shortest)[0], ResponseHead)

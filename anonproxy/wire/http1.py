@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
@@ -235,9 +235,10 @@ class _ResponseCollector(_Collector):
         if not head.startswith(b"HTTP/"):  # (a defence: the two never disagree)
             raise BadUpstreamResponse("the upstream response could not be parsed")
         block = head[head.index(b"\r\n"):-4]  # (CRLF-led lines: the head less its ends)
-        if block.count(b"\n") > self.max_headers:
+        # (a field line takes at least 4 bytes, "\r\nX:": a short block cannot have too many)
+        if len(block) > 4 * self.max_headers and block.count(b"\n") > self.max_headers:
             raise self.too_large(f"the message has more than {self.max_headers} header fields")
-        encodings, lengths, listed = scan_block(block)
+        encodings, lengths, listed, end_to_end = scan_block(block)
         if not 100 <= status <= 599:
             raise BadUpstreamResponse(f"the upstream sent an invalid status code {status}")
         if 100 <= status < 200 and status != 101 and (
@@ -253,14 +254,13 @@ class _ResponseCollector(_Collector):
         self.events.append(
             ResponseHead(
                 status=status,
-                # a reason phrase is text for people (RFC 9112 4): one with control bytes is
-                # dropped rather than passed on to a client that may not expect them
-                reason=b"" if _CONTROL.search(self.reason) else self.reason,
-                version=p.get_http_version().encode("ascii"),
+                reason=_plain_reason(self.reason),
+                version=_version(p.get_http_version()),
                 block=block,
                 keep_alive=p.should_keep_alive(),
                 framing=framing,
                 listed=listed,
+                end_to_end=end_to_end,
             )
         )
         self.headers = []  # trailer fields (llhttp reports them as headers) stay out of the head
@@ -378,6 +378,25 @@ class ResponseParser:
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
+
+
+def _version(version: str) -> bytes:
+    return _VERSIONS.get(version) or version.encode("ascii")  # (llhttp also takes 2.0, 0.9)
+
+_PLAIN_REASONS: dict[bytes, bytes] = {}  # reasons already checked (most servers send a few)
+
+
+def _plain_reason(reason: bytes) -> bytes:
+    """A reason phrase is text for people (RFC 9112 4): one with control bytes is dropped
+    rather than passed on to a client that may not expect them."""
+    plain = _PLAIN_REASONS.get(reason)
+    if plain is None:
+        plain = b"" if _CONTROL.search(reason) else reason
+        if len(_PLAIN_REASONS) >= 256:
+            _PLAIN_REASONS.clear()
+        _PLAIN_REASONS[reason] = plain
+    return plain
 
 
 def _llhttp_reason(error: Exception) -> str:

@@ -2,14 +2,17 @@
 pieces, the end of a message, the start of a tunnel. No parsing of bytes beyond splitting a
 response head's field lines, which llhttp has already judged.
 
-A response head keeps its field lines as the bytes they came in (`block`): a relay that only
-drops hop-by-hop fields works on those bytes (wire/headers.py's sanitize_response_block) and
-never splits them; `headers` splits them on first use, and gives what llhttp reported field by
-field (name as sent; value without leading whitespace, trailing whitespace kept: llhttp's
-strict mode refuses folded lines, bare CR and control bytes, so a line is `name:value`).
+A response head keeps its field lines as the bytes they came in (`block`), and those less the
+hop-by-hop lines (`end_to_end`): a relay that only drops hop-by-hop fields sends those bytes
+(wire/headers.py's sanitize_response_block) and never splits them; `headers` splits them on
+first use, and gives what llhttp reported field by field (name as sent; value without leading
+whitespace, trailing whitespace kept: llhttp's strict mode refuses folded lines, bare CR and
+control bytes, so a line is `name:value`).
 
 The dataclasses have no `slots=True`: compiled (anonproxy/native.py), a plain dataclass is a
-native class with a C constructor, and a slotted one is not (about 1 µs per request).
+native class, and a slotted one is not (about 1 µs per request). The ones made per message
+write their own `__init__` (`init=False`): compiled, it is C; the one the dataclass decorator
+generates is Python run at each construction, its keyword arguments gathered in a dict.
 
 Invariants: a head's fields keep their case and order; `block` is b"" or CRLF-led lines
 (b"\r\nName: value" each), never the status line or the blank line that ends the head.
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 Headers = list[tuple[bytes, bytes]]
 
 
-@dataclass
+@dataclass(init=False)
 class RequestHead:
     method: bytes
     target: bytes
@@ -35,8 +38,15 @@ class RequestHead:
     websocket: bool = False  # asks for a WebSocket upgrade
     listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
 
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers,
+                 keep_alive: bool, has_body: bool, framing: str = "none",
+                 websocket: bool = False, listed: frozenset[bytes] = frozenset()) -> None:
+        self.method, self.target, self.version, self.headers = method, target, version, headers
+        self.keep_alive, self.has_body, self.framing = keep_alive, has_body, framing
+        self.websocket, self.listed = websocket, listed
 
-@dataclass
+
+@dataclass(init=False)
 class ResponseHead:
     status: int
     reason: bytes
@@ -45,7 +55,17 @@ class ResponseHead:
     keep_alive: bool
     framing: str  # "none" | "length" | "chunked" | "close"
     listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
+    # `block` less its hop-by-hop lines (wire/headers.py's scan_block; b"" when not made)
+    end_to_end: bytes = field(default=b"", repr=False, compare=False)
     _headers: Headers | None = field(default=None, repr=False, compare=False)
+
+    def __init__(self, status: int, reason: bytes, version: bytes, block: bytes,
+                 keep_alive: bool, framing: str, listed: frozenset[bytes] = frozenset(),
+                 end_to_end: bytes = b"") -> None:
+        self.status, self.reason, self.version, self.block = status, reason, version, block
+        self.keep_alive, self.framing, self.listed = keep_alive, framing, listed
+        self.end_to_end = end_to_end
+        self._headers = None
 
     @property
     def headers(self) -> Headers:
@@ -61,9 +81,12 @@ def fields(block: bytes) -> Headers:
             for name, _, value in (line.partition(b":") for line in block.split(b"\r\n")[1:])]
 
 
-@dataclass
+@dataclass(init=False)
 class Body:
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 class End:

@@ -267,7 +267,7 @@ class ResponseRelay:
                           [(b"Connection", b"keep-alive")] if old_client else [])
         block = None
         if self.tap is None and self.rewrite is None and not chunked_to_old:
-            block = sanitize_response_block(response.block, response.listed)
+            block = sanitize_response_block(response.end_to_end, response.listed)
         if block is None:
             headers = sanitize_response(response.headers, listed=response.listed)
             if self.rewrite is not None:
