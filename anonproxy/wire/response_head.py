@@ -42,7 +42,7 @@ class ResponseHeads:
     """The response heads of one exchange, handed on whole as they arrive (a refused one
     rewritten: `rewrite_refused`); bodies pass as they are."""
 
-    __slots__ = ("_buffer", "_passing", "_max", "emitted", "_passed")
+    __slots__ = ("_buffer", "_passing", "_max", "emitted", "_fed", "_passed_at")
 
     def __init__(self, max_head_bytes: int) -> None:
         self._buffer = b""
@@ -51,41 +51,50 @@ class ResponseHeads:
         # each head handed to llhttp, as handed, until its parser takes it (in order: llhttp
         # reports the heads it parses in the order they came)
         self.emitted: deque[bytes] = deque()
-        self._passed = b""  # the body bytes the last feed handed on after its heads
+        # the last feed's bytes, and where the body bytes it handed on after its heads begin
+        self._fed = b""
+        self._passed_at = 0
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes from the upstream -> the bytes for llhttp (heads held back until complete)."""
+        """Bytes from the upstream -> the bytes for llhttp (heads held back until complete).
+        The usual read, a head and what follows it, is handed on as it came (no copy)."""
         if self._passing:
+            self._fed = b""
             return data
         start = max(0, len(self._buffer) - 2)  # (where a head end may begin: no rescans)
-        buffer = self._buffer + data
-        out: list[bytes] = []
+        buffer = self._buffer + data  # (`data` itself when nothing was held)
+        at = 0  # where the bytes not yet handed on begin
+        heads: list[bytes] = []
+        skipped = False  # empty lines were dropped: what is handed on is not a stretch of buffer
         while not self._passing:
-            if buffer.startswith((b"\r", b"\n")):
+            if at < len(buffer) and buffer[at] in (13, 10):
                 # empty lines before a head: llhttp skips them, and so do we, so that each
                 # head handed on begins with its status line
-                buffer, start = buffer.lstrip(b"\r\n"), 0
-                if not buffer:
+                while at < len(buffer) and buffer[at] in (13, 10):
+                    at += 1
+                skipped = True
+                if at == len(buffer):
                     break
-            end = _HEAD_END.search(buffer, start)
+            end = _HEAD_END.search(buffer, max(start, at))
             start = 0
             if end is None:
-                if len(buffer) > self._max:
+                if len(buffer) - at > self._max:
                     raise BadUpstreamResponse(
                         f"the message head is larger than {self._max} bytes")
                 break
-            if end.end() > self._max:  # (a whole head may come in one read)
+            if end.end() - at > self._max:  # (a whole head may come in one read)
                 raise BadUpstreamResponse(f"the message head is larger than {self._max} bytes")
-            head, buffer = buffer[: end.end()], buffer[end.end():]
-            out.append(head)
+            head = buffer[at:end.end()]
+            heads.append(head)
             self.emitted.append(head)
             self._passing = _final(head)
-        self._passed = b""
+            at = end.end()
+        self._fed = buffer
         if self._passing:
-            out.append(buffer)
-            self._passed, buffer = buffer, b""
-        self._buffer = buffer
-        return b"".join(out)
+            self._buffer, self._passed_at = b"", at
+            return buffer if not skipped else b"".join(heads) + buffer[at:]
+        self._buffer, self._passed_at = buffer[at:], len(buffer)  # (held: not handed on)
+        return buffer[:at] if not skipped else b"".join(heads)
 
     def rewrite_refused(self) -> bytes | None:
         """llhttp refused what the last feed handed on: when that was in a head (the first
@@ -99,7 +108,7 @@ class ResponseHeads:
         if strict == refused:
             return None
         self.emitted[0] = strict
-        return b"".join(self.emitted) + self._passed
+        return b"".join(self.emitted) + self._fed[self._passed_at:]
 
     def feed_eof(self) -> bytes:
         """The upstream closed: what was held back (part of a head), for llhttp to judge."""
