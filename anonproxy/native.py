@@ -47,6 +47,8 @@ MODULES = (
     "anonproxy.transport.deadline",
     "anonproxy.transport.upstream",
     "anonproxy.transport.client_side",
+    "anonproxy.inbound.client",
+    "anonproxy.inbound.http_session",
 )
 MANIFEST = "native.txt"  # "module crc32 size" per line, written by setup.py beside this file
 PURE_ENV = "ANONPROXY_PURE"

@@ -37,10 +37,6 @@ class ClientConn:
     """The client side: a reader fed through the request parser, and the writer (the
     transport layer's ClientSide)."""
 
-    # nobody else follows its responses (a cache's Capture stands in when one does)
-    tap: ResponseTap | None = None
-    tunnel: asyncio.Future[None] | None = None  # once the connection became a tunnel
-
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  select: Callable[[tuple[str, str] | None], Context], ctx: Context,
                  deadline: Deadline | None = None):
@@ -55,6 +51,9 @@ class ClientConn:
         self.deadline = deadline or Deadline()  # for the connection's own task
         self._lost: asyncio.Future[None] | None = None
         self._watcher: asyncio.Future[None] | None = None  # a task of ours behind _lost, if any
+        # nobody else follows its responses (a cache's Capture stands in when one does)
+        self.tap: ResponseTap | None = None
+        self.tunnel: asyncio.Future[None] | None = None  # once the connection became a tunnel
 
     @property
     def writer(self) -> asyncio.StreamWriter:

@@ -111,15 +111,7 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         if head.target.startswith(b"/"):
             status = await _answer_locally(client, head)
             return head.keep_alive
-        scheme, host, port, path = parse_absolute_url(head.target)
-        secure = scheme == b"https" or (scheme == b"wss" and head.websocket)
-        if not secure and scheme != b"http" and not (scheme == b"ws" and head.websocket):
-            # (a ws:// upgrade is an http:// one by another name: carried as a WebSocket tunnel)
-            raise NotImplementedByProxy(
-                f"{scheme.decode('latin-1')}:// URLs are not proxied; http://, https:// and "
-                "ws(s):// are"
-            )
-        dest = _destination(host, port or (443 if secure else 80))
+        dest, path, secure = _target(head)
         facts = (http_request(dest, path, head.headers, "https" if secure else "http")
                  if ctx.loaded.blocker else None)
         decision = ctx.known_route(dest, facts) or await ctx.look_up_route(dest)
@@ -146,6 +138,20 @@ async def _serve_one(client: ClientConn, head: RequestHead) -> bool:
         if client.tunnel is None:  # (a tunnel that runs on writes its own line when it ends)
             logs.connection(proto, dest, trace.exit, status, trace.up, trace.down,
                             time.monotonic() - t0, problem, blocked)
+
+
+def _target(head: RequestHead) -> tuple[Address, bytes, bool]:
+    """An absolute-form request's destination, origin-form path, and whether it is https://
+    (or wss://). NotImplementedByProxy for a scheme not proxied, BadRequest for a bad URL."""
+    scheme, host, port, path = parse_absolute_url(head.target)
+    secure = scheme == b"https" or (scheme == b"wss" and head.websocket)
+    if not secure and scheme != b"http" and not (scheme == b"ws" and head.websocket):
+        # (a ws:// upgrade is an http:// one by another name: carried as a WebSocket tunnel)
+        raise NotImplementedByProxy(
+            f"{scheme.decode('latin-1')}:// URLs are not proxied; http://, https:// and "
+            "ws(s):// are"
+        )
+    return _destination(host, port or (443 if secure else 80)), path, secure
 
 
 _DESTINATIONS: dict[tuple[bytes, int], Address] = {}  # checked hosts, so a name is checked once
