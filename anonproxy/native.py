@@ -47,6 +47,7 @@ MODULES = (
     "anonproxy.transport.deadline",
     "anonproxy.transport.upstream",
     "anonproxy.transport.client_side",
+    "anonproxy.transport.exchange",
     "anonproxy.inbound.client",
     "anonproxy.inbound.http_session",
 )

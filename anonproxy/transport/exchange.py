@@ -97,25 +97,20 @@ async def exchange(
             status = await _relay_response(client, machine, up_reader, up)
         else:
             up_writer.write(request)
-            async with asyncio.TaskGroup() as tasks:
-                body = tasks.create_task(_pump_body(client, machine, up_writer))
-                status = await _relay_response(client, machine, up_reader, up)
-                if not body.done():  # answered before the body was sent: stop reading it
-                    body.cancel()
-                    machine.request_cut()
+            status = await _with_body(client, machine, up_reader, up_writer)
         reusable = machine.reusable
         if machine.tunnel is not None:
             await websocket(client, stream, machine.tunnel, trace)
         return status, machine.client_keep_alive
-    except* ConnectionError as group:  # the upstream reset under us
-        verdict = machine.failure(group.exceptions[0])
+    except ConnectionError as error:  # the upstream reset under us
+        verdict = machine.failure(error)
         if isinstance(verdict, ProxyError):
-            raise verdict from group
+            raise verdict from error
         raise _carry_out(verdict, client) from None
-    except* ClientGone:
+    except ClientGone:
         raise ClientGone() from None
-    except* ProxyError as group:
-        verdict = machine.failure(group.exceptions[0])
+    except ProxyError as error:
+        verdict = machine.failure(error)
         if isinstance(verdict, ProxyError):
             raise verdict from None
         raise _carry_out(verdict, client) from None
@@ -151,6 +146,34 @@ def reset(writer: asyncio.StreamWriter) -> None:
         except OSError:
             pass  # (already closed: nothing to reset)
     writer.transport.abort()
+
+
+async def _with_body(client: ClientSide, machine: ResponseRelay,
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> int:
+    """The response relayed while the request body is pumped up beside it; what failed comes
+    out alone, not in a group (the upstream's reset before the client's going, before a
+    ProxyError: the order exchange's handlers take them in)."""
+    up = cast(asyncio.Transport, up_writer.transport)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            body = tasks.create_task(_pump_body(client, machine, up_writer))
+            status = await _relay_response(client, machine, up_reader, up)
+            if not body.done():  # answered before the body was sent: stop reading it
+                body.cancel()
+                machine.request_cut()
+    except BaseExceptionGroup as group:
+        for kind in (ConnectionError, ClientGone, ProxyError):
+            found = group.subgroup(kind)
+            if found is not None:
+                raise _first(found) from None
+        raise
+    return status
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first exception of a group, nested groups opened."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _pump_body(client: ClientSide, machine: ResponseRelay,
