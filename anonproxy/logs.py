@@ -58,6 +58,7 @@ class _Formatter(logging.Formatter):
 
 _pending: list[str] = []
 _stream = sys.stderr
+_new = tuple.__new__
 
 
 def setup(verbose: bool = False) -> None:
@@ -106,7 +107,9 @@ def connection(
     blocked: tuple[str, str] | None = None,
 ) -> None:
     if observers:
-        record = Record(proto, dest, exit_name, status, up, down, seconds, error, blocked)
+        # (tuple.__new__ makes the same Record without the Python-level __new__ NamedTuple
+        # writes: a call less per request)
+        record = _new(Record, (proto, dest, exit_name, status, up, down, seconds, error, blocked))
         for observe in observers:
             observe(record)
     if not log.isEnabledFor(logging.INFO):
