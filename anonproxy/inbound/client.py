@@ -42,13 +42,13 @@ class ClientConn:
                  deadline: Deadline | None = None):
         """`deadline`: the connection task's timer, when the listener made one already."""
         self.reader, self._writer, self.select = reader, writer, select
-        self.batch = batch_of(asyncio.get_running_loop())  # small writes wait for the turn's end
         self.ctx = ctx  # the profile of the request at hand (credentials may pick another)
         limits = self.ctx.limits
         self.parser = RequestParser(limits.max_header_bytes, limits.max_headers)
         self.pending: deque[Event] = deque()
         self.idle = True  # waiting between requests: safe to close on shutdown
         self.deadline = deadline or Deadline()  # for the connection's own task
+        self.batch = batch_of(self.deadline.loop)  # small writes wait for the turn's end
         self._lost: asyncio.Future[None] | None = None
         self._watcher: asyncio.Future[None] | None = None  # a task of ours behind _lost, if any
         # nobody else follows its responses (a cache's Capture stands in when one does)

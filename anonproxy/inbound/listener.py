@@ -99,6 +99,7 @@ class Listener:
         self.allow = allow
         self.accepted = 0  # connections accepted since start
         self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it accepts on, once started
         # None while the first bytes are awaited; the HTTP client, or "socks5", once known;
         # a tunnel that runs on after its connection's task (inbound/client.py) as its future
         self._tasks: dict[asyncio.Future, ClientConn | str | None] = {}
@@ -109,6 +110,7 @@ class Listener:
 
     async def start(self, listen: Address, sock: socket.socket | None = None) -> Address:
         """Listen on `listen`, or accept on a socket made elsewhere; the address bound."""
+        self._loop = asyncio.get_running_loop()
         if sock is not None:
             self._server = await asyncio.start_server(self._handle, sock=sock, backlog=1024)
             host, port = sock.getsockname()[:2]
@@ -123,7 +125,7 @@ class Listener:
         abort_closing()  # TLS connections still saying goodbye: their tasks have ended
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # (the loop given: no system call to find it)
         assert task is not None
         if not admit(writer, self.allow):
             return

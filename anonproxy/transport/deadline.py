@@ -26,13 +26,15 @@ import asyncio
 
 
 class Deadline:
-    __slots__ = ("_loop", "_task", "_when", "_handle", "_at", "_fired")
+    __slots__ = ("loop", "_task", "_when", "_handle", "_at", "_fired")
 
     def __init__(self, task: asyncio.Task[object] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
+        # (the task's loop when given one: asking asyncio for the running loop costs a system
+        # call, as its get_running_loop checks the process ID)
         current = task or asyncio.current_task()
         if current is None:
             raise RuntimeError("a Deadline belongs to a task: create it inside one")
+        self.loop = current.get_loop()
         self._task = current
         self._when: float | None = None
         self._handle: asyncio.Handle | None = None
@@ -42,13 +44,13 @@ class Deadline:
 
     def arm(self, timeout: float) -> None:
         """Cancel the task if it is still armed `timeout` seconds from now."""
-        when = self._loop.time() + timeout
+        when = self.loop.time() + timeout
         self._when = when
         handle = self._handle
         if handle is None or self._at > when:
             if handle is not None:
                 handle.cancel()
-            self._handle, self._at = self._loop.call_at(when, self._fire), when
+            self._handle, self._at = self.loop.call_at(when, self._fire), when
 
     def disarm(self) -> None:
         self._when = None  # the pending handle (if any) finds nothing to do, and stops
@@ -72,8 +74,8 @@ class Deadline:
         when = self._when
         if when is None:
             return
-        if self._loop.time() < when:  # moved later since this handle was set
-            self._handle, self._at = self._loop.call_at(when, self._fire), when
+        if self.loop.time() < when:  # moved later since this handle was set
+            self._handle, self._at = self.loop.call_at(when, self._fire), when
             return
         self._when = None
         self._fired = True
