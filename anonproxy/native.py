@@ -44,6 +44,7 @@ MODULES = (
     "anonproxy.wire.http1",
     "anonproxy.wire.response_relay",
     "anonproxy.transport.batch",
+    "anonproxy.transport.reads",
     "anonproxy.transport.deadline",
     "anonproxy.transport.upstream",
     "anonproxy.transport.client_side",

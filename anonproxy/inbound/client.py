@@ -19,6 +19,7 @@ from anonproxy.exits.context import Context
 from anonproxy.transport.batch import SMALL, batch_of
 from anonproxy.transport.client_side import READ_SIZE, ClientGone
 from anonproxy.transport.deadline import Deadline
+from anonproxy.transport.reads import read
 from anonproxy.wire.errors import (
     BadRequest,
     Blocked,
@@ -123,7 +124,7 @@ class ClientConn:
             deadline = self.deadline
             deadline.arm(max(timeout, 0))
             try:
-                data = await self.reader.read(READ_SIZE)
+                data = await read(self.reader, READ_SIZE)
             except asyncio.CancelledError:
                 if not deadline.expired():
                     raise

@@ -28,6 +28,7 @@ from anonproxy.inbound.http_session import ClientConn, serve_http
 from anonproxy.inbound.inspected import abort_closing
 from anonproxy.inbound.socks_session import serve_socks5
 from anonproxy.transport.deadline import Deadline
+from anonproxy.transport.reads import read
 from anonproxy.wire import socks5
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
@@ -139,7 +140,7 @@ class Listener:
         try:
             deadline.arm(limits.header_timeout)
             try:
-                first = await reader.read(1 << 16)
+                first = await read(reader, 1 << 16)
             except asyncio.CancelledError:
                 if not deadline.expired():
                     raise

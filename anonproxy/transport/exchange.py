@@ -37,6 +37,7 @@ from typing import cast
 
 from anonproxy.transport.batch import SMALL
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
+from anonproxy.transport.reads import read
 from anonproxy.transport.relay import relay
 from anonproxy.transport.splice import AVAILABLE as SPLICE
 from anonproxy.transport.splice import Broken, move, spliceable
@@ -221,7 +222,7 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
         while True:
             deadline.arm(machine.read_timeout)
             try:
-                data = await up_reader.read(READ_SIZE)
+                data = await read(up_reader, READ_SIZE)
             except ConnectionError:
                 if gone:
                     raise ClientGone() from None

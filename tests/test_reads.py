@@ -1,0 +1,184 @@
+"""transport/reads.py's read against StreamReader.read: the same bytes, errors and reader
+state, on readers fed by hand and on a real loopback connection (flow control included)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvloop
+
+from anonproxy.transport import reads
+from anonproxy.transport.reads import read
+
+
+def test_the_stream_reader_of_this_python_has_the_fields_read_uses():
+    assert reads._KNOWN
+
+
+async def _both(feed, n: int):
+    """What read and StreamReader.read give on two readers fed the same way: (result or the
+    exception's type and text, bytes left in the reader)."""
+    outcomes = []
+    for reading in (read, lambda r, k: r.read(k)):
+        reader = asyncio.StreamReader()
+        pending = asyncio.ensure_future(reading(reader, n))
+        await asyncio.sleep(0)
+        feed(reader)
+        try:
+            got: object = await asyncio.wait_for(pending, 5)
+        except Exception as error:  # noqa: BLE001 -- compared, not handled
+            got = (type(error), str(error))
+        outcomes.append((got, bytes(reader._buffer), reader._waiter))
+    return outcomes
+
+
+@pytest.mark.parametrize("feed, n", [
+    (lambda r: r.feed_data(b"hello"), 10),  # fewer bytes than asked
+    (lambda r: r.feed_data(b"hello"), 5),
+    (lambda r: r.feed_data(b"hello"), 2),  # more than asked: the rest stays
+    (lambda r: (r.feed_data(b"ab"), r.feed_data(b"cd")), 3),
+    (lambda r: r.feed_eof(), 4),  # the end: b""
+    (lambda r: (r.feed_data(b"x"), r.feed_eof()), 4),
+    (lambda r: r.set_exception(ConnectionResetError("reset")), 4),
+])
+def test_a_read_that_waits_gives_what_stream_reader_read_gives(feed, n):
+    first, second = asyncio.run(_both(feed, n))
+    assert first == second
+    assert first[2] is None  # no waiter left behind
+
+
+@pytest.mark.parametrize("prepare, n", [
+    (lambda r: r.feed_data(b"buffered"), 3),
+    (lambda r: r.feed_data(b"buffered"), 100),
+    (lambda r: (r.feed_data(b"last"), r.feed_eof()), 100),
+    (lambda r: r.feed_eof(), 1),
+    (lambda r: (r.feed_data(b"lost"), r.set_exception(ConnectionResetError("reset"))), 4),
+])
+def test_a_read_of_what_is_there_gives_what_stream_reader_read_gives(prepare, n):
+    async def run():
+        outcomes = []
+        for reading in (read, lambda r, k: r.read(k)):
+            reader = asyncio.StreamReader()
+            prepare(reader)
+            try:
+                got: object = await reading(reader, n)
+            except Exception as error:  # noqa: BLE001 -- compared, not handled
+                got = (type(error), str(error))
+            outcomes.append((got, bytes(reader._buffer)))
+        return outcomes
+
+    first, second = asyncio.run(run())
+    assert first == second
+
+
+def test_a_second_reader_waiting_is_refused_as_stream_reader_refuses_it():
+    async def run():
+        reader = asyncio.StreamReader()
+        waiting = asyncio.ensure_future(read(reader, 4))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="already waiting"):
+            await read(reader, 4)
+        reader.feed_data(b"ok")
+        return await waiting
+
+    assert asyncio.run(run()) == b"ok"
+
+
+def test_a_cancelled_wait_leaves_no_waiter_and_the_next_read_works():
+    async def run():
+        reader = asyncio.StreamReader()
+        waiting = asyncio.ensure_future(read(reader, 4))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert reader._waiter is None
+        reader.feed_data(b"next")
+        return await read(reader, 4)
+
+    assert asyncio.run(run()) == b"next"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_reader_paused_by_its_limit_resumes_and_every_byte_arrives_in_order(loop):
+    """A real connection with a small limit: the reader pauses its transport when its buffer
+    passes twice the limit; reads drain it and resume it, and nothing is lost or reordered."""
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def run():
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+
+        async def send(_, writer):
+            writer.write(payload)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(send, sock=listener)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+        got = bytearray()
+        paused_seen = False
+        while True:
+            await asyncio.sleep(0)  # (let the buffer fill past the limit now and then)
+            paused_seen = paused_seen or reader._paused
+            data = await read(reader, 700)
+            if not data:
+                break
+            got += data
+        writer.close()
+        server.close()
+        return bytes(got), paused_seen
+
+    runner = uvloop.run if loop == "uvloop" else asyncio.run
+    got, paused_seen = runner(run())
+    assert got == payload
+    assert paused_seen  # (the flow control was exercised)
+
+
+async def _paused_connection(limit: int = 1024):
+    """A real loopback connection whose reader has paused its transport (its buffer passed
+    twice `limit`), and what closes it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    async def send(_, writer):
+        writer.write(b"z" * (16 << 20))  # (more than the socket buffers hold)
+        await writer.drain()
+
+    server = await asyncio.start_server(send, sock=listener)
+    reader, writer = await asyncio.open_connection(*listener.getsockname()[:2], limit=limit)
+    for _ in range(1000):
+        if reader._paused:
+            break
+        await asyncio.sleep(0.001)
+    assert reader._paused
+
+    def close():
+        writer.close()
+        server.close()
+    return reader, close
+
+
+@pytest.mark.parametrize("reading", [read, lambda r, k: r.read(k)], ids=["read", "StreamReader"])
+def test_a_read_that_brings_the_buffer_under_the_limit_resumes_the_transport(reading):
+    async def run():
+        reader, close = await _paused_connection()
+        await reading(reader, len(reader._buffer))  # all of it
+        resumed = not reader._paused and reader._transport.is_reading()
+        close()
+        return resumed
+
+    assert asyncio.run(run())
+
+
+def test_a_paused_reader_with_nothing_buffered_is_resumed_before_the_wait():
+    """(as StreamReader's _wait_for_data does: waiting while paused would never end)"""
+    async def run():
+        reader, close = await _paused_connection()
+        reader._buffer.clear()  # paused, and nothing to read: only a resume brings more
+        data = await asyncio.wait_for(read(reader, 100), 5)
+        close()
+        return data
+
+    assert asyncio.run(run()) == b"z" * 100
