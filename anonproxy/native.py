@@ -49,6 +49,7 @@ MODULES = (
     "anonproxy.transport.upstream",
     "anonproxy.transport.client_side",
     "anonproxy.transport.exchange",
+    "anonproxy.admin.activity",
     "anonproxy.inbound.client",
     "anonproxy.inbound.http_session",
 )
