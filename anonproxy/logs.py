@@ -116,4 +116,4 @@ def connection(
         return
     end = f' error="{error}"\n' if error else "\n"
     _emit(f"{_timestamp(time.time())} INFO {proto} {dest} exit={exit_name} status={status} "
-          f"up={up} down={down} ms={seconds * 1000:.0f}{end}")
+          f"up={up} down={down} ms={round(seconds * 1000)}{end}")  # (an int formats faster)

@@ -172,6 +172,20 @@ def _destination(host: bytes, port: int) -> Address:
     return dest
 
 
+_ORIGINS: dict[Address, tuple[bytes, str]] = {}  # (Host value, origin) of each destination
+
+
+def _origin_of(dest: Address) -> tuple[bytes, str]:
+    """A plain-HTTP destination's Host value and origin ("http://host[:port]"), made once."""
+    found = _ORIGINS.get(dest)
+    if found is None:
+        authority = dest.authority(80)
+        if len(_ORIGINS) >= 4096:
+            _ORIGINS.clear()
+        found = _ORIGINS[dest] = (authority.encode("ascii"), "http://" + authority)
+    return found
+
+
 async def _answer_locally(client: ClientConn, head: RequestHead) -> int:
     """A request to the proxy itself (origin-form): the PAC file, or a pointer to it."""
     if head.target.split(b"?", 1)[0] != b"/proxy.pac":
@@ -237,9 +251,9 @@ async def _send(ctx: Context, client: ClientSide, head: RequestHead, dest: Addre
                 trace: Trace, through: tuple[str, ...], extra: list) -> tuple[int, bool]:
     """The request to `dest` on a kept upstream connection or a new one, `extra` fields added
     (the cache's validators)."""
-    authority = dest.authority(80).encode("ascii")
+    authority, origin = _origin_of(dest)
     headers = sanitize_request(
-        head.headers, ctx.policy, target_origin="http://" + authority.decode(), host=authority,
+        head.headers, ctx.policy, target_origin=origin, host=authority,
         websocket=head.websocket, listed=head.listed,
     )
     request = render_request_head(head.method, path, [*headers, *extra])
