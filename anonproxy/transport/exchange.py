@@ -98,7 +98,7 @@ async def exchange(
             status = await _relay_response(client, machine, up_reader, up)
         else:
             up_writer.write(request)
-            status = await _with_body(client, machine, up_reader, up_writer)
+            status = await _with_body(client, machine, up_reader, up_writer, up)
         reusable = machine.reusable
         if machine.tunnel is not None:
             await websocket(client, stream, machine.tunnel, trace)
@@ -150,11 +150,11 @@ def reset(writer: asyncio.StreamWriter) -> None:
 
 
 async def _with_body(client: ClientSide, machine: ResponseRelay,
-                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> int:
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
+                     up: asyncio.Transport) -> int:
     """The response relayed while the request body is pumped up beside it; what failed comes
     out alone, not in a group (the upstream's reset before the client's going, before a
     ProxyError: the order exchange's handlers take them in)."""
-    up = cast(asyncio.Transport, up_writer.transport)
     try:
         async with asyncio.TaskGroup() as tasks:
             body = tasks.create_task(_pump_body(client, machine, up_writer))

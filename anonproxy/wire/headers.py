@@ -212,7 +212,7 @@ def scan_block(block: bytes) -> tuple[list[bytes], list[bytes], frozenset[bytes]
 
 def _scanned_name(lower: bytes) -> bytes:
     """The name (with its colon) of those scan_block looks for that a lower-cased field line
-    begins with, or b"" (a line is never empty: llhttp has judged the block)."""
+    begins with, or b"" (for any other line, an empty one too)."""
     for name in _SCANNED.get(lower[0], ()) if lower else ():
         if lower.startswith(name):
             return name

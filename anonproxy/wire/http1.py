@@ -384,6 +384,7 @@ _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
 def _version(version: str) -> bytes:
     return _VERSIONS.get(version) or version.encode("ascii")  # (llhttp also takes 2.0, 0.9)
 
+
 _PLAIN_REASONS: dict[bytes, bytes] = {}  # reasons already checked (most servers send a few)
 
 

@@ -54,14 +54,15 @@ class ResponseHead:
     block: bytes  # the field lines as received, each led by CRLF (see the module docstring)
     keep_alive: bool
     framing: str  # "none" | "length" | "chunked" | "close"
+    # `block` less its hop-by-hop lines (wire/headers.py's scan_block): no default, since an
+    # empty one would send the client a head without fields
+    end_to_end: bytes = field(repr=False, compare=False)
     listed: frozenset[bytes] = frozenset()  # tokens the Connection header lists
-    # `block` less its hop-by-hop lines (wire/headers.py's scan_block; b"" when not made)
-    end_to_end: bytes = field(default=b"", repr=False, compare=False)
     _headers: Headers | None = field(default=None, repr=False, compare=False)
 
     def __init__(self, status: int, reason: bytes, version: bytes, block: bytes,
-                 keep_alive: bool, framing: str, listed: frozenset[bytes] = frozenset(),
-                 end_to_end: bytes = b"") -> None:
+                 keep_alive: bool, framing: str, end_to_end: bytes,
+                 listed: frozenset[bytes] = frozenset()) -> None:
         self.status, self.reason, self.version, self.block = status, reason, version, block
         self.keep_alive, self.framing, self.listed = keep_alive, framing, listed
         self.end_to_end = end_to_end
