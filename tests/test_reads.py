@@ -13,6 +13,15 @@ from anonproxy.transport import reads
 from anonproxy.transport.reads import read
 
 
+async def _until(condition, seconds: float = 5.0) -> None:
+    """Each loop turn, until `condition()` holds; AssertionError past `seconds`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not condition():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0)
+
+
 def test_the_stream_reader_of_this_python_has_the_fields_read_uses():
     assert reads._KNOWN
 
@@ -24,7 +33,7 @@ async def _both(feed, n: int):
     for reading in (read, lambda r, k: r.read(k)):
         reader = asyncio.StreamReader()
         pending = asyncio.ensure_future(reading(reader, n))
-        await asyncio.sleep(0)
+        await _until(lambda r=reader: r._waiter is not None)  # (the read waits: feed it)
         feed(reader)
         try:
             got: object = await asyncio.wait_for(pending, 5)
@@ -77,7 +86,7 @@ def test_a_second_reader_waiting_is_refused_as_stream_reader_refuses_it():
     async def run():
         reader = asyncio.StreamReader()
         waiting = asyncio.ensure_future(read(reader, 4))
-        await asyncio.sleep(0)
+        await _until(lambda: reader._waiter is not None)
         with pytest.raises(RuntimeError, match="already waiting"):
             await read(reader, 4)
         reader.feed_data(b"ok")
@@ -90,7 +99,7 @@ def test_a_cancelled_wait_leaves_no_waiter_and_the_next_read_works():
     async def run():
         reader = asyncio.StreamReader()
         waiting = asyncio.ensure_future(read(reader, 4))
-        await asyncio.sleep(0)
+        await _until(lambda: reader._waiter is not None)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -121,7 +130,9 @@ def test_a_reader_paused_by_its_limit_resumes_and_every_byte_arrives_in_order(lo
         got = bytearray()
         paused_seen = False
         while True:
-            await asyncio.sleep(0)  # (let the buffer fill past the limit now and then)
+            # until the buffer is past its limit (or the sender is done): every read below
+            # then starts from a paused reader
+            await _until(lambda: reader._paused or reader._eof)
             paused_seen = paused_seen or reader._paused
             data = await read(reader, 700)
             if not data:
@@ -148,11 +159,7 @@ async def _paused_connection(limit: int = 1024):
 
     server = await asyncio.start_server(send, sock=listener)
     reader, writer = await asyncio.open_connection(*listener.getsockname()[:2], limit=limit)
-    for _ in range(1000):
-        if reader._paused:
-            break
-        await asyncio.sleep(0.001)
-    assert reader._paused
+    await _until(lambda: reader._paused)
 
     def close():
         writer.close()
