@@ -14,7 +14,8 @@ import atexit
 import logging
 import sys
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TextIO
 
 log = logging.getLogger("anonproxy")
 
@@ -22,9 +23,9 @@ class Record(NamedTuple):
     """One finished tunnel or plain-HTTP request, as observers see it."""
 
     proto: str
-    dest: object  # an Address, or "-" when the request never named one
+    dest: Any  # an Address, or "-" when the request never named one
     exit: str
-    status: object
+    status: Any  # an int, or a SOCKS reply code as text
     up: int
     down: int
     seconds: float
@@ -57,7 +58,7 @@ class _Formatter(logging.Formatter):
 
 
 _pending: list[str] = []
-_stream = sys.stderr
+_stream: TextIO = sys.stderr
 _new = tuple.__new__
 
 
@@ -84,7 +85,8 @@ def _flush() -> None:
         pass
 
 
-def _emit(line: str) -> None:
+def _batched(line: str) -> None:
+    """Gather `line` for the write at the end of this loop iteration."""
     if not _pending:
         try:
             asyncio.get_running_loop().call_soon(_flush)
@@ -93,6 +95,11 @@ def _emit(line: str) -> None:
             _flush()
             return
     _pending.append(line)
+
+
+# Where connection lines go: a variable, not a function, so that tests can send each line to
+# the proxy that wrote it (tests/proxies.py); compiled code reads a variable at each call.
+_emit: Callable[[str], None] = _batched
 
 
 def connection(
@@ -112,7 +119,9 @@ def connection(
         record = _new(Record, (proto, dest, exit_name, status, up, down, seconds, error, blocked))
         for observe in observers:
             observe(record)
-    if not log.isEnabledFor(logging.INFO):
+    # (the level is asked on a loop iteration's first line, the others go as it went: asking
+    # the logging module is a Python call)
+    if not _pending and not log.isEnabledFor(logging.INFO):
         return
     end = f' error="{error}"\n' if error else "\n"
     _emit(f"{_timestamp(time.time())} INFO {proto} {dest} exit={exit_name} status={status} "

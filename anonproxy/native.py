@@ -1,8 +1,8 @@
 """Which modules run compiled, and whether they do: the hot path's pure code, compiled to C.
 
 The modules in MODULES (parsing, the header policy, the response state machine, the write
-batch, the stream reads, the exchange, the client connection and HTTP session that drive them,
-the dashboard's activity record) are compiled with mypyc when the package is built where a C
+batch, the stream reads and feeds, the exchange, the client connection and HTTP session that
+drive them, the connection log and the dashboard's activity record) are compiled with mypyc when the package is built where a C
 compiler and Python's headers are at hand (setup.py); the sources stay beside them and are the
 same program. Compiled code checks the types its functions are annotated with, so an annotation
 here must be true of every value a caller passes (tests/test_native.py runs the layers' tests
@@ -34,8 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import ModuleType
 
-# Compiled by setup.py, in this order. Only synchronous code pays: mypyc's coroutines are no
-# faster than CPython's, so the coroutines of the request path stay interpreted.
+# Compiled by setup.py, in this order.
 MODULES = (
     "anonproxy.wire.address",
     "anonproxy.wire.messages",
@@ -51,6 +50,7 @@ MODULES = (
     "anonproxy.transport.upstream",
     "anonproxy.transport.client_side",
     "anonproxy.transport.exchange",
+    "anonproxy.logs",
     "anonproxy.admin.activity",
     "anonproxy.inbound.client",
     "anonproxy.inbound.http_session",
