@@ -62,7 +62,7 @@ class RequestLines:
             self._held = data
             return b""
         space = data.find(b" ", 0, end)
-        if space > 0 and data[:space] in KNOWN and not _RAW.search(data, space, end):
+        if space > 0 and data[:space] in KNOWN and data[space:end].isascii():
             self.method = None
             return data  # the usual line: nothing to rewrite, and no copy made
         line = _LINE.fullmatch(data, 0, end + 1)
@@ -72,6 +72,6 @@ class RequestLines:
         self.method = None
         if method not in KNOWN:
             self.method, method = method, b"GET"
-        if _RAW.search(target):
+        if not target.isascii():
             target = _RAW.sub(lambda m: b"%%%02X" % m[0][0], target)
         return method + b" " + target + b" " + version + data[end + 1:]
