@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any, Final
+from typing import Any
 
 import httptools
 
@@ -255,7 +255,7 @@ class _ResponseCollector(_Collector):
             ResponseHead(
                 status=status,
                 reason=_plain_reason(self.reason),
-                version=_version(p.get_http_version()),
+                version=head[5:8],  # (x.y of "HTTP/x.y ", as llhttp took it: one digit each)
                 block=block,
                 keep_alive=p.should_keep_alive(),
                 framing=framing,
@@ -378,13 +378,6 @@ class ResponseParser:
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
-
-
-def _version(version: str) -> bytes:
-    return _VERSIONS.get(version) or version.encode("ascii")  # (llhttp also takes 2.0, 0.9)
-
-
 _PLAIN_REASONS: dict[bytes, bytes] = {}  # reasons already checked (most servers send a few)
 
 
