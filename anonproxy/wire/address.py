@@ -34,6 +34,16 @@ class Address:
         except ValueError:
             return None
 
+    # (written out, not left to the dataclass: its generated methods are Python, and an
+    # Address is a dict key on the hot path, hashed a few times per request)
+    def __hash__(self) -> int:
+        return hash((self.host, self.port))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Address:
+            return NotImplemented
+        return self.host == other.host and self.port == other.port
+
     def __str__(self) -> str:
         return self.authority()
 
