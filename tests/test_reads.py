@@ -9,7 +9,7 @@ import socket
 import pytest
 import uvloop
 
-from anonproxy.transport import reads
+from anonproxy.transport import reads, streams
 from anonproxy.transport.reads import read
 
 
@@ -189,3 +189,118 @@ def test_a_paused_reader_with_nothing_buffered_is_resumed_before_the_wait():
         return data
 
     assert asyncio.run(run()) == b"z" * 100
+
+
+# Feeder: what a connection receives, fed into its reader as StreamReaderProtocol does it
+
+def _pair(feeding: bool):
+    """A reader and its protocol (no transport), receiving through a Feeder or not."""
+    reader = asyncio.StreamReader(limit=4)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    if feeding:
+        reads.feed_fast(protocol, reader)
+        assert isinstance(protocol.data_received, reads.Feeder)
+    return reader, protocol
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"hello"],
+    [b"ab", b"", b"cd"],  # (an empty piece changes nothing)
+    [b"x" * 9],  # past twice the limit: with no transport, nothing to pause
+    [b"one", b"two", b"three"],
+])
+def test_a_feeder_leaves_in_the_reader_what_data_received_leaves(pieces):
+    async def run():
+        outcomes = []
+        for feeding in (True, False):
+            reader, protocol = _pair(feeding)
+            waiting = asyncio.ensure_future(reader.read(100))
+            await _until(lambda r=reader: r._waiter is not None)
+            for piece in pieces:
+                protocol.data_received(piece)
+            first = await asyncio.wait_for(waiting, 5)  # (the waiting read was woken)
+            outcomes.append((first, bytes(reader._buffer), reader._waiter, reader._paused))
+        return outcomes
+
+    fed, plain = asyncio.run(run())
+    assert fed == plain
+
+
+def test_a_feeder_after_the_end_refuses_as_feed_data_does():
+    async def run():
+        outcomes = []
+        for feeding in (True, False):
+            reader, protocol = _pair(feeding)
+            protocol.eof_received()
+            assert reader.at_eof()
+            with pytest.raises(AssertionError) as raised:
+                protocol.data_received(b"late")
+            outcomes.append(str(raised.value))
+        return outcomes
+
+    fed, plain = asyncio.run(run())
+    assert fed == plain
+
+
+def test_a_feeder_whose_reader_is_gone_does_nothing():
+    async def run():
+        reader, protocol = _pair(True)
+        feeder = protocol.data_received
+        del reader  # (the protocol holds its reader weakly, and so does the Feeder)
+        feeder(b"nobody reads this")
+
+    asyncio.run(run())
+
+
+def test_a_feeder_is_not_put_on_a_reader_of_another_kind():
+    class Reader(asyncio.StreamReader):
+        pass
+
+    async def run():
+        reader = Reader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        reads.feed_fast(protocol, reader)
+        return "data_received" in vars(protocol)
+
+    assert asyncio.run(run()) is False
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_connections_opened_here_receive_every_byte_in_order_through_a_feeder(loop):
+    """transport/streams.py's server and client, a 1 MiB answer to a small limit: both sides
+    receive through Feeders, the reader pauses and resumes, nothing is lost or reordered."""
+    payload = bytes(range(256)) * 4096
+    seen = []
+
+    async def run():
+        async def answer(reader, writer):
+            seen.append(isinstance(writer.transport.get_protocol().data_received, reads.Feeder))
+            seen.append(await reader.readexactly(5))
+            writer.write(payload)
+            await writer.drain()
+            writer.close()
+
+        server = await streams.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await streams.open_connection("127.0.0.1", port, limit=1024)
+        protocol = writer.transport.get_protocol()
+        assert isinstance(protocol.data_received, reads.Feeder)
+        writer.write(b"hello")
+        got = bytearray()
+        paused_seen = False
+        while True:
+            await _until(lambda: reader._paused or reader._eof)
+            paused_seen = paused_seen or reader._paused
+            data = await read(reader, 700)
+            if not data:
+                break
+            got += data
+        writer.close()
+        server.close()
+        return bytes(got), paused_seen
+
+    runner = uvloop.run if loop == "uvloop" else asyncio.run
+    got, paused_seen = runner(run())
+    assert seen == [True, b"hello"]
+    assert got == payload
+    assert paused_seen

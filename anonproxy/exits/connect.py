@@ -11,10 +11,10 @@ so they may go to a client; `raw_detail` (the OS's own text) goes to the owner's
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 
+from anonproxy.transport.streams import open_connection
 from anonproxy.transport.upstream import Stream
 from anonproxy.wire.errors import (
     SOCKS_CONNECTION_REFUSED,
@@ -28,7 +28,7 @@ async def tcp(host: str, port: int, *, source: str | None = None, limit: int = 1
     if source is not None:
         family = socket.AF_INET6 if ":" in source else socket.AF_INET
         kwargs.update(local_addr=(source, 0), family=family)
-    return await asyncio.open_connection(host, port, **kwargs)
+    return await open_connection(host, port, **kwargs)
 
 
 def os_error(error: OSError, source: str | None = None) -> tuple[str, int]:

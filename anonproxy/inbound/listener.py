@@ -29,6 +29,7 @@ from anonproxy.inbound.inspected import abort_closing
 from anonproxy.inbound.socks_session import serve_socks5
 from anonproxy.transport.deadline import Deadline
 from anonproxy.transport.reads import read
+from anonproxy.transport.streams import start_server
 from anonproxy.wire import socks5
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
@@ -113,10 +114,10 @@ class Listener:
         """Listen on `listen`, or accept on a socket made elsewhere; the address bound."""
         self._loop = asyncio.get_running_loop()
         if sock is not None:
-            self._server = await asyncio.start_server(self._handle, sock=sock, backlog=1024)
+            self._server = await start_server(self._handle, sock=sock, backlog=1024)
             host, port = sock.getsockname()[:2]
             return Address(host, port)
-        self._server = await asyncio.start_server(
+        self._server = await start_server(
             self._handle, listen.host, listen.port, reuse_address=True, backlog=1024
         )
         return Address(listen.host, self._server.sockets[0].getsockname()[1])

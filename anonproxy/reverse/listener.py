@@ -18,6 +18,7 @@ from anonproxy.inbound.client import ClientConn
 from anonproxy.inbound.listener import admit, drain
 from anonproxy.reverse.entry import ReverseEntry
 from anonproxy.reverse.session import serve_reverse
+from anonproxy.transport.streams import start_server
 from anonproxy.wire.address import Address
 from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
 
@@ -36,7 +37,7 @@ class EntryListener:
     async def start(self) -> Address:
         """Listen on the entry's address; the address bound (its port, when 0 was asked)."""
         entry = self.entry
-        self._server = await asyncio.start_server(
+        self._server = await start_server(
             self._handle, entry.listen.host, entry.listen.port, ssl=entry.tls,
             ssl_handshake_timeout=entry.ctx.limits.header_timeout if entry.tls else None,
             reuse_address=True, backlog=1024)

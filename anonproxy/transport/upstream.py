@@ -11,6 +11,8 @@ import asyncio
 import time
 from collections import defaultdict
 
+from anonproxy.transport.reads import quiet
+
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Key = tuple[str, str, int]  # exit path ("pool>member"), host, port
 
@@ -82,9 +84,4 @@ def _usable(stream: Stream) -> bool:
     """Open, and silent since its last response: an upstream that sent anything unasked is out
     of step, and its bytes would be read as the next client's response."""
     reader, writer = stream
-    return not writer.transport.is_closing() and not reader.at_eof() and not _unread(reader)
-
-
-def _unread(reader: asyncio.StreamReader) -> int:
-    # asyncio has no public call for "bytes waiting"; StreamReader keeps them in _buffer
-    return len(getattr(reader, "_buffer", b""))
+    return not writer.transport.is_closing() and quiet(reader)
