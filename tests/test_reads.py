@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import pytest
 import uvloop
+from pki import PublicRoot, server_context
 
 from anonproxy.transport import reads, streams
 from anonproxy.transport.reads import read
@@ -304,3 +306,33 @@ def test_connections_opened_here_receive_every_byte_in_order_through_a_feeder(lo
     assert seen == [True, b"hello"]
     assert got == payload
     assert paused_seen
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_transport_of_is_the_writers_transport_before_and_after_start_tls(loop, tmp_path):
+    """(what the write batch and the client write to: after start_tls, the TLS transport)"""
+    root = PublicRoot(tmp_path)
+    served = server_context(*root.issue("127.0.0.1"))
+    trusted = ssl.create_default_context(cafile=root.path)
+
+    async def run():
+        async def echo(reader, writer):
+            writer.write(await reader.readexactly(4))
+            await writer.drain()
+            writer.close()
+
+        server = await streams.start_server(echo, "127.0.0.1", 0, ssl=served)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await streams.open_connection("127.0.0.1", port)
+        plain = reads.transport_of(writer)
+        same_before = plain is writer.transport
+        await writer.start_tls(trusted, server_hostname="127.0.0.1")
+        secure = reads.transport_of(writer)
+        secure.write(b"ping")  # (through TLS: the server reads it in the clear)
+        echoed = await reader.readexactly(4)
+        writer.close()
+        server.close()
+        return same_before, secure is writer.transport, secure is not plain, echoed
+
+    runner = uvloop.run if loop == "uvloop" else asyncio.run
+    assert runner(run()) == (True, True, True, b"ping")

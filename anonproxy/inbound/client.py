@@ -19,7 +19,7 @@ from anonproxy.exits.context import Context
 from anonproxy.transport.batch import SMALL, batch_of
 from anonproxy.transport.client_side import READ_SIZE, ClientGone
 from anonproxy.transport.deadline import Deadline
-from anonproxy.transport.reads import read
+from anonproxy.transport.reads import read, transport_of
 from anonproxy.wire.errors import (
     BadRequest,
     Blocked,
@@ -179,12 +179,13 @@ class ClientConn:
         caller must await `drained()`. A small write waits for the end of the loop's turn
         (transport/batch.py), so that the turn's responses go out back to back."""
         writer = self._writer
-        if len(data) <= SMALL and not writer.transport.is_closing():
+        transport = transport_of(writer)
+        if len(data) <= SMALL and not transport.is_closing():
             self.batch.add(writer, data)
             return True
         self.batch.flush(writer)
-        writer.write(data)
-        return writer.transport.get_write_buffer_size() == 0 and not writer.is_closing()
+        transport.write(data)
+        return transport.get_write_buffer_size() == 0 and not transport.is_closing()
 
     async def drained(self) -> None:
         """Wait until the client took what was written; one that stops reading for

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 
+from anonproxy.transport.reads import transport_of
+
 SMALL = 1 << 16  # a write up to this size may wait for the end of the turn
 
 
@@ -39,7 +41,7 @@ class WriteBatch:
         if not self._scheduled:  # the turn's first write
             self._scheduled = True
             self._loop.call_soon(self._flush_all)
-            writer.write(data)
+            transport_of(writer).write(data)  # (StreamWriter.write's one step)
             return
         parts = self._pending.get(writer)
         if parts is None:
@@ -61,8 +63,9 @@ class WriteBatch:
 
 
 def _write(writer: asyncio.StreamWriter, parts: list[bytes]) -> None:
-    if not writer.transport.is_closing():  # (asked of the transport: one Python call less)
-        writer.write(parts[0] if len(parts) == 1 else b"".join(parts))
+    transport = transport_of(writer)  # (StreamWriter's own calls are Python)
+    if not transport.is_closing():
+        transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
 _BATCHES: dict[asyncio.AbstractEventLoop, WriteBatch] = {}

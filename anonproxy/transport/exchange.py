@@ -37,7 +37,7 @@ from typing import cast
 
 from anonproxy.transport.batch import SMALL
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
-from anonproxy.transport.reads import read
+from anonproxy.transport.reads import read, transport_of
 from anonproxy.transport.relay import relay
 from anonproxy.transport.splice import AVAILABLE as SPLICE
 from anonproxy.transport.splice import Broken, move, spliceable
@@ -77,7 +77,7 @@ async def exchange(
     names no backend address); `rewrite`: what the response heads lose or change besides
     hop-by-hop fields (wire/response_relay.py)."""
     up_reader, up_writer = stream
-    up = cast(asyncio.Transport, up_writer.transport)  # a socket transport: it reads as well
+    up = transport_of(up_writer)
     limits = client.limits
     machine = ResponseRelay(head, where or f"{key[1]}:{key[2]} (exit '{key[0]}')", reused=reused,
                             head_timeout=limits.response_timeout, idle_timeout=limits.idle_timeout,

@@ -10,7 +10,7 @@ reader's waiter future directly.
 Those fields are StreamReader's own (`_buffer`, `_eof`, `_exception`, `_waiter`, `_paused`,
 `_transport`, `_loop`, `_limit`), the same from Python 3.8 to 3.13; a reader of another type,
 or a Python whose StreamReader sets other fields, is read with its own `read`.
-`quiet` reads two of them the same way.
+`quiet` reads two of them the same way, and `transport_of` a StreamWriter's `_transport`.
 
 `Feeder` is the other side: what StreamReaderProtocol.data_received and StreamReader.feed_data
 do for each read of the connection (Python: ~6,000 instructions a read), compiled; a
@@ -34,6 +34,10 @@ _FIELDS = ("_buffer", "_eof", "_exception", "_waiter", "_paused", "_transport", 
            "_limit")
 _KNOWN: Final = all(name in asyncio.StreamReader.__init__.__code__.co_names for name in _FIELDS)
 _READER: Final = asyncio.StreamReader  # (a constant: `asyncio.StreamReader` is a lookup each time)
+# StreamWriter keeps its transport in `_transport` (its `transport` property returns it, and
+# start_tls replaces it), from Python 3.8 to 3.13
+_WRITER: Final = asyncio.StreamWriter
+_WRITER_KNOWN: Final = "_transport" in asyncio.StreamWriter.__init__.__code__.co_names
 
 
 async def read(stream: asyncio.StreamReader, n: int) -> bytes:
@@ -79,6 +83,15 @@ def quiet(stream: asyncio.StreamReader) -> bool:
         return not stream.at_eof() and not getattr(stream, "_buffer", b"")
     reader: Any = stream
     return not reader._eof and not reader._buffer
+
+
+def transport_of(writer: asyncio.StreamWriter) -> asyncio.Transport:
+    """`writer.transport` (the one it writes to now: after start_tls, the TLS one) without
+    the Python property call; a socket's, which reads as well."""
+    if _WRITER_KNOWN and type(writer) is _WRITER:
+        known: Any = writer
+        return known._transport
+    return writer.transport  # type: ignore[return-value]
 
 
 class Feeder:

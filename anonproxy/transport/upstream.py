@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections import defaultdict
 
-from anonproxy.transport.reads import quiet
+from anonproxy.transport.reads import quiet, transport_of
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Key = tuple[str, str, int]  # exit path ("pool>member"), host, port
@@ -84,4 +84,4 @@ def _usable(stream: Stream) -> bool:
     """Open, and silent since its last response: an upstream that sent anything unasked is out
     of step, and its bytes would be read as the next client's response."""
     reader, writer = stream
-    return not writer.transport.is_closing() and quiet(reader)
+    return not transport_of(writer).is_closing() and quiet(reader)
