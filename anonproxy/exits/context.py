@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from anonproxy.cache.store import MemoryCache
+from anonproxy.config.models import Limits
 from anonproxy.config.profiles import LoadedProfile
 from anonproxy.exits.base import Opened, Plan
 from anonproxy.exits.dialer import Dialer
@@ -72,6 +73,12 @@ class Context:
     identity_epoch: int = 0  # new identities made: a cache partition of each (cache/store.py)
     router: Router = field(init=False)  # destination -> decision, and what is refused
     dialer: Dialer = field(init=False)  # decision -> connected stream
+    # read per request by the hot path (inbound/http_session.py), where a method call is a
+    # Python call: the profile's limits; the exits that send through no other exit, with their
+    # path (their own name: choose_path's answer for them); and shares_upstreams of each exit
+    limits: Limits = field(init=False)
+    straight: dict[str, tuple[str, ...]] = field(init=False)
+    sharing: dict[str, bool] = field(init=False)
     # route() outcomes for decisions that needed no lookup, valid while `_routes_key` holds
     _routes: dict = field(default_factory=dict, repr=False)
     _routes_key: tuple = ()
@@ -93,10 +100,9 @@ class Context:
         self.dialer = Dialer(self.plans, self.health, self.tors, self.loaded.name,
                              profile.limits.connect_timeout, self.forbidden_peer,
                              self.forbidden_via_hop, self.verification)
-
-    @property
-    def limits(self):
-        return self.loaded.profile.limits
+        self.limits = profile.limits
+        self.straight = {name: (name,) for name, plan in self.plans.items() if not plan.members}
+        self.sharing = {name: plan.shares_upstreams for name, plan in self.plans.items()}
 
     def carry_hits(self, previous: Context) -> None:
         """After a reload of the same profile: rules left as they were (same text and exit)
@@ -291,12 +297,16 @@ class Context:
     def shares_upstreams(self, name: str) -> bool:
         """Whether a connection through this exit may carry a later request too: not for a Tor
         exit that isolates every connection (a reused connection would share its circuit)."""
-        plan = self.plans.get(name)
-        return plan is None or plan.shares_upstreams
+        shared = self.sharing.get(name)
+        if shared is None:  # (an exit not in the profile: none of its plans)
+            plan = self.plans.get(name)
+            return plan is None or plan.shares_upstreams
+        return shared
 
     def choose_path(self, name: str, dest: Address) -> tuple[str, ...]:
         """The exit names a request to `dest` goes through, pools resolved (Dialer.choose_path)."""
-        return self.dialer.choose_path(name, dest)
+        alone = self.straight.get(name)
+        return alone if alone is not None else self.dialer.choose_path(name, dest)
 
     async def open(self, name: str, dest: Address, prefer: tuple[str, ...] = (),
                    isolation: str | None = None) -> Opened:

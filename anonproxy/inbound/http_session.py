@@ -238,8 +238,10 @@ async def _forward(
     client: ClientConn, head: RequestHead, dest: Address, path: bytes, trace: Trace
 ) -> tuple[int, bool]:
     ctx = client.ctx
-    through = ctx.choose_path(trace.exit, dest)  # exit names, each pool resolved to a member
-    found = cached.plan(ctx, head, dest, path, "http", ">".join(through), None)
+    # exit names, each pool resolved to a member (an exit through no other is its own path)
+    through = ctx.straight.get(trace.exit) or ctx.choose_path(trace.exit, dest)
+    found = (cached.plan(ctx, head, dest, path, "http", ">".join(through), None)
+             if ctx.cache is not None else None)
     if found is None:  # (no cache, or not its request: straight on)
         return await _send(ctx, client, head, dest, path, trace, through, [])
     return await cached.through_cache(
@@ -258,7 +260,8 @@ async def _send(ctx: Context, client: ClientSide, head: RequestHead, dest: Addre
     )
     request = render_request_head(head.method, path, [*headers, *extra])
     websocket = head.websocket
-    pool = ctx.pool if ctx.shares_upstreams(trace.exit) else None
+    shared = ctx.sharing.get(trace.exit)  # (shares_upstreams, without a Python call)
+    pool = ctx.pool if (ctx.shares_upstreams(trace.exit) if shared is None else shared) else None
     if pool is not None and not head.has_body and not websocket:
         key = (">".join(through), dest.host, dest.port)
         stream = pool.take(key)
