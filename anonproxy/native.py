@@ -54,6 +54,7 @@ MODULES = (
     "anonproxy.admin.activity",
     "anonproxy.inbound.client",
     "anonproxy.inbound.http_session",
+    "anonproxy.inbound.listener",
 )
 MANIFEST = "native.txt"  # "module crc32 size" per line, written by setup.py beside this file
 PURE_ENV = "ANONPROXY_PURE"

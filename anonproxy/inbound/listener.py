@@ -20,7 +20,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from anonproxy import logs
 from anonproxy.exits.context import Context
@@ -120,7 +120,9 @@ class Listener:
         self._server = await start_server(
             self._handle, listen.host, listen.port, reuse_address=True, backlog=1024
         )
-        return Address(listen.host, self._server.sockets[0].getsockname()[1])
+        # (Any: uvloop's sockets are a list, typeshed says a tuple, and compiled code checks)
+        server: Any = self._server
+        return Address(listen.host, server.sockets[0].getsockname()[1])
 
     async def drain(self, timeout: float) -> None:
         await drain(self._server, self._tasks, timeout)
