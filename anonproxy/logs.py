@@ -15,22 +15,29 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, TextIO
+from typing import TextIO
 
 log = logging.getLogger("anonproxy")
 
-class Record(NamedTuple):
-    """One finished tunnel or plain-HTTP request, as observers see it."""
+class Record:
+    """One finished tunnel or plain-HTTP request, as observers see it (read by attribute:
+    compiled, a plain class is made and read without a Python call, which a NamedTuple's
+    fields are not)."""
 
-    proto: str
-    dest: Any  # an Address, or "-" when the request never named one
-    exit: str
-    status: Any  # an int, or a SOCKS reply code as text
-    up: int
-    down: int
-    seconds: float
-    error: str | None
-    blocked: tuple[str, str] | None = None  # (list, rule) when a block list refused it
+    __slots__ = ("proto", "dest", "exit", "status", "up", "down", "seconds", "error", "blocked")
+
+    def __init__(self, proto: str, dest: object, exit_name: str, status: object, up: int,
+                 down: int, seconds: float, error: str | None = None,
+                 blocked: tuple[str, str] | None = None) -> None:
+        self.proto = proto
+        self.dest = dest  # an Address, or "-" when the request never named one
+        self.exit = exit_name
+        self.status = status  # an int, or a SOCKS reply code as text
+        self.up = up
+        self.down = down
+        self.seconds = seconds
+        self.error = error
+        self.blocked = blocked  # (list, rule) when a block list refused it
 
 
 # Called with each connection's Record, e.g. by `anonproxy exec --summary` and the dashboard;
@@ -59,7 +66,6 @@ class _Formatter(logging.Formatter):
 
 _pending: list[str] = []
 _stream: TextIO = sys.stderr
-_new = tuple.__new__
 
 
 def setup(verbose: bool = False) -> None:
@@ -114,9 +120,7 @@ def connection(
     blocked: tuple[str, str] | None = None,
 ) -> None:
     if observers:
-        # (tuple.__new__ makes the same Record without the Python-level __new__ NamedTuple
-        # writes: a call less per request)
-        record = _new(Record, (proto, dest, exit_name, status, up, down, seconds, error, blocked))
+        record = Record(proto, dest, exit_name, status, up, down, seconds, error, blocked)
         for observe in observers:
             observe(record)
     # (the level is asked on a loop iteration's first line, the others go as it went: asking
@@ -125,4 +129,4 @@ def connection(
         return
     end = f' error="{error}"\n' if error else "\n"
     _emit(f"{_timestamp(time.time())} INFO {proto} {dest} exit={exit_name} status={status} "
-          f"up={up} down={down} ms={round(seconds * 1000)}{end}")  # (an int formats faster)
+          f"up={up} down={down} ms={int(seconds * 1000 + 0.5)}{end}")  # (an int formats faster)
