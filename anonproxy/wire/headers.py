@@ -169,14 +169,18 @@ _NAMES = sorted(HOP_BY_HOP | {b"content-length", b"transfer-encoding"})
 _SCANNED: Final = {first: tuple(name + b":" for name in _NAMES if name[0] == first)
                    for first in {name[0] for name in _NAMES}}
 _HOP_LINES: Final = frozenset(name + b":" for name in HOP_BY_HOP)
+# 1 at each byte a scanned name may begin with, in either case: other lines are passed over
+# without being lowered or compared
+_FIRST: Final = bytes(int(c in _SCANNED or c + 32 in _SCANNED) for c in range(256))
+_LONGEST: Final = max(len(name) for name in _NAMES) + 1
 
 
 def scan_block(block: bytes) -> tuple[list[bytes], list[bytes], frozenset[bytes], bytes]:
     """`scan`'s framing answers and Connection tokens for a head kept as bytes (CRLF-led
     field lines, which llhttp has judged: wire/messages.py), and the block less its
-    hop-by-hop lines (what `sanitize_response_block` hands on). One lower-cased copy split
-    into lines, and a line is compared with a name only when their first letters agree;
-    what is kept or cut is sliced from `block` itself.
+    hop-by-hop lines (what `sanitize_response_block` hands on). The block is split into
+    lines; a line whose first byte may begin a scanned name has its start lower-cased and
+    compared; what is kept or cut is sliced from `block` itself.
     (Two regular expressions did this, compiled: ~28,000 instructions per response.)"""
     encodings: list[bytes] = []
     lengths: list[bytes] = []
@@ -184,20 +188,21 @@ def scan_block(block: bytes) -> tuple[list[bytes], list[bytes], frozenset[bytes]
     kept: list[bytes] = []  # the stretches of `block` between hop-by-hop lines, once one came
     since = 0  # where the stretch not yet in `kept` begins
     at = 0  # where the line at hand begins in `block` (its CRLF)
-    lines = block.lower().split(b"\r\n")  # (the first is b"": the block begins with CRLF)
+    lines = block.split(b"\r\n")  # (the first is b"": the block begins with CRLF)
     for i in range(1, len(lines)):
         line = lines[i]
         end = at + 2 + len(line)
-        name = _scanned_name(line)
-        if name in _HOP_LINES:
-            if name == b"connection:":
-                connection.append(_value(block, at + 2 + len(name), end))
-            kept.append(block[since:at])
-            since = end
-        elif name == b"content-length:":
-            lengths.append(_value(block, at + 2 + len(name), end))
-        elif name == b"transfer-encoding:":
-            encodings.append(_value(block, at + 2 + len(name), end))
+        if line and _FIRST[line[0]]:
+            name = _scanned_name(line[:_LONGEST].lower())
+            if name in _HOP_LINES:
+                if name == b"connection:":
+                    connection.append(_value(block, at + 2 + len(name), end))
+                kept.append(block[since:at])
+                since = end
+            elif name == b"content-length:":
+                lengths.append(_value(block, at + 2 + len(name), end))
+            elif name == b"transfer-encoding:":
+                encodings.append(_value(block, at + 2 + len(name), end))
         at = end
     end_to_end = b"".join(kept) + block[since:] if kept else block
     if not connection:
@@ -212,8 +217,8 @@ def scan_block(block: bytes) -> tuple[list[bytes], list[bytes], frozenset[bytes]
 
 def _scanned_name(lower: bytes) -> bytes:
     """The name (with its colon) of those scan_block looks for that a lower-cased field line
-    begins with, or b"" (for any other line, an empty one too)."""
-    for name in _SCANNED.get(lower[0], ()) if lower else ():
+    begins with, or b"" (for any other line)."""
+    for name in _SCANNED.get(lower[0], ()):
         if lower.startswith(name):
             return name
     return b""
