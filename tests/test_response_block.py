@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anonproxy.wire import http1
 from anonproxy.wire.errors import BadUpstreamResponse
 from anonproxy.wire.headers import (
     HOP_BY_HOP,
@@ -24,7 +25,7 @@ from anonproxy.wire.headers import (
     scan_block,
 )
 from anonproxy.wire.http1 import RequestParser, ResponseParser
-from anonproxy.wire.messages import Body, ResponseHead, fields
+from anonproxy.wire.messages import END, Body, ResponseHead, fields
 from anonproxy.wire.render import block_of
 from anonproxy.wire.response_relay import ResponseRelay
 
@@ -212,3 +213,67 @@ def test_a_head_with_more_fields_than_the_limit_is_refused():
     with pytest.raises(BadUpstreamResponse, match="more than 3 header fields"):
         ResponseParser(b"GET", max_headers=3).feed(shortest)
     assert isinstance(ResponseParser(b"GET", max_headers=4).feed(shortest)[0], ResponseHead)
+
+
+def _parsed(parser: ResponseParser, response: bytes, pieces: int) -> list:
+    """The events of `response` fed to `parser` in `pieces` reads (then its end, if the
+    response needs it), or the error that ended them."""
+    size = -(-len(response) // pieces) or 1
+    events: list = []
+    try:
+        for i in range(0, len(response), size):
+            events += parser.feed(response[i:i + size])
+        if not parser.reusable:
+            events += parser.feed_eof()
+    except BadUpstreamResponse as error:
+        events.append(("error", str(error)))
+    return events
+
+
+@settings(max_examples=300, deadline=None)
+@given(heads(), heads(), st.sampled_from([b"GET", b"HEAD"]), st.integers(1, 3))
+def test_a_recycled_parser_reads_the_next_response_as_a_new_one_does(first, second, method,
+                                                                     pieces):
+    """ResponseParser.recycle: after a response that ended cleanly on a kept connection, its
+    llhttp and collector read another exchange's response exactly as new ones would."""
+    http1._SPARE.clear()
+    before = ResponseParser(b"GET")
+    _parsed(before, b"".join(first), 1)
+    before.recycle()
+    recycled = len(http1._SPARE)
+    again = ResponseParser(method)  # (takes what was recycled)
+    assert len(http1._SPARE) == 0
+    got = _parsed(again, b"".join(second), pieces)
+    http1._SPARE.clear()
+    assert got == _parsed(ResponseParser(method), b"".join(second), pieces)
+    assert recycled == _recycles(first)
+
+
+def _recycles(response: tuple[bytes, bytes]) -> int:
+    """Whether a GET's parser that read `response` is recycled: it ended by its framing and
+    llhttp keeps the connection (no `Connection: close`, not read to the connection's end)."""
+    parser = ResponseParser(b"GET")
+    events = parser.feed(b"".join(response))
+    head = events[0]
+    return int(parser.reusable and isinstance(head, ResponseHead) and head.keep_alive)
+
+
+def test_a_recycled_parser_is_fed_no_more_and_is_not_reused_after_head_or_a_close():
+    http1._SPARE.clear()
+    kept = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    parser = ResponseParser(b"GET")
+    assert parser.feed(kept)[-1] is END
+    parser.recycle()
+    assert len(http1._SPARE) == 1
+    with pytest.raises(RuntimeError, match="recycled"):
+        parser.feed(kept)
+    assert not parser.reusable
+    for method, response in [(b"HEAD", kept),
+                             (b"GET", (b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                                       b"Content-Length: 2\r\n\r\nok")),
+                             (b"GET", kept + b"HTTP/1.1 200 OK\r\n")]:  # (bytes after it)
+        http1._SPARE.clear()
+        parser = ResponseParser(method)
+        parser.feed(response)
+        parser.recycle()
+        assert http1._SPARE == []

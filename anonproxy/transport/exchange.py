@@ -118,6 +118,8 @@ async def exchange(
     finally:
         trace.up += machine.up_bytes
         trace.down += machine.down_bytes
+        if reusable:
+            machine.recycle()
         if pool is not None and reusable:
             pool.give(key, stream)
         elif machine.tunnel is None:

@@ -56,6 +56,11 @@ class _Collector:
     """Callbacks for llhttp; accumulates a head and queues events."""
 
     def __init__(self, max_head_bytes: int, max_headers: int, too_large: type[Exception]) -> None:
+        self.too_large = too_large
+        self.start(max_head_bytes, max_headers)
+
+    def start(self, max_head_bytes: int, max_headers: int) -> None:
+        """Everything of a message stream: empty (also what a recycled collector starts from)."""
         self.events: list[Event] = []
         self.url = b""
         self.reason = b""
@@ -63,7 +68,6 @@ class _Collector:
         self.head_bytes = 0
         self.max_head_bytes = max_head_bytes
         self.max_headers = max_headers
-        self.too_large = too_large
         self.fed_quietly = 0
         self.begun = False  # llhttp is inside a message
 
@@ -211,8 +215,14 @@ class _ResponseCollector(_Collector):
     heads: deque[bytes]
     head_only: bool = False
     final_framing: str | None = None
+    final_keep_alive = False  # llhttp waits for another message after the final one
     ended = False  # the final response is complete
     after_end = False  # bytes came after it: the connection is out of step
+
+    def start(self, max_head_bytes: int, max_headers: int) -> None:
+        super().start(max_head_bytes, max_headers)
+        self.final_framing = None
+        self.final_keep_alive = self.ended = self.after_end = False
 
     def on_message_begin(self) -> None:
         if self.ended:
@@ -251,13 +261,14 @@ class _ResponseCollector(_Collector):
             framing = "none"
         else:
             framing = _framing(encodings, lengths, BadUpstreamResponse)
+        keep_alive = p.should_keep_alive()
         self.events.append(
             ResponseHead(
                 status=status,
                 reason=_plain_reason(self.reason),
                 version=head[5:8],  # (x.y of "HTTP/x.y ", as llhttp took it: one digit each)
                 block=block,
-                keep_alive=p.should_keep_alive(),
+                keep_alive=keep_alive,
                 framing=framing,
                 listed=listed,
                 end_to_end=end_to_end,
@@ -265,7 +276,7 @@ class _ResponseCollector(_Collector):
         )
         self.headers = []  # trailer fields (llhttp reports them as headers) stay out of the head
         if status >= 200:
-            self.final_framing = framing
+            self.final_framing, self.final_keep_alive = framing, keep_alive
             # llhttp holds our callbacks and we held it: let go, so both are freed when the
             # exchange ends (by reference counting, not by a later collection)
             self.parser = None
@@ -289,6 +300,15 @@ class _HeadDone(Exception):
     """Raised from a callback to stop llhttp after the head of a response to HEAD."""
 
 
+# Collectors and their llhttp parsers that ended a response cleanly (ResponseParser.recycle),
+# for the next ResponseParsers; and what a recycled ResponseParser is left with
+_SPARE: list[tuple[_ResponseCollector, httptools.HttpResponseParser]] = []
+_NO_HEADS: deque[bytes] = deque()
+_SPENT = _ResponseCollector(0, 0, BadUpstreamResponse)
+_SPENT.ended = _SPENT.after_end = True  # (not reusable; fed, it raises: it has no parser)
+_SPENT.parser = None
+
+
 class ResponseParser:
     """Parses the responses to one request: any 1xx interim responses, then the final one."""
 
@@ -297,13 +317,35 @@ class ResponseParser:
         """`trailers`: the client takes trailer fields, so a chunked response's are kept
         (`trailers`)."""
         self._heads = ResponseHeads(max_head_bytes)  # lenient heads made strict, for llhttp
-        kind = _TrailersCollector if trailers else _ResponseCollector
-        self._collector = kind(max_head_bytes, max_headers, BadUpstreamResponse)
-        self._collector.heads = self._heads.emitted
-        self._collector.head_only = request_method == b"HEAD"
-        self._parser = httptools.HttpResponseParser(self._collector)
-        self._collector.parser = self._parser
+        parser: httptools.HttpResponseParser
+        if _SPARE and not trailers:  # (see `recycle`)
+            c, parser = _SPARE.pop()
+            c.start(max_head_bytes, max_headers)
+        else:
+            c = (_TrailersCollector if trailers else _ResponseCollector)(
+                max_head_bytes, max_headers, BadUpstreamResponse)
+            parser = httptools.HttpResponseParser(c)
+        self._collector = c
+        self._parser: httptools.HttpResponseParser | None = parser
+        c.heads = self._heads.emitted
+        c.head_only = request_method == b"HEAD"
+        c.parser = parser
         self._received = False  # llhttp has been given bytes
+
+    def recycle(self) -> None:
+        """Done with, after a final response that ended cleanly on a kept-alive connection:
+        llhttp waits at the start of a next message, so it and its collector serve the next
+        ResponseParser made, emptied (making them is ~5,000 instructions a response). Not
+        after a response to HEAD (llhttp was stopped in error), nor one whose trailers were
+        kept; this parser takes no more bytes."""
+        c, parser = self._collector, self._parser
+        self._collector, self._parser = _SPENT, None
+        if (parser is not None and type(c) is _ResponseCollector and c.ended
+                and c.final_keep_alive and not c.after_end and not c.head_only
+                and len(_SPARE) < 64):
+            c.start(0, 0)  # (nothing of this exchange stays in it)
+            c.heads, c.parser = _NO_HEADS, None
+            _SPARE.append((c, parser))
 
     def feed(self, data: bytes) -> list[Event]:
         c = self._collector
@@ -321,9 +363,11 @@ class ResponseParser:
         """Give llhttp `data` (from the upstream's read `raw`); None once done with it, else
         the bytes for a fresh llhttp: a head it refused, rewritten in its strict form, and
         what followed it (wire/response_head.py)."""
-        c = self._collector
+        c, parser = self._collector, self._parser
+        if parser is None:  # (its llhttp may be another exchange's now: see `recycle`)
+            raise RuntimeError("a recycled ResponseParser was fed")
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             c.events.append(Tunnel(data[upgrade.args[0] :]))
         except httptools.HttpParserCallbackError as error:

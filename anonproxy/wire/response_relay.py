@@ -323,6 +323,11 @@ class ResponseRelay:
         both ends allow keep-alive, nothing followed, and the request body all went up."""
         return self._upstream_clean and self.request_complete and self.tunnel is None
 
+    def recycle(self) -> None:
+        """Done with, the connection kept (`reusable`): the response parser's llhttp serves
+        a next exchange (ResponseParser.recycle); nothing is fed to this one any more."""
+        self._parser.recycle()
+
     @property
     def client_keep_alive(self) -> bool:
         """The client connection may carry another request: not after a tunnel, nor after a
