@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # give the same answers).
 PURE_PASS = ["test_address.py", "test_headers.py", "test_http1.py", "test_response_block.py",
              "test_response_relay.py", "test_compat.py", "test_batch.py", "test_deadline.py",
-             "test_reads.py",
+             "test_reads.py", "test_cache_fresh.py", "test_cache_partition.py",
+             "test_cache_store.py",
              "test_proxy_http.py"]
 
 _REPORT = ("import anonproxy.native as n, importlib\n"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,12 +26,16 @@ ASKING = frozenset({b"cache-control", b"if-none-match", b"if-modified-since", b"
 _METHODS = {b"GET": "GET", b"HEAD": "HEAD"}  # (as hishel and Stored spell them)
 
 
-@dataclass(slots=True)
 class Hit:
     """Answer from `stored`, with this Age (its fields are those stored, Age replaced)."""
 
-    stored: Stored
-    age: bytes
+    __slots__ = ("stored", "age")
+
+    def __init__(self, stored: Stored, age: bytes) -> None:
+        # (a plain class, not a dataclass: compiled, a dataclass needs its fields' types at
+        # run time, and Stored is imported for type checking only, hishel with it)
+        self.stored = stored
+        self.age = age
 
 
 def usual_hit(method: bytes, url: str, fields: Fields, stored: Sequence[Stored]) -> Hit | None:
