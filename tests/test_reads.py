@@ -24,6 +24,24 @@ async def _until(condition, seconds: float = 5.0) -> None:
         await asyncio.sleep(0)
 
 
+async def _read_all_from_paused(reader, writer, server) -> tuple[bytes, bool]:
+    """Everything until the end, 700 bytes a read, each read waiting first until the buffer is
+    past its limit (or the sender is done), so that it starts from a paused reader; and whether
+    the reader was ever seen paused. Then the connection and the server are closed."""
+    got = bytearray()
+    paused_seen = False
+    while True:
+        await _until(lambda: reader._paused or reader._eof)
+        paused_seen = paused_seen or reader._paused
+        data = await read(reader, 700)
+        if not data:
+            break
+        got += data
+    writer.close()
+    server.close()
+    return bytes(got), paused_seen
+
+
 def test_the_stream_reader_of_this_python_has_the_fields_read_uses():
     assert reads._KNOWN
 
@@ -129,20 +147,7 @@ def test_a_reader_paused_by_its_limit_resumes_and_every_byte_arrives_in_order(lo
 
         server = await asyncio.start_server(send, sock=listener)
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
-        got = bytearray()
-        paused_seen = False
-        while True:
-            # until the buffer is past its limit (or the sender is done): every read below
-            # then starts from a paused reader
-            await _until(lambda: reader._paused or reader._eof)
-            paused_seen = paused_seen or reader._paused
-            data = await read(reader, 700)
-            if not data:
-                break
-            got += data
-        writer.close()
-        server.close()
-        return bytes(got), paused_seen
+        return await _read_all_from_paused(reader, writer, server)
 
     runner = uvloop.run if loop == "uvloop" else asyncio.run
     got, paused_seen = runner(run())
@@ -288,18 +293,7 @@ def test_connections_opened_here_receive_every_byte_in_order_through_a_feeder(lo
         protocol = writer.transport.get_protocol()
         assert isinstance(protocol.data_received, reads.Feeder)
         writer.write(b"hello")
-        got = bytearray()
-        paused_seen = False
-        while True:
-            await _until(lambda: reader._paused or reader._eof)
-            paused_seen = paused_seen or reader._paused
-            data = await read(reader, 700)
-            if not data:
-                break
-            got += data
-        writer.close()
-        server.close()
-        return bytes(got), paused_seen
+        return await _read_all_from_paused(reader, writer, server)
 
     runner = uvloop.run if loop == "uvloop" else asyncio.run
     got, paused_seen = runner(run())
