@@ -29,6 +29,20 @@ def test_head_body_and_end_in_pieces():
     assert events[-1] is END
 
 
+
+@pytest.mark.parametrize("status_line, version", [
+    (b"HTTP/1.1 200 OK", b"1.1"), (b"HTTP/1.0 200 OK", b"1.0"), (b"HTTP/1.1 204", b"1.1")])
+def test_a_response_heads_version_is_its_status_lines(status_line, version):
+    """(read from the status line's bytes, as llhttp took them: `anonproxy fetch` prints it)"""
+    head = ResponseParser(b"GET").feed(status_line + b"\r\nContent-Length: 0\r\n\r\n")[0]
+    assert isinstance(head, ResponseHead) and head.version == version
+
+
+def test_a_parsers_first_request_may_have_a_method_llhttp_does_not_know():
+    """(wire/request_line.py holds the first line of a new parser too, not only later ones)"""
+    head = RequestParser().feed(b"BAN http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n")[0]
+    assert isinstance(head, RequestHead) and head.method == b"BAN"
+
 def test_connect_becomes_a_tunnel_with_the_bytes_after_the_head():
     events = RequestParser().feed(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n\x16\x03\x01")
     assert isinstance(events[0], RequestHead) and events[1] == Tunnel(b"\x16\x03\x01")
