@@ -238,9 +238,7 @@ class Context:
         what those addresses come from is the memo's key (also_own is fixed)."""
         if self.loaded.blocker is not None:
             self.refuse_listed(dest, request)
-        # (_own_key's answer without tors written out: this runs per request, and a call here
-        # is a Python call)
-        key = self._own_key() if self.tors else (self.listen, self.admin)
+        key = self._own_key()
         if key != self._routes_key:
             self._routes.clear()
             self._routes_key = key

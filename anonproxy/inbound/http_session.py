@@ -260,8 +260,10 @@ async def _send(ctx: Context, client: ClientSide, head: RequestHead, dest: Addre
     )
     request = render_request_head(head.method, path, [*headers, *extra])
     websocket = head.websocket
-    shared = ctx.sharing.get(trace.exit)  # (shares_upstreams, without a Python call)
-    pool = ctx.pool if (ctx.shares_upstreams(trace.exit) if shared is None else shared) else None
+    shared = ctx.sharing.get(trace.exit)  # (shares_upstreams' table: no Python call)
+    if shared is None:  # (an exit added after the context was made)
+        shared = ctx.shares_upstreams(trace.exit)
+    pool = ctx.pool if shared else None
     if pool is not None and not head.has_body and not websocket:
         key = (">".join(through), dest.host, dest.port)
         stream = pool.take(key)
