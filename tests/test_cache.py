@@ -9,6 +9,7 @@ is never served to another."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
@@ -131,6 +132,23 @@ def test_a_stale_response_is_revalidated_and_the_client_gets_the_whole_200(proxy
     assert second.status_code == 200 and second.content == first.content == b"x" * 500
     assert origin.counts["/stale"] == 2
     assert origin.conditional == [None, '"v1"']  # the second asked If-None-Match: the 304 path
+
+
+def test_a_stale_response_revalidated_for_a_closing_client_comes_whole_before_its_end(
+        proxy, origin):
+    """The origin's 304 to the cache's own validators is the client's 200 from the store: the
+    client, reading to the connection's end (`Connection: close`), gets all of it before the
+    end, which is not sent when the exchange with the origin ends."""
+    url = origin.url("/closing?cc=max-age%3D0&etag=v1&size=700")
+    assert _get(proxy, url).content == b"x" * 700
+    with socket.create_connection(proxy.address, timeout=10) as sock:
+        sock.sendall(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                     .encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n" + b"x" * 700)
+    assert origin.conditional == [None, '"v1"']  # (the 304 path)
 
 
 def test_a_client_no_cache_goes_to_the_origin(proxy, origin):

@@ -103,6 +103,10 @@ class Capture:
             data, self.held = bytes(self.held) + data, None
         return self.client.write(data)
 
+    def ended(self) -> None:
+        if not self.swallowed:  # (else the stored response is yet to come)
+            self.client.ended()
+
     async def drained(self) -> None:
         if not self.swallowed:
             await self.client.drained()

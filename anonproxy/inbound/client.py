@@ -19,6 +19,7 @@ from anonproxy.exits.context import Context
 from anonproxy.transport.batch import SMALL, batch_of
 from anonproxy.transport.client_side import READ_SIZE, ClientGone
 from anonproxy.transport.deadline import Deadline
+from anonproxy.transport.fin import send_fin
 from anonproxy.transport.reads import read, transport_of
 from anonproxy.wire.errors import (
     BadRequest,
@@ -91,6 +92,14 @@ class ClientConn:
                 self._lost = self._watcher = asyncio.ensure_future(self.writer.wait_closed())
                 self._watcher.add_done_callback(lambda f: f.cancelled() or f.exception())
         return self._lost
+
+    def ended(self) -> None:
+        """The response went out whole and nothing follows on this connection: its FIN goes
+        right behind the last byte (transport/fin.py), ahead of the bookkeeping and the close
+        (`end`); not when bytes still wait in the transport (they go first, the FIN at the
+        close) nor on TLS."""
+        self.batch.flush(self._writer)
+        send_fin(transport_of(self._writer))
 
     def end(self) -> None:
         """Nothing more goes to the client: what is queued goes out, then the connection

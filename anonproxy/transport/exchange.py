@@ -243,6 +243,8 @@ async def _relay_response(client: ClientSide, machine: ResponseRelay,
                     await client.drained()
                 machine.sent()
             if machine.done:
+                if not machine.client_keep_alive and machine.tunnel is None:
+                    client.ended()  # (the client sees its end before our bookkeeping)
                 return machine.status
             if splice and machine.body_left >= SPLICE_MIN:
                 spliced = await _splice_rest(client, machine, up_reader, up)
