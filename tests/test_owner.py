@@ -15,18 +15,21 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import ROOT
-from helpers import curl, dashboard_login_url
+from helpers import curl, dashboard_login_url, serving
 from upstreams import free_port
 
+from anonproxy.inbound.peer_account import REMOTE, UNKNOWN, PeerAccounts
 from anonproxy.wire.address import Address
 
 OTHER = "anonproxy-other"
@@ -460,3 +463,132 @@ def test_other_user_cannot_reach_the_control_socket(other_user, run_dir, start_p
              "else:\n    print('connected')\n")
     reached = as_other(other_user, "/usr/bin/python3", "-c", probe, str(sockets[0]))
     assert reached.stdout.strip() == b"13", reached  # EACCES
+
+
+# -- the proxy port: the owner's programs only ----------------------------------------------------
+
+class _Cacheable(BaseHTTPRequestHandler):
+    """One page anyone may cache for 10 minutes; counts what reached it."""
+
+    protocol_version = "HTTP/1.1"
+    paths: list
+
+    def do_GET(self) -> None:
+        self.paths.append(self.path)
+        body = b"what the owner read"
+        self.send_response(200)
+        self.send_header("Cache-Control", "public, max-age=600")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _through(user, proxy, url: str, *args: str) -> tuple[str, bytes]:
+    """(status code, head and body) of `url` fetched by /usr/bin/curl through `proxy`, run
+    as `user` (None: as the owner)."""
+    argv = ["/usr/bin/curl", "-s", "-i", "--max-time", "10", "-x", proxy.url, *args,
+            "-w", "\n%{http_code}", url]
+    out = as_other(user, *argv) if user else subprocess.run(argv, capture_output=True, timeout=30)
+    answer, _, code = out.stdout.rpartition(b"\n")
+    return code.decode(), answer
+
+
+def test_owner_only_another_accounts_program_is_refused_at_the_proxy_port(other_user,
+                                                                          start_proxy):
+    """The threat: through the owner's port another account would leave by the owner's exits,
+    and a cache hit would tell it what the owner fetched. Refused before anything is acted on:
+    the origin sees nothing of it, the cache answers it nothing, the owner goes on."""
+    handler = type("Handler", (_Cacheable,), {"paths": []})
+    with serving(handler) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/visited"
+        proxy = start_proxy('default = "direct"\n[cache]\nenabled = true\n[exits.direct]\n')
+        assert _through(None, proxy, url)[0] == "200"
+        code, answer = _through(None, proxy, url)
+        assert code == "200" and b"\r\nAge: " in answer  # the owner's own hit
+        assert handler.paths == ["/visited"]
+
+        code, answer = _through(other_user, proxy, url)
+        assert code == "403", answer
+        assert b"serves only the programs of the account that runs it" in answer
+        assert b"what the owner read" not in answer and b"Age:" not in answer
+        socks = as_other(other_user, "/usr/bin/curl", "-s", "--max-time", "10",
+                         "--socks5-hostname", f"{proxy.host}:{proxy.port}", url)
+        assert socks.returncode != 0 and b"what the owner read" not in socks.stdout
+        assert handler.paths == ["/visited"]  # nothing of theirs went out
+        log = proxy.wait_log(f"uid {other_user[0]}")
+        assert log.count(f"a program of another local account (uid {other_user[0]})") == 2
+        assert _through(None, proxy, url)[0] == "200"  # the owner is still served
+
+
+@pytest.mark.parametrize("shared_by", ["local_accounts", "auth"])
+def test_the_owner_may_share_the_port_with_other_accounts(other_user, start_proxy, origin,
+                                                          shared_by):
+    extra = ('local_accounts = "any"\n' if shared_by == "local_accounts"
+             else 'auth = { username = "family", password = "shared-secret" }\n')
+    proxy = start_proxy(f'{extra}default = "direct"\n[exits.direct]\n')
+    credentials = ["-U", "family:shared-secret"] if shared_by == "auth" else []
+    code, answer = _through(other_user, proxy, origin.url("/echo"), *credentials)
+    assert code == "200", answer
+    if shared_by == "auth":  # the credentials decide, for every account
+        assert _through(other_user, proxy, origin.url("/echo"))[0] == "407"
+    assert len(origin.received) == 1
+
+
+def test_a_reload_applies_local_accounts_to_the_next_connection(other_user, start_proxy, origin,
+                                                                tmp_path):
+    proxy = start_proxy('local_accounts = "any"\ndefault = "direct"\n[exits.direct]\n')
+    assert _through(other_user, proxy, origin.url("/echo"))[0] == "200"
+    proxy.profile.write_text('default = "direct"\n[exits.direct]\n')  # back to the default
+    assert proxy.in_loop(proxy.server.reload) is None
+    assert _through(other_user, proxy, origin.url("/echo"))[0] == "403"
+    assert len(origin.received) == 1
+
+
+def test_the_kernel_names_the_account_of_a_loopback_client_and_none_for_others():
+    """inbound/peer_account.py on real sockets: this account's client, a closed one (its
+    socket keeps no account), and addresses no socket here has."""
+    peers = PeerAccounts()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        ends = (accepted.getpeername(), accepted.getsockname())
+        assert peers.account(*ends) == os.geteuid()
+        assert peers.stranger(*ends) is None
+        client.close()
+        assert peers.account(*ends) == UNKNOWN
+        assert "names no account" in peers.stranger(*ends)
+        nobody = (("127.0.0.1", 1), accepted.getsockname())
+        assert peers.account(*nobody) == REMOTE
+        assert "no socket on this machine" in peers.stranger(*nobody)
+        elsewhere = (("192.0.2.1", 40000), accepted.getsockname())  # (a remote client's)
+        assert peers.stranger(*elsewhere) is None
+        accepted.close()
+    peers.close()
+    assert not peers.available and peers.stranger(*ends) is None
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("", "this account's programs only (other local accounts: 403)"),
+    ('local_accounts = "any"\n', "any local account's programs (local_accounts)"),
+    ('auth = { username = "me", password = "long enough" }\n',
+     "those with the profile's credentials (auth)"),
+])
+def test_check_says_who_may_use_the_port(tmp_path, extra, says):
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'{extra}default = "direct"\n[exits.direct]\n')
+    out = _cli("check", str(profile))
+    assert out.returncode == 0, out.stderr
+    assert f"  clients  {says}" in out.stdout.splitlines()
+
+
+def test_where_the_kernel_cannot_say_whose_a_client_is_serve_warns_and_serves(
+        monkeypatch, start_proxy, origin):
+    from anonproxy.inbound import peer_account
+
+    monkeypatch.setattr(peer_account, "NETLINK_SOCK_DIAG", 255)  # (no such netlink family)
+    proxy = start_proxy()
+    assert "any local account can use the proxy port" in proxy.log()
+    assert curl("-x", proxy.url, origin.url("/echo")).returncode == 0

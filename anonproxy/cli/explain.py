@@ -40,6 +40,12 @@ def summarize(loaded: LoadedProfile, plans: Mapping[str, Plan], *,
         p.admin.address if p.admin is not None else None)
     lines = [f"profile {loaded.name} ({loaded.path})", f"  listen   {listen}",
              f"  default  exit {p.default}", f"  geoip    {p.geoip}", f"  resolve  {p.resolve}"]
+    if p.forwarding:  # who may use the port (inbound/listener.py)
+        lines.insert(2, "  clients  " + (
+            "those with the profile's credentials (auth)" if p.auth is not None
+            else "any local account's programs (local_accounts)" if p.local_accounts == "any"
+            else "this account's programs only (other local accounts: 403)"
+            + ("; other machines in allow" if p.allow else "")))
     if where is not None:
         guard = ", password" if p.admin is not None and p.admin.password else ""
         lines.insert(2, f"  admin    http://{where.authority(0)}/ (dashboard{guard})")

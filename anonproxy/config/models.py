@@ -289,6 +289,8 @@ class Profile(_Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1  # processes sharing the port (SO_REUSEPORT)
     allow: list[IPNetwork] = []
     auth: Auth | None = None
+    # "owner": a loopback client of another local account is refused (unless `auth` is set)
+    local_accounts: Literal["owner", "any"] = "owner"
     default: ExitName = "direct"
     geoip: str = "bundled"
     resolve: Literal["never", "local", "tor"] = "never"

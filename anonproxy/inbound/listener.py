@@ -3,6 +3,11 @@ and the drain at shutdown.
 
 Invariants:
 - A client outside the allow-list is closed before a byte of it is read.
+- Owner only: unless the profile says `local_accounts = "any"` or requires credentials (`auth`,
+  or `exec`'s per-run ones), a client that is a program of another local account is refused
+  (403, or SOCKS5's "no acceptable method") before anything of its request is acted on: it
+  would use the owner's exits and could learn from the cache what the owner fetched
+  (inbound/peer_account.py asks the kernel whose socket the client's is).
 - Past `max_connections`, new clients get a clean refusal (503 or a SOCKS failure reply), not a
   hang.
 - One connection's failure never reaches another: every per-connection error ends in that
@@ -26,18 +31,21 @@ from anonproxy import logs
 from anonproxy.exits.context import Context
 from anonproxy.inbound.http_session import ClientConn, serve_http
 from anonproxy.inbound.inspected import abort_closing
+from anonproxy.inbound.peer_account import PeerAccounts
 from anonproxy.inbound.socks_session import serve_socks5
 from anonproxy.transport.deadline import Deadline
 from anonproxy.transport.reads import read
 from anonproxy.transport.streams import start_server
 from anonproxy.wire import socks5
 from anonproxy.wire.address import Address
-from anonproxy.wire.errors import Overloaded, StageTimeout, http_error_response
+from anonproxy.wire.errors import Forbidden, Overloaded, StageTimeout, http_error_response
 
 SOCKS4 = 0x04
 Waited = TypeVar("Waited", bound=asyncio.Future)  # a connection's task, or a tunnel's future
 SOCKS4_REFUSAL = ("SOCKS4 refused: the client resolves names itself (a DNS leak); "
                   "use SOCKS5 with remote names (socks5h://)")
+NOT_OWNERS = ("this proxy serves only the programs of the account that runs it (its profile's "
+              "local_accounts or auth would share it)")
 
 
 def allowed(allow: list, peer) -> bool:
@@ -93,12 +101,14 @@ class Listener:
 
     def __init__(self, context_for: Callable, main: Callable[[], Context],
                  auth_required: Callable[[], bool], stopping: asyncio.Event,
-                 allow: list) -> None:
+                 allow: list, accounts: str = "owner") -> None:
         self.context_for = context_for
         self._main = main
         self._auth_required = auth_required
         self._stopping = stopping
         self.allow = allow
+        self.accounts = accounts  # the profile's local_accounts: "owner" or "any"
+        self._peers: PeerAccounts | None = None  # asked about each client, once started
         self.accepted = 0  # connections accepted since start
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it accepts on, once started
@@ -113,6 +123,11 @@ class Listener:
     async def start(self, listen: Address, sock: socket.socket | None = None) -> Address:
         """Listen on `listen`, or accept on a socket made elsewhere; the address bound."""
         self._loop = asyncio.get_running_loop()
+        self._peers = PeerAccounts()
+        if not self._peers.available:
+            logs.log.warning("this system does not say which local account a connection comes "
+                             "from (no sock_diag): any local account can use the proxy port; "
+                             "give the profile auth to keep it to yourself")
         if sock is not None:
             self._server = await start_server(self._handle, sock=sock, backlog=1024)
             host, port = sock.getsockname()[:2]
@@ -127,6 +142,8 @@ class Listener:
     async def drain(self, timeout: float) -> None:
         await drain(self._server, self._tasks, timeout)
         abort_closing()  # TLS connections still saying goodbye: their tasks have ended
+        if self._peers is not None:
+            self._peers.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task(self._loop)  # (the loop given: no system call to find it)
@@ -152,8 +169,7 @@ class Listener:
                 deadline.disarm()
             if not first:
                 return
-            if len(self._tasks) > limits.max_connections or self._stopping.is_set():
-                self._refuse(writer, first)
+            if self._refused(writer, first, limits.max_connections, started):
                 return
             if first[0] == socks5.VERSION:
                 self._tasks[task] = "socks5"  # drained like a busy HTTP connection
@@ -194,6 +210,36 @@ class Listener:
 
     def _forget(self, tunnel: asyncio.Future) -> None:
         self._tasks.pop(tunnel, None)
+
+    def _refused(self, writer: asyncio.StreamWriter, first: bytes, max_connections: int,
+                 started: float) -> bool:
+        """Refuse a client beyond the connection limit or while stopping, or one that is not
+        the owner's program (when that is asked); True when it was refused."""
+        if len(self._tasks) > max_connections or self._stopping.is_set():
+            self._refuse(writer, first)
+            return True
+        if self.accounts == "owner" and self._peers and not self._auth_required():
+            why = self._peers.stranger(writer.get_extra_info("peername"),
+                                       writer.get_extra_info("sockname"))
+            if why is not None:
+                self._refuse_stranger(writer, first, why, started)
+                return True
+        return False
+
+    def _refuse_stranger(self, writer: asyncio.StreamWriter, first: bytes, why: str,
+                         started: float) -> None:
+        """Refuse a client that is not the owner's program: 403 (SOCKS5: no acceptable
+        method, SOCKS4 its rejection), and the log says whose it was."""
+        proto = {socks5.VERSION: "socks5", SOCKS4: "socks4"}.get(first[0], "http")
+        if proto == "socks5":
+            writer.write(socks5.method_reply(socks5.NO_ACCEPTABLE))
+        elif proto == "socks4":
+            writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
+        else:
+            writer.write(http_error_response(Forbidden(NOT_OWNERS)))
+        status = {"http": 403, "socks5": "0xff", "socks4": "0x5b"}[proto]
+        logs.connection(proto, "-", "-", status, 0, 0, time.monotonic() - started,
+                        f"{why}: {NOT_OWNERS}")
 
     def _refuse(self, writer: asyncio.StreamWriter, first: bytes) -> None:
         if first[0] == socks5.VERSION:

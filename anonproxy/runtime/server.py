@@ -87,7 +87,7 @@ class ProxyServer:
         self._stopping = asyncio.Event()
         self.listener = Listener(self.context_for, lambda: self.ctx,
                                  lambda: self.contexts.credentials is not None, self._stopping,
-                                 loaded.profile.allow)
+                                 loaded.profile.allow, loaded.profile.local_accounts)
         self._asks = Asks()  # reloads and a new identity, for the serve loop
         self.reverses = Reverses(self._stopping)  # the [[reverse]] entries (runtime/reverses.py)
 
@@ -351,6 +351,7 @@ class ProxyServer:
             ctx.listen = self.listen
         self.contexts = contexts
         self.listener.allow = loaded.profile.allow
+        self.listener.accounts = loaded.profile.local_accounts
         for ctx in old:
             ctx.pool.close()
         logs.log.info("reloaded profile %s (%s)", loaded.name, loaded.path)
