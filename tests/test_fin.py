@@ -17,13 +17,14 @@ from anonproxy.transport.fin import send_fin
 LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
 
-async def _serving(handler):
-    server = await streams.start_server(handler, "127.0.0.1", 0)
+async def _serving(handler, host: str = "127.0.0.1"):
+    server = await streams.start_server(handler, host, 0)
     return server, server.sockets[0].getsockname()[1]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 @pytest.mark.parametrize("loop", LOOPS)
-def test_the_peer_reads_every_byte_then_the_end_while_the_transport_is_still_open(loop):
+def test_the_peer_reads_every_byte_then_the_end_while_the_transport_is_still_open(loop, host):
     async def run():
         seen = asyncio.Event()
         states = []
@@ -35,8 +36,8 @@ def test_the_peer_reads_every_byte_then_the_end_while_the_transport_is_still_ope
             states.append(writer.transport.is_closing())
             writer.close()
 
-        server, port = await _serving(handler)
-        reader, writer = await streams.open_connection("127.0.0.1", port)
+        server, port = await _serving(handler, host)
+        reader, writer = await streams.open_connection(host, port)
         got = await asyncio.wait_for(reader.read(), 5)  # to the end: the FIN came
         seen.set()
         writer.close()

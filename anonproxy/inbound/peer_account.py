@@ -46,11 +46,16 @@ _TAIL = struct.Struct("=III")  # ... then interface and cookie (host order; no c
 # inet_diag_msg: family, state, timer, retransmits, the sockid, expires, queues, uid, inode
 _UID_AT: Final = _HEADER.size + 4 + _SOCKID.size + _TAIL.size + 12
 _ANSWER_SIZE = 1 << 12
+_LENGTH: Final = _HEADER.size + _REQUEST.size + _SOCKID.size + _TAIL.size
+_ASKING: Final[dict[int, bytes]] = {family: _REQUEST.pack(family, socket.IPPROTO_TCP, 0, ALL_STATES)
+                  for family in (socket.AF_INET, socket.AF_INET6)}
+_NO_INTERFACE_OR_COOKIE: Final = _TAIL.pack(0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE)
+_V4_REST: Final = bytes(12)  # an IPv4 address fills the first 4 of the 16 bytes
 
 class PeerAccounts:
     """A sock_diag socket of one listener, asked about each of its clients; closed with it."""
 
-    __slots__ = ("_sock", "_sequence")
+    __slots__ = ("_sock", "_sequence", "_owner")
 
     def __init__(self) -> None:
         try:
@@ -59,6 +64,7 @@ class PeerAccounts:
         except (AttributeError, OSError):  # not Linux, or netlink refused
             self._sock = None
         self._sequence = 0
+        self._owner = os.geteuid()  # what a socket the proxy opens records
 
     @property
     def available(self) -> bool:
@@ -80,16 +86,15 @@ class PeerAccounts:
         try:
             family, source = _packed(peer[0])
             other_family, destination = _packed(ours[0])
-        except (ValueError, IndexError, TypeError):
+            ports = peer[1], ours[1]
+        except (OSError, IndexError, TypeError):
             return UNKNOWN
         if other_family != family:
             return UNKNOWN
         self._sequence = sequence = (self._sequence + 1) & 0xFFFFFFFF
-        body = (_REQUEST.pack(family, socket.IPPROTO_TCP, 0, ALL_STATES)
-                + _SOCKID.pack(peer[1], ours[1], source, destination)
-                + _TAIL.pack(0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE))
-        message = _HEADER.pack(_HEADER.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
-                               sequence, 0) + body
+        message = b"".join((
+            _HEADER.pack(_LENGTH, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, sequence, 0),
+            _ASKING[family], _SOCKID.pack(*ports, source, destination), _NO_INTERFACE_OR_COOKIE))
         try:
             sock.send(message)
             while True:  # (an answer to an earlier, abandoned question is skipped)
@@ -117,7 +122,7 @@ class PeerAccounts:
         if not isinstance(peer, tuple) or not isinstance(ours, tuple) or self._sock is None:
             return None  # (not TCP/IP, or nothing to ask)
         account = self.account(peer, ours)
-        if account == os.geteuid():  # (what a socket the proxy opened would record)
+        if account == self._owner:
             return None
         if account >= 0:
             return f"a program of another local account (uid {account})"
@@ -128,11 +133,11 @@ class PeerAccounts:
 
 
 def _packed(host: str) -> tuple[int, bytes]:
-    """(family, 16 bytes as inet_diag_sockid holds an address) of a socket's host."""
-    address = ipaddress.ip_address(host.split("%", 1)[0])
-    if address.version == 4:
-        return socket.AF_INET, address.packed + bytes(12)
-    return socket.AF_INET6, address.packed
+    """(family, 16 bytes as inet_diag_sockid holds an address) of a socket's host (OSError
+    for what is no address)."""
+    if ":" in host:  # (IPv6, a scope after "%")
+        return socket.AF_INET6, socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+    return socket.AF_INET, socket.inet_pton(socket.AF_INET, host) + _V4_REST
 
 
 def is_loopback(host: str) -> bool:

@@ -49,8 +49,9 @@ def send_fin(transport: asyncio.BaseTransport) -> bool:
     sock = plain.get_extra_info("socket")
     if sock is None:
         return False
-    try:
-        wrapped = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
+    try:  # (the family given, not asked of the socket: shutdown does not care, and asking is
+        # a system call)
+        wrapped = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, sock.fileno())
     except OSError:
         return False
     try:
