@@ -44,6 +44,7 @@ SOCKS4 = 0x04
 Waited = TypeVar("Waited", bound=asyncio.Future)  # a connection's task, or a tunnel's future
 SOCKS4_REFUSAL = ("SOCKS4 refused: the client resolves names itself (a DNS leak); "
                   "use SOCKS5 with remote names (socks5h://)")
+SOCKS4_REJECTED = bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0))  # SOCKS4's "request rejected"
 NOT_OWNERS = ("this proxy serves only the programs of the account that runs it (its profile's "
               "local_accounts or auth would share it)")
 
@@ -124,7 +125,7 @@ class Listener:
         """Listen on `listen`, or accept on a socket made elsewhere; the address bound."""
         self._loop = asyncio.get_running_loop()
         self._peers = PeerAccounts()
-        if not self._peers.available:
+        if not self._peers.available and self.accounts == "owner" and not self._auth_required():
             logs.log.warning("this system does not say which local account a connection comes "
                              "from (no sock_diag): any local account can use the proxy port; "
                              "give the profile auth to keep it to yourself")
@@ -178,7 +179,7 @@ class Listener:
             elif first[0] == SOCKS4:
                 # SOCKS4 resolves names on the client: refuse it ("request rejected"), and say
                 # so in the log, where the owner looks when a program cannot connect
-                writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
+                writer.write(SOCKS4_REJECTED)
                 logs.connection("socks4", "-", "-", "0x5b", 0, 0, time.monotonic() - started,
                                 SOCKS4_REFUSAL)
             else:
@@ -234,7 +235,7 @@ class Listener:
         if proto == "socks5":
             writer.write(socks5.method_reply(socks5.NO_ACCEPTABLE))
         elif proto == "socks4":
-            writer.write(bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0)))
+            writer.write(SOCKS4_REJECTED)
         else:
             writer.write(http_error_response(Forbidden(NOT_OWNERS)))
         status = {"http": 403, "socks5": "0xff", "socks4": "0x5b"}[proto]
