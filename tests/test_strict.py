@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -259,3 +260,67 @@ def test_strict_program_cannot_make_sockets_through_io_uring(run):
 def test_strict_program_is_killed_on_another_syscall_abi(run):
     out = run(sys.executable, "-c", _syscall_script(0x40000000 | 39))  # x32 getpid
     assert out.returncode == 128 + signal.SIGSYS, (out.returncode, out.stdout)
+
+
+_SCAN = r"""
+import os, sys
+secret = sys.argv[1].encode()
+seen, refused = [], 0
+for pid in os.listdir("/proc"):
+    if not pid.isdigit() or int(pid) == os.getpid():
+        continue
+    try:
+        command = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        continue
+    if command.split(b"\0")[1:3] != [b"-m", b"anonproxy"]:  # (`python -m anonproxy ...`)
+        continue
+    try:
+        regions = open(f"/proc/{pid}/maps").read().splitlines()
+        memory = open(f"/proc/{pid}/mem", "rb", 0)
+    except OSError:
+        refused += 1
+        continue
+    for line in regions:
+        span, permissions = line.split()[:2]
+        start, end = (int(x, 16) for x in span.split("-"))
+        if "r" not in permissions or end - start > 1 << 28:
+            continue
+        try:
+            memory.seek(start)
+            if secret in memory.read(end - start):
+                seen.append(pid)
+                break
+        except (OSError, ValueError, OverflowError):
+            continue
+print(f"seen in {len(seen)}, refused by {refused}")
+"""
+
+
+def test_strict_program_cannot_read_anonproxys_memory(run, tmp_path):
+    """Its parent, `anonproxy exec`, holds the profile's passwords (the file is hidden, its
+    content is in memory) and, like the owner's `serve`, runs as the same user. The program's
+    own user namespace is what refuses it /proc/PID/mem of every process outside (the kernel
+    asks for CAP_SYS_PTRACE there across user namespaces, whatever the uid); unconfined, the
+    same scan finds the password in an `exec` of the same profile."""
+    secret = "pw-" + os.urandom(8).hex()
+    profile = f'{DIRECT}[exits.hop]\nvia = ["socks5://user:{secret}@127.0.0.1:9"]\n'
+    confined = run(sys.executable, "-c", _SCAN, secret, profile=profile)
+    assert confined.returncode == 0, confined.stderr
+    assert confined.stdout.startswith(b"seen in 0, refused by "), confined.stdout
+    assert not confined.stdout.endswith(b"refused by 0\n")  # it did find anonproxy, and was refused
+    holder = subprocess.Popen([sys.executable, "-m", "anonproxy", "exec", "--profile",
+                               str(tmp_path / "exec.toml"), "--", "sleep", "30"],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        scans = []
+        for _ in range(50):  # (until the holder has read its profile)
+            scans.append(subprocess.run([sys.executable, "-c", _SCAN, secret],
+                                        capture_output=True, timeout=60).stdout)
+            if scans[-1].startswith(b"seen in 1,"):
+                break
+            time.sleep(0.2)
+        assert scans[-1].startswith(b"seen in 1,"), scans  # the scan works
+    finally:
+        holder.kill()
+        holder.wait()
