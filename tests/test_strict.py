@@ -297,30 +297,83 @@ print(f"seen in {len(seen)}, refused by {refused}")
 """
 
 
-def test_strict_program_cannot_read_anonproxys_memory(run, tmp_path):
+def test_strict_program_sees_signals_and_reads_only_its_own_processes(run, tmp_path):
     """Its parent, `anonproxy exec`, holds the profile's passwords (the file is hidden, its
-    content is in memory) and, like the owner's `serve`, runs as the same user. The program's
-    own user namespace is what refuses it /proc/PID/mem of every process outside (the kernel
-    asks for CAP_SYS_PTRACE there across user namespaces, whatever the uid); unconfined, the
-    same scan finds the password in an `exec` of the same profile."""
+    content is in memory), and it, `serve`, the browser all run as the same user: signals are
+    allowed by uid, and memory reads by uid within a user namespace. In a process namespace
+    of its own the program sees its own processes only: no anonproxy process to scan, no
+    outside process to signal. Unconfined, the same scan finds the password in an `exec` of
+    the same profile, and the same signal reaches the outside process."""
     secret = "pw-" + os.urandom(8).hex()
     profile = f'{DIRECT}[exits.hop]\nvia = ["socks5://user:{secret}@127.0.0.1:9"]\n'
-    confined = run(sys.executable, "-c", _SCAN, secret, profile=profile)
-    assert confined.returncode == 0, confined.stderr
-    assert confined.stdout.startswith(b"seen in 0, refused by "), confined.stdout
-    assert not confined.stdout.endswith(b"refused by 0\n")  # it did find anonproxy, and was refused
+    outside = subprocess.Popen(["sleep", "60"])
+    signal_it = ("import os, sys\ntry:\n    os.kill(int(sys.argv[1]), 0)\nexcept OSError as e:\n"
+                 "    print(type(e).__name__)\nelse:\n    print('reached')\n"
+                 "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
+    try:
+        confined = run(sys.executable, "-c", _SCAN, secret, profile=profile)
+        assert confined.stdout == b"seen in 0, refused by 0\n", confined
+        signalled = run(sys.executable, "-c", signal_it, str(outside.pid))
+        assert signalled.stdout.splitlines() == [b"ProcessLookupError", b"[1, 2]"], signalled
+        assert outside.poll() is None
+        unconfined = run(sys.executable, "-c", signal_it, str(outside.pid), strict=False)
+        assert unconfined.stdout.splitlines()[0] == b"reached"
+        (tmp_path / "secret.toml").write_text(profile)
+        assert _scan_from_outside(tmp_path / "secret.toml", secret).startswith(b"seen in 1,")
+    finally:
+        outside.kill()
+        outside.wait()
+
+
+def _scan_from_outside(profile: Path, secret: str) -> bytes:
+    """The scan run unconfined while an `exec` of `profile` runs: what it printed once it saw
+    the secret (or its last try)."""
     holder = subprocess.Popen([sys.executable, "-m", "anonproxy", "exec", "--profile",
-                               str(tmp_path / "exec.toml"), "--", "sleep", "30"],
+                               str(profile), "--", "sleep", "30"],
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        scans = []
         for _ in range(50):  # (until the holder has read its profile)
-            scans.append(subprocess.run([sys.executable, "-c", _SCAN, secret],
-                                        capture_output=True, timeout=60).stdout)
-            if scans[-1].startswith(b"seen in 1,"):
+            seen = subprocess.run([sys.executable, "-c", _SCAN, secret], capture_output=True,
+                                  timeout=60).stdout
+            if seen.startswith(b"seen in 1,"):
                 break
             time.sleep(0.2)
-        assert scans[-1].startswith(b"seen in 1,"), scans  # the scan works
+        return seen
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_strict_program_gets_execs_signals_and_leaves_nothing_running(strict_works, tmp_path):
+    """exec passes SIGTERM on through the layers that make the process namespace (the exit
+    code is the program's: 128 + 15), and what the program started ends with it."""
+    profile = tmp_path / "p.toml"
+    profile.write_text(DIRECT)
+    marker = str(500 + os.getpid() % 400)  # (a sleep no other test runs)
+    started = tmp_path / "started"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "anonproxy", "exec", "--profile", str(profile), "--strict", "--",
+         "sh", "-c", f'sleep {marker} & touch "$0"; sleep 30', str(started)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for _ in range(100):
+            if started.exists():
+                break
+            time.sleep(0.1)
+        assert started.exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 128 + signal.SIGTERM
+        time.sleep(0.3)
+        assert not [pid for pid in os.listdir("/proc")
+                    if pid.isdigit() and _cmdline(pid) == [b"sleep", marker.encode()]]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _cmdline(pid: str) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    except OSError:
+        return []

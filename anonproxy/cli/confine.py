@@ -7,8 +7,16 @@ mount namespaces (made by `unshare`): it brings loopback up, mounts a fresh tmpf
 proxy's listening socket, checks that the seccomp filter can be installed, passes the socket
 over FD and stays alive to hold the namespaces. `... confine run CWD -- ARGV` is what `nsenter`
 starts inside those namespaces: it changes to CWD (entering a mount namespace resets the
-working directory to its root), gives up every capability, installs the filter and execs
+working directory to its root), makes a process namespace of the program's own and forks its
+first process (PID 1 there: it mounts that namespace's /proc, reaps orphans and passes signals
+on), which forks the program: it gives up every capability, installs the filter and execs
 ARGV, so the program and all its children inherit the filter and none can undo the mounts.
+
+Why a process namespace: signals are allowed by uid, so a program running as you could stop,
+kill or reload (SIGHUP) your `serve`, your browser, anything of yours; in its own namespace it
+sees and signals only its own processes, and they all end with it (the kernel kills what is
+left in a namespace when its PID 1 ends); nor can it read their memory (/proc/PID/mem needs
+the process in sight).
 
 Why both a filter and a mount namespace: a socket named by a path (dbus, systemd-resolved,
 docker, avahi, X11, ssh-agent, the journal, ...) is not per network namespace and may live
@@ -39,6 +47,7 @@ import ctypes
 import errno
 import os
 import platform
+import signal
 import socket
 import struct
 import subprocess
@@ -51,6 +60,11 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 SECCOMP_MODE_FILTER = 2
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+# what the layers between `exec` and the program pass on (a terminal's Ctrl-C reaches the
+# whole process group anyway; `kill` of exec reaches only exec, which passes it to us)
+PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)
 
 # architecture -> (AUDIT_ARCH_*, __NR_socket); io_uring_setup is 425 on every one of them
 ARCHES = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198),
@@ -98,6 +112,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 if sys.platform == "linux":  # elsewhere there is no prctl, and main() refuses to run
     _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
     _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    _libc.unshare.argtypes = [ctypes.c_int]
 
 
 def _prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> None:
@@ -151,19 +166,81 @@ def helper(fd: int, directories: list[str]) -> None:
         time.sleep(3600)
 
 
-def run(cwd: str, argv: list[str]) -> None:
-    """Inside the namespaces (entered by nsenter): confine this process and become `argv`."""
+def run(cwd: str, argv: list[str]) -> int:
+    """Inside the namespaces (entered by nsenter): `argv` confined in a process namespace of
+    its own; its exit code (128+N for signal N)."""
     try:
         os.chdir(cwd)
     except OSError as error:
         raise ConfineError(f"cannot start in {cwd}: {error.strerror}") from None
-    drop_capabilities()
-    install_filter()
+    if _libc.unshare(CLONE_NEWPID | CLONE_NEWNS) != 0:
+        raise ConfineError("making the program's process namespace failed: "
+                           f"{os.strerror(ctypes.get_errno())}")
+    _pass_signals()  # (before the fork: none may end us with a child left behind)
+    first = os.fork()  # PID 1 of the new namespace
+    if first == 0:
+        _passing_to.clear()
+        os._exit(_first_process(argv))
+    return _wait(first)
+
+
+def _first_process(argv: list[str]) -> int:
+    """PID 1 of the program's namespace: its own /proc (the namespace's processes only), then
+    the program, whose exit code it gives; orphans are reaped meanwhile."""
+    try:
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        if _libc.mount(b"proc", b"/proc", b"proc", flags, None) != 0:
+            raise ConfineError("mounting the program's /proc failed: "
+                               f"{os.strerror(ctypes.get_errno())}")
+        program = os.fork()
+        if program == 0:
+            _become(argv)
+        return _wait(program, reap=True)
+    except (ConfineError, OSError) as error:
+        print(f"anonproxy: exec --strict: {error}", file=sys.stderr)
+        return 126
+
+
+def _become(argv: list[str]) -> None:
+    """The program: no capabilities, the filter, then `argv` (never returns)."""
+    try:
+        drop_capabilities()
+        install_filter()
+    except ConfineError as error:  # (never started unconfined)
+        print(f"anonproxy: exec --strict: {error}", file=sys.stderr)
+        os._exit(126)
     try:
         os.execvp(argv[0], argv)
     except OSError as error:
         print(f"anonproxy: exec {argv[0]}: {error.strerror}", file=sys.stderr)
-        sys.exit(127)
+    os._exit(127)
+
+
+_passing_to: list[int] = []  # the child PASSED_ON signals go to, once there is one
+
+
+def _pass_signals() -> None:
+    for sig in PASSED_ON:
+        signal.signal(sig, _pass_on)
+
+
+def _pass_on(number: int, _frame: object) -> None:
+    if _passing_to:
+        try:
+            os.kill(_passing_to[-1], number)
+        except ProcessLookupError:
+            pass  # (it ended already)
+
+
+def _wait(child: int, reap: bool = False) -> int:
+    """Wait for `child`, passing PASSED_ON signals to it; its exit code (128+N for signal N).
+    `reap`: other children that end meanwhile (orphans, for PID 1) are waited for too."""
+    _passing_to.append(child)
+    while True:
+        pid, status = os.waitpid(-1 if reap else child, 0)
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
 
 
 def main(args: list[str]) -> int:
@@ -175,7 +252,7 @@ def main(args: list[str]) -> int:
         if args[:1] == ["helper"]:
             helper(int(args[1]), args[2:])
         elif args[:1] == ["run"] and args[2:3] == ["--"] and args[3:]:
-            run(args[1], args[3:])
+            return run(args[1], args[3:])
     except (ConfineError, OSError, subprocess.CalledProcessError) as error:
         print(f"anonproxy: exec --strict: {error}", file=sys.stderr)
         return 126

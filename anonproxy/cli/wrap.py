@@ -193,8 +193,8 @@ class _Jail:
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The command line that runs `argv` inside the helper's namespaces, confined, in our
-        working directory (nsenter and confine.py exec it, so signals and the exit code are
-        the program's own)."""
+        working directory, in a process namespace of its own (nsenter execs confine.py, which
+        passes signals on to the program and exits with its exit code)."""
         return ["nsenter", f"--target={self._helper.pid}", "--user", "--net", "--mount",
                 "--preserve-credentials", "--", *_CONFINE, "run", os.getcwd(), "--", *argv]
 
