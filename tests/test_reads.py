@@ -330,3 +330,20 @@ def test_transport_of_is_the_writers_transport_before_and_after_start_tls(loop, 
 
     runner = uvloop.run if loop == "uvloop" else asyncio.run
     assert runner(run()) == (True, True, True, b"ping")
+
+
+def test_unread_and_quiet_say_what_a_reader_holds():
+    async def run():
+        reader = asyncio.StreamReader()
+        states = [(reads.unread(reader), reads.quiet(reader))]
+        reader.feed_data(b"abc")
+        states.append((reads.unread(reader), reads.quiet(reader)))
+        await read(reader, 2)
+        states.append((reads.unread(reader), reads.quiet(reader)))
+        await read(reader, 5)
+        reader.feed_eof()
+        states.append((reads.unread(reader), reads.quiet(reader)))
+        return states
+
+    assert asyncio.run(run()) == [(0, True), (3, False), (1, False), (0, False)]
+    assert reads.unread(object()) == 1  # (a reader of another kind may hold bytes elsewhere)

@@ -37,7 +37,7 @@ from typing import cast
 
 from anonproxy.transport.batch import SMALL
 from anonproxy.transport.client_side import READ_SIZE, ClientGone, ClientSide, Trace
-from anonproxy.transport.reads import read, transport_of
+from anonproxy.transport.reads import read, transport_of, unread
 from anonproxy.transport.relay import relay
 from anonproxy.transport.splice import AVAILABLE as SPLICE
 from anonproxy.transport.splice import Broken, move, spliceable
@@ -262,7 +262,7 @@ async def _splice_rest(client: ClientSide, machine: ResponseRelay,
     and this is asked again after the next one); None when not for this response (a side is not
     a plain socket, or no descriptors are to be had)."""
     down = cast(asyncio.Transport, client.writer.transport)
-    if _unread(up_reader) or down.get_write_buffer_size():
+    if unread(up_reader) or down.get_write_buffer_size():
         return False
     if up_reader.at_eof() or up_reader.exception() is not None:
         return None
@@ -282,11 +282,6 @@ async def _splice_rest(client: ClientSide, machine: ResponseRelay,
         return None
     machine.body_moved_all(trailing)
     return True
-
-
-def _unread(reader: asyncio.StreamReader) -> int:
-    # asyncio has no public call for "bytes waiting"; StreamReader keeps them in _buffer
-    return len(getattr(reader, "_buffer", b"x"))
 
 
 async def websocket(client: ClientSide, stream: Stream, rest: bytes, trace: Trace) -> None:

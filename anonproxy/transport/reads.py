@@ -10,7 +10,8 @@ reader's waiter future directly.
 Those fields are StreamReader's own (`_buffer`, `_eof`, `_exception`, `_waiter`, `_paused`,
 `_transport`, `_loop`, `_limit`), the same from Python 3.8 to 3.13; a reader of another type,
 or a Python whose StreamReader sets other fields, is read with its own `read`.
-`quiet` reads two of them the same way, and `transport_of` a StreamWriter's `_transport`.
+`quiet` and `unread` read two of them the same way, and `transport_of` a StreamWriter's
+`_transport`.
 
 `Feeder` is the other side: what StreamReaderProtocol.data_received and StreamReader.feed_data
 do for each read of the connection (Python: ~6,000 instructions a read), compiled; a
@@ -79,10 +80,15 @@ def quiet(stream: asyncio.StreamReader) -> bool:
     """Not at its end, and nothing unread: what a kept connection's reader is while idle
     (transport/upstream.py)."""
     if not _KNOWN or type(stream) is not _READER:
-        # (asyncio has no public call for "bytes waiting")
-        return not stream.at_eof() and not getattr(stream, "_buffer", b"")
+        return not stream.at_eof() and not unread(stream)
     reader: Any = stream
     return not reader._eof and not reader._buffer
+
+
+def unread(stream: asyncio.StreamReader) -> int:
+    """The bytes a reader holds that were not read yet (asyncio has no public call for it);
+    a reader of another kind, which may hold some elsewhere, counts as holding one."""
+    return len(getattr(stream, "_buffer", b"x"))
 
 
 def transport_of(writer: asyncio.StreamWriter) -> asyncio.Transport:
