@@ -180,6 +180,7 @@ def run(cwd: str, argv: list[str]) -> int:
     first = os.fork()  # PID 1 of the new namespace
     if first == 0:
         _passing_to.clear()
+        _pending.clear()  # (the outer process passes on what it got before the fork)
         os._exit(_first_process(argv))
     return _wait(first)
 
@@ -203,6 +204,8 @@ def _first_process(argv: list[str]) -> int:
 
 def _become(argv: list[str]) -> None:
     """The program: no capabilities, the filter, then `argv` (never returns)."""
+    for sig in PASSED_ON:  # (a signal before the exec ends it, as it would the program)
+        signal.signal(sig, signal.SIG_DFL)
     try:
         drop_capabilities()
         install_filter()
@@ -217,6 +220,7 @@ def _become(argv: list[str]) -> None:
 
 
 _passing_to: list[int] = []  # the child PASSED_ON signals go to, once there is one
+_pending: list[int] = []  # signals that came before it: passed on once it is there
 
 
 def _pass_signals() -> None:
@@ -225,17 +229,21 @@ def _pass_signals() -> None:
 
 
 def _pass_on(number: int, _frame: object) -> None:
-    if _passing_to:
-        try:
-            os.kill(_passing_to[-1], number)
-        except ProcessLookupError:
-            pass  # (it ended already)
+    if not _passing_to:
+        _pending.append(number)
+        return
+    try:
+        os.kill(_passing_to[-1], number)
+    except ProcessLookupError:
+        pass  # (it ended already)
 
 
 def _wait(child: int, reap: bool = False) -> int:
     """Wait for `child`, passing PASSED_ON signals to it; its exit code (128+N for signal N).
     `reap`: other children that end meanwhile (orphans, for PID 1) are waited for too."""
     _passing_to.append(child)
+    while _pending:
+        _pass_on(_pending.pop(0), None)
     while True:
         pid, status = os.waitpid(-1 if reap else child, 0)
         if pid == child:

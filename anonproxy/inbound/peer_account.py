@@ -47,10 +47,12 @@ _TAIL = struct.Struct("=III")  # ... then interface and cookie (host order; no c
 _UID_AT: Final = _HEADER.size + 4 + _SOCKID.size + _TAIL.size + 12
 _ANSWER_SIZE = 1 << 12
 _LENGTH: Final = _HEADER.size + _REQUEST.size + _SOCKID.size + _TAIL.size
-_ASKING: Final[dict[int, bytes]] = {family: _REQUEST.pack(family, socket.IPPROTO_TCP, 0, ALL_STATES)
-                  for family in (socket.AF_INET, socket.AF_INET6)}
+_ASKING: Final[dict[int, bytes]] = {  # the request's start, per address family
+    family: _REQUEST.pack(family, socket.IPPROTO_TCP, 0, ALL_STATES)
+    for family in (socket.AF_INET, socket.AF_INET6)}
 _NO_INTERFACE_OR_COOKIE: Final = _TAIL.pack(0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE)
 _V4_REST: Final = bytes(12)  # an IPv4 address fills the first 4 of the 16 bytes
+
 
 class PeerAccounts:
     """A sock_diag socket of one listener, asked about each of its clients; closed with it."""
