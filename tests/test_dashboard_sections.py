@@ -159,6 +159,10 @@ def test_the_reverse_api_says_which_backend_is_up_and_which_down(start_proxy):
     # /api/state carries the same list
     state = admin.json("/api/state")["reverse"]
     assert [b["backend"] for b in state[0]["backends"]] == [alive, dead]
+    # its visitors' requests are listed as such, and their bytes are the entry's (above), not
+    # an exit's: the traffic per exit stays empty, as no forward request was made
+    assert [c["proto"] for c in admin.json("/api/connections")] == ["reverse"] * 3
+    assert admin.json("/api/status")["traffic"] == {}
     # and it is the owner's only, like every other route
     assert admin.send("GET", "/api/reverse", token=False).status_code == 401
     wrong = admin.get("/api/reverse", headers={"X-Anonproxy-Token": "guess"})

@@ -3,7 +3,8 @@ what the block lists blocked (a count per list, the latest matches), and the req
 inside opened HTTPS connections per site (a count; no more than 1,000 sites).
 
 Fed by `logs.observers` with one Record per finished tunnel or plain-HTTP request. Traffic
-through a pool counts for the pool and for the member that carried it. Holds the
+through a pool counts for the pool and for the member that carried it; a reverse entry's
+requests are listed but count for no exit (the entry counts them per backend). Holds the
 site (host:port), the exit, the outcome and byte counts — never a path, query or body. Recent
 entries are bounded by number and by age; byte totals per exit are kept for the life of the
 process (or until cleared), and `sample()` turns them into a short time series for the chart.
@@ -59,6 +60,9 @@ class Activity:
             site = _site(record.dest)
             if site in self.opened or len(self.opened) < 1000:
                 self.opened[site] = self.opened.get(site, 0) + 1
+        elif record.proto == "reverse":  # a visitor of a reverse entry: listed, and its bytes
+            self.recent.append((now, record))  # are the entry's (its backends'), no exit's
+            return
         # through a pool, the record names the path ("pool>member"): each exit on it carried
         # the traffic, so the pool and the member it used both count it
         path = record.exit
