@@ -537,8 +537,7 @@ def test_the_owner_may_share_the_port_with_other_accounts(other_user, start_prox
     assert len(origin.received) == 1
 
 
-def test_a_reload_applies_local_accounts_to_the_next_connection(other_user, start_proxy, origin,
-                                                                tmp_path):
+def test_a_reload_applies_local_accounts_to_the_next_connection(other_user, start_proxy, origin):
     proxy = start_proxy('local_accounts = "any"\ndefault = "direct"\n[exits.direct]\n')
     assert _through(other_user, proxy, origin.url("/echo"))[0] == "200"
     proxy.profile.write_text('default = "direct"\n[exits.direct]\n')  # back to the default
