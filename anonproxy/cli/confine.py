@@ -209,7 +209,7 @@ def _become(argv: list[str]) -> None:
     try:
         drop_capabilities()
         install_filter()
-    except ConfineError as error:  # (never started unconfined)
+    except (ConfineError, OSError) as error:  # (never started unconfined)
         print(f"anonproxy: exec --strict: {error}", file=sys.stderr)
         os._exit(126)
     try:
