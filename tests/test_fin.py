@@ -26,7 +26,7 @@ async def _serving(handler, host: str = "127.0.0.1"):
 @pytest.mark.parametrize("loop", LOOPS)
 def test_the_peer_reads_every_byte_then_the_end_while_the_transport_is_still_open(loop, host):
     async def run():
-        seen = asyncio.Event()
+        seen, finished = asyncio.Event(), asyncio.Event()
         states = []
 
         async def handler(reader, writer):
@@ -35,13 +35,14 @@ def test_the_peer_reads_every_byte_then_the_end_while_the_transport_is_still_ope
             await seen.wait()  # (not closed until the client saw the end)
             states.append(writer.transport.is_closing())
             writer.close()
+            finished.set()
 
         server, port = await _serving(handler, host)
         reader, writer = await streams.open_connection(host, port)
         got = await asyncio.wait_for(reader.read(), 5)  # to the end: the FIN came
         seen.set()
+        await asyncio.wait_for(finished.wait(), 5)
         writer.close()
-        await asyncio.sleep(0.05)
         server.close()
         return got, states
 
@@ -54,17 +55,19 @@ def test_bytes_still_in_the_write_buffer_keep_the_fin_for_the_close(loop):
 
     async def run():
         states = []
+        checked = asyncio.Event()
 
         async def handler(reader, writer):
             writer.write(payload)
             states.append(writer.transport.get_write_buffer_size() > 0)
             states.append(send_fin(writer.transport))
+            checked.set()
             await writer.drain()
             writer.close()
 
         server, port = await _serving(handler)
         reader, writer = await streams.open_connection("127.0.0.1", port)
-        await asyncio.sleep(0.2)  # (the server's buffer fills while nobody reads)
+        await asyncio.wait_for(checked.wait(), 5)  # (asked before anything was read)
         got = await asyncio.wait_for(reader.read(), 10)
         writer.close()
         server.close()

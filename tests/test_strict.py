@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT
+from helpers import wait_until
 from upstreams import free_port
 
 DIRECT = 'default = "direct"\n[exits.direct]\n'
@@ -331,14 +331,16 @@ def _scan_from_outside(profile: Path, secret: str) -> bytes:
     holder = subprocess.Popen([sys.executable, "-m", "anonproxy", "exec", "--profile",
                                str(profile), "--", "sleep", "30"],
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    scans: list[bytes] = []
+
+    def seen() -> bool:  # (once the holder has read its profile)
+        scans.append(subprocess.run([sys.executable, "-c", _SCAN, secret], capture_output=True,
+                                    timeout=60).stdout)
+        return scans[-1].startswith(b"seen in 1,")
+
     try:
-        for _ in range(50):  # (until the holder has read its profile)
-            seen = subprocess.run([sys.executable, "-c", _SCAN, secret], capture_output=True,
-                                  timeout=60).stdout
-            if seen.startswith(b"seen in 1,"):
-                break
-            time.sleep(0.2)
-        return seen
+        wait_until(seen, timeout=10, interval=0.2)
+        return scans[-1]
     finally:
         holder.kill()
         holder.wait()
@@ -356,16 +358,12 @@ def test_strict_program_gets_execs_signals_and_leaves_nothing_running(strict_wor
          "sh", "-c", f'sleep {marker} & touch "$0"; sleep 30', str(started)],
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        for _ in range(100):
-            if started.exists():
-                break
-            time.sleep(0.1)
-        assert started.exists()
+        assert wait_until(started.exists)
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 128 + signal.SIGTERM
-        time.sleep(0.3)
-        assert not [pid for pid in os.listdir("/proc")
-                    if pid.isdigit() and _cmdline(pid) == [b"sleep", marker.encode()]]
+        assert wait_until(lambda: not [
+            pid for pid in os.listdir("/proc")
+            if pid.isdigit() and _cmdline(pid) == [b"sleep", marker.encode()]])
     finally:
         if process.poll() is None:
             process.kill()
