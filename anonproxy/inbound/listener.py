@@ -47,6 +47,10 @@ SOCKS4_REFUSAL = ("SOCKS4 refused: the client resolves names itself (a DNS leak)
 SOCKS4_REJECTED = bytes((0x00, 0x5B, 0, 0, 0, 0, 0, 0))  # SOCKS4's "request rejected"
 NOT_OWNERS = ("this proxy serves only the programs of the account that runs it (its profile's "
               "local_accounts or auth would share it)")
+# (log name, log status, answer) of a refused stranger by its first byte; HTTP: a 403
+_STRANGER_REFUSALS: dict[int, tuple[str, object, bytes]] = {
+    socks5.VERSION: ("socks5", "0xff", socks5.method_reply(socks5.NO_ACCEPTABLE)),
+    SOCKS4: ("socks4", "0x5b", SOCKS4_REJECTED)}
 
 
 def allowed(allow: list, peer) -> bool:
@@ -231,14 +235,9 @@ class Listener:
                          started: float) -> None:
         """Refuse a client that is not the owner's program: 403 (SOCKS5: no acceptable
         method, SOCKS4 its rejection), and the log says whose it was."""
-        proto = {socks5.VERSION: "socks5", SOCKS4: "socks4"}.get(first[0], "http")
-        if proto == "socks5":
-            writer.write(socks5.method_reply(socks5.NO_ACCEPTABLE))
-        elif proto == "socks4":
-            writer.write(SOCKS4_REJECTED)
-        else:
-            writer.write(http_error_response(Forbidden(NOT_OWNERS)))
-        status = {"http": 403, "socks5": "0xff", "socks4": "0x5b"}[proto]
+        proto, status, answer = _STRANGER_REFUSALS.get(first[0]) or (
+            "http", 403, http_error_response(Forbidden(NOT_OWNERS)))
+        writer.write(answer)
         logs.connection(proto, "-", "-", status, 0, 0, time.monotonic() - started,
                         f"{why}: {NOT_OWNERS}")
 
